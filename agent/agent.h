@@ -1,0 +1,90 @@
+/*
+ * p11agent: the agent process's internals (agent/ only).
+ */
+#ifndef P11AGENT_AGENT_H
+#define P11AGENT_AGENT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <netdb.h>
+
+#include <openssl/ssl.h>
+
+#include "p11agent/config.h"
+#include "p11agent/helper.h"
+
+/* ---- loop.c: one epoll loop, signals by signalfd, a timerfd tick */
+struct watch;
+typedef void (*watch_cb)(struct watch *, uint32_t events);
+struct watch {
+	int		 fd;
+	uint32_t	 events;	/* current interest; 0: not added */
+	watch_cb	 cb;
+	void		*arg;
+};
+
+int	 loop_init(void);
+void	 loop_watch_init(struct watch *, int fd, watch_cb, void *);
+/* Sets the interest (EPOLLIN/EPOLLOUT); 0 removes the fd. */
+int	 loop_set(struct watch *, uint32_t events);
+/* Runs until a signal asks to stop; tick runs every 200 ms. */
+int	 loop_run(void (*tick)(long now_ms));
+void	 loop_stop(void);
+/* Frees run after the current batch of events, never inside it. */
+void	 loop_defer(void (*fn)(void *), void *);
+
+/* ---- identity.c: helpers and identities */
+struct identity {
+	struct cfg_identity	*cfg;
+	struct helper		*helper;
+	struct helper_identity	 hid;
+	EVP_PKEY		*pkey;
+	struct identity		*next;
+};
+
+struct agent {
+	struct config		*cfg;
+	struct identity		*identities;
+	struct helper		**helpers;	/* one per module */
+	char			**helper_modules;
+	int			 nhelpers;
+	struct tunnel_rt	*tunnels;
+};
+
+int	 identity_open_all(struct agent *);
+void	 identity_close_all(struct agent *);
+struct identity *identity_find(struct agent *, struct cfg_identity *);
+struct helper *agent_helper_for(struct agent *, const char *module);
+
+/* ---- tls.c */
+SSL_CTX	*tls_ctx_new(struct cfg_tunnel *, struct identity *, char *, size_t);
+void	 tls_describe_failure(SSL *, char *, size_t);
+
+/* ---- tunnel.c: listeners and connections */
+struct tunnel_rt {
+	struct cfg_tunnel	*cfg;
+	struct identity		*id;
+	SSL_CTX			*ssl_ctx;
+	int			 nlisten;
+	struct listener {
+		struct tunnel_rt	*rt;
+		struct watch		 w;
+		char			 addr[128];
+	}			 listen[CONFIG_MAX_LISTEN];
+	struct tunnel_rt	*next;
+};
+
+int	 tunnels_start(struct agent *, int ready_fd);
+void	 tunnels_tick(long now);
+void	 tunnels_stop(struct agent *);
+int	 listen_open(struct tunnel_rt *, int, char *, size_t);
+
+/* ---- resolve.c: getaddrinfo_a without blocking the loop */
+struct resolve;
+typedef void (*resolve_cb)(void *, struct addrinfo *, int gai_err);
+int	 resolve_init(void);
+struct resolve *resolve_start(const char *host, const char *port,
+	    resolve_cb, void *);
+void	 resolve_cancel(struct resolve *);
+
+#endif

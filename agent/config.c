@@ -1,0 +1,523 @@
+/*
+ * p11agent: configuration parsing (see config.h and p11agent.conf(5)).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+#include <openssl/ssl.h>
+
+#include "p11agent/config.h"
+#include "p11agent/error.h"
+
+#define INI_LINE_MAX	200	/* inih as built by Debian */
+
+enum keyword {
+	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
+	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
+	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
+	K_IDLE_TIMEOUT,
+};
+
+enum section { S_NONE, S_IDENTITY, S_TUNNEL };
+
+static const struct {
+	const char	*name;
+	enum section	 section;
+	enum keyword	 kw;
+} keywords[] = {
+	{ "key",		S_IDENTITY,	K_KEY },
+	{ "cert",		S_IDENTITY,	K_CERT },
+	{ "pin",		S_IDENTITY,	K_PIN },
+	{ "module",		S_IDENTITY,	K_MODULE },
+	{ "sign-timeout",	S_IDENTITY,	K_SIGN_TIMEOUT },
+	{ "listen",		S_TUNNEL,	K_LISTEN },
+	{ "connect",		S_TUNNEL,	K_CONNECT },
+	{ "identity",		S_TUNNEL,	K_IDENTITY },
+	{ "ca",			S_TUNNEL,	K_CA },
+	{ "server-name",	S_TUNNEL,	K_SERVER_NAME },
+	{ "tls-min",		S_TUNNEL,	K_TLS_MIN },
+	{ "tls-max",		S_TUNNEL,	K_TLS_MAX },
+	{ "allow-remote-listen", S_TUNNEL,	K_ALLOW_REMOTE },
+	{ "connect-timeout",	S_TUNNEL,	K_CONNECT_TIMEOUT },
+	{ "handshake-timeout",	S_TUNNEL,	K_HANDSHAKE_TIMEOUT },
+	{ "idle-timeout",	S_TUNNEL,	K_IDLE_TIMEOUT },
+};
+
+struct parser {
+	struct config		*cfg;
+	FILE			*fp;
+	int			 line;
+	int			 failed;
+	enum section		 section;
+	char			 secname[128];
+	struct cfg_identity	*id;
+	struct cfg_tunnel	*tun;
+	char			*err;
+	size_t			 errlen;
+};
+
+static int
+perr(struct parser *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+perr(struct parser *p, int line, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	if (p->failed++)
+		return 0;	/* the first error sticks */
+	n = snprintf(p->err, p->errlen, "%s:%d: ", p->cfg->path, line);
+	if (n < 0 || (size_t)n >= p->errlen)
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* inih reader that counts lines and refuses lines inih would cut. */
+static char *
+reader(char *str, int num, void *arg)
+{
+	struct parser	*p = arg;
+	size_t		 len;
+
+	if (fgets(str, num, p->fp) == NULL)
+		return NULL;
+	p->line++;
+	len = strlen(str);
+	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
+		perr(p, p->line, "line longer than %d characters",
+		    INI_LINE_MAX - 2);
+		while (fgets(str, num, p->fp) != NULL &&
+		    str[strlen(str) - 1] != '\n')
+			;
+		str[0] = '\0';
+	}
+	return str;
+}
+
+static int
+parse_seconds(struct parser *p, const char *key, const char *v, int *out)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < 1 || n > 86400)
+		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
+		    "seconds between 1 and 86400", p->secname, key, v);
+	*out = (int)n;
+	return 1;
+}
+
+static int
+parse_bool(struct parser *p, const char *key, const char *v, int *out)
+{
+	if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0)
+		*out = 1;
+	else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0)
+		*out = 0;
+	else
+		return perr(p, p->line, "[%s] %s: '%s' is not yes or no",
+		    p->secname, key, v);
+	return 1;
+}
+
+static int
+parse_tls(struct parser *p, const char *key, const char *v, int *out)
+{
+	if (strcmp(v, "1.2") == 0)
+		*out = TLS1_2_VERSION;
+	else if (strcmp(v, "1.3") == 0)
+		*out = TLS1_3_VERSION;
+	else
+		return perr(p, p->line, "[%s] %s: '%s' must be 1.2 or 1.3 "
+		    "(older versions are not offered)", p->secname, key, v);
+	return 1;
+}
+
+/* Splits "HOST:PORT" or "[V6]:PORT"; host and port are new strings. */
+int
+config_split_hostport(const char *s, char **host, char **port)
+{
+	const char	*colon, *h = s, *hend;
+
+	if (*s == '[') {
+		if ((hend = strchr(s, ']')) == NULL || hend[1] != ':')
+			return -1;
+		h = s + 1;
+		colon = hend + 1;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return -1;
+		hend = colon;
+	}
+	if (hend == h || colon[1] == '\0' ||
+	    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+	    strtol(colon + 1, NULL, 10) > 65535)
+		return -1;
+	*host = strndup(h, (size_t)(hend - h));
+	*port = strdup(colon + 1);
+	return *host && *port ? 0 : -1;
+}
+
+static int
+parse_listen(struct parser *p, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+	struct cfg_listen	*l;
+
+	if (t->nlisten == CONFIG_MAX_LISTEN)
+		return perr(p, p->line, "[%s] listen: at most %d per tunnel",
+		    p->secname, CONFIG_MAX_LISTEN);
+	l = &t->listen[t->nlisten];
+	l->line = p->line;
+	if (strncmp(v, "unix:", 5) == 0 && v[5] == '/') {
+		l->kind = LISTEN_UNIX;
+		if (strlen(v + 5) >= 108)
+			return perr(p, p->line, "[%s] listen: the socket path "
+			    "is longer than 107 bytes", p->secname);
+		l->path = strdup(v + 5);
+	} else if (strncmp(v, "tcp:", 4) == 0) {
+		l->kind = LISTEN_TCP;
+		if (config_split_hostport(v + 4, &l->host, &l->port) != 0)
+			return perr(p, p->line, "[%s] listen: '%s' is not "
+			    "tcp:ADDRESS:PORT", p->secname, v);
+	} else
+		return perr(p, p->line, "[%s] listen: '%s' is neither "
+		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname, v);
+	t->nlisten++;
+	return 1;
+}
+
+static int
+set_str(struct parser *p, const char *key, char **dst, const char *v)
+{
+	if (*dst != NULL)
+		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		    key);
+	if (*v == '\0')
+		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		    key);
+	if ((*dst = strdup(v)) == NULL)
+		return perr(p, p->line, "out of memory");
+	return 1;
+}
+
+static int
+identity_key(struct parser *p, enum keyword kw, const char *key,
+    const char *v)
+{
+	struct cfg_identity	*id = p->id;
+
+	switch (kw) {
+	case K_KEY:
+		if (strncmp(v, "pkcs11:", 7) != 0)
+			return perr(p, p->line, "[%s] key: '%s' is not a "
+			    "pkcs11: URI (RFC 7512); 'p11agent tokens' lists "
+			    "them", p->secname, v);
+		id->key_line = p->line;
+		return set_str(p, key, &id->key, v);
+	case K_CERT:
+		return set_str(p, key, &id->cert, v);
+	case K_PIN:
+		if (strncmp(v, "file:/", 6) != 0 && strncmp(v, "env:", 4) !=
+		    0 && strcmp(v, "none") != 0)
+			return perr(p, p->line, "[%s] pin: '%s' must be "
+			    "file:/ABSOLUTE/PATH, env:NAME or none",
+			    p->secname, v);
+		return set_str(p, key, &id->pin, v);
+	case K_MODULE:
+		if (v[0] != '/')
+			return perr(p, p->line, "[%s] module: '%s' must be an "
+			    "absolute path", p->secname, v);
+		return set_str(p, key, &id->module, v);
+	case K_SIGN_TIMEOUT:
+		return parse_seconds(p, key, v, &id->sign_timeout);
+	default:
+		return 0;
+	}
+}
+
+static int
+tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+
+	switch (kw) {
+	case K_LISTEN:
+		return parse_listen(p, v);
+	case K_CONNECT:
+		if (t->connect_host != NULL)
+			return perr(p, p->line, "[%s] connect: given twice",
+			    p->secname);
+		if (config_split_hostport(v, &t->connect_host,
+		    &t->connect_port) != 0)
+			return perr(p, p->line, "[%s] connect: '%s' is not "
+			    "HOST:PORT", p->secname, v);
+		return 1;
+	case K_IDENTITY:
+		t->identity_line = p->line;
+		return set_str(p, key, &t->identity_name, v);
+	case K_CA:
+		return set_str(p, key, &t->ca, v);
+	case K_SERVER_NAME:
+		return set_str(p, key, &t->server_name, v);
+	case K_TLS_MIN:
+		return parse_tls(p, key, v, &t->tls_min);
+	case K_TLS_MAX:
+		return parse_tls(p, key, v, &t->tls_max);
+	case K_ALLOW_REMOTE:
+		return parse_bool(p, key, v, &t->allow_remote);
+	case K_CONNECT_TIMEOUT:
+		return parse_seconds(p, key, v, &t->connect_timeout);
+	case K_HANDSHAKE_TIMEOUT:
+		return parse_seconds(p, key, v, &t->handshake_timeout);
+	case K_IDLE_TIMEOUT:
+		return parse_seconds(p, key, v, &t->idle_timeout);
+	default:
+		return 0;
+	}
+}
+
+static int
+valid_name(const char *s)
+{
+	return *s != '\0' && strlen(s) < 64 &&
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
+}
+
+/* Starts a new section when the name changes; "identity X"/"tunnel X". */
+static int
+new_section(struct parser *p, const char *section)
+{
+	const char	*name;
+
+	snprintf(p->secname, sizeof(p->secname), "%s", section);
+	p->id = NULL;
+	p->tun = NULL;
+	p->section = S_NONE;
+	if (strncmp(section, "identity ", 9) == 0) {
+		name = section + 9;
+		p->section = S_IDENTITY;
+	} else if (strncmp(section, "tunnel ", 7) == 0) {
+		name = section + 7;
+		p->section = S_TUNNEL;
+	} else
+		return perr(p, p->line, "[%s]: unknown section; sections are "
+		    "[identity NAME] and [tunnel NAME]", section);
+	if (!valid_name(name))
+		return perr(p, p->line, "[%s]: the name must be 1-63 letters, "
+		    "digits, '-', '_' or '.'", section);
+	if (p->section == S_IDENTITY) {
+		if ((p->id = calloc(1, sizeof(*p->id))) == NULL)
+			return perr(p, p->line, "out of memory");
+		p->id->name = strdup(name);
+		p->id->line = p->line;
+		p->id->next = p->cfg->identities;
+		p->cfg->identities = p->id;
+	} else {
+		if ((p->tun = calloc(1, sizeof(*p->tun))) == NULL)
+			return perr(p, p->line, "out of memory");
+		p->tun->name = strdup(name);
+		p->tun->line = p->line;
+		p->tun->next = p->cfg->tunnels;
+		p->cfg->tunnels = p->tun;
+	}
+	return 1;
+}
+
+static int
+handler(void *arg, const char *section, const char *key, const char *value)
+{
+	struct parser	*p = arg;
+	size_t		 i;
+
+	if (p->failed)
+		return 1;
+	if (*section == '\0')
+		return perr(p, p->line, "%s: outside of any section; put it "
+		    "under [identity NAME] or [tunnel NAME]", key);
+	if (strcmp(section, p->secname) != 0 && !new_section(p, section))
+		return 0;
+	for (i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++) {
+		if (strcmp(keywords[i].name, key) != 0)
+			continue;
+		if (keywords[i].section != p->section)
+			return perr(p, p->line, "[%s] %s: this key belongs in "
+			    "a [%s NAME] section", p->secname, key,
+			    keywords[i].section == S_TUNNEL ? "tunnel" :
+			    "identity");
+		return p->section == S_IDENTITY ?
+		    identity_key(p, keywords[i].kw, key, value) :
+		    tunnel_key(p, keywords[i].kw, key, value);
+	}
+	return perr(p, p->line, "[%s] %s: unknown key", p->secname, key);
+}
+
+static struct cfg_identity *
+find_identity(struct config *cfg, const char *name)
+{
+	struct cfg_identity	*id;
+
+	for (id = cfg->identities; id != NULL; id = id->next)
+		if (strcmp(id->name, name) == 0)
+			return id;
+	return NULL;
+}
+
+static int
+check_duplicates(struct parser *p)
+{
+	struct cfg_identity	*a, *b;
+	struct cfg_tunnel	*s, *t;
+
+	for (a = p->cfg->identities; a != NULL; a = a->next)
+		for (b = a->next; b != NULL; b = b->next)
+			if (strcmp(a->name, b->name) == 0)
+				return perr(p, a->line, "[identity %s]: "
+				    "defined twice (also line %d)", a->name,
+				    b->line);
+	for (s = p->cfg->tunnels; s != NULL; s = s->next)
+		for (t = s->next; t != NULL; t = t->next)
+			if (strcmp(s->name, t->name) == 0)
+				return perr(p, s->line, "[tunnel %s]: "
+				    "defined twice (also line %d)", s->name,
+				    t->line);
+	return 1;
+}
+
+/* Checks what each section must have and fills in defaults. */
+static int
+finish(struct parser *p)
+{
+	struct cfg_identity	*id;
+	struct cfg_tunnel	*t;
+
+	if (p->cfg->tunnels == NULL)
+		return perr(p, p->line, "no [tunnel NAME] section: there is "
+		    "nothing to do");
+	for (id = p->cfg->identities; id != NULL; id = id->next) {
+		if (id->key == NULL)
+			return perr(p, id->line, "[identity %s]: missing key "
+			    "(key = pkcs11:...)", id->name);
+		if (id->sign_timeout == 0)
+			id->sign_timeout = 30;
+	}
+	for (t = p->cfg->tunnels; t != NULL; t = t->next) {
+		if (t->nlisten == 0)
+			return perr(p, t->line, "[tunnel %s]: missing listen "
+			    "(tcp:127.0.0.1:PORT or unix:/PATH)", t->name);
+		if (t->connect_host == NULL)
+			return perr(p, t->line, "[tunnel %s]: missing connect "
+			    "(HOST:PORT)", t->name);
+		if (t->identity_name == NULL)
+			return perr(p, t->line, "[tunnel %s]: missing identity",
+			    t->name);
+		if ((t->identity = find_identity(p->cfg, t->identity_name)) ==
+		    NULL)
+			return perr(p, t->identity_line, "[tunnel %s] identity:"
+			    " no [identity %s] section", t->name,
+			    t->identity_name);
+		if (t->tls_min == 0)
+			t->tls_min = TLS1_2_VERSION;
+		if (t->tls_max == 0)
+			t->tls_max = TLS1_3_VERSION;
+		if (t->tls_max < t->tls_min)
+			return perr(p, t->line, "[tunnel %s]: tls-max is below "
+			    "tls-min", t->name);
+		if (t->connect_timeout == 0)
+			t->connect_timeout = 10;
+		if (t->handshake_timeout == 0)
+			t->handshake_timeout = 60;
+		if (t->idle_timeout == 0)
+			t->idle_timeout = 600;
+	}
+	return 1;
+}
+
+int
+config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	struct parser	 p;
+	int		 r;
+
+	memset(&p, 0, sizeof(p));
+	p.err = err;
+	p.errlen = errlen;
+	if ((p.cfg = calloc(1, sizeof(*p.cfg))) == NULL ||
+	    (p.cfg->path = strdup(path)) == NULL) {
+		free(p.cfg);
+		snprintf(err, errlen, "out of memory");
+		return P11A_ERR_NOMEM;
+	}
+	if ((p.fp = fopen(path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		config_free(p.cfg);
+		return P11A_ERR_CONFIG;
+	}
+	r = ini_parse_stream(reader, &p, handler, &p);
+	fclose(p.fp);
+	if (r > 0 && !p.failed)
+		perr(&p, r, "syntax error: expected [section], key = value "
+		    "or a # comment");
+	if (!p.failed)
+		check_duplicates(&p);
+	if (!p.failed)
+		finish(&p);
+	if (p.failed) {
+		config_free(p.cfg);
+		return P11A_ERR_CONFIG;
+	}
+	*out = p.cfg;
+	return 0;
+}
+
+void
+config_free(struct config *cfg)
+{
+	struct cfg_identity	*id;
+	struct cfg_tunnel	*t;
+	int			 i;
+
+	if (cfg == NULL)
+		return;
+	while ((id = cfg->identities) != NULL) {
+		cfg->identities = id->next;
+		free(id->name);
+		free(id->key);
+		free(id->cert);
+		free(id->pin);
+		free(id->module);
+		free(id);
+	}
+	while ((t = cfg->tunnels) != NULL) {
+		cfg->tunnels = t->next;
+		for (i = 0; i < t->nlisten; i++) {
+			free(t->listen[i].host);
+			free(t->listen[i].port);
+			free(t->listen[i].path);
+		}
+		free(t->name);
+		free(t->connect_host);
+		free(t->connect_port);
+		free(t->identity_name);
+		free(t->ca);
+		free(t->server_name);
+		free(t);
+	}
+	free(cfg->path);
+	free(cfg);
+}

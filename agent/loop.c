@@ -1,0 +1,172 @@
+/*
+ * p11agent: the event loop: epoll, signals through a signalfd, and a
+ * timerfd that ticks for deadlines.  Nothing here blocks but epoll_wait.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "p11agent/error.h"
+#include "p11agent/log.h"
+#include "agent.h"
+
+#define TICK_MS		200
+#define MAX_EVENTS	64
+
+struct deferred {
+	void		(*fn)(void *);
+	void		*arg;
+	struct deferred	*next;
+};
+
+static int		 epfd = -1;
+static int		 stopping;
+static struct watch	 sigw, timerw;
+static struct deferred	*deferred;
+
+void
+loop_watch_init(struct watch *w, int fd, watch_cb cb, void *arg)
+{
+	w->fd = fd;
+	w->events = 0;
+	w->cb = cb;
+	w->arg = arg;
+}
+
+int
+loop_set(struct watch *w, uint32_t events)
+{
+	struct epoll_event	 ev = { .events = events, .data.ptr = w };
+	int			 op;
+
+	if (events == w->events)
+		return 0;
+	if (events == 0)
+		op = EPOLL_CTL_DEL;
+	else
+		op = w->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+	if (epoll_ctl(epfd, op, w->fd, &ev) == -1) {
+		log_err("epoll_ctl(fd %d): %s", w->fd, strerror(errno));
+		return P11A_ERR_SYSTEM;
+	}
+	w->events = events;
+	return 0;
+}
+
+void
+loop_defer(void (*fn)(void *), void *arg)
+{
+	struct deferred	*d;
+
+	if ((d = malloc(sizeof(*d))) == NULL) {
+		log_err("out of memory; leaking an object");
+		return;
+	}
+	d->fn = fn;
+	d->arg = arg;
+	d->next = deferred;
+	deferred = d;
+}
+
+static void
+run_deferred(void)
+{
+	struct deferred	*d;
+
+	while ((d = deferred) != NULL) {
+		deferred = d->next;
+		d->fn(d->arg);
+		free(d);
+	}
+}
+
+void
+loop_stop(void)
+{
+	stopping = 1;
+}
+
+static void
+on_signal(struct watch *w, uint32_t events)
+{
+	struct signalfd_siginfo	 si;
+
+	while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+		log_info("signal %d: stopping", (int)si.ssi_signo);
+		stopping = 1;
+	}
+}
+
+static void
+on_timer(struct watch *w, uint32_t events)
+{
+	uint64_t	 n;
+
+	if (read(w->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_warn("timerfd: %s", strerror(errno));
+}
+
+int
+loop_init(void)
+{
+	struct itimerspec	 its = {
+		.it_interval = { 0, TICK_MS * 1000000L },
+		.it_value = { 0, TICK_MS * 1000000L },
+	};
+	sigset_t		 set;
+	int			 sfd, tfd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) == -1 ||
+	    (epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    (sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) == -1 ||
+	    (tfd = timerfd_create(CLOCK_MONOTONIC,
+	    TFD_NONBLOCK | TFD_CLOEXEC)) == -1 ||
+	    timerfd_settime(tfd, 0, &its, NULL) == -1) {
+		log_err("event loop: %s", strerror(errno));
+		return P11A_ERR_SYSTEM;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	loop_watch_init(&sigw, sfd, on_signal, NULL);
+	loop_watch_init(&timerw, tfd, on_timer, NULL);
+	if (loop_set(&sigw, EPOLLIN) != 0 || loop_set(&timerw, EPOLLIN) != 0)
+		return P11A_ERR_SYSTEM;
+	return 0;
+}
+
+int
+loop_run(void (*tick)(long))
+{
+	struct epoll_event	 ev[MAX_EVENTS];
+	struct watch		*w;
+	int			 i, n;
+
+	while (!stopping) {
+		n = epoll_wait(epfd, ev, MAX_EVENTS, -1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_err("epoll_wait: %s", strerror(errno));
+			return P11A_ERR_SYSTEM;
+		}
+		for (i = 0; i < n; i++) {
+			w = ev[i].data.ptr;
+			if (w == &timerw)
+				tick(helper_now_ms());
+			w->cb(w, ev[i].events);
+		}
+		run_deferred();
+	}
+	run_deferred();
+	return 0;
+}

@@ -1,0 +1,344 @@
+/*
+ * p11agent: the command line: run, check, tokens.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "p11agent/error.h"
+#include "p11agent/log.h"
+#include "p11agent/proto.h"
+#include "agent.h"
+
+#define LIST_TIMEOUT_MS	60000
+
+static struct agent	 agent;
+static struct watch	*helper_watches;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: p11agent run [-v] [-c FILE] [--ready-fd N]\n"
+	    "       p11agent check [-c FILE]\n"
+	    "       p11agent tokens [-m MODULE] [--pin SOURCE]\n"
+	    "       p11agent --help | --version\n"
+	    "\n"
+	    "  run     serve the tunnels of the configuration\n"
+	    "  check   validate the configuration, open each identity on its\n"
+	    "          token and make a test signature\n"
+	    "  tokens  list PKCS#11 modules, tokens, keys and certificates\n"
+	    "          with their pkcs11: URIs (private keys show after a\n"
+	    "          login: --pin file:PATH or env:NAME)\n"
+	    "\n"
+	    "The configuration is ~/.config/p11agent/agent.conf unless -c is\n"
+	    "given; see p11agent(1) and p11agent.conf(5).\n");
+}
+
+static char *
+default_config(void)
+{
+	const char	*xdg = getenv("XDG_CONFIG_HOME"), *home;
+	char		*p = NULL;
+
+	if (xdg != NULL && *xdg == '/') {
+		if (asprintf(&p, "%s/p11agent/agent.conf", xdg) == -1)
+			return NULL;
+	} else if ((home = getenv("HOME")) != NULL) {
+		if (asprintf(&p, "%s/.config/p11agent/agent.conf", home) == -1)
+			return NULL;
+	}
+	return p;
+}
+
+static int
+load_config(const char *path)
+{
+	char	 err[CONFIG_MAX_ERR], *def = NULL;
+	int	 r;
+
+	if (path == NULL && (path = def = default_config()) == NULL) {
+		log_err("no configuration: use -c FILE");
+		return 1;
+	}
+	r = config_load(path, &agent.cfg, err, sizeof(err));
+	free(def);
+	if (r != 0) {
+		log_err("%s", err);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+on_helper(struct watch *w, uint32_t events)
+{
+	struct helper	*h = w->arg;
+
+	if (helper_read(h) < 0) {
+		log_err("the token helper (pid %d) exited; signatures fail "
+		    "until p11agent is restarted", (int)helper_pid(h));
+		loop_set(w, 0);
+	}
+}
+
+static void
+tick(long now)
+{
+	int	 i;
+
+	for (i = 0; i < agent.nhelpers; i++)
+		helper_expire(agent.helpers[i], now);
+	tunnels_tick(now);
+}
+
+static int
+watch_helpers(void)
+{
+	int	 i;
+
+	helper_watches = calloc(agent.nhelpers, sizeof(*helper_watches));
+	if (helper_watches == NULL)
+		return P11A_ERR_NOMEM;
+	for (i = 0; i < agent.nhelpers; i++) {
+		loop_watch_init(&helper_watches[i], helper_fd(agent.helpers[i]),
+		    on_helper, agent.helpers[i]);
+		if (loop_set(&helper_watches[i], EPOLLIN) != 0)
+			return P11A_ERR_SYSTEM;
+	}
+	return 0;
+}
+
+static int
+cmd_run(const char *path, int ready_fd)
+{
+	int	 r = 1;
+
+	if (load_config(path) != 0)
+		return 1;
+	if (loop_init() != 0 || resolve_init() != 0)
+		goto out;
+	if (identity_open_all(&agent) != 0)
+		goto out;
+	if (watch_helpers() != 0 || tunnels_start(&agent, ready_fd) != 0)
+		goto out;
+	if (ready_fd != -1) {
+		if (write(ready_fd, "ready\n", 6) != 6)
+			log_warn("ready fd: %s", strerror(errno));
+		close(ready_fd);
+	}
+	log_info("ready");
+	r = loop_run(tick) == 0 ? 0 : 1;
+out:
+	tunnels_stop(&agent);
+	identity_close_all(&agent);
+	free(helper_watches);
+	config_free(agent.cfg);
+	return r;
+}
+
+/* A signature through the helper, verified with the certificate. */
+static int
+test_sign(struct identity *id)
+{
+	unsigned char	 msg[32], sig[1024];
+	size_t		 siglen = sizeof(sig);
+	EVP_MD_CTX	*md = EVP_MD_CTX_new();
+	int		 ok = 0;
+
+	RAND_bytes(msg, sizeof(msg));
+	if (md != NULL &&
+	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) == 1 &&
+	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1 &&
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    X509_get0_pubkey(id->hid.cert)) == 1 &&
+	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) == 1)
+		ok = 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+static int
+cmd_check(const char *path)
+{
+	struct identity		*id;
+	struct cfg_tunnel	*t;
+	SSL_CTX			*ctx;
+	char			 err[512], subj[256];
+	int			 bad = 0;
+
+	if (load_config(path) != 0)
+		return 1;
+	if (identity_open_all(&agent) != 0)
+		bad = 1;
+	for (id = agent.identities; id != NULL; id = id->next) {
+		if (id->pkey == NULL)
+			continue;
+		X509_NAME_oneline(X509_get_subject_name(id->hid.cert), subj,
+		    sizeof(subj));
+		if (!test_sign(id)) {
+			log_err("identity %s: test signature with %s failed: "
+			    "%s", id->cfg->name, id->cfg->key,
+			    helper_error(id->helper));
+			bad = 1;
+			continue;
+		}
+		printf("identity %s: ok: %s key, certificate %s, test "
+		    "signature verified\n", id->cfg->name, id->hid.keytype ==
+		    PROTO_KEY_RSA ? "RSA" : "EC", subj);
+	}
+	for (t = agent.cfg->tunnels; t != NULL && !bad; t = t->next) {
+		if ((ctx = tls_ctx_new(t, identity_find(&agent, t->identity),
+		    err, sizeof(err))) == NULL) {
+			log_err("%s:%d: [tunnel %s]: %s", agent.cfg->path,
+			    t->line, t->name, err);
+			bad = 1;
+			continue;
+		}
+		SSL_CTX_free(ctx);
+		printf("tunnel %s: ok\n", t->name);
+	}
+	identity_close_all(&agent);
+	config_free(agent.cfg);
+	return bad;
+}
+
+static const char *
+kind_name(int kind)
+{
+	switch (kind) {
+	case PROTO_LIST_MODULE:	return "module";
+	case PROTO_LIST_SLOT:	return "  slot";
+	case PROTO_LIST_TOKEN:	return "    token";
+	case PROTO_LIST_KEY:	return "      key";
+	case PROTO_LIST_CERT:	return "      cert";
+	default:		return "?";
+	}
+}
+
+static int
+print_list(struct pbuf *b)
+{
+	char	*uri, *desc;
+	int	 kind;
+
+	while (b->off < b->len && b->err == 0) {
+		kind = pbuf_get_u8(b);
+		uri = pbuf_get_str(b);
+		desc = pbuf_get_str(b);
+		if (b->err == 0) {
+			printf("%s: %s\n", kind_name(kind), desc ? desc : "");
+			if (uri != NULL)
+				printf("%*s%s\n", kind == PROTO_LIST_MODULE ?
+				    2 : kind == PROTO_LIST_TOKEN ? 6 : 8, "",
+				    uri);
+		}
+		free(uri);
+		free(desc);
+	}
+	return b->err;
+}
+
+static int
+cmd_tokens(const char *module, const char *pin)
+{
+	struct helper	*h = NULL;
+	struct pbuf	 req, reply;
+	int		 r;
+
+	pbuf_init(&req);
+	pbuf_init(&reply);
+	if ((r = helper_start(module, &h)) != 0) {
+		log_err("cannot start the token helper: %s", p11a_strerror(r));
+		return 1;
+	}
+	pbuf_put_str(&req, pin);
+	if ((r = helper_call(h, PROTO_LIST, &req, &reply, LIST_TIMEOUT_MS)) != 0)
+		log_err("%s", helper_error(h));
+	else if ((r = print_list(&reply)) != 0)
+		log_err("token helper: %s", p11a_strerror(r));
+	pbuf_clear(&req);
+	pbuf_clear(&reply);
+	helper_free(h);
+	return r != 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option	 opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "module", required_argument, NULL, 'm' },
+		{ "pin", required_argument, NULL, 'p' },
+		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
+	char		*end;
+	int		 ch, ready_fd = -1, verbose = 0;
+
+	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+		printf("p11agent %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	if (argc < 2 || argv[1][0] == '-') {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	argc--;
+	argv++;
+	while ((ch = getopt_long(argc, argv, "c:hm:p:v", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':	config = optarg; break;
+		case 'm':	module = optarg; break;
+		case 'p':	pin = optarg; break;
+		case 'v':	verbose++; break;
+		case 'h':	usage(stdout); return 0;
+		case 'V':	printf("p11agent %s\n", PACKAGE_VERSION);
+				return 0;
+		case 'r':
+			errno = 0;
+			ready_fd = (int)strtol(optarg, &end, 10);
+			if (errno != 0 || *end != '\0' || ready_fd < 3) {
+				log_err("--ready-fd: '%s' is not a file "
+				    "descriptor above 2", optarg);
+				return 2;
+			}
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	log_init("p11agent", verbose);
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(config, ready_fd);
+	if (strcmp(cmd, "check") == 0)
+		return cmd_check(config);
+	if (strcmp(cmd, "tokens") == 0)
+		return cmd_tokens(module, pin);
+	log_err("unknown command '%s'", cmd);
+	usage(stderr);
+	return 2;
+}

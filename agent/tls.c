@@ -1,0 +1,123 @@
+/*
+ * p11agent: the TLS client side of a tunnel (OpenSSL).
+ *
+ * TLS 1.2 at least; the server chain is verified against the tunnel's CA
+ * file or the system store, and its name is checked (see tunnel.c).  No
+ * option turns verification off.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "p11agent/log.h"
+#include "p11agent/proto.h"
+#include "agent.h"
+
+/* Sigalgs a token can do without RSA-PSS: PKCS#1 v1.5 only. */
+#define SIGALGS_PKCS1	"RSA+SHA256:RSA+SHA384:RSA+SHA512"
+
+static int
+ssl_fail(char *err, size_t errlen, const char *what)
+{
+	unsigned long	 e = ERR_peek_last_error();
+	char		 buf[256] = "";
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	snprintf(err, errlen, "%s%s%s", what, buf[0] ? ": " : "", buf);
+	ERR_clear_error();
+	return 0;
+}
+
+/* An RSA token key without PSS (neither native nor raw RSA) is limited. */
+static int
+restrict_pkcs1(SSL_CTX *ctx, struct cfg_tunnel *t, struct identity *id,
+    char *err, size_t errlen)
+{
+	uint32_t	 caps = id->hid.caps;
+
+	if (id->hid.keytype != PROTO_KEY_RSA || (caps & PROTO_CAP_RSA_RAW))
+		return 1;
+	if (t->tls_min > TLS1_2_VERSION) {
+		snprintf(err, errlen, "identity %s: the token can sign only "
+		    "RSA PKCS#1 v1.5, which TLS 1.3 forbids, but tls-min is "
+		    "1.3", id->cfg->name);
+		return 0;
+	}
+	if (!SSL_CTX_set1_client_sigalgs_list(ctx, SIGALGS_PKCS1) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION))
+		return ssl_fail(err, errlen, "sigalgs");
+	log_info("tunnel %s: the token of identity %s cannot sign RSA-PSS "
+	    "(no CKM_RSA_X_509%s); offering TLS 1.2 with RSA PKCS#1 "
+	    "signatures only", t->name, id->cfg->name,
+	    caps & PROTO_CAP_RSA_PSS ? "; native CKM_RSA_PKCS_PSS is not "
+	    "used yet" : ", no CKM_RSA_PKCS_PSS");
+	return 1;
+}
+
+SSL_CTX *
+tls_ctx_new(struct cfg_tunnel *t, struct identity *id, char *err,
+    size_t errlen)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		ssl_fail(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, t->tls_min) ||
+	    !SSL_CTX_set_max_proto_version(ctx, t->tls_max)) {
+		ssl_fail(err, errlen, "TLS versions");
+		goto fail;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (t->ca != NULL) {
+		if (!SSL_CTX_load_verify_locations(ctx, t->ca, NULL)) {
+			ssl_fail(err, errlen, "ca: cannot load the CA file");
+			goto fail;
+		}
+	} else if (!SSL_CTX_set_default_verify_paths(ctx)) {
+		ssl_fail(err, errlen, "the system CA store");
+		goto fail;
+	}
+	if (!SSL_CTX_use_certificate(ctx, id->hid.cert) ||
+	    !SSL_CTX_use_PrivateKey(ctx, id->pkey)) {
+		ssl_fail(err, errlen, "the identity's certificate and key");
+		goto fail;
+	}
+	if (!restrict_pkcs1(ctx, t, id, err, errlen))
+		goto fail;
+	SSL_CTX_set_mode(ctx, SSL_MODE_ASYNC);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Why a handshake failed, for the log: the verify result comes first. */
+void
+tls_describe_failure(SSL *ssl, char *out, size_t len)
+{
+	long		 v = SSL_get_verify_result(ssl);
+	unsigned long	 e = ERR_peek_last_error();
+	char		 buf[256] = "";
+
+	if (e != 0)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	if (v != X509_V_OK)
+		snprintf(out, len, "server certificate refused: %s",
+		    X509_verify_cert_error_string(v));
+	else if (buf[0] != '\0')
+		snprintf(out, len, "%s", buf);
+	else
+		snprintf(out, len, "connection closed during the handshake");
+}

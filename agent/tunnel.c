@@ -1,0 +1,667 @@
+/*
+ * p11agent: tunnels: accept a local plaintext connection, connect to the
+ * upstream, run the TLS client handshake (the token signs through the
+ * helper while the handshake's async job waits), then pump bytes both
+ * ways with back-pressure, carrying half-closes through.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "p11agent/error.h"
+#include "p11agent/log.h"
+#include "agent.h"
+
+#define BUF_SIZE	(16 * 1024)
+
+enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_PUMP };
+
+struct conn {
+	unsigned long		 id;
+	struct tunnel_rt	*rt;
+	enum conn_state		 state;
+	struct watch		 cw;		/* the local client */
+	struct watch		 uw;		/* the upstream */
+	struct watch		 aw;		/* the async sign wait fd */
+	SSL			*ssl;
+	struct resolve		*res;
+	struct addrinfo		*ai, *ai_next;
+	long			 started;
+	long			 deadline;	/* of the current phase */
+	long			 active;	/* last byte moved */
+	int			 client_eof, up_eof, shut_sent, client_shut;
+	int			 closing;
+	uint8_t			 c2u[BUF_SIZE];
+	size_t			 c2u_off, c2u_len;
+	uint8_t			 u2c[BUF_SIZE];
+	size_t			 u2c_off, u2c_len;
+	unsigned long long	 up_bytes, down_bytes;
+	char			 peer[96];
+	struct conn		*prev, *next;
+};
+
+static struct conn	*conns;
+static unsigned long	 next_id = 1;
+
+static void	conn_close(struct conn *, const char *);
+static void	on_upstream(struct watch *, uint32_t);
+static void	handshake(struct conn *);
+static void	pump(struct conn *);
+
+static void
+conn_free(void *arg)
+{
+	struct conn	*c = arg;
+
+	SSL_free(c->ssl);	/* frees a paused job's wait fd too */
+	if (c->ai != NULL)
+		freeaddrinfo(c->ai);
+	free(c);
+}
+
+static void
+conn_close(struct conn *c, const char *why)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	if (why != NULL)
+		log_info("conn %lu (%s): closed: %s", c->id, c->rt->cfg->name,
+		    why);
+	else
+		log_info("conn %lu (%s): closed, %llu bytes up, %llu down",
+		    c->id, c->rt->cfg->name, c->up_bytes, c->down_bytes);
+	if (c->res != NULL)
+		resolve_cancel(c->res);
+	loop_set(&c->cw, 0);
+	close(c->cw.fd);
+	if (c->uw.fd != -1) {
+		loop_set(&c->uw, 0);
+		close(c->uw.fd);
+	}
+	if (c->aw.events != 0)
+		loop_set(&c->aw, 0);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	loop_defer(conn_free, c);
+}
+
+static const char *
+upstream_name(struct conn *c, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%s", c->rt->cfg->connect_host,
+	    c->rt->cfg->connect_port);
+	return buf;
+}
+
+/* ---- connecting */
+
+static void
+try_connect(struct conn *c)
+{
+	char		 up[300];
+	int		 fd;
+
+	for (; c->ai_next != NULL; c->ai_next = c->ai_next->ai_next) {
+		fd = socket(c->ai_next->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			continue;
+		if (connect(fd, c->ai_next->ai_addr,
+		    c->ai_next->ai_addrlen) == 0 || errno == EINPROGRESS) {
+			loop_watch_init(&c->uw, fd, on_upstream, c);
+			c->state = C_CONNECTING;
+			loop_set(&c->uw, EPOLLOUT);
+			return;
+		}
+		close(fd);
+	}
+	log_warn("conn %lu: upstream %s: cannot connect: %s", c->id,
+	    upstream_name(c, up, sizeof(up)), strerror(errno));
+	conn_close(c, "upstream down");
+}
+
+static void
+resolved(void *arg, struct addrinfo *ai, int err)
+{
+	struct conn	*c = arg;
+	char		 up[300];
+
+	c->res = NULL;
+	if (err != 0) {
+		log_warn("conn %lu: upstream %s: %s", c->id,
+		    upstream_name(c, up, sizeof(up)), gai_strerror(err));
+		conn_close(c, "upstream name does not resolve");
+		return;
+	}
+	c->ai = c->ai_next = ai;
+	try_connect(c);
+}
+
+static int
+set_nodelay(int fd)
+{
+	int	 one = 1;
+
+	return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static int
+ssl_setup(struct conn *c)
+{
+	struct cfg_tunnel	*t = c->rt->cfg;
+	const char		*name = t->server_name ? t->server_name :
+				    t->connect_host;
+	unsigned char		 ip[16];
+	int			 isip;
+
+	if ((c->ssl = SSL_new(c->rt->ssl_ctx)) == NULL ||
+	    !SSL_set_fd(c->ssl, c->uw.fd))
+		return -1;
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	isip = inet_pton(AF_INET, name, ip) == 1 ||
+	    inet_pton(AF_INET6, name, ip) == 1;
+	if (isip) {
+		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
+		    name))
+			return -1;
+	} else if (!SSL_set_tlsext_host_name(c->ssl, name) ||
+	    !SSL_set1_host(c->ssl, name))
+		return -1;
+	SSL_set_connect_state(c->ssl);
+	return 0;
+}
+
+static void
+connected(struct conn *c)
+{
+	char		 up[300];
+	int		 err = 0;
+	socklen_t	 len = sizeof(err);
+
+	if (getsockopt(c->uw.fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		err = errno;
+	if (err != 0) {
+		loop_set(&c->uw, 0);
+		close(c->uw.fd);
+		c->uw.fd = -1;
+		errno = err;
+		c->ai_next = c->ai_next->ai_next;
+		if (c->ai_next != NULL) {
+			try_connect(c);
+			return;
+		}
+		log_warn("conn %lu: upstream %s: cannot connect: %s", c->id,
+		    upstream_name(c, up, sizeof(up)), strerror(err));
+		conn_close(c, "upstream down");
+		return;
+	}
+	set_nodelay(c->uw.fd);
+	if (ssl_setup(c) != 0) {
+		log_ssl(LOG_LVL_ERR, __func__, "conn %lu: TLS setup", c->id);
+		conn_close(c, "TLS setup failed");
+		return;
+	}
+	c->state = C_HANDSHAKE;
+	c->deadline = helper_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
+	handshake(c);
+}
+
+/* ---- the handshake */
+
+static void
+on_async(struct watch *w, uint32_t events)
+{
+	struct conn	*c = w->arg;
+
+	if (!c->closing && c->state == C_HANDSHAKE)
+		handshake(c);
+}
+
+/* The paused job registered a new wait fd: watch it. */
+static int
+watch_async(struct conn *c)
+{
+	OSSL_ASYNC_FD	 add[2];
+	size_t		 nadd = 0, ndel = 0;
+
+	if (!SSL_get_changed_async_fds(c->ssl, NULL, &nadd, NULL, &ndel) ||
+	    nadd > 2)
+		return -1;
+	if (nadd == 0)
+		return 0;	/* still the same fd, still watched */
+	if (!SSL_get_changed_async_fds(c->ssl, add, &nadd, NULL, &ndel))
+		return -1;
+	loop_watch_init(&c->aw, add[nadd - 1], on_async, c);
+	return loop_set(&c->aw, EPOLLIN);
+}
+
+static void
+log_handshake(struct conn *c)
+{
+	X509		*peer = SSL_get0_peer_certificate(c->ssl);
+	char		 subj[256] = "?", up[300];
+
+	if (peer != NULL)
+		X509_NAME_oneline(X509_get_subject_name(peer), subj,
+		    sizeof(subj));
+	log_info("conn %lu (%s): %s to %s in %ld ms, server %s", c->id,
+	    c->rt->cfg->name, SSL_get_version(c->ssl),
+	    upstream_name(c, up, sizeof(up)), helper_now_ms() - c->started,
+	    subj);
+}
+
+static void
+handshake(struct conn *c)
+{
+	char	 why[300], up[300];
+	int	 r, e;
+
+	/* a finished wait closed its fd, which left epoll by itself */
+	c->aw.events = 0;
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+		log_handshake(c);
+		c->state = C_PUMP;
+		c->active = helper_now_ms();
+		set_nodelay(c->cw.fd);
+		pump(c);
+		return;
+	}
+	switch ((e = SSL_get_error(c->ssl, r))) {
+	case SSL_ERROR_WANT_READ:
+		loop_set(&c->uw, EPOLLIN);
+		return;
+	case SSL_ERROR_WANT_WRITE:
+		loop_set(&c->uw, EPOLLOUT);
+		return;
+	case SSL_ERROR_WANT_ASYNC:
+		loop_set(&c->uw, 0);
+		if (watch_async(c) == 0)
+			return;
+		snprintf(why, sizeof(why), "cannot wait for the token");
+		break;
+	default:
+		tls_describe_failure(c->ssl, why, sizeof(why));
+		break;
+	}
+	log_warn("conn %lu: upstream %s: TLS handshake failed: %s", c->id,
+	    upstream_name(c, up, sizeof(up)), why);
+	conn_close(c, "TLS handshake failed");
+}
+
+/* ---- pumping bytes */
+
+struct wants {
+	int	 up_in, up_out;
+};
+
+/* One step from the client towards the upstream; 1 if progress. */
+static int
+client_to_upstream(struct conn *c, struct wants *w)
+{
+	ssize_t	 n;
+	int	 r;
+
+	if (!c->client_eof && c->c2u_len == 0) {
+		n = read(c->cw.fd, c->c2u, sizeof(c->c2u));
+		if (n > 0) {
+			c->c2u_off = 0;
+			c->c2u_len = (size_t)n;
+			return 1;
+		}
+		if (n == 0) {
+			c->client_eof = 1;
+			return 1;
+		}
+		if (errno != EAGAIN && errno != EINTR)
+			return -1;
+	}
+	if (c->c2u_len > 0) {
+		r = SSL_write(c->ssl, c->c2u + c->c2u_off,
+		    (int)(c->c2u_len - c->c2u_off));
+		if (r > 0) {
+			c->up_bytes += (size_t)r;
+			if ((c->c2u_off += (size_t)r) == c->c2u_len)
+				c->c2u_len = c->c2u_off = 0;
+			return 1;
+		}
+		switch (SSL_get_error(c->ssl, r)) {
+		case SSL_ERROR_WANT_READ:	w->up_in = 1; return 0;
+		case SSL_ERROR_WANT_WRITE:	w->up_out = 1; return 0;
+		default:			return -1;
+		}
+	}
+	if (c->client_eof && !c->shut_sent) {
+		/* the client is done: close_notify, keep reading */
+		r = SSL_shutdown(c->ssl);
+		if (r >= 0) {
+			c->shut_sent = 1;
+			return 1;
+		}
+		if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE) {
+			w->up_out = 1;
+			return 0;
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static int
+upstream_read(struct conn *c, struct wants *w)
+{
+	int	 r;
+
+	r = SSL_read(c->ssl, c->u2c, sizeof(c->u2c));
+	if (r > 0) {
+		c->u2c_off = 0;
+		c->u2c_len = (size_t)r;
+		return 1;
+	}
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		w->up_in = 1;
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		w->up_out = 1;
+		return 0;
+	case SSL_ERROR_ZERO_RETURN:
+		c->up_eof = 1;		/* close_notify */
+		return 1;
+	default:
+		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		    SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+			log_warn("conn %lu: upstream closed without "
+			    "close_notify", c->id);
+			ERR_clear_error();
+			c->up_eof = 1;
+			return 1;
+		}
+		return -1;
+	}
+}
+
+static int
+upstream_to_client(struct conn *c, struct wants *w)
+{
+	ssize_t	 n;
+
+	if (!c->up_eof && c->u2c_len == 0)
+		return upstream_read(c, w);
+	if (c->u2c_len > 0) {
+		n = write(c->cw.fd, c->u2c + c->u2c_off,
+		    c->u2c_len - c->u2c_off);
+		if (n > 0) {
+			c->down_bytes += (size_t)n;
+			if ((c->u2c_off += (size_t)n) == c->u2c_len)
+				c->u2c_len = c->u2c_off = 0;
+			return 1;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		return -1;
+	}
+	if (c->up_eof && !c->client_shut) {
+		shutdown(c->cw.fd, SHUT_WR);
+		c->client_shut = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static void
+pump(struct conn *c)
+{
+	struct wants	 w;
+	uint32_t	 cev = 0, uev = 0;
+	int		 a, b;
+
+	do {
+		memset(&w, 0, sizeof(w));
+		a = client_to_upstream(c, &w);
+		b = upstream_to_client(c, &w);
+		if (a < 0 || b < 0) {
+			log_ssl(LOG_LVL_INFO, __func__, "conn %lu: %s", c->id,
+			    a < 0 ? "sending upstream failed" :
+			    "receiving from upstream failed");
+			conn_close(c, "connection error");
+			return;
+		}
+		if (a > 0 || b > 0)
+			c->active = helper_now_ms();
+	} while (a > 0 || b > 0);
+	if (c->shut_sent && c->client_shut) {
+		conn_close(c, NULL);
+		return;
+	}
+	if (!c->client_eof && c->c2u_len == 0)
+		cev |= EPOLLIN;
+	if (c->u2c_len > 0)
+		cev |= EPOLLOUT;
+	if (w.up_in)
+		uev |= EPOLLIN;
+	if (w.up_out)
+		uev |= EPOLLOUT;
+	loop_set(&c->cw, cev);
+	loop_set(&c->uw, uev);
+}
+
+static void
+on_upstream(struct watch *w, uint32_t events)
+{
+	struct conn	*c = w->arg;
+
+	if (c->closing)
+		return;
+	switch (c->state) {
+	case C_CONNECTING:
+		connected(c);
+		break;
+	case C_HANDSHAKE:
+		handshake(c);
+		break;
+	case C_PUMP:
+		pump(c);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+on_client(struct watch *w, uint32_t events)
+{
+	struct conn	*c = w->arg;
+
+	if (c->closing)
+		return;
+	if (c->state == C_PUMP)
+		pump(c);
+}
+
+/* ---- accepting */
+
+static void
+describe_peer(struct conn *c, int fd)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sl = sizeof(ss);
+	struct ucred		 uc;
+	socklen_t		 ul = sizeof(uc);
+	char			 host[64], port[16];
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    ss.ss_family != AF_UNIX &&
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
+	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+		snprintf(c->peer, sizeof(c->peer), "%s port %s", host, port);
+	else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0)
+		snprintf(c->peer, sizeof(c->peer), "uid %u pid %d",
+		    (unsigned)uc.uid, (int)uc.pid);
+	else
+		snprintf(c->peer, sizeof(c->peer), "?");
+}
+
+static void
+start_upstream(struct conn *c)
+{
+	struct cfg_tunnel	*t = c->rt->cfg;
+	struct addrinfo		 hints, *ai;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	c->state = C_RESOLVING;
+	c->deadline = c->started + t->connect_timeout * 1000L;
+	if (getaddrinfo(t->connect_host, t->connect_port, &hints, &ai) == 0) {
+		c->ai = c->ai_next = ai;	/* a literal: no lookup */
+		try_connect(c);
+		return;
+	}
+	if ((c->res = resolve_start(t->connect_host, t->connect_port,
+	    resolved, c)) == NULL)
+		conn_close(c, "cannot start name resolution");
+}
+
+static void
+on_listen(struct watch *w, uint32_t events)
+{
+	struct listener	*ln = w->arg;
+	struct conn	*c;
+	int		 fd;
+
+	while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK |
+	    SOCK_CLOEXEC)) != -1) {
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
+			close(fd);
+			continue;
+		}
+		c->id = next_id++;
+		c->rt = ln->rt;
+		c->started = helper_now_ms();
+		loop_watch_init(&c->cw, fd, on_client, c);
+		loop_watch_init(&c->uw, -1, on_upstream, c);
+		loop_watch_init(&c->aw, -1, on_async, c);
+		if ((c->next = conns) != NULL)
+			conns->prev = c;
+		conns = c;
+		describe_peer(c, fd);
+		log_info("conn %lu (%s): from %s on %s", c->id,
+		    c->rt->cfg->name, c->peer, ln->addr);
+		/* the client is not watched until the tunnel is up */
+		start_upstream(c);
+	}
+	if (errno != EAGAIN && errno != EINTR)
+		log_warn("accept on %s: %s", ln->addr, strerror(errno));
+}
+
+/* ---- timers and start-up */
+
+void
+tunnels_tick(long now)
+{
+	struct conn	*c, *next;
+
+	for (c = conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->state == C_PUMP) {
+			if (now - c->active > c->rt->cfg->idle_timeout * 1000L)
+				conn_close(c, "idle timeout");
+		} else if (now > c->deadline) {
+			log_warn("conn %lu: upstream %s:%s: %s timed out",
+			    c->id, c->rt->cfg->connect_host,
+			    c->rt->cfg->connect_port, c->state ==
+			    C_HANDSHAKE ? "TLS handshake" : "connect");
+			conn_close(c, "timeout");
+		}
+	}
+}
+
+int
+tunnels_start(struct agent *a, int ready_fd)
+{
+	struct cfg_tunnel	*t;
+	struct tunnel_rt	*rt;
+	char			 err[512], line[256];
+	int			 i, fd;
+
+	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
+		if ((rt = calloc(1, sizeof(*rt))) == NULL)
+			return P11A_ERR_NOMEM;
+		rt->cfg = t;
+		rt->id = identity_find(a, t->identity);
+		rt->next = a->tunnels;
+		a->tunnels = rt;
+		if ((rt->ssl_ctx = tls_ctx_new(t, rt->id, err,
+		    sizeof(err))) == NULL) {
+			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
+			    t->line, t->name, err);
+			return P11A_ERR_TLS;
+		}
+		for (i = 0; i < t->nlisten; i++) {
+			rt->listen[i].rt = rt;
+			if ((fd = listen_open(rt, i, err, sizeof(err))) == -1) {
+				log_err("%s:%d: [tunnel %s] listen: %s",
+				    a->cfg->path, t->listen[i].line, t->name,
+				    err);
+				return P11A_ERR_CONFIG;
+			}
+			rt->nlisten++;
+			loop_watch_init(&rt->listen[i].w, fd, on_listen,
+			    &rt->listen[i]);
+			if (loop_set(&rt->listen[i].w, EPOLLIN) != 0)
+				return P11A_ERR_SYSTEM;
+			log_info("tunnel %s: listening on %s, to %s:%s",
+			    t->name, rt->listen[i].addr, t->connect_host,
+			    t->connect_port);
+			snprintf(line, sizeof(line), "listen %s %s\n", t->name,
+			    rt->listen[i].addr);
+			if (ready_fd != -1 &&
+			    write(ready_fd, line, strlen(line)) < 0)
+				log_warn("ready fd: %s", strerror(errno));
+		}
+	}
+	return 0;
+}
+
+void
+tunnels_stop(struct agent *a)
+{
+	struct tunnel_rt	*rt;
+	int			 i;
+
+	while (conns != NULL)
+		conn_close(conns, "agent stopping");
+	while ((rt = a->tunnels) != NULL) {
+		a->tunnels = rt->next;
+		for (i = 0; i < rt->nlisten; i++) {
+			close(rt->listen[i].w.fd);
+			if (rt->cfg->listen[i].kind == LISTEN_UNIX)
+				unlink(rt->cfg->listen[i].path);
+		}
+		SSL_CTX_free(rt->ssl_ctx);
+		free(rt);
+	}
+}

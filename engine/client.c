@@ -1,0 +1,321 @@
+/*
+ * p11agent: the agent's side of the wire to a token helper.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/x509.h>
+
+#include "p11agent/error.h"
+#include "p11agent/helper.h"
+#include "p11agent/proto.h"
+
+#ifndef P11AGENT_HELPER_PATH
+#define P11AGENT_HELPER_PATH	"/usr/libexec/p11agent/p11agent-helper"
+#endif
+#define MAX_PENDING	1024
+
+struct helper_req {
+	uint32_t		 id;
+	long			 deadline;
+	helper_cb		 cb;
+	void			*arg;
+	struct helper_req	*next;
+};
+
+struct helper {
+	pid_t			 pid;
+	int			 fd;
+	uint32_t		 next_id;
+	struct helper_req	*pending;
+	int			 npending;
+	char			 err[1024];
+};
+
+long
+helper_now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+static const char *
+helper_path(void)
+{
+	const char	*p = getenv("P11AGENT_HELPER");
+
+	return p && *p ? p : P11AGENT_HELPER_PATH;
+}
+
+static void
+child(int fd, const char *module)
+{
+	const char	*path = helper_path();
+	int		 devnull;
+
+	if (dup2(fd, 3) == -1)
+		_exit(127);
+	if ((devnull = open("/dev/null", O_RDWR)) != -1) {
+		dup2(devnull, 0);
+		close(devnull);
+	}
+	dup2(2, 1);	/* a module's chatter must not reach our stdout */
+	execl(path, "p11agent-helper", module, (char *)NULL);
+	fprintf(stderr, "p11agent: cannot run the token helper %s: %s\n",
+	    path, strerror(errno));
+	_exit(127);
+}
+
+int
+helper_start(const char *module, struct helper **out)
+{
+	struct helper	*h;
+	int		 sv[2];
+
+	if ((h = calloc(1, sizeof(*h))) == NULL)
+		return P11A_ERR_NOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		free(h);
+		return P11A_ERR_SYSTEM;
+	}
+	if ((h->pid = fork()) == -1) {
+		close(sv[0]);
+		close(sv[1]);
+		free(h);
+		return P11A_ERR_SYSTEM;
+	}
+	if (h->pid == 0)
+		child(sv[1], module);
+	close(sv[1]);
+	h->fd = sv[0];
+	h->next_id = 1;
+	*out = h;
+	return 0;
+}
+
+void
+helper_free(struct helper *h)
+{
+	if (h == NULL)
+		return;
+	helper_fail_all(h, P11A_ERR_CLOSED);
+	close(h->fd);	/* the helper sees EOF and exits */
+	if (h->pid > 0 && waitpid(h->pid, NULL, WNOHANG) == 0) {
+		kill(h->pid, SIGTERM);
+		waitpid(h->pid, NULL, 0);
+	}
+	free(h);
+}
+
+int
+helper_fd(const struct helper *h)
+{
+	return h->fd;
+}
+
+pid_t
+helper_pid(const struct helper *h)
+{
+	return h->pid;
+}
+
+const char *
+helper_error(const struct helper *h)
+{
+	return h->err;
+}
+
+/* Decodes a PROTO_ERROR payload into h->err; returns its code. */
+static int
+parse_error(struct helper *h, struct pbuf *b)
+{
+	uint32_t	 code;
+	char		*msg;
+
+	code = pbuf_get_u32(b);
+	pbuf_get_u32(b);	/* CKR: part of the message already */
+	msg = pbuf_get_str(b);
+	snprintf(h->err, sizeof(h->err), "%s", msg ? msg : "unknown error");
+	free(msg);
+	if (b->err != 0 || code == 0 || code > 1000)
+		return P11A_ERR_PROTOCOL;
+	return -(int)code;
+}
+
+int
+helper_call(struct helper *h, uint32_t type, const struct pbuf *req,
+    struct pbuf *reply, int timeout_ms)
+{
+	uint32_t	 rtype, rid, id = h->next_id++;
+	long		 deadline = helper_now_ms() + timeout_ms;
+	int		 r, left;
+
+	h->err[0] = '\0';
+	if ((r = proto_send(h->fd, type, id, req)) != 0)
+		goto fail;
+	do {
+		if ((left = (int)(deadline - helper_now_ms())) < 0)
+			left = 0;
+		if ((r = proto_recv(h->fd, &rtype, &rid, reply, left)) != 0)
+			goto fail;
+	} while (rid != id);
+	if (rtype == PROTO_ERROR)
+		return parse_error(h, reply);
+	if (rtype != (type | 0x80)) {
+		r = P11A_ERR_PROTOCOL;
+		goto fail;
+	}
+	return 0;
+fail:
+	snprintf(h->err, sizeof(h->err), "token helper: %s%s",
+	    p11a_strerror(r), r == P11A_ERR_CLOSED ? " (it exited; see the "
+	    "messages above)" : "");
+	return P11A_ERR_HELPER;
+}
+
+int
+helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
+    int timeout_ms, helper_cb cb, void *arg)
+{
+	struct helper_req	*q;
+	int			 r;
+
+	if (h->npending >= MAX_PENDING)
+		return P11A_ERR_TOO_LARGE;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return P11A_ERR_NOMEM;
+	q->id = h->next_id++;
+	q->deadline = helper_now_ms() + timeout_ms;
+	q->cb = cb;
+	q->arg = arg;
+	if ((r = proto_send(h->fd, type, q->id, req)) != 0) {
+		free(q);
+		return r;
+	}
+	q->next = h->pending;
+	h->pending = q;
+	h->npending++;
+	return 0;
+}
+
+static struct helper_req *
+take(struct helper *h, uint32_t id)
+{
+	struct helper_req	**pp, *q;
+
+	for (pp = &h->pending; (q = *pp) != NULL; pp = &q->next) {
+		if (q->id == id) {
+			*pp = q->next;
+			h->npending--;
+			return q;
+		}
+	}
+	return NULL;
+}
+
+int
+helper_read(struct helper *h)
+{
+	static struct pbuf	 rx;
+	struct helper_req	*q;
+	uint32_t		 type, id;
+	int			 r;
+
+	for (;;) {
+		r = proto_recv(h->fd, &type, &id, &rx, 0);
+		if (r == P11A_ERR_TIMEOUT)
+			return 0;	/* nothing more for now */
+		if (r != 0) {
+			helper_fail_all(h, P11A_ERR_HELPER);
+			return r;
+		}
+		if ((q = take(h, id)) == NULL)
+			continue;	/* late reply to an expired request */
+		if (type == PROTO_ERROR)
+			q->cb(q->arg, parse_error(h, &rx), NULL);
+		else
+			q->cb(q->arg, 0, &rx);
+		free(q);
+	}
+}
+
+void
+helper_expire(struct helper *h, long now)
+{
+	struct helper_req	**pp, *q;
+
+	for (pp = &h->pending; (q = *pp) != NULL;) {
+		if (q->deadline > now) {
+			pp = &q->next;
+			continue;
+		}
+		*pp = q->next;
+		h->npending--;
+		snprintf(h->err, sizeof(h->err), "the token did not answer "
+		    "in time");
+		q->cb(q->arg, P11A_ERR_TIMEOUT, NULL);
+		free(q);
+	}
+}
+
+void
+helper_fail_all(struct helper *h, int err)
+{
+	struct helper_req	*q;
+
+	while ((q = h->pending) != NULL) {
+		h->pending = q->next;
+		h->npending--;
+		q->cb(q->arg, err, NULL);
+		free(q);
+	}
+}
+
+int
+helper_open(struct helper *h, const char *key_uri, const char *cert,
+    const char *pin_source, int timeout_ms, struct helper_identity *out)
+{
+	struct pbuf		 req, reply;
+	const unsigned char	*der;
+	size_t			 len;
+	int			 r;
+
+	pbuf_init(&req);
+	pbuf_init(&reply);
+	pbuf_put_str(&req, key_uri);
+	pbuf_put_str(&req, cert);
+	pbuf_put_str(&req, pin_source);
+	if ((r = helper_call(h, PROTO_OPEN, &req, &reply, timeout_ms)) != 0)
+		goto out;
+	out->handle = pbuf_get_u32(&reply);
+	out->keytype = pbuf_get_u8(&reply);
+	out->caps = pbuf_get_u32(&reply);
+	der = pbuf_get_bytes(&reply, &len, PROTO_MAX_FIELD);
+	if ((r = pbuf_end(&reply)) != 0) {
+		snprintf(h->err, sizeof(h->err), "token helper: %s",
+		    p11a_strerror(r));
+		goto out;
+	}
+	out->cert = NULL;
+	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL) {
+		snprintf(h->err, sizeof(h->err), "%s: the certificate on the "
+		    "token is not valid DER X.509", key_uri);
+		r = P11A_ERR_NO_CERT;
+	}
+out:
+	pbuf_clear(&req);
+	pbuf_clear(&reply);
+	return r;
+}

@@ -1,0 +1,206 @@
+/*
+ * p11agent-helper: the token helper process.
+ *
+ * Started by the agent with one end of a SOCK_SEQPACKET socketpair as fd
+ * 3.  It is the only process that loads a PKCS#11 module or holds a PIN.
+ * It answers one request at a time (a token does one thing at a time);
+ * docs/helper-protocol.md describes the messages.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "p11agent/error.h"
+#include "p11agent/proto.h"
+#include "p11agent/token.h"
+
+#define HELPER_FD	3
+#define MAX_KEYS	64
+
+struct helper {
+	struct token_ctx	*ctx;
+	int			 load_err;
+	struct token_key	*keys[MAX_KEYS];
+	int			 nkeys;
+};
+
+static void
+harden(void)
+{
+	struct rlimit	 rl = { 0, 0 };
+
+	/* no core dumps, no ptrace by others of our uid */
+	setrlimit(RLIMIT_CORE, &rl);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+static int
+reply_error(uint32_t id, int code, struct token_ctx *ctx, const char *msg)
+{
+	struct pbuf	 out;
+	int		 r;
+
+	pbuf_init(&out);
+	proto_put_error(&out, code, ctx ? token_error_ckr(ctx) : 0,
+	    msg ? msg : ctx ? token_error(ctx) : p11a_strerror(code));
+	r = proto_send(HELPER_FD, PROTO_ERROR, id, &out);
+	pbuf_clear(&out);
+	if (ctx != NULL)
+		token_clear_error(ctx);
+	return r;
+}
+
+static int
+do_open(struct helper *h, uint32_t id, struct pbuf *in)
+{
+	struct token_key	*k;
+	struct pbuf		 out;
+	char			*key_uri, *cert_uri, *pin_source;
+	const uint8_t		*cert;
+	size_t			 certlen;
+	int			 r;
+
+	key_uri = pbuf_get_str(in);
+	cert_uri = pbuf_get_str(in);
+	pin_source = pbuf_get_str(in);
+	if ((r = pbuf_end(in)) != 0 || key_uri == NULL) {
+		r = reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+		goto out;
+	}
+	if (h->nkeys == MAX_KEYS) {
+		r = reply_error(id, P11A_ERR_TOO_LARGE, NULL,
+		    "too many identities on one module");
+		goto out;
+	}
+	if ((r = token_open(h->ctx, key_uri, cert_uri, pin_source, &k)) != 0) {
+		r = reply_error(id, r, h->ctx, NULL);
+		goto out;
+	}
+	h->keys[h->nkeys] = k;
+	cert = token_key_cert(k, &certlen);
+	pbuf_init(&out);
+	pbuf_put_u32(&out, (uint32_t)h->nkeys++);
+	pbuf_put_u8(&out, (uint8_t)token_key_type(k));
+	pbuf_put_u32(&out, token_key_caps(k));
+	pbuf_put_bytes(&out, cert, certlen);
+	r = proto_send(HELPER_FD, PROTO_OPEN_OK, id, &out);
+	pbuf_clear(&out);
+out:
+	free(key_uri);
+	free(cert_uri);
+	free(pin_source);
+	return r;
+}
+
+static int
+do_sign(struct helper *h, uint32_t id, struct pbuf *in)
+{
+	uint8_t		 sig[PROTO_MAX_SIG];
+	size_t		 len, siglen = sizeof(sig);
+	const uint8_t	*data;
+	struct pbuf	 out;
+	uint32_t	 handle, saltlen;
+	int		 alg, hash, r;
+
+	handle = pbuf_get_u32(in);
+	alg = pbuf_get_u8(in);
+	hash = pbuf_get_u8(in);
+	saltlen = pbuf_get_u32(in);
+	data = pbuf_get_bytes(in, &len, PROTO_MAX_SIGN_DATA);
+	if (pbuf_end(in) != 0 || handle >= (uint32_t)h->nkeys || len == 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	r = token_sign(h->ctx, h->keys[handle], alg, hash, saltlen, data, len,
+	    sig, &siglen);
+	if (r != 0) {
+		reply_error(id, r, h->ctx, NULL);
+		/* a lost token or session: exit so the agent starts afresh */
+		return r == P11A_ERR_TOKEN_ABSENT ? r : 0;
+	}
+	pbuf_init(&out);
+	pbuf_put_bytes(&out, sig, siglen);
+	r = proto_send(HELPER_FD, PROTO_SIGN_OK, id, &out);
+	pbuf_clear(&out);
+	return r;
+}
+
+static int
+do_list(struct helper *h, uint32_t id, struct pbuf *in)
+{
+	struct pbuf	 out;
+	char		*pin_source;
+	int		 r;
+
+	pin_source = pbuf_get_str(in);
+	if (pbuf_end(in) != 0) {
+		free(pin_source);
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	}
+	pbuf_init(&out);
+	r = token_list(h->ctx, pin_source, &out);
+	free(pin_source);
+	if (r == 0)
+		r = proto_send(HELPER_FD, PROTO_LIST_OK, id, &out);
+	else
+		r = reply_error(id, r, NULL, "the listing is too large");
+	pbuf_clear(&out);
+	return r;
+}
+
+static int
+dispatch(struct helper *h, uint32_t type, uint32_t id, struct pbuf *in)
+{
+	if (h->load_err != 0 && type != PROTO_LIST)
+		return reply_error(id, h->load_err, h->ctx, NULL);
+	switch (type) {
+	case PROTO_OPEN:
+		return do_open(h, id, in);
+	case PROTO_SIGN:
+		return do_sign(h, id, in);
+	case PROTO_LIST:
+		if (h->load_err != 0)
+			return reply_error(id, h->load_err, h->ctx, NULL);
+		return do_list(h, id, in);
+	default:
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL,
+		    "unknown request type");
+	}
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct helper	 h;
+	struct pbuf	 in;
+	uint32_t	 type, id;
+	int		 r;
+
+	harden();
+	memset(&h, 0, sizeof(h));
+	if (argc > 2 || (argc == 2 && argv[1][0] != '/')) {
+		fprintf(stderr, "usage: p11agent-helper [MODULE-PATH]\n"
+		    "(started by p11agent; it speaks on fd 3)\n");
+		return 2;
+	}
+	h.load_err = token_ctx_new(argc == 2 ? argv[1] : NULL, &h.ctx);
+	if (h.ctx == NULL)
+		return 1;
+	pbuf_init(&in);
+	for (;;) {
+		r = proto_recv(HELPER_FD, &type, &id, &in, -1);
+		if (r == P11A_ERR_CLOSED)
+			break;
+		if (r == 0)
+			r = dispatch(&h, type, id, &in);
+		if (r != 0)
+			break;
+	}
+	pbuf_clear(&in);
+	token_ctx_free(h.ctx);
+	return r == P11A_ERR_CLOSED || r == 0 ? 0 : 1;
+}

@@ -1,0 +1,741 @@
+/*
+ * p11agent: the token layer (PKCS#11 through p11-kit).  Runs only in the
+ * token helper process; see token.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include <openssl/crypto.h>
+
+#include "p11agent/error.h"
+#include "p11agent/proto.h"
+#include "p11agent/token.h"
+#include "token_int.h"
+
+#define MAX_SLOTS	64
+#define MAX_MECHS	512
+#define MAX_CERT	(60 * 1024)
+
+void
+token_seterr(struct token_ctx *ctx, unsigned long ckr, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	if (ctx->err[0] != '\0')
+		return;		/* the first error sticks */
+	va_start(ap, fmt);
+	vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+	va_end(ap);
+	ctx->ckr = ckr;
+}
+
+const char *
+token_error(const struct token_ctx *ctx)
+{
+	return ctx->err[0] ? ctx->err : "no error";
+}
+
+unsigned long
+token_error_ckr(const struct token_ctx *ctx)
+{
+	return ctx->ckr;
+}
+
+void
+token_clear_error(struct token_ctx *ctx)
+{
+	ctx->err[0] = '\0';
+	ctx->ckr = 0;
+}
+
+const char *
+token_ckr_name(CK_RV rv)
+{
+	return p11_kit_strerror(rv);
+}
+
+/* Maps a CKR to our code; a lost session or token means "restart me". */
+int
+token_rv_code(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_OK:
+		return 0;
+	case CKR_HOST_MEMORY:
+		return P11A_ERR_NOMEM;
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_DEVICE_ERROR:
+	case CKR_USER_NOT_LOGGED_IN:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+		return P11A_ERR_TOKEN_ABSENT;
+	case CKR_MECHANISM_INVALID:
+	case CKR_MECHANISM_PARAM_INVALID:
+	case CKR_KEY_TYPE_INCONSISTENT:
+	case CKR_KEY_FUNCTION_NOT_PERMITTED:
+		return P11A_ERR_MECHANISM;
+	case CKR_PIN_INCORRECT:
+		return P11A_ERR_PIN_INCORRECT;
+	case CKR_PIN_LOCKED:
+		return P11A_ERR_PIN_LOCKED;
+	default:
+		return P11A_ERR_TOKEN;
+	}
+}
+
+/*
+ * A module path given by the user is loaded only if, after realpath, it
+ * is a regular file that neither others nor other users can replace.
+ */
+static int
+check_module_path(struct token_ctx *ctx, const char *path, char *real)
+{
+	struct stat	 st;
+	char		 dir[PATH_MAX], *slash;
+
+	if (path[0] != '/') {
+		token_seterr(ctx, 0, "module %s: the path must be absolute",
+		    path);
+		return P11A_ERR_MODULE;
+	}
+	if (realpath(path, real) == NULL) {
+		token_seterr(ctx, 0, "module %s: %s", path, strerror(errno));
+		return P11A_ERR_MODULE;
+	}
+	if (stat(real, &st) == -1 || !S_ISREG(st.st_mode)) {
+		token_seterr(ctx, 0, "module %s: not a regular file", real);
+		return P11A_ERR_MODULE;
+	}
+	if ((st.st_uid != 0 && st.st_uid != getuid()) ||
+	    (st.st_mode & 022) != 0) {
+		token_seterr(ctx, 0, "module %s: owned by uid %u with mode "
+		    "%03o; it must be owned by root or you and writable by no "
+		    "one else", real, (unsigned)st.st_uid,
+		    (unsigned)(st.st_mode & 0777));
+		return P11A_ERR_PERM;
+	}
+	snprintf(dir, sizeof(dir), "%s", real);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (stat(dir, &st) == -1 || (st.st_mode & 002) != 0 ||
+	    (st.st_uid != 0 && st.st_uid != getuid())) {
+		token_seterr(ctx, 0, "module %s: its directory %s is writable "
+		    "by others or owned by another user", real, dir);
+		return P11A_ERR_PERM;
+	}
+	return 0;
+}
+
+static int
+load_one(struct token_ctx *ctx, const char *path)
+{
+	char	 real[PATH_MAX];
+	int	 r;
+
+	if ((r = check_module_path(ctx, path, real)) != 0)
+		return r;
+	if ((ctx->mods = calloc(2, sizeof(*ctx->mods))) == NULL ||
+	    (ctx->inited = calloc(1, sizeof(*ctx->inited))) == NULL)
+		return P11A_ERR_NOMEM;
+	ctx->mods[0] = p11_kit_module_load(real, 0);
+	if (ctx->mods[0] == NULL) {
+		token_seterr(ctx, 0, "module %s: %s", real,
+		    p11_kit_message() ? p11_kit_message() : "cannot load");
+		return P11A_ERR_MODULE;
+	}
+	ctx->nmods = 1;
+	return 0;
+}
+
+static int
+load_registry(struct token_ctx *ctx)
+{
+	size_t	 n;
+
+	ctx->registry = 1;
+	ctx->mods = p11_kit_modules_load(NULL, 0);
+	if (ctx->mods == NULL) {
+		token_seterr(ctx, 0, "p11-kit: %s", p11_kit_message() ?
+		    p11_kit_message() : "cannot load the module registry");
+		return P11A_ERR_MODULE;
+	}
+	for (n = 0; ctx->mods[n] != NULL; n++)
+		;
+	ctx->nmods = n;
+	if ((ctx->inited = calloc(n + 1, sizeof(*ctx->inited))) == NULL)
+		return P11A_ERR_NOMEM;
+	return 0;
+}
+
+int
+token_ctx_new(const char *module_path, struct token_ctx **out)
+{
+	struct token_ctx	*ctx;
+	int			 r;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		return P11A_ERR_NOMEM;
+	r = module_path ? load_one(ctx, module_path) : load_registry(ctx);
+	*out = ctx;		/* even on error: it holds the message */
+	return r;
+}
+
+static void
+key_free(struct token_key *k)
+{
+	if (k == NULL)
+		return;
+	free(k->cert);
+	free(k);
+}
+
+void
+token_ctx_free(struct token_ctx *ctx)
+{
+	struct token_key	*k, *next;
+	size_t			 i;
+
+	if (ctx == NULL)
+		return;
+	for (k = ctx->keys; k != NULL; k = next) {
+		next = k->next;
+		key_free(k);
+	}
+	for (i = 0; i < ctx->nmods; i++)
+		if (ctx->inited[i])
+			p11_kit_module_finalize(ctx->mods[i]);
+	if (ctx->registry)
+		p11_kit_modules_release(ctx->mods);
+	else if (ctx->mods != NULL && ctx->mods[0] != NULL)
+		p11_kit_module_release(ctx->mods[0]);
+	if (!ctx->registry)
+		free(ctx->mods);
+	free(ctx->inited);
+	OPENSSL_cleanse(ctx, sizeof(*ctx));
+	free(ctx);
+}
+
+char *
+token_module_name(struct token_ctx *ctx, size_t i)
+{
+	char	*s;
+
+	if ((s = p11_kit_module_get_filename(ctx->mods[i])) == NULL)
+		s = p11_kit_module_get_name(ctx->mods[i]);
+	return s;
+}
+
+/* Initialises module i once; 0 or an error code. */
+int
+token_module_init(struct token_ctx *ctx, size_t i)
+{
+	CK_RV	 rv;
+	char	*name;
+
+	if (ctx->inited[i])
+		return 0;
+	rv = p11_kit_module_initialize(ctx->mods[i]);
+	if (rv != CKR_OK) {
+		name = token_module_name(ctx, i);
+		token_seterr(ctx, rv, "module %s: C_Initialize: %s",
+		    name ? name : "?", token_ckr_name(rv));
+		free(name);
+		return P11A_ERR_MODULE;
+	}
+	ctx->inited[i] = 1;
+	return 0;
+}
+
+/* Present slots of module i into slots[]; returns the count or < 0. */
+int
+token_slots(struct token_ctx *ctx, size_t i, CK_SLOT_ID *slots)
+{
+	CK_ULONG	 n = MAX_SLOTS;
+	CK_RV		 rv;
+
+	rv = ctx->mods[i]->C_GetSlotList(CK_TRUE, slots, &n);
+	if (rv != CKR_OK) {
+		token_seterr(ctx, rv, "C_GetSlotList: %s", token_ckr_name(rv));
+		return token_rv_code(rv);
+	}
+	return (int)n;
+}
+
+/* Does the URI's module part (module-name, module-path) allow module i? */
+static int
+module_matches(struct token_ctx *ctx, size_t i, P11KitUri *uri)
+{
+	const char	*want;
+	char		*have;
+	int		 ok = 1;
+
+	if ((want = p11_kit_uri_get_module_name(uri)) != NULL) {
+		have = p11_kit_module_get_name(ctx->mods[i]);
+		ok = have != NULL && strcmp(have, want) == 0;
+		free(have);
+	}
+	if (ok && (want = p11_kit_uri_get_module_path(uri)) != NULL) {
+		have = p11_kit_module_get_filename(ctx->mods[i]);
+		ok = have != NULL && strcmp(have, want) == 0;
+		free(have);
+	}
+	return ok;
+}
+
+static int
+find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
+    struct token_key *k)
+{
+	CK_SLOT_ID	 slots[MAX_SLOTS];
+	CK_TOKEN_INFO	 ti;
+	CK_INFO		 info;
+	size_t		 i;
+	int		 n, j, seen = 0;
+
+	for (i = 0; i < ctx->nmods; i++) {
+		if (!module_matches(ctx, i, uri) ||
+		    token_module_init(ctx, i) != 0)
+			continue;
+		if (ctx->mods[i]->C_GetInfo(&info) != CKR_OK ||
+		    !p11_kit_uri_match_module_info(uri, &info))
+			continue;
+		if ((n = token_slots(ctx, i, slots)) < 0)
+			continue;
+		for (j = 0; j < n; j++) {
+			if (ctx->mods[i]->C_GetTokenInfo(slots[j], &ti) !=
+			    CKR_OK)
+				continue;
+			seen++;
+			if (!p11_kit_uri_match_token_info(uri, &ti))
+				continue;
+			k->mod = ctx->mods[i];
+			k->slot = slots[j];
+			k->flags = ti.flags;
+			memcpy(k->label, ti.label, sizeof(ti.label));
+			token_clear_error(ctx);
+			return 0;
+		}
+	}
+	token_clear_error(ctx);
+	token_seterr(ctx, 0, "%s: no token matches (%d token%s present in "
+	    "%zu module%s); run 'p11agent tokens' to see them", uristr, seen,
+	    seen == 1 ? "" : "s", ctx->nmods, ctx->nmods == 1 ? "" : "s");
+	return P11A_ERR_NO_TOKEN;
+}
+
+/* The token label, blank-padded in CK_TOKEN_INFO, as a C string. */
+void
+token_label(const CK_UTF8CHAR *label, char *out)
+{
+	int	 n = 32;
+
+	memcpy(out, label, 32);
+	while (n > 0 && out[n - 1] == ' ')
+		n--;
+	out[n] = '\0';
+}
+
+static void
+pin_incorrect(struct token_ctx *ctx, struct token_key *k, const char *name,
+    const char *source)
+{
+	CK_TOKEN_INFO	 ti;
+	const char	*left = "the token does not say how many tries are left";
+
+	if (k->mod->C_GetTokenInfo(k->slot, &ti) == CKR_OK) {
+		if (ti.flags & CKF_USER_PIN_LOCKED)
+			left = "the PIN is now LOCKED; unblock it with the SO PIN";
+		else if (ti.flags & CKF_USER_PIN_FINAL_TRY)
+			left = "ONE try is left: the next wrong PIN locks it";
+		else if (ti.flags & CKF_USER_PIN_COUNT_LOW)
+			left = "the token reports few tries left";
+	}
+	token_seterr(ctx, CKR_PIN_INCORRECT, "token '%s' rejected the PIN "
+	    "from %s (%s); p11agent does not retry: fix the PIN source", name,
+	    source, left);
+}
+
+int
+token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
+{
+	struct pin	*pin = NULL;
+	char		 name[33], err[512];
+	CK_RV		 rv;
+	int		 r;
+
+	token_label(k->label, name);
+	if (!(k->flags & CKF_LOGIN_REQUIRED))
+		return 0;
+	if (k->flags & CKF_USER_PIN_LOCKED) {
+		token_seterr(ctx, CKR_PIN_LOCKED, "token '%s': the user PIN is "
+		    "locked; unblock it with the SO PIN", name);
+		return P11A_ERR_PIN_LOCKED;
+	}
+	if (k->flags & CKF_USER_PIN_FINAL_TRY) {
+		token_seterr(ctx, 0, "token '%s': only one PIN try is left; "
+		    "p11agent will not risk it without you: log in once with "
+		    "the token's own tool to reset the counter", name);
+		return P11A_ERR_PIN_FINAL_TRY;
+	}
+	if ((r = pin_read(source, &pin, err, sizeof(err))) != 0) {
+		token_seterr(ctx, 0, "token '%s': %s", name, err);
+		return r;
+	}
+	if (pin == NULL && !(k->flags & CKF_PROTECTED_AUTHENTICATION_PATH)) {
+		token_seterr(ctx, 0, "token '%s' needs a PIN: set pin = "
+		    "file:PATH or env:NAME", name);
+		return P11A_ERR_PIN_SOURCE;
+	}
+	rv = k->mod->C_Login(k->session, CKU_USER,
+	    pin ? (CK_UTF8CHAR_PTR)pin->value : NULL, pin ? pin->len : 0);
+	pin_free(pin);
+	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+		return 0;
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
+		pin_incorrect(ctx, k, name, source);
+		return P11A_ERR_PIN_INCORRECT;
+	}
+	token_seterr(ctx, rv, "token '%s': C_Login: %s", name,
+	    token_ckr_name(rv));
+	return token_rv_code(rv);
+}
+
+/* Finds exactly one object of class cls matching tmpl; 0 or an error. */
+int
+token_find_one(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
+    CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *out, CK_ULONG *count)
+{
+	CK_OBJECT_HANDLE	 h[2];
+	CK_RV			 rv;
+
+	*count = 0;
+	if ((rv = m->C_FindObjectsInit(s, tmpl, n)) != CKR_OK) {
+		token_seterr(ctx, rv, "C_FindObjectsInit: %s",
+		    token_ckr_name(rv));
+		return token_rv_code(rv);
+	}
+	rv = m->C_FindObjects(s, h, 2, count);
+	m->C_FindObjectsFinal(s);
+	if (rv != CKR_OK) {
+		token_seterr(ctx, rv, "C_FindObjects: %s", token_ckr_name(rv));
+		return token_rv_code(rv);
+	}
+	if (*count > 0)
+		*out = h[0];
+	return 0;
+}
+
+/* Builds a search template from the URI's attributes with class cls. */
+static int
+uri_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *tmpl,
+    CK_ULONG *n)
+{
+	CK_ATTRIBUTE	*a;
+	CK_ULONG	 i, na;
+
+	a = p11_kit_uri_get_attributes(uri, &na);
+	tmpl[0].type = CKA_CLASS;
+	tmpl[0].pValue = cls;
+	tmpl[0].ulValueLen = sizeof(*cls);
+	*n = 1;
+	for (i = 0; i < na && *n < 4; i++) {
+		if (a[i].type == CKA_CLASS) {
+			if (a[i].ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+			    *(CK_OBJECT_CLASS *)a[i].pValue != *cls)
+				return P11A_ERR_URI;
+			continue;
+		}
+		tmpl[(*n)++] = a[i];
+	}
+	return 0;
+}
+
+static int
+find_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
+    const char *uristr)
+{
+	CK_OBJECT_CLASS	 cls = CKO_PRIVATE_KEY;
+	CK_ATTRIBUTE	 tmpl[4], ta;
+	CK_ULONG	 n, count;
+	int		 r;
+
+	if (uri_template(uri, &cls, tmpl, &n) != 0) {
+		token_seterr(ctx, 0, "%s: the key URI must name a private key "
+		    "(type=private)", uristr);
+		return P11A_ERR_URI;
+	}
+	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &k->obj,
+	    &count)) != 0)
+		return r;
+	if (count != 1) {
+		token_seterr(ctx, 0, "%s: %s", uristr, count == 0 ?
+		    "no private key matches on the token (after login); run "
+		    "'p11agent tokens --pin SOURCE' to see the keys" :
+		    "more than one private key matches; add id= or object=");
+		return P11A_ERR_NO_KEY;
+	}
+	ta.type = CKA_KEY_TYPE;
+	ta.pValue = &k->keytype;
+	ta.ulValueLen = sizeof(k->keytype);
+	k->idlen = sizeof(k->id);
+	if (k->mod->C_GetAttributeValue(k->session, k->obj, &ta, 1) != CKR_OK) {
+		token_seterr(ctx, 0, "%s: cannot read the key type", uristr);
+		return P11A_ERR_TOKEN;
+	}
+	ta.type = CKA_ID;
+	ta.pValue = k->id;
+	ta.ulValueLen = sizeof(k->id);
+	if (k->mod->C_GetAttributeValue(k->session, k->obj, &ta, 1) == CKR_OK)
+		k->idlen = ta.ulValueLen;
+	else
+		k->idlen = 0;
+	return 0;
+}
+
+/* Reads a certificate's DER value. */
+int
+token_read_cert(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
+    CK_OBJECT_HANDLE h, uint8_t **der, size_t *len)
+{
+	CK_ATTRIBUTE	 a = { CKA_VALUE, NULL, 0 };
+	CK_RV		 rv;
+
+	if ((rv = m->C_GetAttributeValue(s, h, &a, 1)) != CKR_OK ||
+	    a.ulValueLen == 0 || a.ulValueLen > MAX_CERT) {
+		token_seterr(ctx, rv, "cannot read the certificate: %s",
+		    rv ? token_ckr_name(rv) : "empty or too large");
+		return P11A_ERR_NO_CERT;
+	}
+	if ((a.pValue = malloc(a.ulValueLen)) == NULL)
+		return P11A_ERR_NOMEM;
+	if ((rv = m->C_GetAttributeValue(s, h, &a, 1)) != CKR_OK) {
+		free(a.pValue);
+		token_seterr(ctx, rv, "cannot read the certificate: %s",
+		    token_ckr_name(rv));
+		return P11A_ERR_NO_CERT;
+	}
+	*der = a.pValue;
+	*len = a.ulValueLen;
+	return 0;
+}
+
+static int
+find_cert(struct token_ctx *ctx, struct token_key *k, const char *cert_uri,
+    const char *key_uri)
+{
+	CK_OBJECT_CLASS	 cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE	 tmpl[4];
+	CK_OBJECT_HANDLE h;
+	CK_ULONG	 n = 2, count;
+	P11KitUri	*uri = NULL;
+	int		 r;
+
+	tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+	tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, k->idlen };
+	if (cert_uri != NULL) {
+		uri = p11_kit_uri_new();
+		if (p11_kit_uri_parse(cert_uri, P11_KIT_URI_FOR_OBJECT, uri) !=
+		    P11_KIT_URI_OK || uri_template(uri, &cls, tmpl, &n) != 0) {
+			token_seterr(ctx, 0, "%s: not a certificate URI",
+			    cert_uri);
+			r = P11A_ERR_URI;
+			goto out;
+		}
+	} else if (k->idlen == 0) {
+		token_seterr(ctx, 0, "%s: the key has no CKA_ID to find its "
+		    "certificate by; set cert = URI or FILE", key_uri);
+		r = P11A_ERR_NO_CERT;
+		goto out;
+	}
+	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
+	    &count)) != 0)
+		goto out;
+	if (count == 0) {
+		token_seterr(ctx, 0, "%s: no certificate on the token %s; "
+		    "write one with the same id or set cert = FILE",
+		    cert_uri ? cert_uri : key_uri, cert_uri ? "matches" :
+		    "has the key's id");
+		r = P11A_ERR_NO_CERT;
+		goto out;
+	}
+	r = token_read_cert(ctx, k->mod, k->session, h, &k->cert, &k->certlen);
+out:
+	p11_kit_uri_free(uri);
+	return r;
+}
+
+static void
+read_caps(struct token_key *k)
+{
+	CK_MECHANISM_TYPE	 mechs[MAX_MECHS];
+	CK_ULONG		 n = MAX_MECHS, i;
+
+	k->caps = 0;
+	if (k->mod->C_GetMechanismList(k->slot, mechs, &n) != CKR_OK)
+		return;
+	for (i = 0; i < n; i++) {
+		switch (mechs[i]) {
+		case CKM_RSA_PKCS:	k->caps |= PROTO_CAP_RSA_PKCS1; break;
+		case CKM_RSA_X_509:	k->caps |= PROTO_CAP_RSA_RAW; break;
+		case CKM_RSA_PKCS_PSS:	k->caps |= PROTO_CAP_RSA_PSS; break;
+		case CKM_ECDSA:		k->caps |= PROTO_CAP_ECDSA; break;
+		}
+	}
+}
+
+static int
+open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
+    const char *key_uri, const char *cert_uri, const char *pin_source)
+{
+	CK_RV	 rv;
+	int	 r;
+
+	if ((r = find_token(ctx, uri, key_uri, k)) != 0)
+		return r;
+	rv = k->mod->C_OpenSession(k->slot, CKF_SERIAL_SESSION, NULL, NULL,
+	    &k->session);
+	if (rv != CKR_OK) {
+		token_seterr(ctx, rv, "%s: C_OpenSession: %s", key_uri,
+		    token_ckr_name(rv));
+		return token_rv_code(rv);
+	}
+	if ((r = token_login(ctx, k, pin_source)) != 0 ||
+	    (r = find_key(ctx, k, uri, key_uri)) != 0)
+		return r;
+	if (k->keytype != CKK_RSA && k->keytype != CKK_EC) {
+		token_seterr(ctx, 0, "%s: key type %lu is neither RSA nor EC",
+		    key_uri, (unsigned long)k->keytype);
+		return P11A_ERR_MECHANISM;
+	}
+	if (cert_uri == NULL || strncmp(cert_uri, "pkcs11:", 7) == 0)
+		if ((r = find_cert(ctx, k, cert_uri, key_uri)) != 0)
+			return r;
+	read_caps(k);
+	return 0;
+}
+
+int
+token_open(struct token_ctx *ctx, const char *key_uri, const char *cert_uri,
+    const char *pin_source, struct token_key **out)
+{
+	struct token_key	*k = NULL;
+	P11KitUri		*uri = NULL;
+	int			 r, pr;
+
+	if ((uri = p11_kit_uri_new()) == NULL ||
+	    (k = calloc(1, sizeof(*k))) == NULL) {
+		r = P11A_ERR_NOMEM;
+		goto out;
+	}
+	pr = p11_kit_uri_parse(key_uri, P11_KIT_URI_FOR_ANY, uri);
+	if (pr != P11_KIT_URI_OK) {
+		token_seterr(ctx, 0, "%s: %s", key_uri, p11_kit_uri_message(pr));
+		r = P11A_ERR_URI;
+		goto out;
+	}
+	if ((r = open_key(ctx, k, uri, key_uri, cert_uri, pin_source)) != 0) {
+		if (k->session != 0)
+			k->mod->C_CloseSession(k->session);
+		goto out;
+	}
+	k->next = ctx->keys;
+	ctx->keys = k;
+	*out = k;
+	k = NULL;
+out:
+	key_free(k);
+	p11_kit_uri_free(uri);
+	return r;
+}
+
+int
+token_key_type(const struct token_key *k)
+{
+	return k->keytype == CKK_RSA ? PROTO_KEY_RSA : PROTO_KEY_EC;
+}
+
+uint32_t
+token_key_caps(const struct token_key *k)
+{
+	return k->caps;
+}
+
+const uint8_t *
+token_key_cert(const struct token_key *k, size_t *len)
+{
+	*len = k->certlen;
+	return k->cert;
+}
+
+static int
+pss_params(int hash, uint32_t saltlen, CK_RSA_PKCS_PSS_PARAMS *p)
+{
+	switch (hash) {
+	case TOKEN_HASH_SHA256:
+		p->hashAlg = CKM_SHA256;
+		p->mgf = CKG_MGF1_SHA256;
+		break;
+	case TOKEN_HASH_SHA384:
+		p->hashAlg = CKM_SHA384;
+		p->mgf = CKG_MGF1_SHA384;
+		break;
+	case TOKEN_HASH_SHA512:
+		p->hashAlg = CKM_SHA512;
+		p->mgf = CKG_MGF1_SHA512;
+		break;
+	default:
+		return P11A_ERR_INVALID;
+	}
+	p->sLen = saltlen;
+	return 0;
+}
+
+int
+token_sign(struct token_ctx *ctx, struct token_key *k, int alg, int hash,
+    uint32_t saltlen, const uint8_t *data, size_t len, uint8_t *sig,
+    size_t *siglen)
+{
+	CK_RSA_PKCS_PSS_PARAMS	 pss;
+	CK_MECHANISM		 mech = { 0, NULL, 0 };
+	CK_ULONG		 n = *siglen;
+	CK_RV			 rv;
+
+	switch (alg) {
+	case PROTO_ALG_RSA_PKCS1:	mech.mechanism = CKM_RSA_PKCS; break;
+	case PROTO_ALG_RSA_RAW:		mech.mechanism = CKM_RSA_X_509; break;
+	case PROTO_ALG_ECDSA:		mech.mechanism = CKM_ECDSA; break;
+	case PROTO_ALG_RSA_PSS:
+		if (pss_params(hash, saltlen, &pss) != 0)
+			return P11A_ERR_INVALID;
+		mech.mechanism = CKM_RSA_PKCS_PSS;
+		mech.pParameter = &pss;
+		mech.ulParameterLen = sizeof(pss);
+		break;
+	default:
+		return P11A_ERR_INVALID;
+	}
+	rv = k->mod->C_SignInit(k->session, &mech, k->obj);
+	if (rv == CKR_OK)
+		rv = k->mod->C_Sign(k->session, (CK_BYTE_PTR)data, len, sig, &n);
+	if (rv != CKR_OK) {
+		token_seterr(ctx, rv, "signing (mechanism 0x%lx): %s",
+		    (unsigned long)mech.mechanism, token_ckr_name(rv));
+		return token_rv_code(rv);
+	}
+	*siglen = n;
+	return 0;
+}

@@ -1,0 +1,283 @@
+/*
+ * p11agent: listing modules, slots, tokens, keys and certificates, each
+ * with its pkcs11: URI (for 'p11agent tokens').  Runs in the helper.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+
+#include "p11agent/error.h"
+#include "p11agent/proto.h"
+#include "p11agent/token.h"
+#include "token_int.h"
+
+#define MAX_SLOTS	64
+#define MAX_OBJECTS	256
+
+static void
+put_record(struct pbuf *out, int kind, P11KitUri *uri, P11KitUriType type,
+    const char *desc)
+{
+	char	*s = NULL;
+
+	if (uri != NULL && p11_kit_uri_format(uri, type, &s) != P11_KIT_URI_OK)
+		s = NULL;
+	pbuf_put_u8(out, (uint8_t)kind);
+	pbuf_put_str(out, s ? s : "");
+	pbuf_put_str(out, desc);
+	free(s);
+}
+
+static CK_ULONG
+attr_len(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+    CK_ATTRIBUTE_TYPE type)
+{
+	CK_ATTRIBUTE	 a = { type, NULL, 0 };
+
+	if (m->C_GetAttributeValue(s, h, &a, 1) != CKR_OK ||
+	    a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return 0;
+	return a.ulValueLen;
+}
+
+/* Reads a small attribute into buf; returns its length or 0. */
+static CK_ULONG
+attr_get(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+    CK_ATTRIBUTE_TYPE type, void *buf, CK_ULONG size)
+{
+	CK_ATTRIBUTE	 a = { type, buf, size };
+
+	if (m->C_GetAttributeValue(s, h, &a, 1) != CKR_OK ||
+	    a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return 0;
+	return a.ulValueLen;
+}
+
+static const char *
+attr_bool(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+    CK_ATTRIBUTE_TYPE type, const char *yes, const char *no)
+{
+	CK_BBOOL	 b = CK_FALSE;
+
+	if (attr_get(m, s, h, type, &b, sizeof(b)) != sizeof(b))
+		return "";
+	return b ? yes : no;
+}
+
+static void
+describe_ec(const uint8_t *params, CK_ULONG len, char *out, size_t size)
+{
+	const unsigned char	*p = params;
+	ASN1_OBJECT		*oid;
+	int			 nid = NID_undef;
+
+	if ((oid = d2i_ASN1_OBJECT(NULL, &p, (long)len)) != NULL) {
+		nid = OBJ_obj2nid(oid);
+		ASN1_OBJECT_free(oid);
+	}
+	snprintf(out, size, "EC %s", nid == NID_X9_62_prime256v1 ? "P-256" :
+	    nid == NID_secp384r1 ? "P-384" : nid == NID_secp521r1 ? "P-521" :
+	    nid != NID_undef ? OBJ_nid2sn(nid) : "(unknown curve)");
+}
+
+static void
+describe_key(CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+    CK_OBJECT_CLASS cls, char *out, size_t size)
+{
+	CK_KEY_TYPE	 kt = (CK_KEY_TYPE)-1;
+	CK_ULONG	 bits = 0, n;
+	uint8_t		 params[128];
+	char		 alg[64];
+
+	attr_get(m, s, h, CKA_KEY_TYPE, &kt, sizeof(kt));
+	if (kt == CKK_RSA) {
+		if (attr_get(m, s, h, CKA_MODULUS_BITS, &bits, sizeof(bits)) !=
+		    sizeof(bits))
+			bits = attr_len(m, s, h, CKA_MODULUS) * 8;
+		snprintf(alg, sizeof(alg), "RSA %lu", (unsigned long)bits);
+	} else if (kt == CKK_EC) {
+		n = attr_get(m, s, h, CKA_EC_PARAMS, params, sizeof(params));
+		describe_ec(params, n, alg, sizeof(alg));
+	} else
+		snprintf(alg, sizeof(alg), "key type 0x%lx", (unsigned long)kt);
+	if (cls != CKO_PRIVATE_KEY) {
+		snprintf(out, size, "public key, %s", alg);
+		return;
+	}
+	snprintf(out, size, "private key, %s%s%s%s", alg,
+	    attr_bool(m, s, h, CKA_SENSITIVE, ", sensitive", ", NOT sensitive"),
+	    attr_bool(m, s, h, CKA_EXTRACTABLE, ", EXTRACTABLE",
+	    ", not extractable"),
+	    attr_bool(m, s, h, CKA_ALWAYS_AUTHENTICATE,
+	    ", PIN for each signature", ""));
+}
+
+static void
+describe_cert(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
+    CK_OBJECT_HANDLE h, char *out, size_t size)
+{
+	const unsigned char	*p;
+	uint8_t			*der = NULL;
+	size_t			 len;
+	X509			*x = NULL;
+	char			 subj[256];
+
+	snprintf(out, size, "certificate (unreadable)");
+	if (token_read_cert(ctx, m, s, h, &der, &len) != 0)
+		goto out;
+	p = der;
+	if ((x = d2i_X509(NULL, &p, (long)len)) == NULL)
+		goto out;
+	X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+	snprintf(out, size, "certificate %s", subj);
+out:
+	token_clear_error(ctx);
+	X509_free(x);
+	free(der);
+}
+
+static void
+list_class(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
+    CK_TOKEN_INFO *ti, CK_OBJECT_CLASS cls, struct pbuf *out)
+{
+	CK_ATTRIBUTE		 tmpl = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_OBJECT_HANDLE	 objs[MAX_OBJECTS];
+	CK_ULONG		 n = 0, i;
+	CK_ATTRIBUTE		 a;
+	P11KitUri		*uri;
+	uint8_t			 buf[256];
+	char			 desc[512];
+
+	if (m->C_FindObjectsInit(s, &tmpl, 1) != CKR_OK)
+		return;
+	if (m->C_FindObjects(s, objs, MAX_OBJECTS, &n) != CKR_OK)
+		n = 0;
+	m->C_FindObjectsFinal(s);
+	for (i = 0; i < n; i++) {
+		if ((uri = p11_kit_uri_new()) == NULL)
+			return;
+		memcpy(p11_kit_uri_get_token_info(uri), ti, sizeof(*ti));
+		p11_kit_uri_set_attribute(uri, &tmpl);
+		a.type = CKA_ID;
+		a.pValue = buf;
+		if ((a.ulValueLen = attr_get(m, s, objs[i], CKA_ID, buf,
+		    sizeof(buf))) > 0)
+			p11_kit_uri_set_attribute(uri, &a);
+		a.type = CKA_LABEL;
+		if ((a.ulValueLen = attr_get(m, s, objs[i], CKA_LABEL, buf,
+		    sizeof(buf))) > 0)
+			p11_kit_uri_set_attribute(uri, &a);
+		if (cls == CKO_CERTIFICATE)
+			describe_cert(ctx, m, s, objs[i], desc, sizeof(desc));
+		else
+			describe_key(m, s, objs[i], cls, desc, sizeof(desc));
+		put_record(out, cls == CKO_CERTIFICATE ? PROTO_LIST_CERT :
+		    PROTO_LIST_KEY, uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, desc);
+		p11_kit_uri_free(uri);
+	}
+}
+
+static void
+list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
+    const char *pin_source, struct pbuf *out)
+{
+	CK_FUNCTION_LIST	*m = ctx->mods[i];
+	CK_TOKEN_INFO		 ti;
+	struct token_key	 k;
+	P11KitUri		*uri;
+	char			 desc[512], label[33];
+
+	if (m->C_GetTokenInfo(slot, &ti) != CKR_OK)
+		return;
+	token_label(ti.label, label);
+	snprintf(desc, sizeof(desc), "token '%s' (%.32s %.16s, serial %.16s)%s%s%s",
+	    label, ti.manufacturerID, ti.model, ti.serialNumber,
+	    ti.flags & CKF_USER_PIN_LOCKED ? ", PIN LOCKED" : "",
+	    ti.flags & CKF_USER_PIN_FINAL_TRY ? ", PIN final try" : "",
+	    ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH ? ", PIN pad" : "");
+	if ((uri = p11_kit_uri_new()) == NULL)
+		return;
+	memcpy(p11_kit_uri_get_token_info(uri), &ti, sizeof(ti));
+	put_record(out, PROTO_LIST_TOKEN, uri, P11_KIT_URI_FOR_TOKEN, desc);
+	p11_kit_uri_free(uri);
+	memset(&k, 0, sizeof(k));
+	k.mod = m;
+	k.slot = slot;
+	k.flags = ti.flags;
+	memcpy(k.label, ti.label, sizeof(k.label));
+	if (m->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
+	    &k.session) != CKR_OK)
+		return;
+	if (pin_source != NULL && token_login(ctx, &k, pin_source) != 0) {
+		snprintf(desc, sizeof(desc), "login failed: %s",
+		    token_error(ctx));
+		put_record(out, PROTO_LIST_TOKEN, NULL, 0, desc);
+		token_clear_error(ctx);
+	}
+	list_class(ctx, m, k.session, &ti, CKO_PRIVATE_KEY, out);
+	list_class(ctx, m, k.session, &ti, CKO_PUBLIC_KEY, out);
+	list_class(ctx, m, k.session, &ti, CKO_CERTIFICATE, out);
+	m->C_CloseSession(k.session);
+}
+
+static void
+list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
+    struct pbuf *out)
+{
+	CK_SLOT_ID	 slots[MAX_SLOTS];
+	CK_SLOT_INFO	 si;
+	CK_INFO		 info;
+	P11KitUri	*uri;
+	char		 desc[512], *name;
+	CK_ULONG	 n = MAX_SLOTS, j;
+
+	name = token_module_name(ctx, i);
+	if (token_module_init(ctx, i) != 0 ||
+	    ctx->mods[i]->C_GetInfo(&info) != CKR_OK) {
+		snprintf(desc, sizeof(desc), "%s: %s", name ? name : "?",
+		    token_error(ctx));
+		token_clear_error(ctx);
+		put_record(out, PROTO_LIST_MODULE, NULL, 0, desc);
+		free(name);
+		return;
+	}
+	snprintf(desc, sizeof(desc), "%s (%.32s, %.32s)", name ? name : "?",
+	    info.libraryDescription, info.manufacturerID);
+	free(name);
+	if ((uri = p11_kit_uri_new()) == NULL)
+		return;
+	memcpy(p11_kit_uri_get_module_info(uri), &info, sizeof(info));
+	put_record(out, PROTO_LIST_MODULE, uri, P11_KIT_URI_FOR_MODULE, desc);
+	p11_kit_uri_free(uri);
+	if (ctx->mods[i]->C_GetSlotList(CK_FALSE, slots, &n) != CKR_OK)
+		return;
+	for (j = 0; j < n; j++) {
+		if (ctx->mods[i]->C_GetSlotInfo(slots[j], &si) != CKR_OK)
+			continue;
+		snprintf(desc, sizeof(desc), "slot %lu: %.64s%s",
+		    (unsigned long)slots[j], si.slotDescription,
+		    si.flags & CKF_TOKEN_PRESENT ? "" : " (no token)");
+		put_record(out, PROTO_LIST_SLOT, NULL, 0, desc);
+		if (si.flags & CKF_TOKEN_PRESENT)
+			list_token(ctx, i, slots[j], pin_source, out);
+	}
+}
+
+int
+token_list(struct token_ctx *ctx, const char *pin_source, struct pbuf *out)
+{
+	size_t	 i;
+
+	for (i = 0; i < ctx->nmods; i++)
+		list_module(ctx, i, pin_source, out);
+	return out->err;
+}

@@ -1,0 +1,67 @@
+/*
+ * p11agent: the agent's side of the wire to a token helper, and the
+ * EVP_PKEY whose signatures the helper computes.
+ *
+ * The agent never loads a PKCS#11 module: helper_start() forks and runs
+ * p11agent-helper for one module.  Calls are either blocking (start-up,
+ * command line) or asynchronous (the event loop), where the reply runs a
+ * callback from helper_read().
+ */
+#ifndef P11AGENT_HELPER_H
+#define P11AGENT_HELPER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+struct pbuf;
+struct helper;
+
+/* err is 0 or < 0; on 0, reply's read position is at the payload. */
+typedef void (*helper_cb)(void *arg, int err, struct pbuf *reply);
+
+/* Starts a helper for module (an absolute path, or NULL: p11-kit). */
+int	 helper_start(const char *module, struct helper **);
+void	 helper_free(struct helper *);
+int	 helper_fd(const struct helper *);
+pid_t	 helper_pid(const struct helper *);
+/* The message of the last error reply or failure. */
+const char *helper_error(const struct helper *);
+
+/* Blocking call: sends req, waits up to timeout_ms for the reply. */
+int	 helper_call(struct helper *, uint32_t type, const struct pbuf *req,
+	    struct pbuf *reply, int timeout_ms);
+
+/* Asynchronous call: cb runs from helper_read() or helper_expire(). */
+int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
+	    int timeout_ms, helper_cb cb, void *arg);
+/* Reads replies when the fd is readable; < 0 when the helper is gone. */
+int	 helper_read(struct helper *);
+/* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC). */
+void	 helper_expire(struct helper *, long now);
+/* Fails every pending request with err. */
+void	 helper_fail_all(struct helper *, int err);
+
+long	 helper_now_ms(void);
+
+/* Identity opened on a helper (PROTO_OPEN). */
+struct helper_identity {
+	uint32_t	 handle;
+	int		 keytype;	/* PROTO_KEY_* */
+	uint32_t	 caps;		/* PROTO_CAP_* */
+	X509		*cert;
+};
+int	 helper_open(struct helper *, const char *key_uri, const char *cert,
+	    const char *pin_source, int timeout_ms, struct helper_identity *);
+
+/*
+ * An EVP_PKEY for the identity: public half from its certificate, each
+ * signature by the helper.  Inside an OpenSSL async job (SSL_MODE_ASYNC)
+ * the signature pauses the job and exposes a wait fd; otherwise it waits.
+ */
+int	 rkey_new(struct helper *, const struct helper_identity *,
+	    int sign_timeout_ms, EVP_PKEY **);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * p11agent: the token layer, used only inside the token helper process.
+ *
+ * It loads PKCS#11 modules through p11-kit (the registry, or one module
+ * path checked after realpath), matches RFC 7512 URIs with p11-kit's URI
+ * API, logs in, finds keys and certificates, and signs.  It never prints:
+ * each call returns a code and the first error's message stays on the
+ * context (token_error()).
+ */
+#ifndef P11AGENT_TOKEN_H
+#define P11AGENT_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pbuf;
+struct token_ctx;
+struct token_key;
+
+/* Loads modules: module_path (absolute) or, if NULL, p11-kit's registry. */
+int	 token_ctx_new(const char *module_path, struct token_ctx **);
+void	 token_ctx_free(struct token_ctx *);
+/* The message of the first error since the last token_clear_error(). */
+const char *token_error(const struct token_ctx *);
+unsigned long token_error_ckr(const struct token_ctx *);
+void	 token_clear_error(struct token_ctx *);
+
+/*
+ * Opens the key named by key_uri: finds its token, logs in with the PIN
+ * from pin_source ("file:PATH", "env:NAME", "none"), finds the private
+ * key, and, unless cert_uri is "none", the certificate (cert_uri, or the
+ * one with the key's CKA_ID when cert_uri is NULL).  The key stays owned
+ * by the context.
+ */
+int	 token_open(struct token_ctx *, const char *key_uri,
+	    const char *cert_uri, const char *pin_source, struct token_key **);
+int	 token_key_type(const struct token_key *);	/* PROTO_KEY_* */
+uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
+/* The certificate's DER, or NULL with *len 0 when none was asked for. */
+const uint8_t *token_key_cert(const struct token_key *, size_t *);
+
+/* Signs data with alg (PROTO_ALG_*); hash is a PROTO hash id for PSS. */
+int	 token_sign(struct token_ctx *, struct token_key *, int alg,
+	    int hash, uint32_t saltlen, const uint8_t *data, size_t len,
+	    uint8_t *sig, size_t *siglen);
+
+/*
+ * Appends PROTO_LIST records describing every module, slot, token and
+ * key/certificate object; logs in to each token first when pin_source
+ * is not NULL, so that private keys show.
+ */
+int	 token_list(struct token_ctx *, const char *pin_source, struct pbuf *);
+
+/* PROTO hash ids for PSS */
+enum token_hash {
+	TOKEN_HASH_SHA256 = 1,
+	TOKEN_HASH_SHA384 = 2,
+	TOKEN_HASH_SHA512 = 3,
+};
+
+/* The PIN: one owning type, wiped when freed. */
+struct pin {
+	char	*value;
+	size_t	 len;
+};
+int	 pin_read(const char *source, struct pin **, char *err, size_t errlen);
+void	 pin_free(struct pin *);
+
+#endif

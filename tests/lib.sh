@@ -1,0 +1,139 @@
+# p11agent integration tests: shared helpers.  Sourced by tests/t-*.sh,
+# which automake runs with top_builddir and top_srcdir set.
+#
+# Every test gets a fresh directory $T (removed on exit), a fresh SoftHSM
+# token (make_token), real TLS servers on ephemeral ports (start_server)
+# and the real agent (start_agent).  Readiness is read from the programs'
+# own output with a timeout: nothing sleeps.
+
+set -u
+: "${top_builddir:?run me through make check}" "${top_srcdir:?}"
+
+P11AGENT=$top_builddir/p11agent
+export P11AGENT_HELPER=$top_builddir/p11agent-helper
+ECHO_SERVER=$top_builddir/tests/tls-echo-server
+CLIENT=$top_builddir/tests/tunnel-client
+FAULT=$top_builddir/tests/.libs/libp11fault.so
+SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
+
+T=$(mktemp -d /tmp/p11agent-test.XXXXXX)
+chmod 700 "$T"
+PIDS=()
+AGENT_PID=
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+	[ -n "${KEEP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -f "$T/agent.log" ]; then
+		echo "--- agent log:" >&2
+		sed 's/^/  /' "$T/agent.log" >&2
+	fi
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+ok() {
+	echo "ok: $*"
+}
+
+# make_token: a throwaway SoftHSM token with RSA and EC keys made on it.
+make_token() {
+	local rc=0
+	"$top_srcdir/tests/mktoken.sh" "$T/tok" || rc=$?
+	[ "$rc" = 77 ] && skip "a token tool is missing"
+	[ "$rc" = 0 ] || fail "mktoken.sh failed"
+	. "$T/tok/env.sh"
+	TOK=$T/tok
+	# the agent's helper loads the real module through the fault module,
+	# which logs every PKCS#11 call
+	export P11FAULT_MODULE=$SOFTHSM
+	export P11FAULT_LOG=$T/calls.log
+}
+
+# start_server NAME ARGS...: an echo server; sets NAME_port.
+start_server() {
+	local name=$1 port fd
+	shift
+	mkfifo "$T/$name.fifo"
+	"$ECHO_SERVER" "$@" >"$T/$name.fifo" 2>"$T/$name.log" &
+	PIDS+=($!)
+	exec {fd}<"$T/$name.fifo"
+	read -t 20 -u "$fd" port || fail "server $name did not start: $(cat "$T/$name.log")"
+	exec {fd}<&-
+	printf -v "${name}_port" '%s' "$port"
+}
+
+# start_agent CONFIG: runs the agent until it reports "ready"; sets
+# LISTEN_<tunnel>_<n> for each listener (n from 0), in config order.
+start_agent() {
+	local conf=$1 fd line name addr
+	declare -gA LISTEN=()
+	rm -f "$T/ready"
+	mkfifo "$T/ready"
+	"$P11AGENT" run -v -c "$conf" --ready-fd 3 3>"$T/ready" \
+	    2>>"$T/agent.log" &
+	AGENT_PID=$!
+	PIDS+=($AGENT_PID)
+	exec {fd}<"$T/ready"
+	while read -t 30 -u "$fd" line; do
+		case $line in
+		ready)
+			exec {fd}<&-
+			return 0
+			;;
+		listen\ *)
+			read -r _ name addr <<<"$line"
+			LISTEN[$name]="${LISTEN[$name]:-}${LISTEN[$name]:+ }$addr"
+			;;
+		esac
+	done
+	exec {fd}<&-
+	return 1
+}
+
+# listen_addr TUNNEL KIND: the tunnel's tcp: or unix: address.
+listen_addr() {
+	local a
+	for a in ${LISTEN[$1]}; do
+		case $a in
+		"$2":*) echo "$a"; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+stop_agent() {
+	[ -n "$AGENT_PID" ] || return 0
+	kill "$AGENT_PID" 2>/dev/null
+	wait "$AGENT_PID" 2>/dev/null
+	AGENT_PID=
+}
+
+# agent_log_has REGEX: the agent logged a matching line.
+agent_log_has() {
+	grep -Eq -- "$1" "$T/agent.log"
+}
+
+# identity NAME ID: an [identity] section for the test token's key ID.
+identity() {
+	cat <<EOT
+[identity $1]
+key = pkcs11:token=$P11TEST_TOKEN;id=%$2;type=private
+pin = file:$TOK/pin
+module = $FAULT
+
+EOT
+}

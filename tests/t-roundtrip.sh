@@ -1,0 +1,60 @@
+#!/bin/bash
+# {RSA-2048, P-256} x {TLS 1.2, TLS 1.3} x {TCP, Unix listener}: 1 MiB of
+# random bytes round-trips byte-exact through the tunnel to an upstream
+# that requires a client certificate, and the upstream reports the
+# subject of the certificate on the token.
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+start_server s12 --cert "$TOK/server.pem" --key "$TOK/server.key" \
+    --ca "$TOK/ca.pem" --require-cert --tls1.2
+start_server s13 --cert "$TOK/server.pem" --key "$TOK/server.key" \
+    --ca "$TOK/ca.pem" --require-cert --tls1.3
+
+{
+	identity rsa 01
+	identity ec 02
+	for key in rsa ec; do
+		for v in 12 13; do
+			port=s${v}_port
+			cat <<EOT
+[tunnel $key$v]
+listen = tcp:127.0.0.1:0
+listen = unix:$T/sock/$key$v.sock
+connect = localhost:${!port}
+identity = $key
+ca = $TOK/ca.pem
+
+EOT
+		done
+	done
+} >"$T/agent.conf"
+
+start_agent "$T/agent.conf" || fail "the agent did not start"
+
+for key in rsa ec; do
+	for v in 12 13; do
+		for kind in tcp unix; do
+			addr=$(listen_addr "$key$v" "$kind") ||
+			    fail "no $kind listener for $key$v"
+			out=$("$CLIENT" "$addr" roundtrip --bytes 1048576 \
+			    --expect-subject "CN=p11agent-test-$key") ||
+			    fail "$key TLS1.${v#1} $kind: $out"
+			case $out in
+			*"version=TLSv1.${v#1} "*"ok bytes=1048576"*) ;;
+			*) fail "$key TLS1.${v#1} $kind: unexpected: $out" ;;
+			esac
+			ok "$key TLSv1.${v#1} $kind: $(echo "$out" | tail -n 1)"
+		done
+	done
+done
+
+# the socket is 0600 in a 0700 directory
+[ "$(stat -c %a "$T/sock")" = 700 ] || fail "socket directory mode"
+[ "$(stat -c %a "$T/sock/rsa12.sock")" = 600 ] || fail "socket mode"
+# the agent process never loaded a PKCS#11 module
+if grep -Eq 'softhsm|p11fault|pkcs11' "/proc/$AGENT_PID/maps"; then
+	fail "a PKCS#11 module is mapped in the agent: $(grep -E 'softhsm|p11fault|pkcs11' /proc/$AGENT_PID/maps)"
+fi
+ok "no PKCS#11 module in the agent process"
+stop_agent

@@ -1,0 +1,173 @@
+/*
+ * Unit tests: configuration parsing (agent/config.c).  Each bad input
+ * must give a message naming file:line and the key.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+
+#include "p11agent/config.h"
+#include "p11agent/error.h"
+#include "tests.h"
+
+#define GOOD \
+	"# a comment\n" \
+	"[identity corp]\n" \
+	"key = pkcs11:token=corp;object=auth;type=private\n" \
+	"pin = file:/home/alice/pin\n" \
+	"\n" \
+	"[tunnel api]\n" \
+	"listen = tcp:127.0.0.1:8443\n" \
+	"listen = unix:/run/user/1000/p11agent/api.sock\n" \
+	"connect = api.example:443\n" \
+	"identity = corp\n" \
+	"ca = /etc/ssl/corp.pem\n"
+
+static int
+setup(void)
+{
+	return test_dir_make();
+}
+
+static int
+teardown(void)
+{
+	return test_dir_remove();
+}
+
+static void
+test_good(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path = test_write("good.conf", GOOD, 0644);
+
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->name, "api");
+	CU_ASSERT_EQUAL(cfg->tunnels->nlisten, 2);
+	CU_ASSERT_EQUAL(cfg->tunnels->listen[0].kind, LISTEN_TCP);
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->listen[0].port, "8443");
+	CU_ASSERT_EQUAL(cfg->tunnels->listen[1].kind, LISTEN_UNIX);
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->connect_host, "api.example");
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->connect_port, "443");
+	CU_ASSERT_PTR_EQUAL(cfg->tunnels->identity, cfg->identities);
+	/* defaults filled in after parsing */
+	CU_ASSERT_EQUAL(cfg->tunnels->tls_min, TLS1_2_VERSION);
+	CU_ASSERT_EQUAL(cfg->tunnels->connect_timeout, 10);
+	CU_ASSERT_EQUAL(cfg->identities->sign_timeout, 30);
+	config_free(cfg);
+}
+
+/* Loads text; the error must contain each of want[]. */
+static void
+expect_error(const char *text, const char *want1, const char *want2)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path = test_write("bad.conf", text, 0644);
+
+	CU_ASSERT_EQUAL(config_load(path, &cfg, err, sizeof(err)),
+	    P11A_ERR_CONFIG);
+	CU_ASSERT_PTR_NULL(cfg);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, want1));
+	if (want2 != NULL)
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, want2));
+	if (strstr(err, want1) == NULL ||
+	    (want2 != NULL && strstr(err, want2) == NULL))
+		fprintf(stderr, "\n  got: %s\n", err);
+}
+
+static void
+test_errors(void)
+{
+	expect_error(GOOD "colour = blue\n", "bad.conf:12:",
+	    "[tunnel api] colour: unknown key");
+	expect_error("[identity a]\nkey = pkcs11:token=x\n", "bad.conf:",
+	    "no [tunnel NAME] section");
+	expect_error("[identity a]\nkey = file:/etc/key.pem\n"
+	    "[tunnel t]\nlisten = tcp:127.0.0.1:1\n", "bad.conf:2:",
+	    "key: 'file:/etc/key.pem' is not a pkcs11: URI");
+	expect_error("[tunnel t]\nlisten = tcp:127.0.0.1:1\n"
+	    "connect = h:1\nidentity = nope\n", "bad.conf:4:",
+	    "no [identity nope] section");
+	expect_error("[tunnel t]\nconnect = h:1\n", "bad.conf:2:",
+	    "missing listen");
+	expect_error("[identity a]\nkey = pkcs11:token=x\n[tunnel t]\n"
+	    "listen = tcp:127.0.0.1:1\nidentity = a\n", "bad.conf:4:",
+	    "missing connect");
+	expect_error("[tunnel t]\nlisten = ftp:x\n", "bad.conf:2:",
+	    "listen: 'ftp:x' is neither");
+	expect_error("[tunnel t]\nconnect = nohost\n", "bad.conf:2:",
+	    "connect: 'nohost' is not HOST:PORT");
+	expect_error("[tunnel t]\ntls-min = 1.0\n", "bad.conf:2:",
+	    "tls-min: '1.0' must be 1.2 or 1.3");
+	expect_error("[tunnel t]\nidle-timeout = soon\n", "bad.conf:2:",
+	    "idle-timeout");
+	expect_error("[identity a]\npin = hunter2\n", "bad.conf:2:",
+	    "pin: 'hunter2' must be");
+	expect_error("[vpn x]\nkey = 1\n", "bad.conf:2:", "unknown section");
+	expect_error("key = 1\n", "bad.conf:1:", "outside of any section");
+	expect_error("[tunnel t]\nthis line has no equals sign\n",
+	    "bad.conf:2:", "syntax error");
+	expect_error("[identity a]\nkey = pkcs11:token=x\nkey = pkcs11:y\n",
+	    "bad.conf:3:", "key: given twice");
+	expect_error("[identity a]\npin = none\n[tunnel t]\n"
+	    "listen = tcp:127.0.0.1:1\nconnect = h:1\nidentity = a\n",
+	    "bad.conf:2:", "[identity a]: missing key");
+	expect_error("[tunnel t]\nkey = pkcs11:x\n", "bad.conf:2:",
+	    "belongs in a [identity NAME] section");
+}
+
+static void
+test_long_line(void)
+{
+	char	 text[600];
+
+	snprintf(text, sizeof(text), "[identity a]\nkey = pkcs11:token=%0300d"
+	    "\n", 0);
+	expect_error(text, "bad.conf:2:", "line longer than");
+}
+
+static void
+test_missing_file(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+
+	CU_ASSERT_EQUAL(config_load("/nonexistent/agent.conf", &cfg, err,
+	    sizeof(err)), P11A_ERR_CONFIG);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/agent.conf: No such"));
+}
+
+static void
+test_hostport(void)
+{
+	char	*h = NULL, *p = NULL;
+
+	CU_ASSERT_EQUAL(config_split_hostport("[::1]:443", &h, &p), 0);
+	CU_ASSERT(h && p && strcmp(h, "::1") == 0 && strcmp(p, "443") == 0);
+	free(h);
+	free(p);
+	CU_ASSERT_EQUAL(config_split_hostport("host:99999", &h, &p), -1);
+	CU_ASSERT_EQUAL(config_split_hostport(":443", &h, &p), -1);
+	CU_ASSERT_EQUAL(config_split_hostport("[::1]443", &h, &p), -1);
+}
+
+int
+suite_config(void)
+{
+	CU_pSuite	 s = CU_add_suite("config", setup, teardown);
+
+	if (s == NULL ||
+	    CU_add_test(s, "a good file", test_good) == NULL ||
+	    CU_add_test(s, "errors name file:line:key", test_errors) == NULL ||
+	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
+	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
+	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,18 @@
+/* p11agent unit tests: one suite per module. */
+#ifndef P11AGENT_TESTS_H
+#define P11AGENT_TESTS_H
+
+#include <CUnit/CUnit.h>
+
+int	 suite_proto(void);
+int	 suite_config(void);
+int	 suite_pin(void);
+
+/* A fresh temporary directory per suite (fixture), removed afterwards. */
+extern char	 test_dir[];
+int	 test_dir_make(void);
+int	 test_dir_remove(void);
+/* Writes s to test_dir/name with mode; returns the path (static). */
+const char *test_write(const char *name, const char *s, int mode);
+
+#endif
