@@ -11,6 +11,8 @@
  *   P11FAULT_HIDE_MECHS	"0x0d,CKM_RSA_X_509": pretend these mechanisms
  *				do not exist
  *   P11FAULT_TOKEN_ABSENT_FILE	while this file exists the token is removed
+ *   P11FAULT_TOKEN_FLAGS	OR these into C_GetTokenInfo's flags (e.g.
+ *				0x20000, CKF_USER_PIN_FINAL_TRY)
  *
  * PIN bytes and attribute values are never logged.
  */
@@ -101,6 +103,7 @@ static size_t		 nhidden;
 static long		 delay_ms;
 static char		 absentpath[PATH_MAX];
 static int		 was_absent;
+static CK_FLAGS		 extra_flags;
 
 /*
  * Configuration.
@@ -245,6 +248,12 @@ setup(void)
 		if (parse_ulong(s, &v) == -1 || v > LONG_MAX / 1000000)
 			return cfgerr("P11FAULT_SIGN_DELAY_MS: bad value", s);
 		delay_ms = (long)v;
+	}
+	extra_flags = 0;
+	if ((s = getenv("P11FAULT_TOKEN_FLAGS")) != NULL) {
+		if (parse_ulong(s, &v) == -1)
+			return cfgerr("P11FAULT_TOKEN_FLAGS: bad value", s);
+		extra_flags = (CK_FLAGS)v;
 	}
 	absentpath[0] = '\0';
 	was_absent = 0;
@@ -402,6 +411,22 @@ det_mtype(struct call *c, CK_MECHANISM_TYPE m)
 	det_add(c, " mech=0x%lx", m);
 }
 
+/*
+ * The object's class, asked of the real module without logging, so that
+ * the log tells a certificate's CKA_VALUE from a key's.
+ */
+static void
+det_class(struct call *c, CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o)
+{
+	CK_OBJECT_CLASS	 cls;
+	CK_ATTRIBUTE	 a = { CKA_CLASS, &cls, sizeof(cls) };
+
+	if (real != NULL && real->C_GetAttributeValue(h, o, &a, 1) == CKR_OK)
+		det_add(c, " class=0x%lx", cls);
+	else
+		det_add(c, " class=?");
+}
+
 /* Attribute types only, never values. */
 static void
 det_attrs(struct call *c, const char *label, CK_ATTRIBUTE_PTR t, CK_ULONG n)
@@ -458,6 +483,17 @@ slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 		return CKR_ARGUMENTS_BAD;
 	*count = 0;
 	return CKR_OK;
+}
+
+static CK_RV
+token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+	CK_RV	 rv;
+
+	rv = real->C_GetTokenInfo(slot, info);
+	if (rv == CKR_OK && info != NULL)
+		info->flags |= extra_flags;
+	return rv;
 }
 
 static CK_RV
@@ -612,8 +648,8 @@ WRAP(C_GetSlotList, 0, (CK_BBOOL p, CK_SLOT_ID_PTR l, UP n),
     det_add(&c, " present=%d", p), slot_list(p, l, n))
 WRAP(C_GetSlotInfo, 0, (CK_SLOT_ID s, CK_SLOT_INFO_PTR i),
     det_add(&c, " slot=%lu", s), slot_info(s, i))
-FWD(C_GetTokenInfo, F_SLOT, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i),
-    det_add(&c, " slot=%lu", s), (s, i))
+WRAP(C_GetTokenInfo, F_SLOT, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i),
+    det_add(&c, " slot=%lu", s), token_info(s, i))
 WRAP(C_GetMechanismList, F_SLOT, (CK_SLOT_ID s, CK_MECHANISM_TYPE_PTR l, UP n),
     det_add(&c, " slot=%lu", s), mech_list(s, l, n))
 FWD(C_GetMechanismInfo, F_SLOT,
@@ -645,7 +681,7 @@ FWD(C_CopyObject, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n, OH *no),
 FWD(C_DestroyObject, F_SESS, (SH h, OH o), OBJ(o), (h, o))
 FWD(C_GetObjectSize, F_SESS, (SH h, OH o, UP s), OBJ(o), (h, o, s))
 FWD(C_GetAttributeValue, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n),
-    (OBJ(o), ATTRS(t, n)), (h, o, t, n))
+    (OBJ(o), det_class(&c, h, o), ATTRS(t, n)), (h, o, t, n))
 FWD(C_SetAttributeValue, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n),
     (OBJ(o), ATTRS(t, n)), (h, o, t, n))
 FWD(C_FindObjectsInit, F_SESS, (SH h, CK_ATTRIBUTE_PTR t, CK_ULONG n),

@@ -1,0 +1,51 @@
+#!/bin/bash
+# The agent refuses upstreams it must not trust, closes the local client's
+# connection (never leaves it hanging, never falls back to plaintext) and
+# logs why: another CA, an expired certificate, a wrong host name, an
+# upstream that does not speak TLS, an upstream that is down.
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+srv() {
+	start_server "$1" --cert "$TOK/$2.pem" --key "$TOK/$2.key" \
+	    --ca "$TOK/ca.pem" --require-cert
+}
+srv otherca server-otherca
+srv expired server-expired
+srv wrongname server-wrongname
+start_server plain --plain
+start_server down --cert "$TOK/server.pem" --key "$TOK/server.key"
+kill "${PIDS[-1]}"
+wait "${PIDS[-1]}" 2>/dev/null
+unset 'PIDS[-1]'
+
+{
+	identity ec 02
+	for name in otherca expired wrongname plain down; do
+		port=${name}_port
+		cat <<EOT
+[tunnel $name]
+listen = tcp:127.0.0.1:0
+connect = localhost:${!port}
+identity = ec
+ca = $TOK/ca.pem
+connect-timeout = 5
+
+EOT
+	done
+} >"$T/agent.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start"
+
+refused() {
+	local name=$1 why=$2 out
+	out=$("$CLIENT" "$(listen_addr "$name" tcp)" expect-close --timeout 10) ||
+	    fail "$name: the client was not closed cleanly: $out"
+	grep -E "conn [0-9]+: upstream localhost:[0-9]+: .*$why" "$T/agent.log" |
+	    grep -q . || fail "$name: no log line matching '$why'"
+	ok "$name: refused ($out): $(grep -E "$why" "$T/agent.log" | tail -n 1)"
+}
+refused otherca "TLS handshake failed: server certificate refused: unable to get local issuer certificate"
+refused expired "TLS handshake failed: server certificate refused: certificate has expired"
+refused wrongname "TLS handshake failed: server certificate refused: hostname mismatch"
+refused plain "TLS handshake failed: .*(wrong version number|packet length too long|record layer failure)"
+refused down "cannot connect: Connection refused"
