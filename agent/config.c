@@ -54,6 +54,7 @@ struct parser {
 	struct config		*cfg;
 	FILE			*fp;
 	int			 line;
+	int			 section_line;	/* of the last [header] */
 	int			 failed;
 	enum section		 section;
 	char			 secname[128];
@@ -94,6 +95,8 @@ reader(char *str, int num, void *arg)
 	if (fgets(str, num, p->fp) == NULL)
 		return NULL;
 	p->line++;
+	if (str[strspn(str, " \t")] == '[')
+		p->section_line = p->line;
 	len = strlen(str);
 	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
 		perr(p, p->line, "line longer than %d characters",
@@ -316,23 +319,23 @@ new_section(struct parser *p, const char *section)
 		name = section + 7;
 		p->section = S_TUNNEL;
 	} else
-		return perr(p, p->line, "[%s]: unknown section; sections are "
+		return perr(p, p->section_line, "[%s]: unknown section; sections are "
 		    "[identity NAME] and [tunnel NAME]", section);
 	if (!valid_name(name))
-		return perr(p, p->line, "[%s]: the name must be 1-63 letters, "
+		return perr(p, p->section_line, "[%s]: the name must be 1-63 letters, "
 		    "digits, '-', '_' or '.'", section);
 	if (p->section == S_IDENTITY) {
 		if ((p->id = calloc(1, sizeof(*p->id))) == NULL)
 			return perr(p, p->line, "out of memory");
 		p->id->name = strdup(name);
-		p->id->line = p->line;
+		p->id->line = p->section_line;
 		p->id->next = p->cfg->identities;
 		p->cfg->identities = p->id;
 	} else {
 		if ((p->tun = calloc(1, sizeof(*p->tun))) == NULL)
 			return perr(p, p->line, "out of memory");
 		p->tun->name = strdup(name);
-		p->tun->line = p->line;
+		p->tun->line = p->section_line;
 		p->tun->next = p->cfg->tunnels;
 		p->cfg->tunnels = p->tun;
 	}

@@ -81,8 +81,8 @@ open_one(struct agent *a, struct identity *id)
 	r = helper_open(id->helper, c->key, c->cert, c->pin, OPEN_TIMEOUT_MS,
 	    &id->hid);
 	if (r != 0) {
-		log_err("%s:%d: [identity %s] key %s: %s", a->cfg->path,
-		    c->key_line, c->name, c->key, helper_error(id->helper));
+		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
+		    c->key_line, c->name, helper_error(id->helper));
 		return r;
 	}
 	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {

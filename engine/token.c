@@ -337,16 +337,21 @@ find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
 	return P11A_ERR_NO_TOKEN;
 }
 
-/* The token label, blank-padded in CK_TOKEN_INFO, as a C string. */
+/* A blank-padded PKCS#11 string field of n bytes as a C string. */
+void
+token_unpad(const CK_UTF8CHAR *field, size_t n, char *out)
+{
+	memcpy(out, field, n);
+	while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\0'))
+		n--;
+	out[n] = '\0';
+}
+
+/* The token label as a C string; out has room for 33 bytes. */
 void
 token_label(const CK_UTF8CHAR *label, char *out)
 {
-	int	 n = 32;
-
-	memcpy(out, label, 32);
-	while (n > 0 && out[n - 1] == ' ')
-		n--;
-	out[n] = '\0';
+	token_unpad(label, 32, out);
 }
 
 static void

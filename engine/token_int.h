@@ -41,6 +41,8 @@ int	 token_module_init(struct token_ctx *, size_t);
 int	 token_slots(struct token_ctx *, size_t, CK_SLOT_ID *);
 int	 token_login(struct token_ctx *, struct token_key *, const char *);
 void	 token_label(const CK_UTF8CHAR *, char *);
+void	 token_unpad(const CK_UTF8CHAR *, size_t, char *);
+#define TOKEN_UNPAD(field, out)	token_unpad((field), sizeof(field), (out))
 int	 token_find_one(struct token_ctx *, CK_FUNCTION_LIST *,
 	    CK_SESSION_HANDLE, CK_ATTRIBUTE *, CK_ULONG, CK_OBJECT_HANDLE *,
 	    CK_ULONG *);

@@ -194,13 +194,22 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 	CK_TOKEN_INFO		 ti;
 	struct token_key	 k;
 	P11KitUri		*uri;
-	char			 desc[512], label[33];
+	char			 desc[512], label[33], manuf[33], model[17];
+	char			 serial[17];
 
 	if (m->C_GetTokenInfo(slot, &ti) != CKR_OK)
 		return;
+	if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
+		put_record(out, PROTO_LIST_TOKEN, NULL, 0,
+		    "token not initialized");
+		return;
+	}
 	token_label(ti.label, label);
-	snprintf(desc, sizeof(desc), "token '%s' (%.32s %.16s, serial %.16s)%s%s%s",
-	    label, ti.manufacturerID, ti.model, ti.serialNumber,
+	TOKEN_UNPAD(ti.manufacturerID, manuf);
+	TOKEN_UNPAD(ti.model, model);
+	TOKEN_UNPAD(ti.serialNumber, serial);
+	snprintf(desc, sizeof(desc), "token '%s' (%s %s, serial %s)%s%s%s",
+	    label, manuf, model, serial,
 	    ti.flags & CKF_USER_PIN_LOCKED ? ", PIN LOCKED" : "",
 	    ti.flags & CKF_USER_PIN_FINAL_TRY ? ", PIN final try" : "",
 	    ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH ? ", PIN pad" : "");
@@ -237,7 +246,7 @@ list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
 	CK_SLOT_INFO	 si;
 	CK_INFO		 info;
 	P11KitUri	*uri;
-	char		 desc[512], *name;
+	char		 desc[512], *name, lib[33], manuf[33], sdesc[65];
 	CK_ULONG	 n = MAX_SLOTS, j;
 
 	name = token_module_name(ctx, i);
@@ -250,8 +259,10 @@ list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
 		free(name);
 		return;
 	}
-	snprintf(desc, sizeof(desc), "%s (%.32s, %.32s)", name ? name : "?",
-	    info.libraryDescription, info.manufacturerID);
+	TOKEN_UNPAD(info.libraryDescription, lib);
+	TOKEN_UNPAD(info.manufacturerID, manuf);
+	snprintf(desc, sizeof(desc), "%s (%s, %s)", name ? name : "?", lib,
+	    manuf);
 	free(name);
 	if ((uri = p11_kit_uri_new()) == NULL)
 		return;
@@ -263,8 +274,9 @@ list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
 	for (j = 0; j < n; j++) {
 		if (ctx->mods[i]->C_GetSlotInfo(slots[j], &si) != CKR_OK)
 			continue;
-		snprintf(desc, sizeof(desc), "slot %lu: %.64s%s",
-		    (unsigned long)slots[j], si.slotDescription,
+		TOKEN_UNPAD(si.slotDescription, sdesc);
+		snprintf(desc, sizeof(desc), "slot %lu: %s%s",
+		    (unsigned long)slots[j], sdesc,
 		    si.flags & CKF_TOKEN_PRESENT ? "" : " (no token)");
 		put_record(out, PROTO_LIST_SLOT, NULL, 0, desc);
 		if (si.flags & CKF_TOKEN_PRESENT)

@@ -94,10 +94,10 @@ test_errors(void)
 	expect_error("[tunnel t]\nlisten = tcp:127.0.0.1:1\n"
 	    "connect = h:1\nidentity = nope\n", "bad.conf:4:",
 	    "no [identity nope] section");
-	expect_error("[tunnel t]\nconnect = h:1\n", "bad.conf:2:",
+	expect_error("[tunnel t]\nconnect = h:1\n", "bad.conf:1:",
 	    "missing listen");
 	expect_error("[identity a]\nkey = pkcs11:token=x\n[tunnel t]\n"
-	    "listen = tcp:127.0.0.1:1\nidentity = a\n", "bad.conf:4:",
+	    "listen = tcp:127.0.0.1:1\nidentity = a\n", "bad.conf:3:",
 	    "missing connect");
 	expect_error("[tunnel t]\nlisten = ftp:x\n", "bad.conf:2:",
 	    "listen: 'ftp:x' is neither");
@@ -109,7 +109,7 @@ test_errors(void)
 	    "idle-timeout");
 	expect_error("[identity a]\npin = hunter2\n", "bad.conf:2:",
 	    "pin: 'hunter2' must be");
-	expect_error("[vpn x]\nkey = 1\n", "bad.conf:2:", "unknown section");
+	expect_error("[vpn x]\nkey = 1\n", "bad.conf:1:", "unknown section");
 	expect_error("key = 1\n", "bad.conf:1:", "outside of any section");
 	expect_error("[tunnel t]\nthis line has no equals sign\n",
 	    "bad.conf:2:", "syntax error");
@@ -117,7 +117,7 @@ test_errors(void)
 	    "bad.conf:3:", "key: given twice");
 	expect_error("[identity a]\npin = none\n[tunnel t]\n"
 	    "listen = tcp:127.0.0.1:1\nconnect = h:1\nidentity = a\n",
-	    "bad.conf:2:", "[identity a]: missing key");
+	    "bad.conf:1:", "[identity a]: missing key");
 	expect_error("[tunnel t]\nkey = pkcs11:x\n", "bad.conf:2:",
 	    "belongs in a [identity NAME] section");
 }

@@ -1,0 +1,80 @@
+#!/bin/bash
+# The PKCS#11 call log proves the key never leaves the token: every full
+# handshake costs exactly one C_SignInit + C_Sign, and no call reads
+# private key material, wraps, copies, derives or changes a key.  The
+# agent process never maps a PKCS#11 module.
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
+    --ca "$TOK/ca.pem" --require-cert
+{
+	identity rsa 01
+	identity ec 02
+	for key in rsa ec; do
+		cat <<EOT
+[tunnel $key]
+listen = tcp:127.0.0.1:0
+connect = localhost:$s_port
+identity = $key
+ca = $TOK/ca.pem
+
+EOT
+	done
+} >"$T/agent.conf"
+
+export P11FAULT_LOG=$T/run.calls
+start_agent "$T/agent.conf" || fail "the agent did not start"
+helper_pids=$(pgrep -P "$AGENT_PID" -d ' ') || fail "no token helper"
+for i in 1 2 3; do
+	for key in rsa ec; do
+		"$CLIENT" "$(listen_addr $key tcp)" roundtrip --bytes 1000 \
+		    --expect-subject "CN=p11agent-test-$key" >/dev/null ||
+		    fail "connection $i via $key"
+	done
+done
+if grep -Eiq 'softhsm|p11fault|pkcs11|p11-kit' "/proc/$AGENT_PID/maps"; then
+	fail "a PKCS#11 module or p11-kit is mapped in the agent process"
+fi
+ok "the agent maps no PKCS#11 module or p11-kit; the helper (pid $helper_pids) does: $(grep -c p11fault "/proc/${helper_pids%% *}/maps") mappings"
+stop_agent
+
+handshakes=$(grep -c ': TLSv1\.[23] to ' "$T/agent.log")
+signs=$(grep -c ' C_Sign 0x0' "$T/run.calls")
+inits=$(grep -c ' C_SignInit 0x0' "$T/run.calls")
+[ "$handshakes" = 6 ] || fail "$handshakes handshakes, wanted 6"
+[ "$signs" = 6 ] && [ "$inits" = 6 ] ||
+    fail "$signs C_Sign and $inits C_SignInit for 6 full handshakes"
+ok "6 full handshakes, 6 C_SignInit + C_Sign"
+
+# the other commands go through the same check
+export P11FAULT_LOG=$T/cli.calls
+"$P11AGENT" check -c "$T/agent.conf" >/dev/null || fail "check"
+"$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" >/dev/null ||
+    fail "tokens"
+
+# every call the helpers made is on this list
+allowed='C_Initialize C_Finalize C_GetInfo C_GetSlotList C_GetSlotInfo
+C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession
+C_CloseSession C_Login C_Logout C_FindObjectsInit C_FindObjects
+C_FindObjectsFinal C_GetAttributeValue C_SignInit C_Sign'
+# public attributes of a private key object that may be read
+key_attrs='0x0 0x1 0x2 0x3 0x100 0x102 0x103 0x120 0x121 0x122 0x162 0x164 0x165 0x170 0x180 0x202'
+awk -v allowed="$allowed" -v key_attrs="$key_attrs" '
+BEGIN {
+	n = split(allowed, a); for (i = 1; i <= n; i++) ok[a[i]] = 1
+	n = split(key_attrs, a); for (i = 1; i <= n; i++) kattr[a[i]] = 1
+}
+!($2 in ok) { print "forbidden call: " $0; bad = 1 }
+$2 == "C_GetAttributeValue" && / class=0x3 / {
+	for (i = 1; i <= NF; i++) if ($i ~ /^attrs=/) {
+		n = split(substr($i, 7), t, ",")
+		for (j = 1; j <= n; j++) if (!(t[j] in kattr)) {
+			print "private key attribute " t[j] " read: " $0; bad = 1
+		}
+	}
+}
+$2 == "C_GetAttributeValue" && / class=\? / { print "unknown class: " $0; bad = 1 }
+END { exit bad }' "$T/run.calls" "$T/cli.calls" || fail "the call log shows a forbidden call"
+[ "$(grep -c . "$T/cli.calls")" -gt 20 ] || fail "the CLI call log is too short to prove anything"
+ok "$(cat "$T/run.calls" "$T/cli.calls" | wc -l) logged calls, all allowed; private keys: only public attributes read"

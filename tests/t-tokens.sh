@@ -1,0 +1,67 @@
+#!/bin/bash
+# 'p11agent tokens' lists modules, slots, tokens, keys and certificates,
+# each with its pkcs11: URI, key type and size, and whether the key is
+# extractable; a listed URI works as-is in a config.  Also --help and
+# usage errors.
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin") ||
+    fail "tokens: $out"
+echo "$out"
+want() {
+	grep -Eq -- "$1" <<<"$out" || fail "tokens output lacks: $1"
+}
+want "^module: .*libp11fault.so"
+want "^  slot: slot [0-9]+"
+want "^    token: token 'p11agent-test' \(SoftHSM project SoftHSM v2, serial [0-9a-f]+\)"
+want "^      pkcs11:.*token=p11agent-test$"
+want "^      key: private key, RSA 2048, sensitive, not extractable$"
+want "^      key: private key, EC P-256, sensitive, not extractable$"
+want "^      key: public key, RSA 2048$"
+want "^      cert: certificate /CN=p11agent-test-rsa/O=p11agent tests$"
+want "^        pkcs11:.*token=p11agent-test;id=%01;object=rsa-key;type=private$"
+want "^        pkcs11:.*token=p11agent-test;id=%02;object=ec-key;type=cert$"
+ok "listing with a login"
+
+# without a PIN the private keys stay hidden, the rest shows
+out=$("$P11AGENT" tokens -m "$FAULT") || fail "tokens without PIN: $out"
+grep -q "private key" <<<"$out" && fail "private keys listed without login"
+want "^      key: public key, EC P-256$"
+ok "listing without a login"
+
+# a URI from the listing works in a config
+uri=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" |
+    grep -E '^        pkcs11:.*object=ec-key;type=private$' | tr -d ' ')
+cat >"$T/agent.conf" <<EOT
+[identity listed]
+key = $uri
+pin = file:$TOK/pin
+module = $FAULT
+
+[tunnel t]
+listen = tcp:127.0.0.1:0
+connect = localhost:1
+identity = listed
+EOT
+out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
+grep -q "identity listed: ok: EC key" <<<"$out" || fail "check: $out"
+ok "the listed URI works: $(head -n 1 <<<"$out")"
+
+# a module that does not load: a clear message, exit 1
+rc=0
+out=$("$P11AGENT" tokens -m /nonexistent/module.so 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -q "module /nonexistent/module.so: No such file" <<<"$out" ||
+    fail "bad module ($rc): $out"
+ok "bad module: $out"
+
+# the command line
+"$P11AGENT" --help | grep -q "^usage: p11agent run" || fail "--help"
+"$P11AGENT" --version | grep -q "^p11agent [0-9]" || fail "--version"
+rc=0
+"$P11AGENT" frobnicate 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "an unknown command exits $rc, not 2"
+rc=0
+"$P11AGENT" run --no-such-option 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "an unknown option exits $rc, not 2"
+ok "command line"
