@@ -1,0 +1,74 @@
+/*
+ * p11agent: the user configuration (p11agent.conf(5)).
+ *
+ * INI syntax read with inih: [identity NAME] and [tunnel NAME] sections.
+ * Options start unset and defaults are filled in after parsing; every
+ * error names file, line and key.
+ */
+#ifndef P11AGENT_CONFIG_H
+#define P11AGENT_CONFIG_H
+
+#include <stddef.h>
+
+#define CONFIG_MAX_LISTEN	8
+#define CONFIG_MAX_ERR		1024
+
+struct cfg_identity {
+	char			*name;
+	int			 line;
+	char			*key;		/* pkcs11: URI of the private key */
+	int			 key_line;
+	char			*cert;		/* URI or file; NULL: same CKA_ID */
+	char			*pin;		/* PIN source */
+	char			*module;	/* module path; NULL: p11-kit */
+	int			 sign_timeout;	/* seconds */
+	struct cfg_identity	*next;
+};
+
+enum listen_kind {
+	LISTEN_TCP = 1,
+	LISTEN_UNIX = 2,
+};
+
+struct cfg_listen {
+	int		 kind;
+	char		*host;		/* TCP: address literal */
+	char		*port;		/* TCP: port ("0" = ephemeral) */
+	char		*path;		/* Unix socket path */
+	int		 line;
+};
+
+struct cfg_tunnel {
+	char			*name;
+	int			 line;
+	struct cfg_listen	 listen[CONFIG_MAX_LISTEN];
+	int			 nlisten;
+	char			*connect_host;
+	char			*connect_port;
+	char			*identity_name;
+	int			 identity_line;
+	struct cfg_identity	*identity;
+	char			*ca;		/* CA file; NULL: system store */
+	char			*server_name;	/* name checked; default host */
+	int			 tls_min;	/* TLS1_2_VERSION, TLS1_3_VERSION */
+	int			 tls_max;
+	int			 allow_remote;	/* listen beyond loopback */
+	int			 connect_timeout;	/* seconds */
+	int			 handshake_timeout;
+	int			 idle_timeout;
+	struct cfg_tunnel	*next;
+};
+
+struct config {
+	char			*path;
+	struct cfg_identity	*identities;
+	struct cfg_tunnel	*tunnels;
+};
+
+/* Parses path; on error returns < 0 and a message in err. */
+int	 config_load(const char *path, struct config **, char *err, size_t);
+void	 config_free(struct config *);
+/* Splits HOST:PORT or [V6]:PORT into new strings; 0 or -1. */
+int	 config_split_hostport(const char *, char **, char **);
+
+#endif
