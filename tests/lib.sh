@@ -18,16 +18,28 @@ SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 
 T=$(mktemp -d /tmp/p11agent-test.XXXXXX)
 chmod 700 "$T"
+# in a --enable-sanitizers build, reports land in $T/san.* (checked on exit)
+export ASAN_OPTIONS=log_path=$T/san.asan:detect_leaks=1
+export UBSAN_OPTIONS=log_path=$T/san.ubsan:print_stacktrace=1
 PIDS=()
 AGENT_PID=
 
 cleanup() {
-	local p
+	local p rc=$?
+	stop_agent || rc=1
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null
 	done
 	wait 2>/dev/null
+	# a sanitizer error from any of our programs fails the test (ASan
+	# also warns, harmlessly, when OpenSSL's async jobs switch stacks)
+	if grep -El 'ERROR: |runtime error' "$T"/san.* 2>/dev/null; then
+		grep -E -A40 'ERROR: |runtime error' "$T"/san.* | head -n 80
+		echo "FAIL: sanitizer report (above)"
+		rc=1
+	fi
 	[ -n "${KEEP:-}" ] || rm -rf "$T"
+	exit "$rc"
 }
 trap cleanup EXIT
 
@@ -101,6 +113,8 @@ start_agent() {
 		esac
 	done
 	exec {fd}<&-
+	wait "$AGENT_PID" 2>/dev/null
+	AGENT_PID=
 	return 1
 }
 
@@ -115,11 +129,17 @@ listen_addr() {
 	return 1
 }
 
+# stop_agent: SIGTERM; the agent must exit 0 (no leak report either).
 stop_agent() {
+	local rc=0
 	[ -n "$AGENT_PID" ] || return 0
 	kill "$AGENT_PID" 2>/dev/null
-	wait "$AGENT_PID" 2>/dev/null
+	wait "$AGENT_PID" 2>/dev/null || rc=$?
 	AGENT_PID=
+	if [ "$rc" != 0 ]; then
+		echo "FAIL: the agent exited with status $rc" >&2
+		return 1
+	fi
 }
 
 # agent_log_has REGEX: the agent logged a matching line.

@@ -37,7 +37,7 @@ if grep -Eiq 'softhsm|p11fault|pkcs11|p11-kit' "/proc/$AGENT_PID/maps"; then
 	fail "a PKCS#11 module or p11-kit is mapped in the agent process"
 fi
 ok "the agent maps no PKCS#11 module or p11-kit; the helper (pid $helper_pids) does: $(grep -c p11fault "/proc/${helper_pids%% *}/maps") mappings"
-stop_agent
+stop_agent || fail "the agent did not exit cleanly"
 
 handshakes=$(grep -c ': TLSv1\.[23] to ' "$T/agent.log")
 signs=$(grep -c ' C_Sign 0x0' "$T/run.calls")

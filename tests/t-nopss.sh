@@ -34,7 +34,7 @@ grep -q "C_SignInit 0x0 .*mech=0x1\b" "$T/calls.log" ||
 if grep -q "C_SignInit .*mech=0x3\b" "$T/calls.log"; then
 	fail "raw RSA was used although hidden"
 fi
-stop_agent
+stop_agent || fail "the agent did not exit cleanly"
 
 # tls-min = 1.3 cannot work with such a token: a clear error at start
 sed -i 's/^identity = rsa$/identity = rsa\ntls-min = 1.3/' "$T/agent.conf"

@@ -57,4 +57,4 @@ if grep -Eq 'softhsm|p11fault|pkcs11' "/proc/$AGENT_PID/maps"; then
 	fail "a PKCS#11 module is mapped in the agent: $(grep -E 'softhsm|p11fault|pkcs11' /proc/$AGENT_PID/maps)"
 fi
 ok "no PKCS#11 module in the agent process"
-stop_agent
+stop_agent || fail "the agent did not exit cleanly"
