@@ -53,6 +53,7 @@ struct options {
 	int		 require_cert;
 	int		 version;	/* 0: TLS 1.2 .. 1.3 */
 	int		 plain;
+	int		 silent;	/* plain, and never says a word */
 	int		 timeout_ms;
 	long		 max_conns;	/* 0: unlimited */
 };
@@ -65,7 +66,10 @@ struct conn {
 	char			 peer[64];
 	char			 err[512];
 	unsigned long long	 echoed;
+	int			 silent;
 };
+
+static int	 silent_mode;	/* --silent, for the children */
 
 struct children {
 	pid_t	*pids;
@@ -82,7 +86,7 @@ usage(void)
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert]\n"
 	    "           [--tls1.2 | --tls1.3] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
-	    "       " PROG " --plain [--port-file F] [--timeout S]"
+	    "       " PROG " --plain | --silent [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n");
 	exit(2);
 }
@@ -185,6 +189,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "tls1.2", no_argument, NULL, '2' },
 		{ "tls1.3", no_argument, NULL, '3' },
 		{ "plain", no_argument, NULL, 'p' },
+		{ "silent", no_argument, NULL, 's' },
 		{ "port-file", required_argument, NULL, 'f' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
@@ -217,6 +222,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'p':
 			o->plain = 1;
+			break;
+		case 's':
+			o->plain = o->silent = 1;
 			break;
 		case 'f':
 			o->port_file = optarg;
@@ -728,6 +736,24 @@ serve_tls(struct conn *c)
 	return 0;
 }
 
+/* --silent: accept, say nothing, wait for the client to give up. */
+static int
+serve_silent(struct conn *c)
+{
+	char	 buf[4096];
+	ssize_t	 n;
+	int	 fl;
+
+	conn_log(c, "silent connection");
+	if ((fl = fcntl(c->fd, F_GETFL)) != -1)
+		fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK);
+	while ((n = read(c->fd, buf, sizeof(buf))) > 0 ||
+	    (n < 0 && errno == EINTR))
+		;
+	conn_log(c, "silent connection closed by the client");
+	return 0;
+}
+
 static int
 serve_conn(struct conn *c)
 {
@@ -736,6 +762,8 @@ serve_conn(struct conn *c)
 	if (c->ssl != NULL) {
 		if (serve_tls(c) != 0)
 			return 1;
+	} else if (c->silent) {
+		return serve_silent(c);
 	} else {
 		if (conn_write_all(c, PLAIN_GREETING,
 		    sizeof(PLAIN_GREETING) - 1) != IO_OK) {
@@ -782,6 +810,7 @@ child_main(SSL_CTX *ctx, int fd, unsigned long id, int timeout_ms)
 	c.fd = fd;
 	c.id = id;
 	c.timeout_ms = timeout_ms;
+	c.silent = silent_mode;
 	peer_name(fd, c.peer, sizeof(c.peer));
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1)
 		die("fcntl: %s", strerror(errno));
@@ -937,6 +966,7 @@ main(int argc, char *argv[])
 	int		 lfd, port;
 
 	parse_args(argc, argv, &o);
+	silent_mode = o.silent;
 	if (!o.plain)
 		ctx = make_ctx(&o);
 	setup_signals(&waitmask);

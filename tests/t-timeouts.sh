@@ -1,0 +1,51 @@
+#!/bin/bash
+# Timeouts close the local client's connection and say why: an upstream
+# that accepts TCP but never answers the handshake (handshake-timeout),
+# and a tunnel that stays idle (idle-timeout).
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+start_server silent --silent
+start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
+    --ca "$TOK/ca.pem" --require-cert
+{
+	identity ec 02
+	cat <<EOT
+[tunnel mute]
+listen = tcp:127.0.0.1:0
+connect = localhost:$silent_port
+identity = ec
+ca = $TOK/ca.pem
+handshake-timeout = 1
+
+[tunnel idle]
+listen = tcp:127.0.0.1:0
+connect = localhost:$s_port
+identity = ec
+ca = $TOK/ca.pem
+idle-timeout = 1
+EOT
+} >"$T/agent.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start"
+
+out=$("$CLIENT" "$(listen_addr mute tcp)" expect-close --timeout 10) ||
+    fail "handshake timeout: $out"
+agent_log_has "upstream localhost:$silent_port: TLS handshake timed out" ||
+    fail "no log line for the handshake timeout"
+ok "silent upstream: $out"
+
+# an idle tunnel: the server's first line arrives, then nothing moves
+addr=$(listen_addr idle tcp)
+exec {s}<>"/dev/tcp/127.0.0.1/${addr##*:}"
+read -r -t 10 -u "$s" line || fail "no first line through the idle tunnel"
+case $line in subject=*CN=p11agent-test-ec*) ;; *) fail "first line: $line" ;; esac
+start=$(date +%s%N)
+rc=0
+read -r -t 10 -u "$s" more || rc=$?
+[ "$rc" = 0 ] && fail "unexpected data: $more"
+[ "$rc" -gt 128 ] && fail "the idle tunnel was not closed within 10 s"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+exec {s}<&-
+[ "$ms" -ge 700 ] && [ "$ms" -lt 5000 ] || fail "closed after $ms ms"
+agent_log_has "closed: idle timeout" || fail "no log line for the idle timeout"
+ok "idle tunnel closed after $ms ms"
