@@ -71,6 +71,24 @@ expect_check_missing() {
 }
 expect_check_missing
 
+# listeners: no network-facing TCP port unless asked; Unix sockets only
+# in a private directory
+conf "$KEY" "$PIN"
+sed -i 's/^listen = .*/listen = tcp:0.0.0.0:0/' "$T/bad.conf"
+rc=0
+"$P11AGENT" run -c "$T/bad.conf" 2>"$T/run.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "bad.conf:7: \[tunnel api\] listen: 0.0.0.0 is not a loopback address.*allow-remote-listen = yes" "$T/run.err" ||
+    fail "non-loopback listen ($rc): $(cat "$T/run.err")"
+ok "non-loopback listen refused: $(grep listen "$T/run.err")"
+mkdir -m 755 "$T/public"
+sed -i "s|^listen = .*|listen = unix:$T/public/api.sock|" "$T/bad.conf"
+rc=0
+"$P11AGENT" run -c "$T/bad.conf" 2>"$T/run.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "listen: $T/public: the directory must be yours with mode 0700" "$T/run.err" ||
+    fail "public socket directory ($rc): $(cat "$T/run.err")"
+[ -e "$T/public/api.sock" ] && fail "a socket was created in a public directory"
+ok "socket in a public directory refused"
+
 # a URI p11-kit cannot parse
 conf "key = pkcs11:token=%zz;type=private" "$PIN"
 expect_check "bad.conf:2: [identity corp] key: pkcs11:token=%zz;type=private:" \
@@ -82,6 +100,20 @@ expect_check "pkcs11:token=no-such-card;type=private: no token matches" \
 # a key that is not there
 conf "key = pkcs11:token=$P11TEST_TOKEN;object=no-such-key;type=private" "$PIN"
 expect_check "object=no-such-key;type=private: no private key matches"
+
+# a module others could replace is not loaded (checked after realpath)
+mkdir -p "$T/mods"
+cp "$FAULT" "$T/mods/evil.so"
+chmod 666 "$T/mods/evil.so"
+ln -s "$T/mods/evil.so" "$T/mods/link.so"
+conf "$KEY" "$PIN"
+sed -i "s|^module = .*|module = $T/mods/link.so|" "$T/bad.conf"
+expect_check "module $T/mods/evil.so: owned by uid 0 with mode 666; it must be owned by root or you and writable by no one else"
+chmod 644 "$T/mods/evil.so"
+chmod 777 "$T/mods"
+expect_check "module $T/mods/evil.so: its directory $T/mods is writable by others"
+sed -i "s|^module = .*|module = mods/evil.so|" "$T/bad.conf"
+expect_check "bad.conf:4: [identity corp] module: 'mods/evil.so' must be an absolute path"
 
 # PIN file readable by others: refused before the token sees it
 cp "$TOK/pin" "$T/loose.pin"

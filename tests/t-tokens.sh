@@ -48,6 +48,17 @@ out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
 grep -q "identity listed: ok: EC key" <<<"$out" || fail "check: $out"
 ok "the listed URI works: $(head -n 1 <<<"$out")"
 
+# through p11-kit's registry (no module given): softhsm2 registers itself
+if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
+	out=$("$P11AGENT" tokens) || fail "tokens via the registry: $out"
+	want "^module: .*libsofthsm2.so \(Implementation of PKCS11, SoftHSM\)"
+	want "^    token: token 'p11agent-test'"
+	sed -i '/^module = /d' "$T/agent.conf"
+	out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
+	grep -q "identity listed: ok: EC key" <<<"$out" || fail "check: $out"
+	ok "found through p11-kit's registry: $(head -n 1 <<<"$out")"
+fi
+
 # a module that does not load: a clear message, exit 1
 rc=0
 out=$("$P11AGENT" tokens -m /nonexistent/module.so 2>&1) || rc=$?
