@@ -304,7 +304,7 @@ find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
 	CK_TOKEN_INFO	 ti;
 	CK_INFO		 info;
 	size_t		 i;
-	int		 n, j, seen = 0;
+	int		 n, j, seen = 0, had_error = ctx->err[0] != '\0';
 
 	for (i = 0; i < ctx->nmods; i++) {
 		if (!module_matches(ctx, i, uri) ||
@@ -326,11 +326,14 @@ find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
 			k->slot = slots[j];
 			k->flags = ti.flags;
 			memcpy(k->label, ti.label, sizeof(ti.label));
-			token_clear_error(ctx);
+			/* forget modules that failed to start */
+			if (!had_error)
+				token_clear_error(ctx);
 			return 0;
 		}
 	}
-	token_clear_error(ctx);
+	if (!had_error)
+		token_clear_error(ctx);
 	token_seterr(ctx, 0, "%s: no token matches (%d token%s present in "
 	    "%zu module%s); run 'p11agent tokens' to see them", uristr, seen,
 	    seen == 1 ? "" : "s", ctx->nmods, ctx->nmods == 1 ? "" : "s");

@@ -6,7 +6,8 @@
 # Creates (or refreshes) DIR with:
 #   softhsm2.conf, tokens/   SoftHSM token "p11agent-test" (SO PIN 5678, user PIN 1234)
 #                            holding on-token, non-extractable keys id 01 "rsa-key"
-#                            (RSA-2048) and id 02 "ec-key" (EC P-256) plus their certs
+#                            (RSA-2048), id 02 "ec-key" (EC P-256) and id 03
+#                            "ec384-key" (EC P-384) plus their certs
 #   pin                      the user PIN (mode 0600)
 #   ca.pem/.key              test CA; client-rsa.pem, client-ec.pem are issued by it
 #   server*.pem/.key         upstream-server certs: good, wrong name, expired,
@@ -80,6 +81,7 @@ rm -f -- "$DIR/pin"
 # --- 3: on-token key pairs (private keys sensitive, never extractable) -------
 p11 --keypairgen --key-type rsa:2048 --id 01 --label rsa-key --usage-sign --sensitive
 p11 --keypairgen --key-type EC:prime256v1 --id 02 --label ec-key --usage-sign --sensitive
+p11 --keypairgen --key-type EC:secp384r1 --id 03 --label ec384-key --usage-sign --sensitive
 
 # --- 4: test CA and client certs for the token public keys ------------------
 ext ca "basicConstraints = critical, CA:TRUE" "keyUsage = critical, keyCertSign, cRLSign" \
@@ -89,9 +91,25 @@ ext client "basicConstraints = critical, CA:FALSE" "keyUsage = critical, digital
     "authorityKeyIdentifier = keyid"
 selfca ca "p11agent test CA"
 
-for spec in "01 rsa" "02 ec"; do
+# p384_spki ID: pkcs11-tool 0.23 cannot export a P-384 public key, so
+# build its SubjectPublicKeyInfo from the CKA_EC_POINT it prints
+p384_spki() {
+    local point
+    point=$(pkcs11-tool --module "$MODULE" --token-label "$TOKEN" -O \
+        --type pubkey --id "$1" | sed -n 's/^ *EC_POINT: *0461//p')
+    [ "${#point}" = 194 ] || { echo "mktoken.sh: no P-384 EC_POINT" >&2; exit 1; }
+    # hex to bytes with printf's \xHH escapes
+    printf "$(printf '%s' "3076301006072a8648ce3d020106052b81040022036200$point" |
+        sed 's/../\\x&/g')"
+}
+
+for spec in "01 rsa" "02 ec" "03 ec384"; do
     read -r id kind <<<"$spec"
-    p11 --read-object --type pubkey --id "$id" -o "$TMP/$kind-pub.der"
+    if [ "$kind" = ec384 ]; then
+        p384_spki "$id" >"$TMP/$kind-pub.der"
+    else
+        p11 --read-object --type pubkey --id "$id" -o "$TMP/$kind-pub.der"
+    fi
     run openssl pkey -pubin -inform DER -in "$TMP/$kind-pub.der" -out "$TMP/$kind-pub.pem"
     issue "$DIR/client-$kind.pem" "$TMP/$kind-pub.pem" \
         "/CN=p11agent-test-$kind/O=p11agent tests" ca client

@@ -1,5 +1,5 @@
 #!/bin/bash
-# {RSA-2048, P-256} x {TLS 1.2, TLS 1.3} x {TCP, Unix listener}: 1 MiB of
+# {RSA-2048, P-256, P-384} x {TLS 1.2, TLS 1.3} x {TCP, Unix listener}: 1 MiB of
 # random bytes round-trips byte-exact through the tunnel to an upstream
 # that requires a client certificate, and the upstream reports the
 # subject of the certificate on the token.
@@ -14,7 +14,8 @@ start_server s13 --cert "$TOK/server.pem" --key "$TOK/server.key" \
 {
 	identity rsa 01
 	identity ec 02
-	for key in rsa ec; do
+	identity ec384 03
+	for key in rsa ec ec384; do
 		for v in 12 13; do
 			port=s${v}_port
 			cat <<EOT
@@ -32,7 +33,7 @@ EOT
 
 start_agent "$T/agent.conf" || fail "the agent did not start"
 
-for key in rsa ec; do
+for key in rsa ec ec384; do
 	for v in 12 13; do
 		for kind in tcp unix; do
 			addr=$(listen_addr "$key$v" "$kind") ||
@@ -41,7 +42,7 @@ for key in rsa ec; do
 			    --expect-subject "CN=p11agent-test-$key") ||
 			    fail "$key TLS1.${v#1} $kind: $out"
 			case $out in
-			*"version=TLSv1.${v#1} "*"ok bytes=1048576"*) ;;
+			"subject=O=p11agent tests,CN=p11agent-test-$key version=TLSv1.${v#1} "*"ok bytes=1048576"*) ;;
 			*) fail "$key TLS1.${v#1} $kind: unexpected: $out" ;;
 			esac
 			ok "$key TLSv1.${v#1} $kind: $(echo "$out" | tail -n 1)"
