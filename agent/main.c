@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -146,25 +147,33 @@ out:
 	return r;
 }
 
-/* A signature through the helper, verified with the certificate. */
-static int
+/*
+ * A signature through the helper, verified with the certificate; NULL if
+ * fine, else why not.
+ */
+static const char *
 test_sign(struct identity *id)
 {
 	unsigned char	 msg[32], sig[1024];
 	size_t		 siglen = sizeof(sig);
-	EVP_MD_CTX	*md = EVP_MD_CTX_new();
-	int		 ok = 0;
+	EVP_MD_CTX	*md;
+	const char	*why = NULL;
 
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return "out of memory";
 	RAND_bytes(msg, sizeof(msg));
-	if (md != NULL &&
-	    EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) == 1 &&
-	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1 &&
-	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
-	    X509_get0_pubkey(id->hid.cert)) == 1 &&
-	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) == 1)
-		ok = 1;
+	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
+	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
+		why = helper_error(id->helper)[0] ? helper_error(id->helper) :
+		    "the token did not sign";
+	else if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	    X509_get0_pubkey(id->hid.cert)) != 1 ||
+	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1)
+		why = "the signature does not verify with the certificate: "
+		    "the certificate belongs to another key";
 	EVP_MD_CTX_free(md);
-	return ok;
+	ERR_clear_error();
+	return why;
 }
 
 static int
@@ -174,6 +183,7 @@ cmd_check(const char *path)
 	struct cfg_tunnel	*t;
 	SSL_CTX			*ctx;
 	char			 err[512], subj[256];
+	const char		*why;
 	int			 bad = 0;
 
 	if (load_config(path) != 0)
@@ -185,10 +195,9 @@ cmd_check(const char *path)
 			continue;
 		X509_NAME_oneline(X509_get_subject_name(id->hid.cert), subj,
 		    sizeof(subj));
-		if (!test_sign(id)) {
+		if ((why = test_sign(id)) != NULL) {
 			log_err("identity %s: test signature with %s failed: "
-			    "%s", id->cfg->name, id->cfg->key,
-			    helper_error(id->helper));
+			    "%s", id->cfg->name, id->cfg->key, why);
 			bad = 1;
 			continue;
 		}

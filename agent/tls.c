@@ -102,18 +102,30 @@ fail:
 	return NULL;
 }
 
-/* Why a handshake failed, for the log: the verify result comes first. */
+/*
+ * Why a handshake failed, for the log: the server's certificate first,
+ * then a token that did not sign (engine/rkey.c raises ERR_LIB_USER with
+ * the reason), then OpenSSL's last word.
+ */
 void
 tls_describe_failure(SSL *ssl, char *out, size_t len)
 {
 	long		 v = SSL_get_verify_result(ssl);
-	unsigned long	 e = ERR_peek_last_error();
-	char		 buf[256] = "";
+	unsigned long	 e, last = 0;
+	const char	*data;
+	char		 buf[256] = "", token[256] = "";
+	int		 flags;
 
-	if (e != 0)
-		ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	if (v != X509_V_OK)
+	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+		last = e;
+		if (ERR_GET_LIB(e) == ERR_LIB_USER && (flags & ERR_TXT_STRING))
+			snprintf(token, sizeof(token), "%s", data);
+	}
+	if (last != 0)
+		ERR_error_string_n(last, buf, sizeof(buf));
+	if (token[0] != '\0')
+		snprintf(out, len, "%s", token);
+	else if (v != X509_V_OK)
 		snprintf(out, len, "server certificate refused: %s",
 		    X509_verify_cert_error_string(v));
 	else if (buf[0] != '\0')

@@ -25,6 +25,7 @@
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/rsa.h>
 
 #include "p11agent/error.h"
@@ -187,6 +188,11 @@ rkey_sign(struct rkey *rk, int alg, const uint8_t *data, size_t len,
 	else
 		r = sign_blocking(rk, &req, sig, siglen);
 	pbuf_clear(&req);
+	if (r != 0)	/* for the TLS layer's error report */
+		ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s",
+		    r == P11A_ERR_TIMEOUT ? "no answer within sign-timeout" :
+		    r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED ?
+		    "the token helper is gone" : p11a_strerror(r));
 	return r;
 }
 

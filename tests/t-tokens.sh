@@ -48,6 +48,20 @@ out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
 grep -q "identity listed: ok: EC key" <<<"$out" || fail "check: $out"
 ok "the listed URI works: $(head -n 1 <<<"$out")"
 
+# a certificate from a file instead of the token; a file that belongs to
+# another key fails the test signature
+sed -i "s|^key = .*|&\ncert = $TOK/client-ec.pem|" "$T/agent.conf"
+out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check with cert file: $out"
+grep -q "identity listed: ok: EC key, certificate /CN=p11agent-test-ec/" <<<"$out" ||
+    fail "check: $out"
+sed -i "s|^cert = .*|cert = $TOK/client-ec384.pem|" "$T/agent.conf"
+rc=0
+out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -q "identity listed: test signature with .* failed: the signature does not verify with the certificate" <<<"$out" ||
+    fail "a certificate of another key ($rc): $out"
+ok "cert = FILE: used, and refused when it belongs to another key"
+sed -i '/^cert = /d' "$T/agent.conf"
+
 # through p11-kit's registry (no module given): softhsm2 registers itself
 if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
 	out=$("$P11AGENT" tokens) || fail "tokens via the registry: $out"
