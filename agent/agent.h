@@ -32,11 +32,22 @@ int	 loop_run(void (*tick)(long now_ms));
 void	 loop_stop(void);
 /* Frees run after the current batch of events, never inside it. */
 void	 loop_defer(void (*fn)(void *), void *);
+void	 loop_run_deferred(void);
 
-/* ---- identity.c: helpers and identities */
+/* ---- identity.c: token helpers and identities */
+struct helper_slot {
+	struct helper		*helper;
+	char			*module;	/* NULL: p11-kit's registry */
+	struct watch		 w;		/* its channel, in the loop */
+	int			 dead;		/* waiting to be restarted */
+	int			 reopening;	/* OPENs in flight */
+	long			 restart_at;
+	int			 backoff_ms;
+};
+
 struct identity {
 	struct cfg_identity	*cfg;
-	struct helper		*helper;
+	struct helper_slot	*slot;
 	struct helper_identity	 hid;
 	EVP_PKEY		*pkey;
 	struct identity		*next;
@@ -44,17 +55,20 @@ struct identity {
 
 struct agent {
 	struct config		*cfg;
-	struct identity		*identities;
-	struct helper		**helpers;	/* one per module */
-	char			**helper_modules;
-	int			 nhelpers;
+	struct identity		*identities;	/* in open order */
+	struct helper_slot	*slots;		/* one per module */
+	int			 nslots;
 	struct tunnel_rt	*tunnels;
 };
 
+/* Opens every identity a tunnel uses (blocking: start-up only). */
 int	 identity_open_all(struct agent *);
 void	 identity_close_all(struct agent *);
 struct identity *identity_find(struct agent *, struct cfg_identity *);
-struct helper *agent_helper_for(struct agent *, const char *module);
+/* Puts the helpers' channels in the loop; restarts dead or hung ones. */
+int	 helpers_watch(struct agent *);
+void	 helpers_tick(struct agent *, long now);
+void	 helpers_fail_all(struct agent *);
 
 /* ---- tls.c */
 SSL_CTX	*tls_ctx_new(struct cfg_tunnel *, struct identity *, char *, size_t);
@@ -77,6 +91,7 @@ struct tunnel_rt {
 int	 tunnels_start(struct agent *, int ready_fd);
 void	 tunnels_tick(long now);
 void	 tunnels_stop(struct agent *);
+void	 tunnels_reap(void);
 int	 listen_open(struct tunnel_rt *, int, char *, size_t);
 
 /* ---- resolve.c: getaddrinfo_a without blocking the loop */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <ini.h>
 #include <openssl/ssl.h>
 
@@ -60,6 +61,8 @@ struct parser {
 	char			 secname[128];
 	struct cfg_identity	*id;
 	struct cfg_tunnel	*tun;
+	struct cfg_identity	**id_tail;	/* keep the file's order */
+	struct cfg_tunnel	**tun_tail;
 	char			*err;
 	size_t			 errlen;
 };
@@ -180,6 +183,7 @@ parse_listen(struct parser *p, const char *v)
 {
 	struct cfg_tunnel	*t = p->tun;
 	struct cfg_listen	*l;
+	unsigned char		 addr[16];
 
 	if (t->nlisten == CONFIG_MAX_LISTEN)
 		return perr(p, p->line, "[%s] listen: at most %d per tunnel",
@@ -194,9 +198,12 @@ parse_listen(struct parser *p, const char *v)
 		l->path = strdup(v + 5);
 	} else if (strncmp(v, "tcp:", 4) == 0) {
 		l->kind = LISTEN_TCP;
-		if (config_split_hostport(v + 4, &l->host, &l->port) != 0)
+		if (config_split_hostport(v + 4, &l->host, &l->port) != 0 ||
+		    (inet_pton(AF_INET, l->host, addr) != 1 &&
+		    inet_pton(AF_INET6, l->host, addr) != 1))
 			return perr(p, p->line, "[%s] listen: '%s' is not "
-			    "tcp:ADDRESS:PORT", p->secname, v);
+			    "tcp:ADDRESS:PORT with an IP address such as "
+			    "127.0.0.1 or [::1]", p->secname, v);
 	} else
 		return perr(p, p->line, "[%s] listen: '%s' is neither "
 		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname, v);
@@ -329,15 +336,15 @@ new_section(struct parser *p, const char *section)
 			return perr(p, p->line, "out of memory");
 		p->id->name = strdup(name);
 		p->id->line = p->section_line;
-		p->id->next = p->cfg->identities;
-		p->cfg->identities = p->id;
+		*p->id_tail = p->id;
+		p->id_tail = &p->id->next;
 	} else {
 		if ((p->tun = calloc(1, sizeof(*p->tun))) == NULL)
 			return perr(p, p->line, "out of memory");
 		p->tun->name = strdup(name);
 		p->tun->line = p->section_line;
-		p->tun->next = p->cfg->tunnels;
-		p->cfg->tunnels = p->tun;
+		*p->tun_tail = p->tun;
+		p->tun_tail = &p->tun->next;
 	}
 	return 1;
 }
@@ -471,6 +478,8 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 		config_free(p.cfg);
 		return P11A_ERR_CONFIG;
 	}
+	p.id_tail = &p.cfg->identities;
+	p.tun_tail = &p.cfg->tunnels;
 	r = ini_parse_stream(reader, &p, handler, &p);
 	fclose(p.fp);
 	if (r > 0 && !p.failed)

@@ -1,6 +1,13 @@
 /*
- * p11agent: identities: one token helper per PKCS#11 module, and the
- * token key of each [identity] as an EVP_PKEY signed by its helper.
+ * p11agent: identities and their token helpers: one helper per PKCS#11
+ * module, and the token key of each [identity] as an EVP_PKEY signed by
+ * its helper.
+ *
+ * A helper that exits (a crash, a lost token) or hangs (a request past
+ * its deadline) is restarted at a bounded rate, and its identities are
+ * opened again, asynchronously and in their original order, so their
+ * key handles stay the same.  Open tunnels do not need the helper and
+ * keep flowing meanwhile.
  */
 #include "config.h"
 
@@ -8,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -17,7 +25,9 @@
 #include "p11agent/proto.h"
 #include "agent.h"
 
-#define OPEN_TIMEOUT_MS	60000
+#define OPEN_TIMEOUT_MS		60000
+#define RESTART_MIN_MS		1000
+#define RESTART_MAX_MS		60000
 
 static int
 same_module(const char *a, const char *b)
@@ -26,31 +36,35 @@ same_module(const char *a, const char *b)
 	    (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-struct helper *
-agent_helper_for(struct agent *a, const char *module)
+static const char *
+module_name(const struct helper_slot *s)
 {
-	struct helper	**hs, *h;
-	char		**ms;
-	int		  i, r;
+	return s->module ? s->module : "p11-kit registry";
+}
 
-	for (i = 0; i < a->nhelpers; i++)
-		if (same_module(a->helper_modules[i], module))
-			return a->helpers[i];
-	hs = reallocarray(a->helpers, a->nhelpers + 1, sizeof(*hs));
-	if (hs == NULL)
+static struct helper_slot *
+slot_for(struct agent *a, const char *module)
+{
+	struct helper_slot	*slots, *s;
+	int			 i, r;
+
+	for (i = 0; i < a->nslots; i++)
+		if (same_module(a->slots[i].module, module))
+			return &a->slots[i];
+	slots = reallocarray(a->slots, a->nslots + 1, sizeof(*slots));
+	if (slots == NULL)
 		return NULL;
-	a->helpers = hs;
-	ms = reallocarray(a->helper_modules, a->nhelpers + 1, sizeof(*ms));
-	if (ms == NULL)
-		return NULL;
-	a->helper_modules = ms;
-	if ((r = helper_start(module, &h)) != 0) {
+	a->slots = slots;
+	s = &a->slots[a->nslots];
+	memset(s, 0, sizeof(*s));
+	if ((r = helper_start(module, &s->helper)) != 0) {
 		log_err("cannot start the token helper: %s", p11a_strerror(r));
 		return NULL;
 	}
-	a->helpers[a->nhelpers] = h;
-	a->helper_modules[a->nhelpers++] = module ? strdup(module) : NULL;
-	return h;
+	s->module = module ? strdup(module) : NULL;
+	s->backoff_ms = RESTART_MIN_MS;
+	a->nslots++;
+	return s;
 }
 
 static X509 *
@@ -76,13 +90,13 @@ open_one(struct agent *a, struct identity *id)
 	char			 err[256];
 	int			 r;
 
-	if ((id->helper = agent_helper_for(a, c->module)) == NULL)
+	if ((id->slot = slot_for(a, c->module)) == NULL)
 		return P11A_ERR_HELPER;
-	r = helper_open(id->helper, c->key, c->cert, c->pin, OPEN_TIMEOUT_MS,
-	    &id->hid);
+	r = helper_open(id->slot->helper, c->key, c->cert, c->pin,
+	    OPEN_TIMEOUT_MS, &id->hid);
 	if (r != 0) {
 		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
-		    c->key_line, c->name, helper_error(id->helper));
+		    c->key_line, c->name, helper_error(id->slot->helper));
 		return r;
 	}
 	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {
@@ -93,22 +107,21 @@ open_one(struct agent *a, struct identity *id)
 			return P11A_ERR_NO_CERT;
 		}
 	}
-	if ((r = rkey_new(id->helper, &id->hid, c->sign_timeout * 1000,
+	if ((r = rkey_new(id->slot->helper, &id->hid, c->sign_timeout * 1000,
 	    &id->pkey)) != 0) {
-		log_err("%s: [identity %s]: the certificate does not match "
-		    "the key %s (%s)", a->cfg->path, c->name, c->key,
-		    p11a_strerror(r));
+		log_err("%s: [identity %s]: %s", a->cfg->path, c->name,
+		    r == P11A_ERR_NO_CERT ? "the certificate is not for a key "
+		    "of this type" : p11a_strerror(r));
 		return r;
 	}
 	return 0;
 }
 
-/* Opens every identity a tunnel uses; logs each failure. */
 int
 identity_open_all(struct agent *a)
 {
 	struct cfg_tunnel	*t;
-	struct identity		*id;
+	struct identity		*id, **tail = &a->identities;
 	int			 r, failed = 0;
 
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
@@ -117,8 +130,8 @@ identity_open_all(struct agent *a)
 		if ((id = calloc(1, sizeof(*id))) == NULL)
 			return P11A_ERR_NOMEM;
 		id->cfg = t->identity;
-		id->next = a->identities;
-		a->identities = id;
+		*tail = id;
+		tail = &id->next;
 		if ((r = open_one(a, id)) != 0)
 			failed = r;
 	}
@@ -148,13 +161,146 @@ identity_close_all(struct agent *a)
 		X509_free(id->hid.cert);
 		free(id);
 	}
-	for (i = 0; i < a->nhelpers; i++) {
-		helper_free(a->helpers[i]);
-		free(a->helper_modules[i]);
+	for (i = 0; i < a->nslots; i++) {
+		helper_free(a->slots[i].helper);
+		free(a->slots[i].module);
 	}
-	free(a->helpers);
-	free(a->helper_modules);
-	a->helpers = NULL;
-	a->helper_modules = NULL;
-	a->nhelpers = 0;
+	free(a->slots);
+	a->slots = NULL;
+	a->nslots = 0;
+}
+
+/* ---- keeping helpers alive */
+
+static void
+slot_died(struct helper_slot *s, const char *why)
+{
+	if (s->dead)
+		return;
+	s->dead = 1;
+	s->reopening = 0;
+	loop_set(&s->w, 0);
+	s->restart_at = helper_now_ms() + s->backoff_ms;
+	log_err("token helper for %s (pid %d) %s; restarting it in %d ms",
+	    module_name(s), (int)helper_pid(s->helper), why, s->backoff_ms);
+	if (s->backoff_ms < RESTART_MAX_MS)
+		s->backoff_ms *= 2;
+}
+
+static void
+on_helper(struct watch *w, uint32_t events)
+{
+	struct helper_slot	*s = w->arg;
+
+	if (helper_read(s->helper) < 0)
+		slot_died(s, "exited");
+}
+
+/* The reply to a re-OPEN: the handle must be the one the key uses. */
+struct reopen {
+	struct helper_slot	*slot;
+	struct identity		*id;
+};
+
+static void
+reopened(void *arg, int err, struct pbuf *reply)
+{
+	struct reopen	*ro = arg;
+	struct identity	*id = ro->id;
+	uint32_t	 handle = 0;
+
+	if (err == 0)
+		handle = pbuf_get_u32(reply);
+	if (!ro->slot->dead) {
+		if (err != 0 || handle != id->hid.handle) {
+			log_err("identity %s: cannot open it again: %s",
+			    id->cfg->name, err ? helper_error(ro->slot->helper) :
+			    "key handle changed");
+			helper_kill(ro->slot->helper);
+		} else if (--ro->slot->reopening == 0) {
+			log_info("token helper for %s is back",
+			    module_name(ro->slot));
+			ro->slot->backoff_ms = RESTART_MIN_MS;
+		}
+	}
+	free(ro);
+}
+
+static void
+restart(struct agent *a, struct helper_slot *s)
+{
+	struct identity	*id;
+	struct reopen	*ro;
+	struct pbuf	 req;
+	int		 r;
+
+	if ((r = helper_restart(s->helper)) != 0) {
+		s->dead = 0;
+		slot_died(s, "could not be started again");
+		return;
+	}
+	s->dead = 0;
+	loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
+	if (loop_set(&s->w, EPOLLIN) != 0)
+		return;
+	for (id = a->identities; id != NULL; id = id->next) {
+		if (id->slot != s || (ro = calloc(1, sizeof(*ro))) == NULL)
+			continue;
+		ro->slot = s;
+		ro->id = id;
+		pbuf_init(&req);
+		pbuf_put_str(&req, id->cfg->key);
+		pbuf_put_str(&req, id->cfg->cert);
+		pbuf_put_str(&req, id->cfg->pin);
+		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
+		    reopened, ro) == 0)
+			s->reopening++;
+		else
+			free(ro);
+		pbuf_clear(&req);
+	}
+}
+
+int
+helpers_watch(struct agent *a)
+{
+	struct helper_slot	*s;
+	int			 i;
+
+	for (i = 0; i < a->nslots; i++) {
+		s = &a->slots[i];
+		loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
+		if (loop_set(&s->w, EPOLLIN) != 0)
+			return P11A_ERR_SYSTEM;
+	}
+	return 0;
+}
+
+void
+helpers_tick(struct agent *a, long now)
+{
+	struct helper_slot	*s;
+	int			 i;
+
+	for (i = 0; i < a->nslots; i++) {
+		s = &a->slots[i];
+		if (s->dead && now >= s->restart_at)
+			restart(a, s);
+		else if (!s->dead && helper_expire(s->helper, now) > 0) {
+			log_warn("token helper for %s (pid %d) did not answer "
+			    "in time; killing it", module_name(s),
+			    (int)helper_pid(s->helper));
+			helper_kill(s->helper);
+		}
+	}
+}
+
+/* At shutdown: every request in flight fails now. */
+void
+helpers_fail_all(struct agent *a)
+{
+	int	 i;
+
+	for (i = 0; i < a->nslots; i++)
+		helper_fail_all(a->slots[i].helper, P11A_ERR_CLOSED);
 }

@@ -75,8 +75,8 @@ loop_defer(void (*fn)(void *), void *arg)
 	deferred = d;
 }
 
-static void
-run_deferred(void)
+void
+loop_run_deferred(void)
 {
 	struct deferred	*d;
 
@@ -165,8 +165,8 @@ loop_run(void (*tick)(long))
 				tick(helper_now_ms());
 			w->cb(w, ev[i].events);
 		}
-		run_deferred();
+		loop_run_deferred();
 	}
-	run_deferred();
+	loop_run_deferred();
 	return 0;
 }

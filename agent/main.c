@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,6 @@
 #define LIST_TIMEOUT_MS	60000
 
 static struct agent	 agent;
-static struct watch	*helper_watches;
 
 static void
 usage(FILE *fp)
@@ -81,42 +81,10 @@ load_config(const char *path)
 }
 
 static void
-on_helper(struct watch *w, uint32_t events)
-{
-	struct helper	*h = w->arg;
-
-	if (helper_read(h) < 0) {
-		log_err("the token helper (pid %d) exited; signatures fail "
-		    "until p11agent is restarted", (int)helper_pid(h));
-		loop_set(w, 0);
-	}
-}
-
-static void
 tick(long now)
 {
-	int	 i;
-
-	for (i = 0; i < agent.nhelpers; i++)
-		helper_expire(agent.helpers[i], now);
+	helpers_tick(&agent, now);
 	tunnels_tick(now);
-}
-
-static int
-watch_helpers(void)
-{
-	int	 i;
-
-	helper_watches = calloc(agent.nhelpers, sizeof(*helper_watches));
-	if (helper_watches == NULL)
-		return P11A_ERR_NOMEM;
-	for (i = 0; i < agent.nhelpers; i++) {
-		loop_watch_init(&helper_watches[i], helper_fd(agent.helpers[i]),
-		    on_helper, agent.helpers[i]);
-		if (loop_set(&helper_watches[i], EPOLLIN) != 0)
-			return P11A_ERR_SYSTEM;
-	}
-	return 0;
 }
 
 static int
@@ -130,7 +98,7 @@ cmd_run(const char *path, int ready_fd)
 		goto out;
 	if (identity_open_all(&agent) != 0)
 		goto out;
-	if (watch_helpers() != 0 || tunnels_start(&agent, ready_fd) != 0)
+	if (helpers_watch(&agent) != 0 || tunnels_start(&agent, ready_fd) != 0)
 		goto out;
 	if (ready_fd != -1) {
 		if (write(ready_fd, "ready\n", 6) != 6)
@@ -141,8 +109,10 @@ cmd_run(const char *path, int ready_fd)
 	r = loop_run(tick) == 0 ? 0 : 1;
 out:
 	tunnels_stop(&agent);
+	helpers_fail_all(&agent);
+	tunnels_reap();
+	loop_run_deferred();
 	identity_close_all(&agent);
-	free(helper_watches);
 	config_free(agent.cfg);
 	return r;
 }
@@ -164,7 +134,8 @@ test_sign(struct identity *id)
 	RAND_bytes(msg, sizeof(msg));
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
 	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
-		why = helper_error(id->helper)[0] ? helper_error(id->helper) :
+		why = helper_error(id->slot->helper)[0] ?
+		    helper_error(id->slot->helper) :
 		    "the token did not sign";
 	else if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
 	    X509_get0_pubkey(id->hid.cert)) != 1 ||
@@ -298,7 +269,8 @@ main(int argc, char *argv[])
 	char		*end;
 	int		 ch, ready_fd = -1, verbose = 0;
 
-	if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "-h") == 0)) {
 		usage(stdout);
 		return 0;
 	}
@@ -325,7 +297,8 @@ main(int argc, char *argv[])
 		case 'r':
 			errno = 0;
 			ready_fd = (int)strtol(optarg, &end, 10);
-			if (errno != 0 || *end != '\0' || ready_fd < 3) {
+			if (errno != 0 || *end != '\0' || ready_fd < 3 ||
+			    fcntl(ready_fd, F_SETFD, FD_CLOEXEC) == -1) {
 				log_err("--ready-fd: '%s' is not a file "
 				    "descriptor above 2", optarg);
 				return 2;

@@ -45,6 +45,7 @@ struct conn {
 	long			 active;	/* last byte moved */
 	int			 client_eof, up_eof, shut_sent, client_shut;
 	int			 closing;
+	int			 zombie;	/* closed, job still paused */
 	uint8_t			 c2u[BUF_SIZE];
 	size_t			 c2u_off, c2u_len;
 	uint8_t			 u2c[BUF_SIZE];
@@ -55,9 +56,11 @@ struct conn {
 };
 
 static struct conn	*conns;
+static struct conn	*zombies;	/* closed while the token signs */
 static unsigned long	 next_id = 1;
 
 static void	conn_close(struct conn *, const char *);
+static int	watch_async(struct conn *);
 static void	on_upstream(struct watch *, uint32_t);
 static void	handshake(struct conn *);
 static void	pump(struct conn *);
@@ -71,6 +74,61 @@ conn_free(void *arg)
 	if (c->ai != NULL)
 		freeaddrinfo(c->ai);
 	free(c);
+}
+
+static void
+unlink_conn(struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+/*
+ * The handshake's async job is paused in a signature: SSL_free would leak
+ * the job, so the SSL (and the upstream socket it writes to) stay until
+ * the signature's reply or deadline resumes the job once more.
+ */
+static int
+paused_in_sign(struct conn *c)
+{
+	return c->state == C_HANDSHAKE && c->aw.events != 0;
+}
+
+static void
+bury(struct conn *c)
+{
+	if (c->uw.fd != -1) {
+		loop_set(&c->uw, 0);
+		close(c->uw.fd);
+		c->uw.fd = -1;
+	}
+	loop_defer(conn_free, c);
+}
+
+/* A zombie's job has its answer: let it finish, then free. */
+static void
+zombie_resume(struct conn *c)
+{
+	int	 r;
+
+	c->aw.events = 0;
+	r = SSL_do_handshake(c->ssl);
+	if (r != 1 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_ASYNC &&
+	    watch_async(c) == 0)
+		return;		/* paused again */
+	ERR_clear_error();
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		zombies = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	bury(c);
 }
 
 static void
@@ -89,19 +147,18 @@ conn_close(struct conn *c, const char *why)
 		resolve_cancel(c->res);
 	loop_set(&c->cw, 0);
 	close(c->cw.fd);
-	if (c->uw.fd != -1) {
+	unlink_conn(c);
+	if (paused_in_sign(c)) {
+		c->zombie = 1;
 		loop_set(&c->uw, 0);
-		close(c->uw.fd);
+		if ((c->next = zombies) != NULL)
+			zombies->prev = c;
+		zombies = c;
+		return;
 	}
 	if (c->aw.events != 0)
 		loop_set(&c->aw, 0);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	loop_defer(conn_free, c);
+	bury(c);
 }
 
 static const char *
@@ -233,7 +290,9 @@ on_async(struct watch *w, uint32_t events)
 {
 	struct conn	*c = w->arg;
 
-	if (!c->closing && c->state == C_HANDSHAKE)
+	if (c->zombie)
+		zombie_resume(c);
+	else if (!c->closing && c->state == C_HANDSHAKE)
 		handshake(c);
 }
 
@@ -297,6 +356,8 @@ handshake(struct conn *c)
 		loop_set(&c->uw, EPOLLOUT);
 		return;
 	case SSL_ERROR_WANT_ASYNC:
+		log_debug("conn %lu: the handshake waits for the token",
+		    c->id);
 		loop_set(&c->uw, 0);
 		if (watch_async(c) == 0)
 			return;
@@ -644,6 +705,14 @@ tunnels_start(struct agent *a, int ready_fd)
 		}
 	}
 	return 0;
+}
+
+/* After the helpers failed every request: let paused jobs finish. */
+void
+tunnels_reap(void)
+{
+	while (zombies != NULL)
+		zombie_resume(zombies);
 }
 
 void

@@ -5,10 +5,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,7 +25,8 @@
 #ifndef P11AGENT_HELPER_PATH
 #define P11AGENT_HELPER_PATH	"/usr/libexec/p11agent/p11agent-helper"
 #endif
-#define MAX_PENDING	1024
+#define MAX_PENDING	256
+#define EXIT_WAIT_MS	2000	/* for a helper to finalise its module */
 
 struct helper_req {
 	uint32_t		 id;
@@ -34,6 +37,7 @@ struct helper_req {
 };
 
 struct helper {
+	char			*module;	/* NULL: p11-kit's registry */
 	pid_t			 pid;
 	int			 fd;
 	uint32_t		 next_id;
@@ -63,10 +67,17 @@ static void
 child(int fd, const char *module)
 {
 	const char	*path = helper_path();
+	sigset_t	 none;
 	int		 devnull;
 
-	if (dup2(fd, 3) == -1)
+	/* the agent blocks its signals for its signalfd: undo that */
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (fd == 3)
+		fcntl(fd, F_SETFD, 0);
+	else if (dup2(fd, 3) == -1)
 		_exit(127);
+	close_range(4, ~0U, 0);	/* listeners, clients, the ready fd */
 	if ((devnull = open("/dev/null", O_RDWR)) != -1) {
 		dup2(devnull, 0);
 		close(devnull);
@@ -78,31 +89,85 @@ child(int fd, const char *module)
 	_exit(127);
 }
 
+static int
+spawn(struct helper *h)
+{
+	int	 sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		return P11A_ERR_SYSTEM;
+	if ((h->pid = fork()) == -1) {
+		close(sv[0]);
+		close(sv[1]);
+		return P11A_ERR_SYSTEM;
+	}
+	if (h->pid == 0)
+		child(sv[1], h->module);
+	close(sv[1]);
+	/* never block the agent on a full channel: EAGAIN is an error */
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	h->fd = sv[0];
+	return 0;
+}
+
 int
 helper_start(const char *module, struct helper **out)
 {
 	struct helper	*h;
-	int		 sv[2];
+	int		 r;
 
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return P11A_ERR_NOMEM;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		free(h);
-		return P11A_ERR_SYSTEM;
-	}
-	if ((h->pid = fork()) == -1) {
-		close(sv[0]);
-		close(sv[1]);
-		free(h);
-		return P11A_ERR_SYSTEM;
-	}
-	if (h->pid == 0)
-		child(sv[1], module);
-	close(sv[1]);
-	h->fd = sv[0];
+	h->fd = -1;
 	h->next_id = 1;
-	*out = h;
-	return 0;
+	r = P11A_ERR_NOMEM;
+	if ((module == NULL || (h->module = strdup(module)) != NULL) &&
+	    (r = spawn(h)) == 0) {
+		*out = h;
+		return 0;
+	}
+	free(h->module);
+	free(h);
+	return r;
+}
+
+/*
+ * Closes the channel (the helper finalises its module and exits on EOF)
+ * and reaps the process, killing it if it takes longer than a moment.
+ */
+static void
+stop(struct helper *h)
+{
+	struct pollfd	 pfd = { .events = POLLIN };
+
+	if (h->fd != -1)
+		close(h->fd);
+	h->fd = -1;
+	if (h->pid <= 0)
+		return;
+	if ((pfd.fd = pidfd_open(h->pid, 0)) != -1) {
+		if (poll(&pfd, 1, EXIT_WAIT_MS) != 1)
+			kill(h->pid, SIGKILL);
+		close(pfd.fd);
+	} else
+		kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	h->pid = -1;
+}
+
+int
+helper_restart(struct helper *h)
+{
+	helper_fail_all(h, P11A_ERR_HELPER);
+	stop(h);
+	return spawn(h);
+}
+
+void
+helper_kill(struct helper *h)
+{
+	if (h->pid > 0)
+		kill(h->pid, SIGKILL);
 }
 
 void
@@ -111,11 +176,8 @@ helper_free(struct helper *h)
 	if (h == NULL)
 		return;
 	helper_fail_all(h, P11A_ERR_CLOSED);
-	close(h->fd);	/* the helper sees EOF and exits */
-	if (h->pid > 0 && waitpid(h->pid, NULL, WNOHANG) == 0) {
-		kill(h->pid, SIGTERM);
-		waitpid(h->pid, NULL, 0);
-	}
+	stop(h);
+	free(h->module);
 	free(h);
 }
 
@@ -193,7 +255,7 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	int			 r;
 
 	if (h->npending >= MAX_PENDING)
-		return P11A_ERR_TOO_LARGE;
+		return P11A_ERR_BUSY;
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return P11A_ERR_NOMEM;
 	q->id = h->next_id++;
@@ -251,10 +313,11 @@ helper_read(struct helper *h)
 	}
 }
 
-void
+int
 helper_expire(struct helper *h, long now)
 {
 	struct helper_req	**pp, *q;
+	int			  n = 0;
 
 	for (pp = &h->pending; (q = *pp) != NULL;) {
 		if (q->deadline > now) {
@@ -267,7 +330,9 @@ helper_expire(struct helper *h, long now)
 		    "in time");
 		q->cb(q->arg, P11A_ERR_TIMEOUT, NULL);
 		free(q);
+		n++;
 	}
+	return n;
 }
 
 void

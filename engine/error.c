@@ -34,6 +34,7 @@ p11a_strerror(int err)
 	case P11A_ERR_NOT_FOUND:	return "not found";
 	case P11A_ERR_PERM:		return "unsafe file permissions";
 	case P11A_ERR_TOKEN_ABSENT:	return "token not present";
+	case P11A_ERR_BUSY:		return "too many requests in flight";
 	}
 	return "unknown error";
 }

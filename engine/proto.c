@@ -250,7 +250,7 @@ proto_send(int fd, uint32_t type, uint32_t id, const struct pbuf *b)
 	} while (w < 0 && errno == EINTR);
 	if (w < 0)
 		return errno == EPIPE || errno == ECONNRESET ?
-		    P11A_ERR_CLOSED : errno == EAGAIN ? P11A_ERR_TOO_LARGE :
+		    P11A_ERR_CLOSED : errno == EAGAIN ? P11A_ERR_BUSY :
 		    P11A_ERR_SYSTEM;
 	return 0;
 }

@@ -479,6 +479,7 @@ find_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	CK_OBJECT_CLASS	 cls = CKO_PRIVATE_KEY;
 	CK_ATTRIBUTE	 tmpl[4], ta;
 	CK_ULONG	 n, count;
+	CK_BBOOL	 always = CK_FALSE;
 	int		 r;
 
 	if (uri_template(uri, &cls, tmpl, &n) != 0) {
@@ -503,6 +504,16 @@ find_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	if (k->mod->C_GetAttributeValue(k->session, k->obj, &ta, 1) != CKR_OK) {
 		token_seterr(ctx, 0, "%s: cannot read the key type", uristr);
 		return P11A_ERR_TOKEN;
+	}
+	ta.type = CKA_ALWAYS_AUTHENTICATE;
+	ta.pValue = &always;
+	ta.ulValueLen = sizeof(always);
+	if (k->mod->C_GetAttributeValue(k->session, k->obj, &ta, 1) == CKR_OK &&
+	    ta.ulValueLen == sizeof(always) && always) {
+		token_seterr(ctx, 0, "%s: the key wants the PIN for every "
+		    "signature (CKA_ALWAYS_AUTHENTICATE), which p11agent does "
+		    "not support yet; use another key", uristr);
+		return P11A_ERR_MECHANISM;
 	}
 	ta.type = CKA_ID;
 	ta.pValue = k->id;
@@ -727,13 +738,17 @@ token_sign(struct token_ctx *ctx, struct token_key *k, int alg, int hash,
 	case PROTO_ALG_RSA_RAW:		mech.mechanism = CKM_RSA_X_509; break;
 	case PROTO_ALG_ECDSA:		mech.mechanism = CKM_ECDSA; break;
 	case PROTO_ALG_RSA_PSS:
-		if (pss_params(hash, saltlen, &pss) != 0)
+		if (pss_params(hash, saltlen, &pss) != 0) {
+			token_seterr(ctx, 0, "RSA-PSS with unknown hash %d",
+			    hash);
 			return P11A_ERR_INVALID;
+		}
 		mech.mechanism = CKM_RSA_PKCS_PSS;
 		mech.pParameter = &pss;
 		mech.ulParameterLen = sizeof(pss);
 		break;
 	default:
+		token_seterr(ctx, 0, "unknown signature algorithm %d", alg);
 		return P11A_ERR_INVALID;
 	}
 	rv = k->mod->C_SignInit(k->session, &mech, k->obj);

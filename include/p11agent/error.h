@@ -34,6 +34,7 @@ enum p11a_err {
 	P11A_ERR_NOT_FOUND = -22,	/* lookup failed */
 	P11A_ERR_PERM = -23,		/* file permissions unsafe */
 	P11A_ERR_TOKEN_ABSENT = -24,	/* the token is not present */
+	P11A_ERR_BUSY = -25,		/* too many requests in flight */
 };
 
 const char *p11a_strerror(int err);

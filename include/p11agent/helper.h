@@ -39,8 +39,14 @@ int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
 	    int timeout_ms, helper_cb cb, void *arg);
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */
 int	 helper_read(struct helper *);
-/* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC). */
-void	 helper_expire(struct helper *, long now);
+/* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC);
+ * returns how many. */
+int	 helper_expire(struct helper *, long now);
+/* Replaces a dead or hung helper process with a new one (same module);
+ * pending requests fail.  The caller opens its identities again. */
+int	 helper_restart(struct helper *);
+/* Kills the helper process (a hung token); helper_read then sees EOF. */
+void	 helper_kill(struct helper *);
 /* Fails every pending request with err. */
 void	 helper_fail_all(struct helper *, int err);
 

@@ -90,7 +90,8 @@ int	 proto_hdr_get(const uint8_t *, uint32_t *, uint32_t *, uint32_t *);
 
 /*
  * The channel is a SOCK_SEQPACKET socketpair: one message, one packet.
- * proto_send never blocks for long (EAGAIN gives P11A_ERR_TOO_LARGE);
+ * proto_send on a non-blocking socket never waits (a full channel gives
+ * P11A_ERR_BUSY);
  * proto_recv waits at most timeout_ms (-1: no limit) and leaves the read
  * position of b at the payload.  proto_parse checks a packet of n bytes
  * already received into b.

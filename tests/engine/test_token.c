@@ -154,6 +154,8 @@ test_rsa_pss(void)
 	siglen = sizeof(sig);
 	CU_ASSERT_EQUAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS, 99, 32, d, dl,
 	    sig, &siglen), P11A_ERR_INVALID);
+	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "unknown hash 99"));
+	token_clear_error(ctx);
 	EVP_PKEY_free(pk);
 }
 

@@ -25,7 +25,11 @@
 	"listen = unix:/run/user/1000/p11agent/api.sock\n" \
 	"connect = api.example:443\n" \
 	"identity = corp\n" \
-	"ca = /etc/ssl/corp.pem\n"
+	"ca = /etc/ssl/corp.pem\n" \
+	"[tunnel second]\n" \
+	"listen = tcp:[::1]:0\n" \
+	"connect = 10.1.2.3:443\n" \
+	"identity = corp\n"
 
 static int
 setup(void)
@@ -48,6 +52,7 @@ test_good(void)
 
 	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
 	CU_ASSERT_STRING_EQUAL(cfg->tunnels->name, "api");
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->next->name, "second");
 	CU_ASSERT_EQUAL(cfg->tunnels->nlisten, 2);
 	CU_ASSERT_EQUAL(cfg->tunnels->listen[0].kind, LISTEN_TCP);
 	CU_ASSERT_STRING_EQUAL(cfg->tunnels->listen[0].port, "8443");
@@ -84,8 +89,8 @@ expect_error(const char *text, const char *want1, const char *want2)
 static void
 test_errors(void)
 {
-	expect_error(GOOD "colour = blue\n", "bad.conf:12:",
-	    "[tunnel api] colour: unknown key");
+	expect_error(GOOD "colour = blue\n", "bad.conf:16:",
+	    "[tunnel second] colour: unknown key");
 	expect_error("[identity a]\nkey = pkcs11:token=x\n", "bad.conf:",
 	    "no [tunnel NAME] section");
 	expect_error("[identity a]\nkey = file:/etc/key.pem\n"
@@ -101,6 +106,8 @@ test_errors(void)
 	    "missing connect");
 	expect_error("[tunnel t]\nlisten = ftp:x\n", "bad.conf:2:",
 	    "listen: 'ftp:x' is neither");
+	expect_error("[tunnel t]\nlisten = tcp:localhost:80\n", "bad.conf:2:",
+	    "with an IP address");
 	expect_error("[tunnel t]\nconnect = nohost\n", "bad.conf:2:",
 	    "connect: 'nohost' is not HOST:PORT");
 	expect_error("[tunnel t]\ntls-min = 1.0\n", "bad.conf:2:",
