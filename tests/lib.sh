@@ -142,6 +142,16 @@ stop_agent() {
 	fi
 }
 
+# log_mark; ...; wait_log REGEX [SECONDS]: waits (event-driven, bounded)
+# for the agent to log a matching line after the mark.
+log_mark() {
+	LOG_MARK=$(wc -l <"$T/agent.log")
+}
+wait_log() {
+	timeout "${2:-20}" tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
+	    grep -E -q -m 1 -- "$1"
+}
+
 # agent_log_has REGEX: the agent logged a matching line.
 agent_log_has() {
 	grep -Eq -- "$1" "$T/agent.log"

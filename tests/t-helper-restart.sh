@@ -1,0 +1,64 @@
+#!/bin/bash
+# The token helper is a separate process: when it dies, open tunnels keep
+# flowing, the agent starts a new helper (at a bounded rate), opens the
+# identity again and new connections sign as before.  Stopping the agent
+# while a handshake waits on the token finishes that handshake first (no
+# leaked OpenSSL async job: the sanitizer build checks).
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
+    --ca "$TOK/ca.pem" --require-cert
+{
+	identity ec 02
+	cat <<EOT
+[tunnel t]
+listen = tcp:127.0.0.1:0
+connect = localhost:$s_port
+identity = ec
+ca = $TOK/ca.pem
+EOT
+} >"$T/agent.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start"
+addr=$(listen_addr t tcp)
+port=${addr##*:}
+
+# an open tunnel
+log_mark
+exec {a}<>"/dev/tcp/127.0.0.1/$port"
+read -r -t 10 -u "$a" line || fail "no first line"
+
+old=$(pgrep -P "$AGENT_PID") || fail "no helper"
+kill -KILL "$old"
+
+# the open tunnel still echoes
+echo "still here" >&"$a"
+read -r -t 10 -u "$a" line || fail "the open tunnel stopped after the helper died"
+[ "$line" = "still here" ] || fail "echo: $line"
+ok "an open tunnel keeps flowing while the helper is down"
+
+# wait (event-driven, bounded) for the agent to say the helper is back
+wait_log "token helper for .* is back" || fail "the helper did not come back"
+new=$(pgrep -P "$AGENT_PID") || fail "no helper after the restart"
+[ "$new" != "$old" ] || fail "the same helper pid"
+agent_log_has "token helper for .*libp11fault.so \(pid $old\) exited; restarting it in [0-9]+ ms" ||
+    fail "no log line for the dead helper"
+out=$("$CLIENT" "$addr" roundtrip --bytes 10000 --expect-subject CN=p11agent-test-ec) ||
+    fail "a new connection after the restart: $out"
+ok "helper $old died, helper $new took over; new connection: $(tail -n 1 <<<"$out")"
+exec {a}<&-
+stop_agent || fail "the agent did not exit cleanly"
+
+# the agent stops while a handshake waits on the token: the paused
+# handshake is finished and freed, the agent exits 0
+export P11FAULT_SIGN_DELAY_MS=1500
+start_agent "$T/agent.conf" || fail "the agent did not start"
+addr=$(listen_addr t tcp)
+log_mark
+exec {b}<>"/dev/tcp/127.0.0.1/${addr##*:}"
+wait_log "the handshake waits for the token" ||
+    fail "the handshake never waited for the token"
+stop_agent || fail "the agent did not exit cleanly while a handshake was signing"
+agent_log_has "conn [0-9]+ \(t\): closed: agent stopping" || fail "no close line"
+exec {b}<&-
+ok "stopping during a signature: clean exit"
