@@ -198,12 +198,14 @@ parse_listen(struct parser *p, const char *v)
 		l->path = strdup(v + 5);
 	} else if (strncmp(v, "tcp:", 4) == 0) {
 		l->kind = LISTEN_TCP;
+		t->nlisten++;	/* config_free() frees what is set */
 		if (config_split_hostport(v + 4, &l->host, &l->port) != 0 ||
 		    (inet_pton(AF_INET, l->host, addr) != 1 &&
 		    inet_pton(AF_INET6, l->host, addr) != 1))
 			return perr(p, p->line, "[%s] listen: '%s' is not "
 			    "tcp:ADDRESS:PORT with an IP address such as "
 			    "127.0.0.1 or [::1]", p->secname, v);
+		return 1;
 	} else
 		return perr(p, p->line, "[%s] listen: '%s' is neither "
 		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname, v);
