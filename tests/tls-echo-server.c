@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
@@ -902,7 +903,7 @@ static int
 accept_one(int lfd, const sigset_t *waitmask)
 {
 	struct pollfd	 pfd;
-	int		 fd;
+	int		 fd, one = 1;
 
 	pfd.fd = lfd;
 	pfd.events = POLLIN;
@@ -918,6 +919,9 @@ accept_one(int lfd, const sigset_t *waitmask)
 	if (fd == -1 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != EINTR && errno != ECONNABORTED)
 		die("accept: %s", strerror(errno));
+	/* like real servers: no Nagle delay on the line after the handshake */
+	if (fd != -1)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;
 }
 
