@@ -31,15 +31,16 @@ usage(FILE *fp)
 	fprintf(fp,
 	    "usage: p11agent run [-v] [-c FILE] [--ready-fd N]\n"
 	    "       p11agent check [-c FILE]\n"
-	    "       p11agent tokens [-m MODULE] [--pin SOURCE]\n"
+	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent --help | --version\n"
 	    "\n"
 	    "  run     serve the tunnels of the configuration\n"
 	    "  check   validate the configuration, open each identity on its\n"
 	    "          token and make a test signature\n"
 	    "  tokens  list PKCS#11 modules, tokens, keys and certificates\n"
-	    "          with their pkcs11: URIs (private keys show after a\n"
-	    "          login: --pin file:PATH or env:NAME)\n"
+	    "          with their pkcs11: URIs, or only the tokens matching\n"
+	    "          URI; private keys show after a login with --pin\n"
+	    "          file:PATH or env:NAME (to one token only)\n"
 	    "\n"
 	    "The configuration is ~/.config/p11agent/agent.conf unless -c is\n"
 	    "given; see p11agent(1) and p11agent.conf(5).\n");
@@ -229,7 +230,7 @@ print_list(struct pbuf *b)
 }
 
 static int
-cmd_tokens(const char *module, const char *pin)
+cmd_tokens(const char *module, const char *pin, const char *filter)
 {
 	struct helper	*h = NULL;
 	struct pbuf	 req, reply;
@@ -242,6 +243,7 @@ cmd_tokens(const char *module, const char *pin)
 		return 1;
 	}
 	pbuf_put_str(&req, pin);
+	pbuf_put_str(&req, filter);
 	if ((r = helper_call(h, PROTO_LIST, &req, &reply, LIST_TIMEOUT_MS)) != 0)
 		log_err("%s", helper_error(h));
 	else if ((r = print_list(&reply)) != 0)
@@ -266,6 +268,7 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
+	const char	*filter = NULL;
 	char		*end;
 	int		 ch, ready_fd = -1, verbose = 0;
 
@@ -309,6 +312,8 @@ main(int argc, char *argv[])
 			return 2;
 		}
 	}
+	if (strcmp(cmd, "tokens") == 0 && optind == argc - 1)
+		filter = argv[optind++];
 	if (optind != argc) {
 		usage(stderr);
 		return 2;
@@ -319,7 +324,7 @@ main(int argc, char *argv[])
 	if (strcmp(cmd, "check") == 0)
 		return cmd_check(config);
 	if (strcmp(cmd, "tokens") == 0)
-		return cmd_tokens(module, pin);
+		return cmd_tokens(module, pin, filter);
 	log_err("unknown command '%s'", cmd);
 	usage(stderr);
 	return 2;

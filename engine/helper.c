@@ -133,21 +133,20 @@ static int
 do_list(struct helper *h, uint32_t id, struct pbuf *in)
 {
 	struct pbuf	 out;
-	char		*pin_source;
+	char		*pin_source, *filter;
 	int		 r;
 
 	pin_source = pbuf_get_str(in);
-	if (pbuf_end(in) != 0) {
-		free(pin_source);
-		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
-	}
+	filter = pbuf_get_str(in);
 	pbuf_init(&out);
-	r = token_list(h->ctx, pin_source, &out);
-	free(pin_source);
-	if (r == 0)
+	if (pbuf_end(in) != 0)
+		r = reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	else if ((r = token_list(h->ctx, pin_source, filter, &out)) == 0)
 		r = proto_send(HELPER_FD, PROTO_LIST_OK, id, &out);
 	else
-		r = reply_error(id, r, NULL, "the listing is too large");
+		r = reply_error(id, r, h->ctx, NULL);
+	free(pin_source);
+	free(filter);
 	pbuf_clear(&out);
 	return r;
 }

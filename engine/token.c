@@ -276,8 +276,8 @@ token_slots(struct token_ctx *ctx, size_t i, CK_SLOT_ID *slots)
 }
 
 /* Does the URI's module part (module-name, module-path) allow module i? */
-static int
-module_matches(struct token_ctx *ctx, size_t i, P11KitUri *uri)
+int
+token_module_matches(struct token_ctx *ctx, size_t i, P11KitUri *uri)
 {
 	const char	*want;
 	char		*have;
@@ -307,7 +307,7 @@ find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
 	int		 n, j, seen = 0, had_error = ctx->err[0] != '\0';
 
 	for (i = 0; i < ctx->nmods; i++) {
-		if (!module_matches(ctx, i, uri) ||
+		if (!token_module_matches(ctx, i, uri) ||
 		    token_module_init(ctx, i) != 0)
 			continue;
 		if (ctx->mods[i]->C_GetInfo(&info) != CKR_OK ||

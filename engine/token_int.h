@@ -5,6 +5,7 @@
 #define P11AGENT_TOKEN_INT_H
 
 #include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
 
 struct token_key {
 	CK_FUNCTION_LIST	*mod;
@@ -39,6 +40,7 @@ int	 token_rv_code(CK_RV);
 char	*token_module_name(struct token_ctx *, size_t);
 int	 token_module_init(struct token_ctx *, size_t);
 int	 token_slots(struct token_ctx *, size_t, CK_SLOT_ID *);
+int	 token_module_matches(struct token_ctx *, size_t, P11KitUri *);
 int	 token_login(struct token_ctx *, struct token_key *, const char *);
 void	 token_label(const CK_UTF8CHAR *, char *);
 void	 token_unpad(const CK_UTF8CHAR *, size_t, char *);

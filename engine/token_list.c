@@ -186,10 +186,23 @@ list_class(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
 	}
 }
 
+/* What to list: tokens matching filter (all if NULL); log in with pin. */
+struct list_args {
+	const char	*pin_source;
+	P11KitUri	*filter;
+};
+
+static int
+token_wanted(const struct list_args *a, const CK_TOKEN_INFO *ti)
+{
+	return a->filter == NULL || p11_kit_uri_match_token_info(a->filter, ti);
+}
+
 static void
 list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
-    const char *pin_source, struct pbuf *out)
+    const struct list_args *a, struct pbuf *out)
 {
+	const char		*pin_source = a->pin_source;
 	CK_FUNCTION_LIST	*m = ctx->mods[i];
 	CK_TOKEN_INFO		 ti;
 	struct token_key	 k;
@@ -197,7 +210,7 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 	char			 desc[512], label[33], manuf[33], model[17];
 	char			 serial[17];
 
-	if (m->C_GetTokenInfo(slot, &ti) != CKR_OK)
+	if (m->C_GetTokenInfo(slot, &ti) != CKR_OK || !token_wanted(a, &ti))
 		return;
 	if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
 		put_record(out, PROTO_LIST_TOKEN, NULL, 0,
@@ -239,7 +252,7 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 }
 
 static void
-list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
+list_module(struct token_ctx *ctx, size_t i, const struct list_args *a,
     struct pbuf *out)
 {
 	CK_SLOT_ID	 slots[MAX_SLOTS];
@@ -249,6 +262,8 @@ list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
 	char		 desc[512], *name, lib[33], manuf[33], sdesc[65];
 	CK_ULONG	 n = MAX_SLOTS, j;
 
+	if (a->filter != NULL && !token_module_matches(ctx, i, a->filter))
+		return;
 	name = token_module_name(ctx, i);
 	if (token_module_init(ctx, i) != 0 ||
 	    ctx->mods[i]->C_GetInfo(&info) != CKR_OK) {
@@ -280,16 +295,68 @@ list_module(struct token_ctx *ctx, size_t i, const char *pin_source,
 		    si.flags & CKF_TOKEN_PRESENT ? "" : " (no token)");
 		put_record(out, PROTO_LIST_SLOT, NULL, 0, desc);
 		if (si.flags & CKF_TOKEN_PRESENT)
-			list_token(ctx, i, slots[j], pin_source, out);
+			list_token(ctx, i, slots[j], a, out);
 	}
 }
 
-int
-token_list(struct token_ctx *ctx, const char *pin_source, struct pbuf *out)
+/* How many listed tokens would a PIN be sent to? */
+static int
+login_targets(struct token_ctx *ctx, const struct list_args *a)
 {
-	size_t	 i;
+	CK_SLOT_ID	 slots[MAX_SLOTS];
+	CK_TOKEN_INFO	 ti;
+	size_t		 i;
+	int		 n, j, count = 0;
 
+	for (i = 0; i < ctx->nmods; i++) {
+		if ((a->filter != NULL &&
+		    !token_module_matches(ctx, i, a->filter)) ||
+		    token_module_init(ctx, i) != 0 ||
+		    (n = token_slots(ctx, i, slots)) < 0)
+			continue;
+		for (j = 0; j < n; j++)
+			if (ctx->mods[i]->C_GetTokenInfo(slots[j], &ti) ==
+			    CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED) &&
+			    (ti.flags & CKF_LOGIN_REQUIRED) &&
+			    token_wanted(a, &ti))
+				count++;
+	}
+	token_clear_error(ctx);
+	return count;
+}
+
+int
+token_list(struct token_ctx *ctx, const char *pin_source, const char *filter,
+    struct pbuf *out)
+{
+	struct list_args	 a = { pin_source, NULL };
+	size_t			 i;
+	int			 n, r = 0, pr;
+
+	if (filter != NULL) {
+		if ((a.filter = p11_kit_uri_new()) == NULL)
+			return P11A_ERR_NOMEM;
+		if ((pr = p11_kit_uri_parse(filter, P11_KIT_URI_FOR_ANY,
+		    a.filter)) != P11_KIT_URI_OK) {
+			token_seterr(ctx, 0, "%s: %s", filter,
+			    p11_kit_uri_message(pr));
+			r = P11A_ERR_URI;
+			goto out;
+		}
+	}
+	/* a PIN is for one token: never try it on several */
+	if (pin_source != NULL && (n = login_targets(ctx, &a)) > 1) {
+		token_seterr(ctx, 0, "the PIN would be tried on %d tokens; name "
+		    "the one it is for: p11agent tokens --pin %s "
+		    "'pkcs11:token=LABEL'", n, pin_source);
+		r = P11A_ERR_INVALID;
+		goto out;
+	}
 	for (i = 0; i < ctx->nmods; i++)
-		list_module(ctx, i, pin_source, out);
-	return out->err;
+		list_module(ctx, i, &a, out);
+	if ((r = out->err) != 0)
+		token_seterr(ctx, 0, "the listing is too large");
+out:
+	p11_kit_uri_free(a.filter);
+	return r;
 }

@@ -80,6 +80,22 @@ out=$("$P11AGENT" tokens -m /nonexistent/module.so 2>&1) || rc=$?
     fail "bad module ($rc): $out"
 ok "bad module: $out"
 
+# with two tokens that want a login, a PIN goes to one named token only
+softhsm2-util --init-token --free --label second --so-pin 5678 \
+    --pin 0000 >/dev/null || fail "a second token"
+: >"$P11FAULT_LOG"
+rc=0
+out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -q "the PIN would be tried on 2 tokens; name the one it is for" <<<"$out" ||
+    fail "PIN to two tokens ($rc): $out"
+grep -q C_Login "$P11FAULT_LOG" && fail "C_Login although refused"
+out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" 'pkcs11:token=p11agent-test') ||
+    fail "tokens with a URI: $out"
+want "^      key: private key, RSA 2048, sensitive, not extractable$"
+grep -q "token 'second'" <<<"$out" && fail "the filter let another token through"
+[ "$(grep -c ' C_Login ' "$P11FAULT_LOG")" = 1 ] || fail "not exactly one C_Login"
+ok "a PIN is sent to one named token only"
+
 # the command line
 "$P11AGENT" --help | grep -q "^usage: p11agent run" || fail "--help"
 "$P11AGENT" --version | grep -q "^p11agent [0-9]" || fail "--version"

@@ -46,10 +46,12 @@ int	 token_sign(struct token_ctx *, struct token_key *, int alg,
 
 /*
  * Appends PROTO_LIST records describing every module, slot, token and
- * key/certificate object; logs in to each token first when pin_source
- * is not NULL, so that private keys show.
+ * key/certificate object, or only the tokens matching the URI filter.
+ * With pin_source, logs in first so that private keys show; refused when
+ * the PIN would go to more than one token.
  */
-int	 token_list(struct token_ctx *, const char *pin_source, struct pbuf *);
+int	 token_list(struct token_ctx *, const char *pin_source,
+	    const char *filter, struct pbuf *);
 
 /* PROTO hash ids for PSS */
 enum token_hash {

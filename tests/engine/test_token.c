@@ -260,7 +260,7 @@ test_list(void)
 	int		 kind, keys = 0, certs = 0;
 
 	pbuf_init(&b);
-	CU_ASSERT_EQUAL_FATAL(token_list(ctx, pin_source, &b), 0);
+	CU_ASSERT_EQUAL_FATAL(token_list(ctx, pin_source, NULL, &b), 0);
 	pbuf_view(&r, b.data, b.len);
 	while (r.off < r.len && r.err == 0) {
 		kind = pbuf_get_u8(&r);
