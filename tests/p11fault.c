@@ -5,7 +5,7 @@
  *
  *   P11FAULT_MODULE		path of the real module (required)
  *   P11FAULT_LOG		append "<pid> <function> <rv> [details]" lines
- *   P11FAULT_SIGN_DELAY_MS	sleep this long in C_Sign and C_SignFinal
+ *   P11FAULT_SIGN_DELAY_MS	add this many ms to C_Sign and C_SignFinal
  *   P11FAULT_FAIL		"C_Login=0xA0,C_Sign=0x30:2": return the code
  *				without forwarding (optionally N times only)
  *   P11FAULT_HIDE_MECHS	"0x0d,CKM_RSA_X_509": pretend these mechanisms
