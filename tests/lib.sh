@@ -157,6 +157,26 @@ agent_log_has() {
 	grep -Eq -- "$1" "$T/agent.log"
 }
 
+# start_upstream NAME [ARGS...]: an echo server for the test token's
+# world (its CA signs the server; client certificates required); sets
+# NAME_port.
+start_upstream() {
+	local name=$1
+	shift
+	start_server "$name" --cert "$TOK/server.pem" --key "$TOK/server.key" \
+	    --ca "$TOK/ca.pem" --require-cert "$@"
+}
+
+# tunnel NAME CONNECT IDENTITY [LINE...]: a [tunnel] section listening on
+# an ephemeral loopback port, trusting the test CA, plus extra lines.
+tunnel() {
+	printf '[tunnel %s]\nlisten = tcp:127.0.0.1:0\nconnect = %s\n' "$1" "$2"
+	printf 'identity = %s\nca = %s\n' "$3" "$TOK/ca.pem"
+	shift 3
+	[ $# = 0 ] || printf '%s\n' "$@"
+	echo
+}
+
 # identity NAME ID: an [identity] section for the test token's key ID.
 identity() {
 	cat <<EOT

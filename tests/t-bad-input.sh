@@ -7,8 +7,7 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 
 # conf KEYLINE PINLINE [EXTRA]: a config with one identity and tunnel
 conf() {

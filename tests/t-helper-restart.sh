@@ -7,17 +7,10 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 {
 	identity ec 02
-	cat <<EOT
-[tunnel t]
-listen = tcp:127.0.0.1:0
-connect = localhost:$s_port
-identity = ec
-ca = $TOK/ca.pem
-EOT
+	tunnel t "localhost:$s_port" ec
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 addr=$(listen_addr t tcp)

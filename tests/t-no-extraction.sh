@@ -6,20 +6,12 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 {
 	identity rsa 01
 	identity ec 02
 	for key in rsa ec; do
-		cat <<EOT
-[tunnel $key]
-listen = tcp:127.0.0.1:0
-connect = localhost:$s_port
-identity = $key
-ca = $TOK/ca.pem
-
-EOT
+		tunnel "$key" "localhost:$s_port" "$key"
 	done
 } >"$T/agent.conf"
 

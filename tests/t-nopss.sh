@@ -7,18 +7,10 @@ make_token
 # every PSS flavour and raw RSA are hidden by the fault module
 export P11FAULT_HIDE_MECHS=CKM_RSA_PKCS_PSS,CKM_RSA_X_509,0x0e,0x43,0x44,0x45,0x47
 
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 {
 	identity rsa 01
-	cat <<EOT
-[tunnel nopss]
-listen = tcp:127.0.0.1:0
-connect = 127.0.0.1:$s_port
-server-name = localhost
-identity = rsa
-ca = $TOK/ca.pem
-EOT
+	tunnel nopss "127.0.0.1:$s_port" rsa "server-name = localhost"
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 agent_log_has "tunnel nopss: the token of identity rsa cannot sign RSA-PSS.*TLS 1.2 with RSA PKCS#1" ||

@@ -23,15 +23,7 @@ unset 'PIDS[-1]'
 	identity ec 02
 	for name in otherca expired wrongname plain down; do
 		port=${name}_port
-		cat <<EOT
-[tunnel $name]
-listen = tcp:127.0.0.1:0
-connect = localhost:${!port}
-identity = ec
-ca = $TOK/ca.pem
-connect-timeout = 5
-
-EOT
+		tunnel "$name" "localhost:${!port}" ec "connect-timeout = 5"
 	done
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"

@@ -6,10 +6,8 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_server s12 --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert --tls1.2
-start_server s13 --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert --tls1.3
+start_upstream s12 --tls1.2
+start_upstream s13 --tls1.3
 
 {
 	identity rsa 01
@@ -18,15 +16,8 @@ start_server s13 --cert "$TOK/server.pem" --key "$TOK/server.key" \
 	for key in rsa ec ec384; do
 		for v in 12 13; do
 			port=s${v}_port
-			cat <<EOT
-[tunnel $key$v]
-listen = tcp:127.0.0.1:0
-listen = unix:$T/sock/$key$v.sock
-connect = localhost:${!port}
-identity = $key
-ca = $TOK/ca.pem
-
-EOT
+			tunnel "$key$v" "localhost:${!port}" "$key" \
+			    "listen = unix:$T/sock/$key$v.sock"
 		done
 	done
 } >"$T/agent.conf"

@@ -6,17 +6,10 @@
 make_token
 export P11FAULT_SIGN_DELAY_MS=500
 
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 {
 	identity ec 02
-	cat <<EOT
-[tunnel slow]
-listen = tcp:127.0.0.1:0
-connect = localhost:$s_port
-identity = ec
-ca = $TOK/ca.pem
-EOT
+	tunnel slow "localhost:$s_port" ec
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 addr=$(listen_addr slow tcp)

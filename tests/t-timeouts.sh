@@ -6,25 +6,11 @@
 make_token
 
 start_server silent --silent
-start_server s --cert "$TOK/server.pem" --key "$TOK/server.key" \
-    --ca "$TOK/ca.pem" --require-cert
+start_upstream s
 {
 	identity ec 02
-	cat <<EOT
-[tunnel mute]
-listen = tcp:127.0.0.1:0
-connect = localhost:$silent_port
-identity = ec
-ca = $TOK/ca.pem
-handshake-timeout = 1
-
-[tunnel idle]
-listen = tcp:127.0.0.1:0
-connect = localhost:$s_port
-identity = ec
-ca = $TOK/ca.pem
-idle-timeout = 1
-EOT
+	tunnel mute "localhost:$silent_port" ec "handshake-timeout = 1"
+	tunnel idle "localhost:$s_port" ec "idle-timeout = 1"
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 
