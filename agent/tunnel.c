@@ -77,15 +77,23 @@ conn_free(void *arg)
 }
 
 static void
-unlink_conn(struct conn *c)
+list_remove(struct conn **head, struct conn *c)
 {
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
-		conns = c->next;
+		*head = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
+}
+
+static void
+list_add(struct conn **head, struct conn *c)
+{
+	if ((c->next = *head) != NULL)
+		(*head)->prev = c;
+	*head = c;
 }
 
 /*
@@ -122,12 +130,7 @@ zombie_resume(struct conn *c)
 	    watch_async(c) == 0)
 		return;		/* paused again */
 	ERR_clear_error();
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		zombies = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	list_remove(&zombies, c);
 	bury(c);
 }
 
@@ -147,13 +150,11 @@ conn_close(struct conn *c, const char *why)
 		resolve_cancel(c->res);
 	loop_set(&c->cw, 0);
 	close(c->cw.fd);
-	unlink_conn(c);
+	list_remove(&conns, c);
 	if (paused_in_sign(c)) {
 		c->zombie = 1;
 		loop_set(&c->uw, 0);
-		if ((c->next = zombies) != NULL)
-			zombies->prev = c;
-		zombies = c;
+		list_add(&zombies, c);
 		return;
 	}
 	if (c->aw.events != 0)
@@ -625,9 +626,7 @@ on_listen(struct watch *w, uint32_t events)
 		loop_watch_init(&c->cw, fd, on_client, c);
 		loop_watch_init(&c->uw, -1, on_upstream, c);
 		loop_watch_init(&c->aw, -1, on_async, c);
-		if ((c->next = conns) != NULL)
-			conns->prev = c;
-		conns = c;
+		list_add(&conns, c);
 		describe_peer(c, fd);
 		log_info("conn %lu (%s): from %s on %s", c->id,
 		    c->rt->cfg->name, c->peer, ln->addr);
