@@ -138,7 +138,8 @@ test_sign(struct identity *id)
 		why = helper_error(id->slot->helper)[0] ?
 		    helper_error(id->slot->helper) :
 		    "the token did not sign";
-	else if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+	else if (EVP_MD_CTX_reset(md) != 1 ||
+	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
 	    X509_get0_pubkey(id->hid.cert)) != 1 ||
 	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1)
 		why = "the signature does not verify with the certificate: "

@@ -41,7 +41,8 @@ restrict_pkcs1(SSL_CTX *ctx, struct cfg_tunnel *t, struct identity *id,
 {
 	uint32_t	 caps = id->hid.caps;
 
-	if (id->hid.keytype != PROTO_KEY_RSA || (caps & PROTO_CAP_RSA_RAW))
+	if (id->hid.keytype != PROTO_KEY_RSA ||
+	    (caps & (PROTO_CAP_RSA_RAW | PROTO_CAP_RSA_PSS)))
 		return 1;
 	if (t->tls_min > TLS1_2_VERSION) {
 		snprintf(err, errlen, "identity %s: the token can sign only "
@@ -53,10 +54,8 @@ restrict_pkcs1(SSL_CTX *ctx, struct cfg_tunnel *t, struct identity *id,
 	    !SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION))
 		return ssl_fail(err, errlen, "sigalgs");
 	log_info("tunnel %s: the token of identity %s cannot sign RSA-PSS "
-	    "(no CKM_RSA_X_509%s); offering TLS 1.2 with RSA PKCS#1 "
-	    "signatures only", t->name, id->cfg->name,
-	    caps & PROTO_CAP_RSA_PSS ? "; native CKM_RSA_PKCS_PSS is not "
-	    "used yet" : ", no CKM_RSA_PKCS_PSS");
+	    "(neither CKM_RSA_PKCS_PSS nor CKM_RSA_X_509); offering TLS 1.2 "
+	    "with RSA PKCS#1 signatures only", t->name, id->cfg->name);
 	return 1;
 }
 

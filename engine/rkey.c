@@ -1,18 +1,12 @@
 /*
  * p11agent: an EVP_PKEY whose private operations run in a token helper.
  *
- * OpenSSL 3.0 signs with a "foreign" RSA or EC key (one with its own
- * RSA_METHOD / EC_KEY_METHOD) through its legacy path, which calls our
- * methods: RSA private encryption with PKCS#1 or no padding (OpenSSL pads
- * PSS itself), and ECDSA signing.  Those methods are deprecated in 3.0
- * but available; an OpenSSL provider is the later replacement (see
- * docs/design-notes.md).  No ENGINE is used.
- *
- * Inside an OpenSSL async job (SSL_MODE_ASYNC), a signature sends its
- * request, registers an eventfd as the job's wait fd and pauses the job;
- * the reply wakes it through that fd.  Outside a job it waits in place.
+ * The key belongs to our OpenSSL 3 provider (engine/rkey_prov.c), which
+ * hashes and pads and then calls rkey_sign() here.  Inside an OpenSSL
+ * async job (SSL_MODE_ASYNC) a signature sends its request, registers an
+ * eventfd as the job's wait fd and pauses the job; the reply wakes it
+ * through that fd.  Outside a job it waits in place.  No ENGINE is used.
  */
-#define OPENSSL_SUPPRESS_DEPRECATED 1
 #include "config.h"
 
 #include <errno.h>
@@ -22,22 +16,13 @@
 #include <unistd.h>
 
 #include <openssl/async.h>
-#include <openssl/bn.h>
 #include <openssl/crypto.h>
-#include <openssl/ec.h>
 #include <openssl/err.h>
-#include <openssl/rsa.h>
 
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
-
-struct rkey {
-	struct helper	*helper;
-	uint32_t	 handle;
-	uint32_t	 caps;
-	int		 timeout_ms;
-};
+#include "rkey_int.h"
 
 /* One signature in flight; shared by the paused job and the request. */
 struct sign_wait {
@@ -49,9 +34,6 @@ struct sign_wait {
 	size_t		 siglen;
 };
 
-static RSA_METHOD	*rsa_meth;
-static EC_KEY_METHOD	*ec_meth;
-static int		 rsa_idx = -1, ec_idx = -1;
 static const char	 wait_key[] = "p11agent-sign";
 
 static void
@@ -103,7 +85,7 @@ wait_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd,
 }
 
 static int
-sign_async(struct rkey *rk, ASYNC_JOB *job, const struct pbuf *req,
+sign_async(const struct rkey *rk, ASYNC_JOB *job, const struct pbuf *req,
     uint8_t *sig, size_t *siglen)
 {
 	ASYNC_WAIT_CTX		*wctx = ASYNC_get_wait_ctx(job);
@@ -142,7 +124,7 @@ sign_async(struct rkey *rk, ASYNC_JOB *job, const struct pbuf *req,
 }
 
 static int
-sign_blocking(struct rkey *rk, const struct pbuf *req, uint8_t *sig,
+sign_blocking(const struct rkey *rk, const struct pbuf *req, uint8_t *sig,
     size_t *siglen)
 {
 	struct pbuf	 reply;
@@ -167,9 +149,9 @@ sign_blocking(struct rkey *rk, const struct pbuf *req, uint8_t *sig,
 	return r;
 }
 
-static int
-rkey_sign(struct rkey *rk, int alg, const uint8_t *data, size_t len,
-    uint8_t *sig, size_t *siglen)
+int
+rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
+    const uint8_t *data, size_t len, uint8_t *sig, size_t *siglen)
 {
 	struct pbuf	 req;
 	ASYNC_JOB	*job;
@@ -178,8 +160,8 @@ rkey_sign(struct rkey *rk, int alg, const uint8_t *data, size_t len,
 	pbuf_init(&req);
 	pbuf_put_u32(&req, rk->handle);
 	pbuf_put_u8(&req, (uint8_t)alg);
-	pbuf_put_u8(&req, 0);
-	pbuf_put_u32(&req, 0);
+	pbuf_put_u8(&req, (uint8_t)hash);
+	pbuf_put_u32(&req, saltlen);
 	pbuf_put_bytes(&req, data, len);
 	if (req.err != 0)
 		r = req.err;
@@ -196,182 +178,28 @@ rkey_sign(struct rkey *rk, int alg, const uint8_t *data, size_t len,
 	return r;
 }
 
-static int
-rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to,
-    RSA *rsa, int padding)
-{
-	struct rkey	*rk = RSA_get_ex_data(rsa, rsa_idx);
-	size_t		 siglen = (size_t)RSA_size(rsa);
-	int		 alg;
-
-	if (rk == NULL || flen <= 0)
-		return -1;
-	if (padding == RSA_PKCS1_PADDING)
-		alg = PROTO_ALG_RSA_PKCS1;
-	else if (padding == RSA_NO_PADDING && (rk->caps & PROTO_CAP_RSA_RAW))
-		alg = PROTO_ALG_RSA_RAW;
-	else
-		return -1;
-	if (rkey_sign(rk, alg, from, (size_t)flen, to, &siglen) != 0)
-		return -1;
-	return (int)siglen;
-}
-
-static int
-rsa_priv_dec(int flen, const unsigned char *from, unsigned char *to,
-    RSA *rsa, int padding)
-{
-	return -1;	/* the token key only signs */
-}
-
-/* r||s from the token to an ECDSA_SIG. */
-static ECDSA_SIG *
-ecdsa_sig(const uint8_t *rs, size_t len)
-{
-	ECDSA_SIG	*s;
-	BIGNUM		*r, *sv;
-
-	if (len == 0 || len % 2 != 0)
-		return NULL;
-	r = BN_bin2bn(rs, (int)(len / 2), NULL);
-	sv = BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
-	if (r == NULL || sv == NULL || (s = ECDSA_SIG_new()) == NULL) {
-		BN_free(r);
-		BN_free(sv);
-		return NULL;
-	}
-	ECDSA_SIG_set0(s, r, sv);
-	return s;
-}
-
-static ECDSA_SIG *
-ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM *kinv,
-    const BIGNUM *rp, EC_KEY *ec)
-{
-	struct rkey	*rk = EC_KEY_get_ex_data(ec, ec_idx);
-	uint8_t		 rs[PROTO_MAX_SIG];
-	size_t		 len = sizeof(rs);
-
-	if (rk == NULL || dlen <= 0 ||
-	    rkey_sign(rk, PROTO_ALG_ECDSA, dgst, (size_t)dlen, rs, &len) != 0)
-		return NULL;
-	return ecdsa_sig(rs, len);
-}
-
-static int
-ec_sign(int type, const unsigned char *dgst, int dlen, unsigned char *sig,
-    unsigned int *siglen, const BIGNUM *kinv, const BIGNUM *r, EC_KEY *ec)
-{
-	ECDSA_SIG	*s;
-	unsigned char	*p = sig;
-	int		 n;
-
-	if ((s = ec_sign_sig(dgst, dlen, kinv, r, ec)) == NULL)
-		return 0;
-	n = i2d_ECDSA_SIG(s, &p);
-	ECDSA_SIG_free(s);
-	if (n <= 0)
-		return 0;
-	*siglen = (unsigned int)n;
-	return 1;
-}
-
-static void
-rkey_free_ex(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-    void *argp)
-{
-	free(ptr);
-}
-
-static int
-methods_init(void)
-{
-	if (rsa_meth != NULL)
-		return 0;
-	rsa_idx = RSA_get_ex_new_index(0, NULL, NULL, NULL, rkey_free_ex);
-	ec_idx = EC_KEY_get_ex_new_index(0, NULL, NULL, NULL, rkey_free_ex);
-	if (rsa_idx < 0 || ec_idx < 0)
-		return P11A_ERR_NOMEM;
-	if ((rsa_meth = RSA_meth_dup(RSA_PKCS1_OpenSSL())) == NULL ||
-	    (ec_meth = EC_KEY_METHOD_new(EC_KEY_OpenSSL())) == NULL)
-		return P11A_ERR_NOMEM;
-	RSA_meth_set1_name(rsa_meth, "p11agent token key");
-	RSA_meth_set_priv_enc(rsa_meth, rsa_priv_enc);
-	RSA_meth_set_priv_dec(rsa_meth, rsa_priv_dec);
-	EC_KEY_METHOD_set_sign(ec_meth, ec_sign, NULL, ec_sign_sig);
-	return 0;
-}
-
-static int
-rsa_key(EVP_PKEY *pub, struct rkey *rk, EVP_PKEY *pk)
-{
-	const RSA	*src = EVP_PKEY_get0_RSA(pub);
-	RSA		*rsa;
-
-	if (src == NULL || (rsa = RSAPublicKey_dup(src)) == NULL)
-		return P11A_ERR_INVALID;
-	RSA_set_method(rsa, rsa_meth);
-	RSA_set_ex_data(rsa, rsa_idx, rk);
-	if (!EVP_PKEY_assign_RSA(pk, rsa)) {
-		RSA_set_ex_data(rsa, rsa_idx, NULL);
-		RSA_free(rsa);
-		return P11A_ERR_NOMEM;
-	}
-	return 0;
-}
-
-static int
-ec_key(EVP_PKEY *pub, struct rkey *rk, EVP_PKEY *pk)
-{
-	const EC_KEY	*src = EVP_PKEY_get0_EC_KEY(pub);
-	EC_KEY		*ec;
-
-	if (src == NULL || (ec = EC_KEY_dup(src)) == NULL)
-		return P11A_ERR_INVALID;
-	EC_KEY_set_method(ec, ec_meth);
-	EC_KEY_set_ex_data(ec, ec_idx, rk);
-	if (!EVP_PKEY_assign_EC_KEY(pk, ec)) {
-		EC_KEY_set_ex_data(ec, ec_idx, NULL);
-		EC_KEY_free(ec);
-		return P11A_ERR_NOMEM;
-	}
-	return 0;
-}
-
 int
 rkey_new(struct helper *h, const struct helper_identity *id,
     int sign_timeout_ms, EVP_PKEY **out)
 {
-	struct rkey	*rk = NULL;
-	EVP_PKEY	*pub, *pk = NULL;
+	struct rkey	 rk;
+	EVP_PKEY	*pub, *pk;
 	int		 r;
 
-	if ((r = methods_init()) != 0)
+	if ((r = rkey_provider_load()) != 0)
 		return r;
 	if (id->cert == NULL || (pub = X509_get0_pubkey(id->cert)) == NULL)
 		return P11A_ERR_NO_CERT;
-	if ((rk = calloc(1, sizeof(*rk))) == NULL ||
-	    (pk = EVP_PKEY_new()) == NULL) {
-		free(rk);
+	if (!(EVP_PKEY_is_a(pub, "RSA") && id->keytype == PROTO_KEY_RSA) &&
+	    !(EVP_PKEY_is_a(pub, "EC") && id->keytype == PROTO_KEY_EC))
+		return P11A_ERR_NO_CERT;	/* not a key of this type */
+	memset(&rk, 0, sizeof(rk));
+	rk.helper = h;
+	rk.handle = id->handle;
+	rk.caps = id->caps;
+	rk.timeout_ms = sign_timeout_ms;
+	if ((pk = rkey_provider_key(id->keytype, pub, &rk)) == NULL)
 		return P11A_ERR_NOMEM;
-	}
-	rk->helper = h;
-	rk->handle = id->handle;
-	rk->caps = id->caps;
-	rk->timeout_ms = sign_timeout_ms;
-	if (EVP_PKEY_get_base_id(pub) == EVP_PKEY_RSA &&
-	    id->keytype == PROTO_KEY_RSA)
-		r = rsa_key(pub, rk, pk);
-	else if (EVP_PKEY_get_base_id(pub) == EVP_PKEY_EC &&
-	    id->keytype == PROTO_KEY_EC)
-		r = ec_key(pub, rk, pk);
-	else
-		r = P11A_ERR_NO_CERT;	/* the certificate is not for the key */
-	if (r != 0) {
-		free(rk);
-		EVP_PKEY_free(pk);
-		return r;
-	}
 	*out = pk;
 	return 0;
 }

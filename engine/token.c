@@ -704,15 +704,15 @@ static int
 pss_params(int hash, uint32_t saltlen, CK_RSA_PKCS_PSS_PARAMS *p)
 {
 	switch (hash) {
-	case TOKEN_HASH_SHA256:
+	case PROTO_HASH_SHA256:
 		p->hashAlg = CKM_SHA256;
 		p->mgf = CKG_MGF1_SHA256;
 		break;
-	case TOKEN_HASH_SHA384:
+	case PROTO_HASH_SHA384:
 		p->hashAlg = CKM_SHA384;
 		p->mgf = CKG_MGF1_SHA384;
 		break;
-	case TOKEN_HASH_SHA512:
+	case PROTO_HASH_SHA512:
 		p->hashAlg = CKM_SHA512;
 		p->mgf = CKG_MGF1_SHA512;
 		break;

@@ -40,6 +40,13 @@ enum proto_alg {
 	PROTO_ALG_ECDSA = 4,		/* data is a digest; CKM_ECDSA, r||s */
 };
 
+/* PROTO_SIGN hash of a PROTO_ALG_RSA_PSS digest (also its MGF1 hash) */
+enum proto_hash {
+	PROTO_HASH_SHA256 = 1,
+	PROTO_HASH_SHA384 = 2,
+	PROTO_HASH_SHA512 = 3,
+};
+
 /* PROTO_OPEN_OK capability bits */
 #define PROTO_CAP_RSA_PKCS1	0x01
 #define PROTO_CAP_RSA_RAW	0x02

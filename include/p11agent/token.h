@@ -39,7 +39,7 @@ uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
 /* The certificate's DER, or NULL with *len 0 when none was asked for. */
 const uint8_t *token_key_cert(const struct token_key *, size_t *);
 
-/* Signs data with alg (PROTO_ALG_*); hash is a PROTO hash id for PSS. */
+/* Signs data with alg (PROTO_ALG_*); hash is a PROTO_HASH_* for PSS. */
 int	 token_sign(struct token_ctx *, struct token_key *, int alg,
 	    int hash, uint32_t saltlen, const uint8_t *data, size_t len,
 	    uint8_t *sig, size_t *siglen);
@@ -53,12 +53,6 @@ int	 token_sign(struct token_ctx *, struct token_key *, int alg,
 int	 token_list(struct token_ctx *, const char *pin_source,
 	    const char *filter, struct pbuf *);
 
-/* PROTO hash ids for PSS */
-enum token_hash {
-	TOKEN_HASH_SHA256 = 1,
-	TOKEN_HASH_SHA384 = 2,
-	TOKEN_HASH_SHA512 = 3,
-};
 
 /* The PIN: one owning type, wiped when freed. */
 struct pin {

@@ -141,13 +141,13 @@ test_rsa_pss(void)
 	/* native CKM_RSA_PKCS_PSS, SHA-256 and SHA-384 */
 	digest(EVP_sha256(), d, &dl);
 	CU_ASSERT_EQUAL_FATAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS,
-	    TOKEN_HASH_SHA256, 32, d, dl, sig, &siglen), 0);
+	    PROTO_HASH_SHA256, 32, d, dl, sig, &siglen), 0);
 	CU_ASSERT(verify(pk, EVP_sha256(), RSA_PKCS1_PSS_PADDING, d, dl, sig,
 	    siglen));
 	siglen = sizeof(sig);
 	digest(EVP_sha384(), d, &dl);
 	CU_ASSERT_EQUAL_FATAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS,
-	    TOKEN_HASH_SHA384, 48, d, dl, sig, &siglen), 0);
+	    PROTO_HASH_SHA384, 48, d, dl, sig, &siglen), 0);
 	CU_ASSERT(verify(pk, EVP_sha384(), RSA_PKCS1_PSS_PADDING, d, dl, sig,
 	    siglen));
 	/* a bad hash id is refused before the token sees it */
