@@ -168,6 +168,7 @@ identity_close_all(struct agent *a)
 	free(a->slots);
 	a->slots = NULL;
 	a->nslots = 0;
+	rkey_cleanup();
 }
 
 /* ---- keeping helpers alive */

@@ -28,6 +28,7 @@
 #include <openssl/x509.h>
 
 #include "p11agent/error.h"
+#include "p11agent/helper.h"
 #include "p11agent/proto.h"
 #include "rkey_int.h"
 
@@ -697,6 +698,8 @@ prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 	return 1;
 }
 
+static OSSL_PROVIDER	*prov_ours, *prov_default;
+
 /*
  * Loads the provider (once) beside the default provider, and makes the
  * default provider preferred for everything not asked of ours by name:
@@ -705,17 +708,24 @@ prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 int
 rkey_provider_load(void)
 {
-	static int	 loaded;
-
-	if (loaded)
+	if (prov_ours != NULL)
 		return 0;
 	if (!OSSL_PROVIDER_add_builtin(NULL, PROV_NAME, prov_init) ||
-	    OSSL_PROVIDER_load(NULL, "default") == NULL ||
-	    OSSL_PROVIDER_load(NULL, PROV_NAME) == NULL ||
+	    (prov_default = OSSL_PROVIDER_load(NULL, "default")) == NULL ||
+	    (prov_ours = OSSL_PROVIDER_load(NULL, PROV_NAME)) == NULL ||
 	    !EVP_set_default_properties(NULL, "?provider=default"))
 		return P11A_ERR_NOMEM;
-	loaded = 1;
 	return 0;
+}
+
+void
+rkey_cleanup(void)
+{
+	if (prov_ours != NULL)
+		OSSL_PROVIDER_unload(prov_ours);
+	if (prov_default != NULL)
+		OSSL_PROVIDER_unload(prov_default);
+	prov_ours = prov_default = NULL;
 }
 
 EVP_PKEY *

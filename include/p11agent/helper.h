@@ -69,5 +69,7 @@ int	 helper_open(struct helper *, const char *key_uri, const char *cert,
  */
 int	 rkey_new(struct helper *, const struct helper_identity *,
 	    int sign_timeout_ms, EVP_PKEY **);
+/* Unloads the provider behind those keys, once they are all freed. */
+void	 rkey_cleanup(void);
 
 #endif
