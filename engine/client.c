@@ -349,13 +349,32 @@ helper_fail_all(struct helper *h, int err)
 }
 
 int
-helper_open(struct helper *h, const char *key_uri, const char *cert,
-    const char *pin_source, int timeout_ms, struct helper_identity *out)
+helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {
-	struct pbuf		 req, reply;
 	const unsigned char	*der;
 	size_t			 len;
 	int			 r;
+
+	out->cert = NULL;
+	out->handle = pbuf_get_u32(reply);
+	out->keytype = pbuf_get_u8(reply);
+	out->caps = pbuf_get_u32(reply);
+	der = pbuf_get_bytes(reply, &len, PROTO_MAX_FIELD);
+	if ((r = pbuf_end(reply)) != 0)
+		return r;
+	if (out->keytype != PROTO_KEY_RSA && out->keytype != PROTO_KEY_EC)
+		return P11A_ERR_PROTOCOL;
+	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL)
+		return P11A_ERR_NO_CERT;
+	return 0;
+}
+
+int
+helper_open(struct helper *h, const char *key_uri, const char *cert,
+    const char *pin_source, int timeout_ms, struct helper_identity *out)
+{
+	struct pbuf	 req, reply;
+	int		 r;
 
 	pbuf_init(&req);
 	pbuf_init(&reply);
@@ -364,21 +383,12 @@ helper_open(struct helper *h, const char *key_uri, const char *cert,
 	pbuf_put_str(&req, pin_source);
 	if ((r = helper_call(h, PROTO_OPEN, &req, &reply, timeout_ms)) != 0)
 		goto out;
-	out->handle = pbuf_get_u32(&reply);
-	out->keytype = pbuf_get_u8(&reply);
-	out->caps = pbuf_get_u32(&reply);
-	der = pbuf_get_bytes(&reply, &len, PROTO_MAX_FIELD);
-	if ((r = pbuf_end(&reply)) != 0) {
-		snprintf(h->err, sizeof(h->err), "token helper: %s",
-		    p11a_strerror(r));
-		goto out;
-	}
-	out->cert = NULL;
-	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL) {
+	if ((r = helper_parse_open(&reply, out)) == P11A_ERR_NO_CERT)
 		snprintf(h->err, sizeof(h->err), "%s: the certificate on the "
 		    "token is not valid DER X.509", key_uri);
-		r = P11A_ERR_NO_CERT;
-	}
+	else if (r != 0)
+		snprintf(h->err, sizeof(h->err), "token helper: %s",
+		    p11a_strerror(r));
 out:
 	pbuf_clear(&req);
 	pbuf_clear(&reply);

@@ -61,6 +61,8 @@ struct helper_identity {
 };
 int	 helper_open(struct helper *, const char *key_uri, const char *cert,
 	    const char *pin_source, int timeout_ms, struct helper_identity *);
+/* Decodes an OPEN_OK payload (untrusted input: checked and bounded). */
+int	 helper_parse_open(struct pbuf *, struct helper_identity *);
 
 /*
  * An EVP_PKEY for the identity: public half from its certificate, each
