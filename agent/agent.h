@@ -40,6 +40,7 @@ struct helper_slot {
 	char			*module;	/* NULL: p11-kit's registry */
 	struct watch		 w;		/* its channel, in the loop */
 	int			 dead;		/* waiting to be restarted */
+	int			 given_up;	/* needs the user: no restarts */
 	int			 reopening;	/* OPENs in flight */
 	long			 restart_at;
 	int			 backoff_ms;
@@ -56,7 +57,7 @@ struct identity {
 struct agent {
 	struct config		*cfg;
 	struct identity		*identities;	/* in open order */
-	struct helper_slot	*slots;		/* one per module */
+	struct helper_slot	**slots;	/* one per module */
 	int			 nslots;
 	struct tunnel_rt	*tunnels;
 };
@@ -83,13 +84,14 @@ struct tunnel_rt {
 	struct listener {
 		struct tunnel_rt	*rt;
 		struct watch		 w;
+		long			 resume_at;	/* paused (EMFILE) */
 		char			 addr[128];
 	}			 listen[CONFIG_MAX_LISTEN];
 	struct tunnel_rt	*next;
 };
 
 int	 tunnels_start(struct agent *, int ready_fd);
-void	 tunnels_tick(long now);
+void	 tunnels_tick(struct agent *, long now);
 void	 tunnels_stop(struct agent *);
 void	 tunnels_reap(void);
 int	 listen_open(struct tunnel_rt *, int, char *, size_t);

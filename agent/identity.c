@@ -45,25 +45,27 @@ module_name(const struct helper_slot *s)
 static struct helper_slot *
 slot_for(struct agent *a, const char *module)
 {
-	struct helper_slot	*slots, *s;
-	int			 i, r;
+	struct helper_slot	**slots, *s;
+	int			  i, r;
 
 	for (i = 0; i < a->nslots; i++)
-		if (same_module(a->slots[i].module, module))
-			return &a->slots[i];
+		if (same_module(a->slots[i]->module, module))
+			return a->slots[i];
+	/* each slot is its own allocation: identities point to it */
 	slots = reallocarray(a->slots, a->nslots + 1, sizeof(*slots));
 	if (slots == NULL)
 		return NULL;
 	a->slots = slots;
-	s = &a->slots[a->nslots];
-	memset(s, 0, sizeof(*s));
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
 	if ((r = helper_start(module, &s->helper)) != 0) {
 		log_err("cannot start the token helper: %s", p11a_strerror(r));
+		free(s);
 		return NULL;
 	}
 	s->module = module ? strdup(module) : NULL;
 	s->backoff_ms = RESTART_MIN_MS;
-	a->nslots++;
+	a->slots[a->nslots++] = s;
 	return s;
 }
 
@@ -162,8 +164,9 @@ identity_close_all(struct agent *a)
 		free(id);
 	}
 	for (i = 0; i < a->nslots; i++) {
-		helper_free(a->slots[i].helper);
-		free(a->slots[i].module);
+		helper_free(a->slots[i]->helper);
+		free(a->slots[i]->module);
+		free(a->slots[i]);
 	}
 	free(a->slots);
 	a->slots = NULL;
@@ -181,6 +184,12 @@ slot_died(struct helper_slot *s, const char *why)
 	s->dead = 1;
 	s->reopening = 0;
 	loop_set(&s->w, 0);
+	if (s->given_up) {
+		log_err("token helper for %s (pid %d) %s; not restarting it: "
+		    "fix its identities as said above and restart p11agent",
+		    module_name(s), (int)helper_pid(s->helper), why);
+		return;
+	}
 	s->restart_at = helper_now_ms() + s->backoff_ms;
 	log_err("token helper for %s (pid %d) %s; restarting it in %d ms",
 	    module_name(s), (int)helper_pid(s->helper), why, s->backoff_ms);
@@ -195,6 +204,22 @@ on_helper(struct watch *w, uint32_t events)
 
 	if (helper_read(s->helper) < 0)
 		slot_died(s, "exited");
+}
+
+/* Errors that only the user can fix: retrying could lock the card. */
+static int
+needs_user(int err)
+{
+	switch (err) {
+	case P11A_ERR_PIN_INCORRECT:
+	case P11A_ERR_PIN_LOCKED:
+	case P11A_ERR_PIN_FINAL_TRY:
+	case P11A_ERR_PIN_SOURCE:
+	case P11A_ERR_PERM:
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 /* The reply to a re-OPEN: the handle must be the one the key uses. */
@@ -217,6 +242,9 @@ reopened(void *arg, int err, struct pbuf *reply)
 			log_err("identity %s: cannot open it again: %s",
 			    id->cfg->name, err ? helper_error(ro->slot->helper) :
 			    "key handle changed");
+			/* a PIN is never tried again by itself */
+			if (needs_user(err))
+				ro->slot->given_up = 1;
 			helper_kill(ro->slot->helper);
 		} else if (--ro->slot->reopening == 0) {
 			log_info("token helper for %s is back",
@@ -269,7 +297,7 @@ helpers_watch(struct agent *a)
 	int			 i;
 
 	for (i = 0; i < a->nslots; i++) {
-		s = &a->slots[i];
+		s = a->slots[i];
 		loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
 		if (loop_set(&s->w, EPOLLIN) != 0)
 			return P11A_ERR_SYSTEM;
@@ -284,13 +312,14 @@ helpers_tick(struct agent *a, long now)
 	int			 i;
 
 	for (i = 0; i < a->nslots; i++) {
-		s = &a->slots[i];
-		if (s->dead && now >= s->restart_at)
-			restart(a, s);
-		else if (!s->dead && helper_expire(s->helper, now) > 0) {
-			log_warn("token helper for %s (pid %d) did not answer "
-			    "in time; killing it", module_name(s),
-			    (int)helper_pid(s->helper));
+		s = a->slots[i];
+		if (s->dead) {
+			if (!s->given_up && now >= s->restart_at)
+				restart(a, s);
+		} else if (helper_expire(s->helper, now)) {
+			log_warn("token helper for %s (pid %d) has not answered "
+			    "for longer than the request's timeout; killing it",
+			    module_name(s), (int)helper_pid(s->helper));
 			helper_kill(s->helper);
 		}
 	}
@@ -303,5 +332,5 @@ helpers_fail_all(struct agent *a)
 	int	 i;
 
 	for (i = 0; i < a->nslots; i++)
-		helper_fail_all(a->slots[i].helper, P11A_ERR_CLOSED);
+		helper_fail_all(a->slots[i]->helper, P11A_ERR_CLOSED);
 }

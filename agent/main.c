@@ -85,7 +85,7 @@ static void
 tick(long now)
 {
 	helpers_tick(&agent, now);
-	tunnels_tick(now);
+	tunnels_tick(&agent, now);
 }
 
 static int

@@ -124,7 +124,7 @@ zombie_resume(struct conn *c)
 {
 	int	 r;
 
-	c->aw.events = 0;
+	loop_set(&c->aw, 0);	/* while the fd is still open */
 	r = SSL_do_handshake(c->ssl);
 	if (r != 1 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_ASYNC &&
 	    watch_async(c) == 0)
@@ -297,21 +297,17 @@ on_async(struct watch *w, uint32_t events)
 		handshake(c);
 }
 
-/* The paused job registered a new wait fd: watch it. */
+/* The job paused: watch its wait fd. */
 static int
 watch_async(struct conn *c)
 {
-	OSSL_ASYNC_FD	 add[2];
-	size_t		 nadd = 0, ndel = 0;
+	OSSL_ASYNC_FD	 fd;
+	size_t		 n = 0;
 
-	if (!SSL_get_changed_async_fds(c->ssl, NULL, &nadd, NULL, &ndel) ||
-	    nadd > 2)
+	if (!SSL_get_all_async_fds(c->ssl, NULL, &n) || n != 1 ||
+	    !SSL_get_all_async_fds(c->ssl, &fd, &n))
 		return -1;
-	if (nadd == 0)
-		return 0;	/* still the same fd, still watched */
-	if (!SSL_get_changed_async_fds(c->ssl, add, &nadd, NULL, &ndel))
-		return -1;
-	loop_watch_init(&c->aw, add[nadd - 1], on_async, c);
+	loop_watch_init(&c->aw, fd, on_async, c);
 	return loop_set(&c->aw, EPOLLIN);
 }
 
@@ -336,8 +332,8 @@ handshake(struct conn *c)
 	char	 why[300], up[300];
 	int	 r, e;
 
-	/* a finished wait closed its fd, which left epoll by itself */
-	c->aw.events = 0;
+	/* the job closes its wait fd when it resumes: unwatch it first */
+	loop_set(&c->aw, 0);
 	ERR_clear_error();
 	r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
@@ -502,6 +498,7 @@ pump(struct conn *c)
 
 	do {
 		memset(&w, 0, sizeof(w));
+		ERR_clear_error();	/* SSL_get_error reads the queue */
 		a = client_to_upstream(c, &w);
 		b = upstream_to_client(c, &w);
 		if (a < 0 || b < 0) {
@@ -633,16 +630,33 @@ on_listen(struct watch *w, uint32_t events)
 		/* the client is not watched until the tunnel is up */
 		start_upstream(c);
 	}
-	if (errno != EAGAIN && errno != EINTR)
+	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+	    errno == ENOMEM) {
+		/* level-triggered: pause the listener or spin */
+		log_warn("accept on %s: %s; pausing it for a second",
+		    ln->addr, strerror(errno));
+		loop_set(w, 0);
+		ln->resume_at = helper_now_ms() + 1000;
+	} else if (errno != EAGAIN && errno != EINTR)
 		log_warn("accept on %s: %s", ln->addr, strerror(errno));
 }
 
 /* ---- timers and start-up */
 
 void
-tunnels_tick(long now)
+tunnels_tick(struct agent *a, long now)
 {
-	struct conn	*c, *next;
+	struct tunnel_rt	*rt;
+	struct conn		*c, *next;
+	int			 i;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		for (i = 0; i < rt->nlisten; i++)
+			if (rt->listen[i].resume_at != 0 &&
+			    now >= rt->listen[i].resume_at) {
+				rt->listen[i].resume_at = 0;
+				loop_set(&rt->listen[i].w, EPOLLIN);
+			}
 
 	for (c = conns; c != NULL; c = next) {
 		next = c->next;

@@ -28,9 +28,16 @@
 #define MAX_PENDING	256
 #define EXIT_WAIT_MS	2000	/* for a helper to finalise its module */
 
+/*
+ * A request in flight.  The list is in sending order, which is the order
+ * the helper serves them in; a request past its deadline has had its
+ * callback (cb is then NULL) but stays until the helper answers it, so
+ * the agent knows what the helper is busy with.
+ */
 struct helper_req {
 	uint32_t		 id;
-	long			 deadline;
+	long			 sent;
+	int			 timeout_ms;
 	helper_cb		 cb;
 	void			*arg;
 	struct helper_req	*next;
@@ -41,8 +48,10 @@ struct helper {
 	pid_t			 pid;
 	int			 fd;
 	uint32_t		 next_id;
-	struct helper_req	*pending;
+	struct helper_req	*pending;	/* oldest first */
+	struct helper_req	**tail;
 	int			 npending;
+	long			 last_reply;
 	char			 err[1024];
 };
 
@@ -159,6 +168,7 @@ int
 helper_restart(struct helper *h)
 {
 	helper_fail_all(h, P11A_ERR_HELPER);
+	helper_kill(h);		/* dead or hung: nothing to wait for */
 	stop(h);
 	return spawn(h);
 }
@@ -259,15 +269,18 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return P11A_ERR_NOMEM;
 	q->id = h->next_id++;
-	q->deadline = helper_now_ms() + timeout_ms;
+	q->sent = helper_now_ms();
+	q->timeout_ms = timeout_ms;
 	q->cb = cb;
 	q->arg = arg;
 	if ((r = proto_send(h->fd, type, q->id, req)) != 0) {
 		free(q);
 		return r;
 	}
-	q->next = h->pending;
-	h->pending = q;
+	if (h->pending == NULL)
+		h->tail = &h->pending;
+	*h->tail = q;
+	h->tail = &q->next;
 	h->npending++;
 	return 0;
 }
@@ -279,7 +292,8 @@ take(struct helper *h, uint32_t id)
 
 	for (pp = &h->pending; (q = *pp) != NULL; pp = &q->next) {
 		if (q->id == id) {
-			*pp = q->next;
+			if ((*pp = q->next) == NULL)
+				h->tail = pp;
 			h->npending--;
 			return q;
 		}
@@ -304,8 +318,11 @@ helper_read(struct helper *h)
 			return r;
 		}
 		if ((q = take(h, id)) == NULL)
-			continue;	/* late reply to an expired request */
-		if (type == PROTO_ERROR)
+			continue;	/* not ours: ignored */
+		h->last_reply = helper_now_ms();
+		if (q->cb == NULL)
+			;		/* late reply to an expired request */
+		else if (type == PROTO_ERROR)
 			q->cb(q->arg, parse_error(h, &rx), NULL);
 		else
 			q->cb(q->arg, 0, &rx);
@@ -313,26 +330,30 @@ helper_read(struct helper *h)
 	}
 }
 
+/*
+ * Fails the requests whose deadline passed; says whether the helper looks
+ * hung: its oldest request has been in service (since it was sent or the
+ * previous reply came, whichever is later) for longer than its timeout.
+ * A slow token with a queue is not hung.
+ */
 int
 helper_expire(struct helper *h, long now)
 {
-	struct helper_req	**pp, *q;
-	int			  n = 0;
+	struct helper_req	*q;
+	long			 since;
 
-	for (pp = &h->pending; (q = *pp) != NULL;) {
-		if (q->deadline > now) {
-			pp = &q->next;
+	for (q = h->pending; q != NULL; q = q->next) {
+		if (q->cb == NULL || now < q->sent + q->timeout_ms)
 			continue;
-		}
-		*pp = q->next;
-		h->npending--;
 		snprintf(h->err, sizeof(h->err), "the token did not answer "
 		    "in time");
 		q->cb(q->arg, P11A_ERR_TIMEOUT, NULL);
-		free(q);
-		n++;
+		q->cb = NULL;
 	}
-	return n;
+	if ((q = h->pending) == NULL)
+		return 0;
+	since = q->sent > h->last_reply ? q->sent : h->last_reply;
+	return now - since > q->timeout_ms;
 }
 
 void
@@ -343,9 +364,11 @@ helper_fail_all(struct helper *h, int err)
 	while ((q = h->pending) != NULL) {
 		h->pending = q->next;
 		h->npending--;
-		q->cb(q->arg, err, NULL);
+		if (q->cb != NULL)
+			q->cb(q->arg, err, NULL);
 		free(q);
 	}
+	h->tail = &h->pending;
 }
 
 int

@@ -78,7 +78,10 @@ do_open(struct helper *h, uint32_t id, struct pbuf *in)
 		    "too many identities on one module");
 		goto out;
 	}
+	/* every OPEN takes the next handle, even a failed one, so the
+	 * handles of an agent reopening its identities stay the same */
 	if ((r = token_open(h->ctx, key_uri, cert_uri, pin_source, &k)) != 0) {
+		h->keys[h->nkeys++] = NULL;
 		r = reply_error(id, r, h->ctx, NULL);
 		goto out;
 	}
@@ -115,6 +118,9 @@ do_sign(struct helper *h, uint32_t id, struct pbuf *in)
 	data = pbuf_get_bytes(in, &len, PROTO_MAX_SIGN_DATA);
 	if (pbuf_end(in) != 0 || handle >= (uint32_t)h->nkeys || len == 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	if (h->keys[handle] == NULL)
+		return reply_error(id, P11A_ERR_NO_KEY, NULL,
+		    "that identity could not be opened");
 	r = token_sign(h->ctx, h->keys[handle], alg, hash, saltlen, data, len,
 	    sig, &siglen);
 	if (r != 0) {

@@ -152,6 +152,11 @@ wait_log() {
 	    grep -E -q -m 1 -- "$1"
 }
 
+# log_since_has REGEX: the agent logged a matching line after the mark.
+log_since_has() {
+	tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -Eq -- "$1"
+}
+
 # agent_log_has REGEX: the agent logged a matching line.
 agent_log_has() {
 	grep -Eq -- "$1" "$T/agent.log"

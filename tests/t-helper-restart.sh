@@ -55,3 +55,48 @@ stop_agent || fail "the agent did not exit cleanly while a handshake was signing
 agent_log_has "conn [0-9]+ \(t\): closed: agent stopping" || fail "no close line"
 exec {b}<&-
 ok "stopping during a signature: clean exit"
+
+# two modules: killing one module's helper brings back its identity
+# (identities kept pointing at the helper of a grown table once)
+unset P11FAULT_SIGN_DELAY_MS
+{
+	identity ec 02
+	cat <<EOT
+[identity rsa]
+key = pkcs11:token=$P11TEST_TOKEN;id=%01;type=private
+pin = file:$TOK/pin
+module = $SOFTHSM
+
+EOT
+	tunnel t "localhost:$s_port" ec
+	tunnel u "localhost:$s_port" rsa
+} >"$T/two.conf"
+start_agent "$T/two.conf" || fail "the agent did not start"
+log_mark
+for p in $(pgrep -P "$AGENT_PID"); do
+	grep -q libp11fault "/proc/$p/cmdline" && kill -KILL "$p"
+done
+wait_log "token helper for .*libp11fault.so is back" ||
+    fail "the first module's helper did not come back"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "after the restart: $out"
+out=$("$CLIENT" "$(listen_addr u tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-rsa) || fail "the other module: $out"
+ok "two modules: the killed one came back, the other kept working"
+stop_agent || fail "the agent did not exit cleanly"
+
+# the PIN changed while the agent ran: the restarted helper tries it once,
+# and the agent gives up on that module instead of retrying
+cp "$TOK/pin" "$T/pin2"
+sed "s|pin = file:$TOK/pin|pin = file:$T/pin2|" "$T/agent.conf" >"$T/pin2.conf"
+start_agent "$T/pin2.conf" || fail "the agent did not start"
+printf 'wrongpin\n' >"$T/pin2"
+log_mark
+: >"$T/calls.log"
+kill -KILL "$(pgrep -P "$AGENT_PID")"
+wait_log "not restarting it: fix its identities" ||
+    fail "the agent did not give up after a rejected PIN"
+[ "$(grep -c ' C_Login 0xa0' "$T/calls.log")" = 1 ] ||
+    fail "rejected logins: $(grep -c ' C_Login 0xa0' "$T/calls.log"), wanted 1"
+ok "a PIN rejected after a restart is not tried again"
+stop_agent || fail "the agent did not exit cleanly"

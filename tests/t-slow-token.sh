@@ -28,3 +28,27 @@ out=$("$CLIENT" "$(listen_addr slow tcp)" expect-close --timeout 10) ||
 agent_log_has "TLS handshake failed: the token did not sign: no answer within sign-timeout" ||
     fail "no log line for the sign timeout"
 ok "token slower than sign-timeout: $out"
+stop_agent || fail "the agent did not exit cleanly"
+
+# a queue on a slow but healthy token: six handshakes at once on 800 ms
+# signatures with sign-timeout = 2.  The later ones time out in the queue;
+# the helper is not taken for hung, not killed, and the first ones work.
+export P11FAULT_SIGN_DELAY_MS=800
+sed -i 's/^sign-timeout = .*/sign-timeout = 2/' "$T/agent.conf"
+log_mark
+start_agent "$T/agent.conf" || fail "the agent did not start"
+helper=$(pgrep -P "$AGENT_PID")
+addr=$(listen_addr slow tcp)
+pids=()
+for i in 1 2 3 4 5 6; do
+	"$CLIENT" "$addr" roundtrip --bytes 100 >"$T/q$i.out" 2>&1 &
+	pids+=($!)
+done
+good=0
+for p in "${pids[@]}"; do
+	wait "$p" && good=$((good + 1))
+done
+[ "$good" -ge 2 ] || fail "only $good of 6 queued handshakes succeeded"
+log_since_has "killing it" && fail "a slow token was taken for a hung one"
+[ "$(pgrep -P "$AGENT_PID")" = "$helper" ] || fail "the helper was replaced"
+ok "slow token with a queue: $good of 6 handshakes in time, helper kept"

@@ -35,3 +35,29 @@ exec {s}<&-
 [ "$ms" -ge 700 ] && [ "$ms" -lt 5000 ] || fail "closed after $ms ms"
 agent_log_has "closed: idle timeout" || fail "no log line for the idle timeout"
 ok "idle tunnel closed after $ms ms"
+stop_agent || fail "the agent did not exit cleanly"
+
+# out of file descriptors: the agent pauses the listener instead of
+# spinning on it, and serves again once descriptors are free
+command -v prlimit >/dev/null || skip "prlimit is missing"
+sed -i 's/^handshake-timeout = 1$/handshake-timeout = 2/' "$T/agent.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start"
+prlimit --pid "$AGENT_PID" --nofile=40:40 || skip "prlimit failed"
+port=$(listen_addr mute tcp)
+port=${port##*:}
+log_mark
+fds=()
+for i in $(seq 1 30); do
+	exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+	fds+=("$fd")
+done
+wait_log "accept on tcp:127.0.0.1:$port: Too many open files; pausing it" ||
+    fail "the listener was not paused"
+# when the handshakes time out, descriptors come back and it serves again
+wait_log "closed: timeout" || fail "no handshake timed out"
+for fd in "${fds[@]}"; do
+	exec {fd}<&-
+done
+n=$(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -c "accept on" || :)
+[ "$n" -le 10 ] || fail "$n 'accept on' warnings: the loop spun"
+ok "out of descriptors: $n pause(s), no spinning"

@@ -40,7 +40,8 @@ int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */
 int	 helper_read(struct helper *);
 /* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC);
- * returns how many. */
+ * returns 1 when the helper looks hung (no progress on its oldest
+ * request for that request's timeout), else 0. */
 int	 helper_expire(struct helper *, long now);
 /* Replaces a dead or hung helper process with a new one (same module);
  * pending requests fail.  The caller opens its identities again. */
