@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -78,6 +79,13 @@ on_pipe(struct watch *w, uint32_t events)
 int
 resolve_init(void)
 {
+	/*
+	 * getaddrinfo_a's threads end with pthread_exit, which loads
+	 * libgcc_s the first time; when the process is out of descriptors
+	 * that load fails and glibc aborts.  Load it now, for good.
+	 */
+	if (dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NODELETE) == NULL)
+		log_warn("cannot preload libgcc_s.so.1: %s", dlerror());
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) == -1)
 		return P11A_ERR_SYSTEM;
 	loop_watch_init(&pipew, pipefd[0], on_pipe, NULL);

@@ -205,8 +205,8 @@ resolved(void *arg, struct addrinfo *ai, int err)
 
 	c->res = NULL;
 	if (err != 0) {
-		log_warn("conn %lu: upstream %s: %s", c->id,
-		    upstream_name(c, up, sizeof(up)), gai_strerror(err));
+		log_warn("conn %lu: upstream %s: name resolution failed: %s",
+		    c->id, upstream_name(c, up, sizeof(up)), gai_strerror(err));
 		conn_close(c, "upstream name does not resolve");
 		return;
 	}
