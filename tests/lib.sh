@@ -33,8 +33,11 @@ cleanup() {
 	wait 2>/dev/null
 	# a sanitizer error from any of our programs fails the test (ASan
 	# also warns, harmlessly, when OpenSSL's async jobs switch stacks)
-	if grep -El 'ERROR: |runtime error' "$T"/san.* 2>/dev/null; then
-		grep -E -A40 'ERROR: |runtime error' "$T"/san.* | head -n 80
+	if grep -El 'ERROR: |runtime error' "$T"/san.* 2>/dev/null ||
+	    grep -Eq 'ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|runtime error:' \
+	    "$T/agent.log" 2>/dev/null; then
+		grep -E -A40 'ERROR: |runtime error' "$T"/san.* "$T/agent.log" \
+		    2>/dev/null | head -n 80
 		echo "FAIL: sanitizer report (above)"
 		rc=1
 	fi

@@ -41,6 +41,9 @@ stop_agent || fail "the agent did not exit cleanly"
 # spinning on it, and serves again once descriptors are free
 command -v prlimit >/dev/null || skip "prlimit is missing"
 sed -i 's/^handshake-timeout = 1$/handshake-timeout = 2/' "$T/agent.conf"
+# a sanitizer could not open its report file now: report to the log
+export ASAN_OPTIONS=log_path=stderr:detect_leaks=1
+export UBSAN_OPTIONS=log_path=stderr:print_stacktrace=1
 start_agent "$T/agent.conf" || fail "the agent did not start"
 prlimit --pid "$AGENT_PID" --nofile=40:40 || skip "prlimit failed"
 port=$(listen_addr mute tcp)
