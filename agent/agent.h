@@ -39,6 +39,8 @@ struct helper_slot {
 	struct helper		*helper;
 	char			*module;	/* NULL: p11-kit's registry */
 	struct watch		 w;		/* its channel, in the loop */
+	struct watch		 pw;		/* its process (pidfd) */
+	int			 killed;	/* taken for hung, killed */
 	int			 dead;		/* waiting to be restarted */
 	int			 given_up;	/* needs the user: no restarts */
 	int			 reopening;	/* OPENs in flight */

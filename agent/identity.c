@@ -184,6 +184,7 @@ slot_died(struct helper_slot *s, const char *why)
 	s->dead = 1;
 	s->reopening = 0;
 	loop_set(&s->w, 0);
+	loop_set(&s->pw, 0);
 	if (s->given_up) {
 		log_err("token helper for %s (pid %d) %s; not restarting it: "
 		    "fix its identities as said above and restart p11agent",
@@ -204,6 +205,27 @@ on_helper(struct watch *w, uint32_t events)
 
 	if (helper_read(s->helper) < 0)
 		slot_died(s, "exited");
+}
+
+/* The process ended, even if something else still holds its channel. */
+static void
+on_helper_exit(struct watch *w, uint32_t events)
+{
+	struct helper_slot	*s = w->arg;
+
+	helper_fail_all(s->helper, P11A_ERR_HELPER);
+	slot_died(s, "exited");
+}
+
+static int
+watch_slot(struct helper_slot *s)
+{
+	loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
+	loop_watch_init(&s->pw, helper_pidfd(s->helper), on_helper_exit, s);
+	if (loop_set(&s->w, EPOLLIN) != 0 ||
+	    (s->pw.fd != -1 && loop_set(&s->pw, EPOLLIN) != 0))
+		return P11A_ERR_SYSTEM;
+	return 0;
 }
 
 /* Errors that only the user can fix: retrying could lock the card. */
@@ -237,7 +259,9 @@ reopened(void *arg, int err, struct pbuf *reply)
 
 	if (err == 0)
 		handle = pbuf_get_u32(reply);
-	if (!ro->slot->dead) {
+	if (err == P11A_ERR_HELPER)
+		;		/* the helper died meanwhile: said elsewhere */
+	else if (!ro->slot->dead) {
 		if (err != 0 || handle != id->hid.handle) {
 			log_err("identity %s: cannot open it again: %s",
 			    id->cfg->name, err ? helper_error(ro->slot->helper) :
@@ -269,8 +293,8 @@ restart(struct agent *a, struct helper_slot *s)
 		return;
 	}
 	s->dead = 0;
-	loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
-	if (loop_set(&s->w, EPOLLIN) != 0)
+	s->killed = 0;
+	if (watch_slot(s) != 0)
 		return;
 	for (id = a->identities; id != NULL; id = id->next) {
 		if (id->slot != s || (ro = calloc(1, sizeof(*ro))) == NULL)
@@ -293,15 +317,11 @@ restart(struct agent *a, struct helper_slot *s)
 int
 helpers_watch(struct agent *a)
 {
-	struct helper_slot	*s;
 	int			 i;
 
-	for (i = 0; i < a->nslots; i++) {
-		s = a->slots[i];
-		loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
-		if (loop_set(&s->w, EPOLLIN) != 0)
+	for (i = 0; i < a->nslots; i++)
+		if (watch_slot(a->slots[i]) != 0)
 			return P11A_ERR_SYSTEM;
-	}
 	return 0;
 }
 
@@ -316,10 +336,11 @@ helpers_tick(struct agent *a, long now)
 		if (s->dead) {
 			if (!s->given_up && now >= s->restart_at)
 				restart(a, s);
-		} else if (helper_expire(s->helper, now)) {
+		} else if (helper_expire(s->helper, now) && !s->killed) {
 			log_warn("token helper for %s (pid %d) has not answered "
 			    "for longer than the request's timeout; killing it",
 			    module_name(s), (int)helper_pid(s->helper));
+			s->killed = 1;
 			helper_kill(s->helper);
 		}
 	}

@@ -46,6 +46,7 @@ struct helper_req {
 struct helper {
 	char			*module;	/* NULL: p11-kit's registry */
 	pid_t			 pid;
+	int			 pidfd;		/* readable when it exits */
 	int			 fd;
 	uint32_t		 next_id;
 	struct helper_req	*pending;	/* oldest first */
@@ -116,6 +117,9 @@ spawn(struct helper *h)
 	/* never block the agent on a full channel: EAGAIN is an error */
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	h->fd = sv[0];
+	h->pidfd = pidfd_open(h->pid, 0);
+	if (h->pidfd != -1)
+		fcntl(h->pidfd, F_SETFD, FD_CLOEXEC);
 	return 0;
 }
 
@@ -127,7 +131,7 @@ helper_start(const char *module, struct helper **out)
 
 	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return P11A_ERR_NOMEM;
-	h->fd = -1;
+	h->fd = h->pidfd = -1;
 	h->next_id = 1;
 	r = P11A_ERR_NOMEM;
 	if ((module == NULL || (h->module = strdup(module)) != NULL) &&
@@ -154,13 +158,12 @@ stop(struct helper *h)
 	h->fd = -1;
 	if (h->pid <= 0)
 		return;
-	if ((pfd.fd = pidfd_open(h->pid, 0)) != -1) {
-		if (poll(&pfd, 1, EXIT_WAIT_MS) != 1)
-			kill(h->pid, SIGKILL);
-		close(pfd.fd);
-	} else
+	if ((pfd.fd = h->pidfd) == -1 || poll(&pfd, 1, EXIT_WAIT_MS) != 1)
 		kill(h->pid, SIGKILL);
 	waitpid(h->pid, NULL, 0);
+	if (h->pidfd != -1)
+		close(h->pidfd);
+	h->pidfd = -1;
 	h->pid = -1;
 }
 
@@ -195,6 +198,12 @@ int
 helper_fd(const struct helper *h)
 {
 	return h->fd;
+}
+
+int
+helper_pidfd(const struct helper *h)
+{
+	return h->pidfd;
 }
 
 pid_t

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,6 +187,8 @@ main(int argc, char *argv[])
 	int		 r;
 
 	harden();
+	/* a child process of the module must not keep the channel open */
+	fcntl(HELPER_FD, F_SETFD, FD_CLOEXEC);
 	memset(&h, 0, sizeof(h));
 	if (argc > 2 || (argc == 2 && argv[1][0] != '/')) {
 		fprintf(stderr, "usage: p11agent-helper [MODULE-PATH]\n"

@@ -14,6 +14,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED 1	/* RSA_padding_add_PKCS1_PSS_mgf1 */
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -326,8 +327,12 @@ sig_dup(void *ctx)
 		return NULL;
 	*d = *c;
 	d->mdctx = NULL;
-	if ((d->md != NULL && !EVP_MD_up_ref(d->md)) ||
-	    (d->mgf1 != NULL && !EVP_MD_up_ref(d->mgf1))) {
+	if (d->md != NULL && !EVP_MD_up_ref(d->md)) {
+		free(d);
+		return NULL;
+	}
+	if (d->mgf1 != NULL && !EVP_MD_up_ref(d->mgf1)) {
+		EVP_MD_free(d->md);
 		free(d);
 		return NULL;
 	}
@@ -375,6 +380,8 @@ static int
 set_saltlen(struct sigctx *c, const OSSL_PARAM *p)
 {
 	const char	*s;
+	char		*end;
+	long		 n;
 
 	if (p->data_type == OSSL_PARAM_INTEGER)
 		return OSSL_PARAM_get_int(p, &c->saltlen);
@@ -386,8 +393,14 @@ set_saltlen(struct sigctx *c, const OSSL_PARAM *p)
 		c->saltlen = RSA_PSS_SALTLEN_MAX;
 	else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0)
 		c->saltlen = RSA_PSS_SALTLEN_AUTO;
-	else
-		c->saltlen = atoi(s);
+	else {
+		errno = 0;
+		n = strtol(s, &end, 10);
+		if (errno != 0 || *end != '\0' || end == s || n < 0 ||
+		    n > MAX_SIG)
+			return 0;
+		c->saltlen = (int)n;
+	}
 	return 1;
 }
 

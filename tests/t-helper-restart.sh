@@ -100,3 +100,24 @@ wait_log "not restarting it: fix its identities" ||
     fail "rejected logins: $(grep -c ' C_Login 0xa0' "$T/calls.log"), wanted 1"
 ok "a PIN rejected after a restart is not tried again"
 stop_agent || fail "the agent did not exit cleanly"
+
+# a helper whose channel outlives it (a module's child process holding it):
+# its exit is still seen (pidfd), and it is replaced
+cat >"$T/wrap-helper" <<EOT
+#!/bin/bash
+sleep 120 3>&3 &
+echo \$! >>"$T/holders"
+exec "$P11AGENT_HELPER" "\$@"
+EOT
+chmod +x "$T/wrap-helper"
+P11AGENT_HELPER=$T/wrap-helper start_agent "$T/agent.conf" ||
+    fail "the agent did not start"
+log_mark
+kill -KILL "$(pgrep -P "$AGENT_PID" -x p11agent-helper)"
+wait_log "token helper for .* is back" ||
+    fail "a helper whose channel was held open was not replaced"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "after the restart: $out"
+ok "a helper's exit is seen even while its channel is held open"
+stop_agent || fail "the agent did not exit cleanly"
+xargs kill <"$T/holders" 2>/dev/null

@@ -55,6 +55,7 @@ struct options {
 	int		 version;	/* 0: TLS 1.2 .. 1.3 */
 	int		 plain;
 	int		 silent;	/* plain, and never says a word */
+	int		 closed;	/* bound, not listening: refuses */
 	int		 timeout_ms;
 	long		 max_conns;	/* 0: unlimited */
 };
@@ -87,7 +88,7 @@ usage(void)
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert]\n"
 	    "           [--tls1.2 | --tls1.3] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
-	    "       " PROG " --plain | --silent [--port-file F] [--timeout S]"
+	    "       " PROG " --plain | --silent | --closed [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n");
 	exit(2);
 }
@@ -191,6 +192,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "tls1.3", no_argument, NULL, '3' },
 		{ "plain", no_argument, NULL, 'p' },
 		{ "silent", no_argument, NULL, 's' },
+		{ "closed", no_argument, NULL, 'x' },
 		{ "port-file", required_argument, NULL, 'f' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
@@ -226,6 +228,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 's':
 			o->plain = o->silent = 1;
+			break;
+		case 'x':
+			o->plain = o->closed = 1;
 			break;
 		case 'f':
 			o->port_file = optarg;
@@ -290,7 +295,7 @@ make_ctx(const struct options *o)
 }
 
 static int
-listen_local(int *port)
+listen_local(int *port, int closed)
 {
 	struct sockaddr_in	 sin;
 	socklen_t		 len = sizeof(sin);
@@ -307,7 +312,7 @@ listen_local(int *port)
 	sin.sin_port = 0;
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
 		die("bind 127.0.0.1:0: %s", strerror(errno));
-	if (listen(fd, 64) == -1)
+	if (!closed && listen(fd, 64) == -1)
 		die("listen: %s", strerror(errno));
 	if (getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
 		die("getsockname: %s", strerror(errno));
@@ -973,8 +978,15 @@ main(int argc, char *argv[])
 	silent_mode = o.silent;
 	if (!o.plain)
 		ctx = make_ctx(&o);
+	if (o.closed) {
+		/* hold the port without listening until killed */
+		lfd = listen_local(&port, 1);
+		announce_port(&o, port);
+		for (;;)
+			pause();
+	}
 	setup_signals(&waitmask);
-	lfd = listen_local(&port);
+	lfd = listen_local(&port, 0);
 	announce_port(&o, port);
 	fprintf(stderr, PROG "[%ld]: listening on 127.0.0.1:%d (%s)\n",
 	    (long)getpid(), port, o.plain ? "plain, no TLS" :

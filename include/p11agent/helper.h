@@ -27,6 +27,8 @@ int	 helper_start(const char *module, struct helper **);
 void	 helper_free(struct helper *);
 int	 helper_fd(const struct helper *);
 pid_t	 helper_pid(const struct helper *);
+/* A pidfd of the helper process (readable once it exits), or -1. */
+int	 helper_pidfd(const struct helper *);
 /* The message of the last error reply or failure. */
 const char *helper_error(const struct helper *);
 
