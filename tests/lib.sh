@@ -155,6 +155,13 @@ wait_log() {
 	    grep -E -q -m 1 -- "$1"
 }
 
+# wait_log_count REGEX N [SECONDS]: waits for N matching lines after the mark.
+wait_log_count() {
+	timeout "${3:-30}" tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
+	    awk -v re="$1" -v n="$2" '$0 ~ re && ++c >= n { exit 0 }
+	    END { exit c < n }'
+}
+
 # log_since_has REGEX: the agent logged a matching line after the mark.
 log_since_has() {
 	tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -Eq -- "$1"

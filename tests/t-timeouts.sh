@@ -66,8 +66,11 @@ for fd in "${fds[@]}"; do
 done
 n=$(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -c "accept on" || :)
 [ "$n" -le 10 ] || fail "$n 'accept on' warnings: the loop spun"
-# descriptors are back: a new connection is served (its handshake, to
-# the silent upstream, times out as it should)
+# once all 30 are done (each is accepted, then fails or times out),
+# descriptors are back: a new connection is served (its handshake, to the
+# silent upstream, times out as it should)
+wait_log_count "conn [0-9]+ \\(mute\\): closed" 30 ||
+    fail "not all 30 connections were closed"
 log_mark
 out=$("$CLIENT" "tcp:127.0.0.1:$port" expect-close --timeout 20) ||
     fail "after the pause: $out"
