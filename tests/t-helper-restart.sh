@@ -105,7 +105,7 @@ stop_agent || fail "the agent did not exit cleanly"
 # its exit is still seen (pidfd), and it is replaced
 cat >"$T/wrap-helper" <<EOT
 #!/bin/bash
-sleep 120 3>&3 &
+tail -f /dev/null 3>&3 &
 echo \$! >>"$T/holders"
 exec "$P11AGENT_HELPER" "\$@"
 EOT
