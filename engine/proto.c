@@ -285,9 +285,14 @@ proto_recv(int fd, uint32_t *type, uint32_t *id, struct pbuf *b,
 	ssize_t		 n;
 	int		 r;
 
-	pbuf_clear(b);
-	if ((r = pbuf_reserve(b, PROTO_HDR_LEN + PROTO_MAX_PAYLOAD)) != 0)
-		return r;
+	/* a receive buffer is reused, not wiped and allocated per message */
+	if (b->cap < PROTO_HDR_LEN + PROTO_MAX_PAYLOAD) {
+		pbuf_clear(b);
+		if ((r = pbuf_reserve(b, PROTO_HDR_LEN + PROTO_MAX_PAYLOAD)) != 0)
+			return r;
+	}
+	b->len = b->off = 0;
+	b->err = 0;
 	for (;;) {
 		r = poll(&pfd, 1, timeout_ms);
 		if (r == 0)
