@@ -302,9 +302,7 @@ restart(struct agent *a, struct helper_slot *s)
 		ro->slot = s;
 		ro->id = id;
 		pbuf_init(&req);
-		pbuf_put_str(&req, id->cfg->key);
-		pbuf_put_str(&req, id->cfg->cert);
-		pbuf_put_str(&req, id->cfg->pin);
+		helper_put_open(&req, id->cfg->key, id->cfg->cert, id->cfg->pin);
 		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 		    reopened, ro) == 0)
 			s->reopening++;

@@ -380,6 +380,15 @@ helper_fail_all(struct helper *h, int err)
 	h->tail = &h->pending;
 }
 
+void
+helper_put_open(struct pbuf *req, const char *key_uri, const char *cert,
+    const char *pin_source)
+{
+	pbuf_put_str(req, key_uri);
+	pbuf_put_str(req, cert);
+	pbuf_put_str(req, pin_source);
+}
+
 int
 helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {
@@ -410,9 +419,7 @@ helper_open(struct helper *h, const char *key_uri, const char *cert,
 
 	pbuf_init(&req);
 	pbuf_init(&reply);
-	pbuf_put_str(&req, key_uri);
-	pbuf_put_str(&req, cert);
-	pbuf_put_str(&req, pin_source);
+	helper_put_open(&req, key_uri, cert, pin_source);
 	if ((r = helper_call(h, PROTO_OPEN, &req, &reply, timeout_ms)) != 0)
 		goto out;
 	if ((r = helper_parse_open(&reply, out)) == P11A_ERR_NO_CERT)

@@ -64,6 +64,9 @@ struct helper_identity {
 };
 int	 helper_open(struct helper *, const char *key_uri, const char *cert,
 	    const char *pin_source, int timeout_ms, struct helper_identity *);
+/* Encodes an OPEN request (for helper_open or an asynchronous reopen). */
+void	 helper_put_open(struct pbuf *, const char *key_uri, const char *cert,
+	    const char *pin_source);
 /* Decodes an OPEN_OK payload (untrusted input: checked and bounded). */
 int	 helper_parse_open(struct pbuf *, struct helper_identity *);
 

@@ -126,34 +126,37 @@ test_rsa_pkcs1(void)
 	EVP_PKEY_free(pk);
 }
 
+/* One native CKM_RSA_PKCS_PSS signature with hash md, verified. */
+static void
+pss_case(struct token_key *k, EVP_PKEY *pk, const EVP_MD *md, int hash)
+{
+	unsigned char	 d[64], sig[512];
+	unsigned int	 dl;
+	size_t		 siglen = sizeof(sig);
+
+	digest(md, d, &dl);
+	CU_ASSERT_EQUAL_FATAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS, hash, dl,
+	    d, dl, sig, &siglen), 0);
+	CU_ASSERT(verify(pk, md, RSA_PKCS1_PSS_PADDING, d, dl, sig, siglen));
+}
+
 static void
 test_rsa_pss(void)
 {
 	struct token_key	*k = open_key("rsa-key");
-	unsigned char		 d[64], sig[512];
-	unsigned int		 dl;
+	unsigned char		 d[32], sig[512];
 	size_t			 siglen = sizeof(sig);
 	EVP_PKEY		*pk;
 
 	CU_ASSERT_PTR_NOT_NULL_FATAL(k);
 	CU_ASSERT(token_key_caps(k) & PROTO_CAP_RSA_PSS);
 	pk = cert_key(k);
-	/* native CKM_RSA_PKCS_PSS, SHA-256 and SHA-384 */
-	digest(EVP_sha256(), d, &dl);
-	CU_ASSERT_EQUAL_FATAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS,
-	    PROTO_HASH_SHA256, 32, d, dl, sig, &siglen), 0);
-	CU_ASSERT(verify(pk, EVP_sha256(), RSA_PKCS1_PSS_PADDING, d, dl, sig,
-	    siglen));
-	siglen = sizeof(sig);
-	digest(EVP_sha384(), d, &dl);
-	CU_ASSERT_EQUAL_FATAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS,
-	    PROTO_HASH_SHA384, 48, d, dl, sig, &siglen), 0);
-	CU_ASSERT(verify(pk, EVP_sha384(), RSA_PKCS1_PSS_PADDING, d, dl, sig,
-	    siglen));
+	pss_case(k, pk, EVP_sha256(), PROTO_HASH_SHA256);
+	pss_case(k, pk, EVP_sha384(), PROTO_HASH_SHA384);
 	/* a bad hash id is refused before the token sees it */
-	siglen = sizeof(sig);
-	CU_ASSERT_EQUAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS, 99, 32, d, dl,
-	    sig, &siglen), P11A_ERR_INVALID);
+	memset(d, 0, sizeof(d));
+	CU_ASSERT_EQUAL(token_sign(ctx, k, PROTO_ALG_RSA_PSS, 99, 32, d,
+	    sizeof(d), sig, &siglen), P11A_ERR_INVALID);
 	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "unknown hash 99"));
 	token_clear_error(ctx);
 	EVP_PKEY_free(pk);
