@@ -23,10 +23,10 @@ enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
 	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
-	K_IDLE_TIMEOUT,
+	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW,
 };
 
-enum section { S_NONE, S_IDENTITY, S_TUNNEL };
+enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
 
 static const struct {
 	const char	*name;
@@ -49,6 +49,9 @@ static const struct {
 	{ "connect-timeout",	S_TUNNEL,	K_CONNECT_TIMEOUT },
 	{ "handshake-timeout",	S_TUNNEL,	K_HANDSHAKE_TIMEOUT },
 	{ "idle-timeout",	S_TUNNEL,	K_IDLE_TIMEOUT },
+	{ "max-connections",	S_TUNNEL,	K_MAX_CONNECTIONS },
+	{ "max-connections",	S_AGENT,	K_MAX_CONNECTIONS },
+	{ "module-allow",	S_AGENT,	K_MODULE_ALLOW },
 };
 
 struct parser {
@@ -56,6 +59,8 @@ struct parser {
 	FILE			*fp;
 	int			 line;
 	int			 section_line;	/* of the last [header] */
+	int			 headers;	/* [header] lines read */
+	int			 section_headers; /* headers at section start */
 	int			 failed;
 	enum section		 section;
 	char			 secname[128];
@@ -98,8 +103,10 @@ reader(char *str, int num, void *arg)
 	if (fgets(str, num, p->fp) == NULL)
 		return NULL;
 	p->line++;
-	if (str[strspn(str, " \t")] == '[')
+	if (str[strspn(str, " \t")] == '[') {
 		p->section_line = p->line;
+		p->headers++;
+	}
 	len = strlen(str);
 	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
 		perr(p, p->line, "line longer than %d characters",
@@ -123,6 +130,22 @@ parse_seconds(struct parser *p, const char *key, const char *v, int *out)
 	if (errno != 0 || *end != '\0' || end == v || n < 1 || n > 86400)
 		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
 		    "seconds between 1 and 86400", p->secname, key, v);
+	*out = (int)n;
+	return 1;
+}
+
+static int
+parse_count(struct parser *p, const char *key, const char *v, int *out)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < 1 ||
+	    n > CONFIG_MAX_CONNS)
+		return perr(p, p->line, "[%s] %s: '%s' is not a number between "
+		    "1 and %d", p->secname, key, v, CONFIG_MAX_CONNS);
 	*out = (int)n;
 	return 1;
 }
@@ -195,7 +218,8 @@ parse_listen(struct parser *p, const char *v)
 		if (strlen(v + 5) >= 108)
 			return perr(p, p->line, "[%s] listen: the socket path "
 			    "is longer than 107 bytes", p->secname);
-		l->path = strdup(v + 5);
+		if ((l->path = strdup(v + 5)) == NULL)
+			return perr(p, p->line, "out of memory");
 	} else if (strncmp(v, "tcp:", 4) == 0) {
 		l->kind = LISTEN_TCP;
 		t->nlisten++;	/* config_free() frees what is set */
@@ -298,6 +322,53 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_seconds(p, key, v, &t->handshake_timeout);
 	case K_IDLE_TIMEOUT:
 		return parse_seconds(p, key, v, &t->idle_timeout);
+	case K_MAX_CONNECTIONS:
+		return parse_count(p, key, v, &t->max_connections);
+	default:
+		return 0;
+	}
+}
+
+static int
+module_allow(struct parser *p, const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+	char			*copy, *tok, *save = NULL;
+
+	if ((copy = strdup(v)) == NULL)
+		return perr(p, p->line, "out of memory");
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (tok[0] != '/') {
+			perr(p, p->line, "[agent] module-allow: '%s' must be "
+			    "an absolute path pattern such as /opt/vendor/lib/"
+			    "*.so", tok);
+			break;
+		}
+		if (a->nmodule_allow == CONFIG_MAX_ALLOW) {
+			perr(p, p->line, "[agent] module-allow: at most %d "
+			    "patterns", CONFIG_MAX_ALLOW);
+			break;
+		}
+		if ((a->module_allow[a->nmodule_allow] = strdup(tok)) ==
+		    NULL) {
+			perr(p, p->line, "out of memory");
+			break;
+		}
+		a->nmodule_allow++;
+	}
+	free(copy);
+	return !p->failed;
+}
+
+static int
+agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
+{
+	switch (kw) {
+	case K_MAX_CONNECTIONS:
+		return parse_count(p, key, v, &p->cfg->agent.max_connections);
+	case K_MODULE_ALLOW:
+		return module_allow(p, v);
 	default:
 		return 0;
 	}
@@ -318,9 +389,18 @@ new_section(struct parser *p, const char *section)
 	const char	*name;
 
 	snprintf(p->secname, sizeof(p->secname), "%s", section);
+	p->section_headers = p->headers;
 	p->id = NULL;
 	p->tun = NULL;
 	p->section = S_NONE;
+	if (strcmp(section, "agent") == 0) {
+		if (p->cfg->agent.line != 0)
+			return perr(p, p->section_line, "[agent]: defined "
+			    "twice (also line %d)", p->cfg->agent.line);
+		p->section = S_AGENT;
+		p->cfg->agent.line = p->section_line;
+		return 1;
+	}
 	if (strncmp(section, "identity ", 9) == 0) {
 		name = section + 9;
 		p->section = S_IDENTITY;
@@ -328,25 +408,28 @@ new_section(struct parser *p, const char *section)
 		name = section + 7;
 		p->section = S_TUNNEL;
 	} else
-		return perr(p, p->section_line, "[%s]: unknown section; sections are "
-		    "[identity NAME] and [tunnel NAME]", section);
+		return perr(p, p->section_line, "[%s]: unknown section; "
+		    "sections are [agent], [identity NAME] and [tunnel NAME]",
+		    section);
 	if (!valid_name(name))
-		return perr(p, p->section_line, "[%s]: the name must be 1-63 letters, "
-		    "digits, '-', '_' or '.'", section);
+		return perr(p, p->section_line, "[%s]: the name must be 1-63 "
+		    "letters, digits, '-', '_' or '.'", section);
 	if (p->section == S_IDENTITY) {
 		if ((p->id = calloc(1, sizeof(*p->id))) == NULL)
 			return perr(p, p->line, "out of memory");
-		p->id->name = strdup(name);
-		p->id->line = p->section_line;
-		*p->id_tail = p->id;
+		*p->id_tail = p->id;	/* config_free() frees it from here */
 		p->id_tail = &p->id->next;
+		p->id->line = p->section_line;
+		if ((p->id->name = strdup(name)) == NULL)
+			return perr(p, p->line, "out of memory");
 	} else {
 		if ((p->tun = calloc(1, sizeof(*p->tun))) == NULL)
 			return perr(p, p->line, "out of memory");
-		p->tun->name = strdup(name);
-		p->tun->line = p->section_line;
 		*p->tun_tail = p->tun;
 		p->tun_tail = &p->tun->next;
+		p->tun->line = p->section_line;
+		if ((p->tun->name = strdup(name)) == NULL)
+			return perr(p, p->line, "out of memory");
 	}
 	return 1;
 }
@@ -362,19 +445,36 @@ handler(void *arg, const char *section, const char *key, const char *value)
 	if (*section == '\0')
 		return perr(p, p->line, "%s: outside of any section; put it "
 		    "under [identity NAME] or [tunnel NAME]", key);
+	if (strcmp(section, p->secname) == 0 &&
+	    p->headers != p->section_headers)
+		/* inih reports [x] ... [x] in a row as one section */
+		return perr(p, p->section_line, "[%s]: defined twice (also "
+		    "line %d)", section, p->section == S_IDENTITY ?
+		    p->id->line : p->section == S_TUNNEL ? p->tun->line :
+		    p->cfg->agent.line);
 	if (strcmp(section, p->secname) != 0 && !new_section(p, section))
 		return 0;
 	for (i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++) {
 		if (strcmp(keywords[i].name, key) != 0)
 			continue;
-		if (keywords[i].section != p->section)
+		if (keywords[i].section != p->section) {
+			if (i + 1 < sizeof(keywords) / sizeof(keywords[0]) &&
+			    strcmp(keywords[i + 1].name, key) == 0)
+				continue;	/* also in another section */
 			return perr(p, p->line, "[%s] %s: this key belongs in "
-			    "a [%s NAME] section", p->secname, key,
-			    keywords[i].section == S_TUNNEL ? "tunnel" :
-			    "identity");
-		return p->section == S_IDENTITY ?
-		    identity_key(p, keywords[i].kw, key, value) :
-		    tunnel_key(p, keywords[i].kw, key, value);
+			    "a %s section", p->secname, key,
+			    keywords[i].section == S_TUNNEL ? "[tunnel NAME]" :
+			    keywords[i].section == S_AGENT ? "[agent]" :
+			    "[identity NAME]");
+		}
+		switch (p->section) {
+		case S_IDENTITY:
+			return identity_key(p, keywords[i].kw, key, value);
+		case S_TUNNEL:
+			return tunnel_key(p, keywords[i].kw, key, value);
+		default:
+			return agent_key(p, keywords[i].kw, key, value);
+		}
 	}
 	return perr(p, p->line, "[%s] %s: unknown key", p->secname, key);
 }
@@ -456,7 +556,11 @@ finish(struct parser *p)
 			t->handshake_timeout = 60;
 		if (t->idle_timeout == 0)
 			t->idle_timeout = 600;
+		if (t->max_connections == 0)
+			t->max_connections = CONFIG_DEFAULT_CONNS;
 	}
+	if (p->cfg->agent.max_connections == 0)
+		p->cfg->agent.max_connections = CONFIG_DEFAULT_CONNS;
 	return 1;
 }
 
@@ -532,6 +636,8 @@ config_free(struct config *cfg)
 		free(t->server_name);
 		free(t);
 	}
+	for (i = 0; i < cfg->agent.nmodule_allow; i++)
+		free(cfg->agent.module_allow[i]);
 	free(cfg->path);
 	free(cfg);
 }

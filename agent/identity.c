@@ -20,10 +20,13 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "p11agent/agent.h"
+#include "p11agent/clock.h"
+#include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/identity.h"
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
-#include "agent.h"
 
 #define OPEN_TIMEOUT_MS		60000
 #define RESTART_MIN_MS		1000
@@ -37,35 +40,35 @@ same_module(const char *a, const char *b)
 }
 
 static const char *
-module_name(const struct helper_slot *s)
+module_name(const struct module_rt *s)
 {
 	return s->module ? s->module : "p11-kit registry";
 }
 
-static struct helper_slot *
-slot_for(struct agent *a, const char *module)
+static struct module_rt *
+module_for(struct agent *a, const char *module)
 {
-	struct helper_slot	**slots, *s;
+	struct module_rt	**mods, *s;
 	int			  i, r;
 
-	for (i = 0; i < a->nslots; i++)
-		if (same_module(a->slots[i]->module, module))
-			return a->slots[i];
-	/* each slot is its own allocation: identities point to it */
-	slots = reallocarray(a->slots, a->nslots + 1, sizeof(*slots));
-	if (slots == NULL)
+	for (i = 0; i < a->nmods; i++)
+		if (same_module(a->mods[i]->module, module))
+			return a->mods[i];
+	/* each module_rt is its own allocation: identities point to it */
+	mods = reallocarray(a->mods, a->nmods + 1, sizeof(*mods));
+	if (mods == NULL)
 		return NULL;
-	a->slots = slots;
+	a->mods = mods;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	if ((r = helper_start(module, &s->helper)) != 0) {
-		log_err("cannot start the token helper: %s", p11a_strerror(r));
+		log_err_code(r, "cannot start the token helper");
 		free(s);
 		return NULL;
 	}
 	s->module = module ? strdup(module) : NULL;
 	s->backoff_ms = RESTART_MIN_MS;
-	a->slots[a->nslots++] = s;
+	a->mods[a->nmods++] = s;
 	return s;
 }
 
@@ -92,13 +95,13 @@ open_one(struct agent *a, struct identity *id)
 	char			 err[256];
 	int			 r;
 
-	if ((id->slot = slot_for(a, c->module)) == NULL)
+	if ((id->mod = module_for(a, c->module)) == NULL)
 		return P11A_ERR_HELPER;
-	r = helper_open(id->slot->helper, c->key, c->cert, c->pin,
+	r = helper_open(id->mod->helper, c->key, c->cert, c->pin,
 	    OPEN_TIMEOUT_MS, &id->hid);
 	if (r != 0) {
 		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
-		    c->key_line, c->name, helper_error(id->slot->helper));
+		    c->key_line, c->name, helper_error(id->mod->helper));
 		return r;
 	}
 	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {
@@ -109,7 +112,7 @@ open_one(struct agent *a, struct identity *id)
 			return P11A_ERR_NO_CERT;
 		}
 	}
-	if ((r = rkey_new(id->slot->helper, &id->hid, c->sign_timeout * 1000,
+	if ((r = rkey_new(id->mod->helper, &id->hid, c->sign_timeout * 1000,
 	    &id->pkey)) != 0) {
 		log_err("%s: [identity %s]: %s", a->cfg->path, c->name,
 		    r == P11A_ERR_NO_CERT ? "the certificate is not for a key "
@@ -163,21 +166,21 @@ identity_close_all(struct agent *a)
 		X509_free(id->hid.cert);
 		free(id);
 	}
-	for (i = 0; i < a->nslots; i++) {
-		helper_free(a->slots[i]->helper);
-		free(a->slots[i]->module);
-		free(a->slots[i]);
+	for (i = 0; i < a->nmods; i++) {
+		helper_free(a->mods[i]->helper);
+		free(a->mods[i]->module);
+		free(a->mods[i]);
 	}
-	free(a->slots);
-	a->slots = NULL;
-	a->nslots = 0;
+	free(a->mods);
+	a->mods = NULL;
+	a->nmods = 0;
 	rkey_cleanup();
 }
 
 /* ---- keeping helpers alive */
 
 static void
-slot_died(struct helper_slot *s, const char *why)
+module_died(struct module_rt *s, const char *why)
 {
 	if (s->dead)
 		return;
@@ -191,7 +194,7 @@ slot_died(struct helper_slot *s, const char *why)
 		    module_name(s), (int)helper_pid(s->helper), why);
 		return;
 	}
-	s->restart_at = helper_now_ms() + s->backoff_ms;
+	s->restart_at = clock_now_ms() + s->backoff_ms;
 	log_err("token helper for %s (pid %d) %s; restarting it in %d ms",
 	    module_name(s), (int)helper_pid(s->helper), why, s->backoff_ms);
 	if (s->backoff_ms < RESTART_MAX_MS)
@@ -201,24 +204,24 @@ slot_died(struct helper_slot *s, const char *why)
 static void
 on_helper(struct watch *w, uint32_t events)
 {
-	struct helper_slot	*s = w->arg;
+	struct module_rt	*s = w->arg;
 
 	if (helper_read(s->helper) < 0)
-		slot_died(s, "exited");
+		module_died(s, "exited");
 }
 
 /* The process ended, even if something else still holds its channel. */
 static void
 on_helper_exit(struct watch *w, uint32_t events)
 {
-	struct helper_slot	*s = w->arg;
+	struct module_rt	*s = w->arg;
 
 	helper_fail_all(s->helper, P11A_ERR_HELPER);
-	slot_died(s, "exited");
+	module_died(s, "exited");
 }
 
 static int
-watch_slot(struct helper_slot *s)
+watch_module(struct module_rt *s)
 {
 	loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
 	loop_watch_init(&s->pw, helper_pidfd(s->helper), on_helper_exit, s);
@@ -246,7 +249,7 @@ needs_user(int err)
 
 /* The reply to a re-OPEN: the handle must be the one the key uses. */
 struct reopen {
-	struct helper_slot	*slot;
+	struct module_rt	*mod;
 	struct identity		*id;
 };
 
@@ -261,26 +264,26 @@ reopened(void *arg, int err, struct pbuf *reply)
 		handle = pbuf_get_u32(reply);
 	if (err == P11A_ERR_HELPER)
 		;		/* the helper died meanwhile: said elsewhere */
-	else if (!ro->slot->dead) {
+	else if (!ro->mod->dead) {
 		if (err != 0 || handle != id->hid.handle) {
 			log_err("identity %s: cannot open it again: %s",
-			    id->cfg->name, err ? helper_error(ro->slot->helper) :
+			    id->cfg->name, err ? helper_error(ro->mod->helper) :
 			    "key handle changed");
 			/* a PIN is never tried again by itself */
 			if (needs_user(err))
-				ro->slot->given_up = 1;
-			helper_kill(ro->slot->helper);
-		} else if (--ro->slot->reopening == 0) {
+				ro->mod->given_up = 1;
+			helper_kill(ro->mod->helper);
+		} else if (--ro->mod->reopening == 0) {
 			log_info("token helper for %s is back",
-			    module_name(ro->slot));
-			ro->slot->backoff_ms = RESTART_MIN_MS;
+			    module_name(ro->mod));
+			ro->mod->backoff_ms = RESTART_MIN_MS;
 		}
 	}
 	free(ro);
 }
 
 static void
-restart(struct agent *a, struct helper_slot *s)
+restart(struct agent *a, struct module_rt *s)
 {
 	struct identity	*id;
 	struct reopen	*ro;
@@ -289,17 +292,17 @@ restart(struct agent *a, struct helper_slot *s)
 
 	if ((r = helper_restart(s->helper)) != 0) {
 		s->dead = 0;
-		slot_died(s, "could not be started again");
+		module_died(s, "could not be started again");
 		return;
 	}
 	s->dead = 0;
 	s->killed = 0;
-	if (watch_slot(s) != 0)
+	if (watch_module(s) != 0)
 		return;
 	for (id = a->identities; id != NULL; id = id->next) {
-		if (id->slot != s || (ro = calloc(1, sizeof(*ro))) == NULL)
+		if (id->mod != s || (ro = calloc(1, sizeof(*ro))) == NULL)
 			continue;
-		ro->slot = s;
+		ro->mod = s;
 		ro->id = id;
 		pbuf_init(&req);
 		helper_put_open(&req, id->cfg->key, id->cfg->cert, id->cfg->pin);
@@ -317,8 +320,8 @@ helpers_watch(struct agent *a)
 {
 	int			 i;
 
-	for (i = 0; i < a->nslots; i++)
-		if (watch_slot(a->slots[i]) != 0)
+	for (i = 0; i < a->nmods; i++)
+		if (watch_module(a->mods[i]) != 0)
 			return P11A_ERR_SYSTEM;
 	return 0;
 }
@@ -326,11 +329,11 @@ helpers_watch(struct agent *a)
 void
 helpers_tick(struct agent *a, long now)
 {
-	struct helper_slot	*s;
+	struct module_rt	*s;
 	int			 i;
 
-	for (i = 0; i < a->nslots; i++) {
-		s = a->slots[i];
+	for (i = 0; i < a->nmods; i++) {
+		s = a->mods[i];
 		if (s->dead) {
 			if (!s->given_up && now >= s->restart_at)
 				restart(a, s);
@@ -350,6 +353,6 @@ helpers_fail_all(struct agent *a)
 {
 	int	 i;
 
-	for (i = 0; i < a->nslots; i++)
-		helper_fail_all(a->slots[i]->helper, P11A_ERR_CLOSED);
+	for (i = 0; i < a->nmods; i++)
+		helper_fail_all(a->mods[i]->helper, P11A_ERR_CLOSED);
 }

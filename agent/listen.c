@@ -1,9 +1,10 @@
 /*
- * p11agent: listeners: loopback TCP ports and Unix sockets.
+ * p11agent: listeners: loopback TCP ports and Unix sockets (listen.h).
  *
- * TCP listeners must be loopback addresses unless the tunnel says
- * allow-remote-listen = yes.  A Unix socket is created mode 0600 in a
- * directory that is ours and mode 0700 (made if missing).
+ * A Unix socket's directory is checked on a descriptor held open, and the
+ * socket is bound, probed and unlinked through that descriptor
+ * (/proc/self/fd/N/NAME, *at() calls), so no rename of a path component
+ * can put the socket somewhere that was not checked.
  */
 #include "config.h"
 
@@ -15,14 +16,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "p11agent/clock.h"
+#include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/listen.h"
 #include "p11agent/log.h"
-#include "agent.h"
+
+#define BACKLOG		512
+#define ACCEPT_BUDGET	32	/* accepts per wake-up: others get a turn */
+#define EMFILE_PAUSE_MS	1000
 
 static int
 is_loopback(const struct sockaddr *sa)
@@ -37,8 +45,8 @@ is_loopback(const struct sockaddr *sa)
 }
 
 static int
-listen_tcp(struct tunnel_rt *rt, struct cfg_listen *l, char *err,
-    size_t errlen, char *addr, size_t addrlen)
+listen_tcp(struct listener *ln, const struct cfg_listen *l, int allow_remote,
+    char *err, size_t errlen)
 {
 	struct addrinfo		 hints, *ai = NULL;
 	struct sockaddr_storage	 ss;
@@ -54,7 +62,7 @@ listen_tcp(struct tunnel_rt *rt, struct cfg_listen *l, char *err,
 		    l->host, gai_strerror(e));
 		return -1;
 	}
-	if (!is_loopback(ai->ai_addr) && !rt->cfg->allow_remote) {
+	if (!is_loopback(ai->ai_addr) && !allow_remote) {
 		snprintf(err, errlen, "%s is not a loopback address; anyone on "
 		    "the network could use your token. Set "
 		    "allow-remote-listen = yes if you really mean it", l->host);
@@ -64,16 +72,20 @@ listen_tcp(struct tunnel_rt *rt, struct cfg_listen *l, char *err,
 	    SOCK_CLOEXEC, 0)) == -1 ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(fd, ai->ai_addr, ai->ai_addrlen) == -1 ||
-	    listen(fd, 128) == -1 ||
+	    listen(fd, BACKLOG) == -1 ||
 	    getsockname(fd, (struct sockaddr *)&ss, &sl) == -1) {
 		snprintf(err, errlen, "%s:%s: %s", l->host, l->port,
 		    strerror(errno));
 		goto fail;
 	}
-	getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
-	    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV);
-	snprintf(addr, addrlen, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" :
-	    "tcp:%s:%s", host, serv);
+	if ((e = getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host),
+	    serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV)) != 0) {
+		snprintf(err, errlen, "%s:%s: %s", l->host, l->port,
+		    gai_strerror(e));
+		goto fail;
+	}
+	snprintf(ln->addr, sizeof(ln->addr), ss.ss_family == AF_INET6 ?
+	    "tcp:[%s]:%s" : "tcp:%s:%s", host, serv);
 	freeaddrinfo(ai);
 	return fd;
 fail:
@@ -83,89 +95,218 @@ fail:
 	return -1;
 }
 
-/* The socket's directory: ours and 0700, or made so. */
+/*
+ * The socket's directory, opened and checked on the descriptor: ours,
+ * a directory, mode 0700 (made so if missing).  Returns the fd or -1.
+ */
 static int
-check_dir(const char *path, char *err, size_t errlen)
+open_dir(const char *dir, char *err, size_t errlen)
 {
-	char		 dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	char		*slash;
 	struct stat	 st;
+	int		 dfd;
 
-	snprintf(dir, sizeof(dir), "%s", path);
-	if ((slash = strrchr(dir, '/')) == NULL || slash == dir) {
-		snprintf(err, errlen, "%s: the socket needs a directory of its "
-		    "own, such as /run/user/UID/p11agent/", path);
-		return -1;
-	}
-	*slash = '\0';
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
 		snprintf(err, errlen, "%s: %s", dir, strerror(errno));
 		return -1;
 	}
-	if (lstat(dir, &st) == -1 || !S_ISDIR(st.st_mode) ||
+	if ((dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1) {
+		snprintf(err, errlen, "%s: %s%s", dir, strerror(errno),
+		    errno == ELOOP || errno == ENOTDIR ? " (it must be a "
+		    "directory, not a symbolic link)" : "");
+		return -1;
+	}
+	if (fstat(dfd, &st) == -1 || !S_ISDIR(st.st_mode) ||
 	    st.st_uid != getuid() || (st.st_mode & 077) != 0) {
 		snprintf(err, errlen, "%s: the directory must be yours with "
 		    "mode 0700 so that no other user can reach the socket "
 		    "(chmod 700 %s)", dir, dir);
+		close(dfd);
 		return -1;
 	}
+	return dfd;
+}
+
+/* sun_path naming NAME inside the held directory dfd. */
+static int
+sun_at(struct sockaddr_un *sun, int dfd, const char *name)
+{
+	int	 n;
+
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	n = snprintf(sun->sun_path, sizeof(sun->sun_path), "/proc/self/fd/%d/%s",
+	    dfd, name);
+	return n > 0 && (size_t)n < sizeof(sun->sun_path) ? 0 : -1;
+}
+
+/* A socket left by an agent that died is removed; a live one is not. */
+static int
+clear_stale(int dfd, const char *name, const char *path, char *err,
+    size_t errlen)
+{
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	int			 probe, live;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return 0;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket", path);
+		return -1;
+	}
+	if (sun_at(&sun, dfd, name) != 0)
+		return -1;
+	if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	live = connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+	close(probe);
+	if (live) {
+		snprintf(err, errlen, "%s: another agent is listening there",
+		    path);
+		return -1;
+	}
+	unlinkat(dfd, name, 0);
 	return 0;
 }
 
 static int
-listen_unix(struct cfg_listen *l, char *err, size_t errlen)
+listen_unix(struct listener *ln, const struct cfg_listen *l, char *err,
+    size_t errlen)
 {
 	struct sockaddr_un	 sun;
-	struct stat		 st;
+	char			 dir[sizeof(sun.sun_path)], *name;
 	mode_t			 old;
-	int			 fd = -1, probe;
+	int			 fd = -1, dfd;
 
-	if (check_dir(l->path, err, errlen) != 0)
+	snprintf(dir, sizeof(dir), "%s", l->path);
+	if ((name = strrchr(dir, '/')) == NULL || name == dir ||
+	    name[1] == '\0') {
+		snprintf(err, errlen, "%s: the socket needs a directory of its "
+		    "own, such as /run/user/UID/p11agent/", l->path);
 		return -1;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", l->path);
-	if (lstat(l->path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s exists and is not a socket",
-			    l->path);
-			return -1;
-		}
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe != -1 && connect(probe, (struct sockaddr *)&sun,
-		    sizeof(sun)) == 0) {
-			close(probe);
-			snprintf(err, errlen, "%s: another agent is listening "
-			    "there", l->path);
-			return -1;
-		}
-		if (probe != -1)
-			close(probe);
-		unlink(l->path);	/* stale, from an agent that died */
 	}
+	*name++ = '\0';
+	if ((dfd = open_dir(dir, err, errlen)) == -1)
+		return -1;
+	if (sun_at(&sun, dfd, name) != 0) {
+		snprintf(err, errlen, "%s: the socket name is too long",
+		    l->path);
+		goto out;
+	}
+	if (clear_stale(dfd, name, l->path, err, errlen) != 0)
+		goto out;
 	old = umask(0177);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	    0)) == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
-	    chmod(l->path, 0600) == -1 || listen(fd, 128) == -1) {
+	    fchmodat(dfd, name, 0600, 0) == -1 || listen(fd, BACKLOG) == -1) {
 		snprintf(err, errlen, "%s: %s", l->path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		fd = -1;
 	}
 	umask(old);
+	snprintf(ln->addr, sizeof(ln->addr), "unix:%s", l->path);
+	if (fd != -1 && (ln->name = strdup(name)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		unlinkat(dfd, name, 0);
+		close(fd);
+		fd = -1;
+	}
+out:
+	if (fd == -1)
+		close(dfd);
+	else
+		ln->dfd = dfd;	/* to unlink the socket at the end */
 	return fd;
 }
 
-/* Opens listener i of the tunnel; returns the fd or -1 with err set. */
-int
-listen_open(struct tunnel_rt *rt, int i, char *err, size_t errlen)
+static void
+on_listen(struct watch *w, uint32_t events)
 {
-	struct cfg_listen	*l = &rt->cfg->listen[i];
-	struct listener		*ln = &rt->listen[i];
+	struct listener	*ln = w->arg;
+	int		 fd, n;
 
-	if (l->kind == LISTEN_UNIX) {
-		snprintf(ln->addr, sizeof(ln->addr), "unix:%s", l->path);
-		return listen_unix(l, err, errlen);
+	for (n = 0; n < ACCEPT_BUDGET; n++) {
+		fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1)
+			break;
+		ln->on_accept(ln, fd);
+		if (ln->paused || w->events == 0)
+			return;		/* a limit was reached */
 	}
-	return listen_tcp(rt, l, err, errlen, ln->addr, sizeof(ln->addr));
+	if (n == ACCEPT_BUDGET || errno == EAGAIN || errno == EINTR ||
+	    errno == ECONNABORTED)
+		return;
+	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+	    errno == ENOMEM) {
+		/* level-triggered: pause the listener or spin */
+		log_warn_sys("accept on %s (pausing it for a second)",
+		    ln->addr);
+		loop_set(w, 0);
+		ln->resume_at = clock_now_ms() + EMFILE_PAUSE_MS;
+	} else
+		log_warn_sys("accept on %s", ln->addr);
+}
+
+int
+listen_open(struct listener *ln, const struct cfg_listen *l, int allow_remote,
+    listener_cb cb, void *arg, char *err, size_t errlen)
+{
+	int	 fd;
+
+	memset(ln, 0, sizeof(*ln));
+	ln->w.fd = ln->dfd = -1;
+	ln->on_accept = cb;
+	ln->arg = arg;
+	fd = l->kind == LISTEN_UNIX ? listen_unix(ln, l, err, errlen) :
+	    listen_tcp(ln, l, allow_remote, err, errlen);
+	if (fd == -1)
+		return P11A_ERR_CONFIG;
+	loop_watch_init(&ln->w, fd, on_listen, ln);
+	if (loop_set(&ln->w, EPOLLIN) != 0) {
+		snprintf(err, errlen, "%s: cannot watch it", ln->addr);
+		listen_close(ln);
+		return P11A_ERR_SYSTEM;
+	}
+	return 0;
+}
+
+void
+listen_pause(struct listener *ln, int paused)
+{
+	if (ln->w.fd == -1 || ln->paused == paused)
+		return;
+	ln->paused = paused;
+	if (ln->resume_at == 0)
+		loop_set(&ln->w, paused ? 0 : EPOLLIN);
+}
+
+void
+listen_tick(struct listener *ln, long now)
+{
+	if (ln->resume_at == 0 || now < ln->resume_at)
+		return;
+	ln->resume_at = 0;
+	if (!ln->paused)
+		loop_set(&ln->w, EPOLLIN);
+}
+
+void
+listen_close(struct listener *ln)
+{
+	if (ln->w.fd == -1)
+		return;
+	loop_set(&ln->w, 0);
+	close(ln->w.fd);
+	ln->w.fd = -1;
+	if (ln->dfd != -1) {
+		unlinkat(ln->dfd, ln->name, 0);
+		close(ln->dfd);
+		ln->dfd = -1;
+	}
+	free(ln->name);
+	ln->name = NULL;
 }

@@ -3,12 +3,14 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <openssl/err.h>
 
+#include "p11agent/error.h"
 #include "p11agent/log.h"
 
 static const char	*prog = "p11agent";
@@ -71,6 +73,30 @@ log_ssl(enum log_level l, const char *func, const char *fmt, ...)
 		snprintf(extra + n, sizeof(extra) - n, "%s%s",
 		    n ? "; " : ": ", buf);
 	}
+	va_start(ap, fmt);
+	vlog(l, func, extra, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_sys(enum log_level l, const char *func, const char *fmt, ...)
+{
+	char	 extra[256];
+	va_list	 ap;
+
+	snprintf(extra, sizeof(extra), ": %s", strerror(errno));
+	va_start(ap, fmt);
+	vlog(l, func, extra, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_code(enum log_level l, const char *func, int code, const char *fmt, ...)
+{
+	char	 extra[256];
+	va_list	 ap;
+
+	snprintf(extra, sizeof(extra), ": %s", p11a_strerror(code));
 	va_start(ap, fmt);
 	vlog(l, func, extra, fmt, ap);
 	va_end(ap);

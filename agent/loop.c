@@ -15,7 +15,8 @@
 
 #include "p11agent/error.h"
 #include "p11agent/log.h"
-#include "agent.h"
+#include "p11agent/clock.h"
+#include "p11agent/loop.h"
 
 #define TICK_MS		200
 #define MAX_EVENTS	64
@@ -53,7 +54,7 @@ loop_set(struct watch *w, uint32_t events)
 	else
 		op = w->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
 	if (epoll_ctl(epfd, op, w->fd, &ev) == -1) {
-		log_err("epoll_ctl(fd %d): %s", w->fd, strerror(errno));
+		log_err_sys("epoll_ctl(fd %d)", w->fd);
 		return P11A_ERR_SYSTEM;
 	}
 	w->events = events;
@@ -87,12 +88,6 @@ loop_run_deferred(void)
 	}
 }
 
-void
-loop_stop(void)
-{
-	stopping = 1;
-}
-
 static void
 on_signal(struct watch *w, uint32_t events)
 {
@@ -110,7 +105,7 @@ on_timer(struct watch *w, uint32_t events)
 	uint64_t	 n;
 
 	if (read(w->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		log_warn("timerfd: %s", strerror(errno));
+		log_warn_sys("timerfd");
 }
 
 int
@@ -133,7 +128,7 @@ loop_init(void)
 	    (tfd = timerfd_create(CLOCK_MONOTONIC,
 	    TFD_NONBLOCK | TFD_CLOEXEC)) == -1 ||
 	    timerfd_settime(tfd, 0, &its, NULL) == -1) {
-		log_err("event loop: %s", strerror(errno));
+		log_err_sys("event loop");
 		return P11A_ERR_SYSTEM;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -156,13 +151,13 @@ loop_run(void (*tick)(long))
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			log_err("epoll_wait: %s", strerror(errno));
+			log_err_sys("epoll_wait");
 			return P11A_ERR_SYSTEM;
 		}
 		for (i = 0; i < n; i++) {
 			w = ev[i].data.ptr;
 			if (w == &timerw)
-				tick(helper_now_ms());
+				tick(clock_now_ms());
 			w->cb(w, ev[i].events);
 		}
 		loop_run_deferred();

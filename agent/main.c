@@ -19,7 +19,13 @@
 #include "p11agent/error.h"
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
-#include "agent.h"
+#include "p11agent/agent.h"
+#include "p11agent/config.h"
+#include "p11agent/identity.h"
+#include "p11agent/loop.h"
+#include "p11agent/resolve.h"
+#include "p11agent/tls.h"
+#include "p11agent/tunnel.h"
 
 #define LIST_TIMEOUT_MS	60000
 
@@ -103,7 +109,7 @@ cmd_run(const char *path, int ready_fd)
 		goto out;
 	if (ready_fd != -1) {
 		if (write(ready_fd, "ready\n", 6) != 6)
-			log_warn("ready fd: %s", strerror(errno));
+			log_warn_sys("ready fd");
 		close(ready_fd);
 	}
 	log_info("ready");
@@ -135,8 +141,8 @@ test_sign(struct identity *id)
 	RAND_bytes(msg, sizeof(msg));
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
 	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
-		why = helper_error(id->slot->helper)[0] ?
-		    helper_error(id->slot->helper) :
+		why = helper_error(id->mod->helper)[0] ?
+		    helper_error(id->mod->helper) :
 		    "the token did not sign";
 	else if (EVP_MD_CTX_reset(md) != 1 ||
 	    EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
@@ -240,7 +246,7 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	pbuf_init(&req);
 	pbuf_init(&reply);
 	if ((r = helper_start(module, &h)) != 0) {
-		log_err("cannot start the token helper: %s", p11a_strerror(r));
+		log_err_code(r, "cannot start the token helper");
 		return 1;
 	}
 	pbuf_put_str(&req, pin);
@@ -248,7 +254,7 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	if ((r = helper_call(h, PROTO_LIST, &req, &reply, LIST_TIMEOUT_MS)) != 0)
 		log_err("%s", helper_error(h));
 	else if ((r = print_list(&reply)) != 0)
-		log_err("token helper: %s", p11a_strerror(r));
+		log_err_code(r, "token helper");
 	pbuf_clear(&req);
 	pbuf_clear(&reply);
 	helper_free(h);

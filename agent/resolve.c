@@ -20,7 +20,8 @@
 
 #include "p11agent/error.h"
 #include "p11agent/log.h"
-#include "agent.h"
+#include "p11agent/loop.h"
+#include "p11agent/resolve.h"
 
 struct resolve {
 	struct gaicb	 cb;

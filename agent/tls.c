@@ -16,7 +16,9 @@
 
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
-#include "agent.h"
+#include "p11agent/config.h"
+#include "p11agent/identity.h"
+#include "p11agent/tls.h"
 
 /* Sigalgs a token can do without RSA-PSS: PKCS#1 v1.5 only. */
 #define SIGALGS_PKCS1	"RSA+SHA256:RSA+SHA384:RSA+SHA512"
@@ -106,7 +108,7 @@ fail:
  * then a token that did not sign (engine/rkey.c raises ERR_LIB_USER with
  * the reason), then OpenSSL's last word.
  */
-void
+int
 tls_describe_failure(SSL *ssl, char *out, size_t len)
 {
 	long		 v = SSL_get_verify_result(ssl);
@@ -122,13 +124,16 @@ tls_describe_failure(SSL *ssl, char *out, size_t len)
 	}
 	if (last != 0)
 		ERR_error_string_n(last, buf, sizeof(buf));
-	if (token[0] != '\0')
+	if (token[0] != '\0') {
 		snprintf(out, len, "%s", token);
-	else if (v != X509_V_OK)
+		return 1;
+	}
+	if (v != X509_V_OK)
 		snprintf(out, len, "server certificate refused: %s",
 		    X509_verify_cert_error_string(v));
 	else if (buf[0] != '\0')
 		snprintf(out, len, "%s", buf);
 	else
 		snprintf(out, len, "connection closed during the handshake");
+	return 0;
 }

@@ -1,8 +1,5 @@
 /*
- * p11agent: tunnels: accept a local plaintext connection, connect to the
- * upstream, run the TLS client handshake (the token signs through the
- * helper while the handshake's async job waits), then pump bytes both
- * ways with back-pressure, carrying half-closes through.
+ * p11agent: tunnels (tunnel.h).
  */
 #include "config.h"
 
@@ -22,11 +19,18 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "p11agent/agent.h"
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
+#include "p11agent/identity.h"
 #include "p11agent/log.h"
-#include "agent.h"
+#include "p11agent/peer.h"
+#include "p11agent/resolve.h"
+#include "p11agent/tls.h"
+#include "p11agent/tunnel.h"
 
 #define BUF_SIZE	(16 * 1024)
+#define PUMP_BUDGET	16	/* steps per wake-up: others get a turn */
 
 enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_PUMP };
 
@@ -51,7 +55,7 @@ struct conn {
 	uint8_t			 u2c[BUF_SIZE];
 	size_t			 u2c_off, u2c_len;
 	unsigned long long	 up_bytes, down_bytes;
-	char			 peer[96];
+	struct peer		 peer;
 	struct conn		*prev, *next;
 };
 
@@ -60,6 +64,7 @@ static struct conn	*zombies;	/* closed while the token signs */
 static unsigned long	 next_id = 1;
 
 static void	conn_close(struct conn *, const char *);
+static void	conn_fail(struct conn *, enum tunnel_fail, const char *);
 static int	watch_async(struct conn *);
 static void	on_upstream(struct watch *, uint32_t);
 static void	handshake(struct conn *);
@@ -134,12 +139,43 @@ zombie_resume(struct conn *c)
 	bury(c);
 }
 
+const char *
+tunnel_fail_name(enum tunnel_fail f)
+{
+	switch (f) {
+	case TFAIL_RESOLVE:	return "resolve";
+	case TFAIL_CONNECT:	return "connect";
+	case TFAIL_TIMEOUT:	return "timeout";
+	case TFAIL_TLS:		return "tls";
+	case TFAIL_TOKEN:	return "token";
+	case TFAIL_LIMIT:	return "limit";
+	case TFAIL_IO:		return "io";
+	default:		return "?";
+	}
+}
+
+static void	limits_update(struct agent *);
+
+static void
+conn_fail(struct conn *c, enum tunnel_fail f, const char *why)
+{
+	c->rt->stats.failed[f]++;
+	conn_close(c, why);
+}
+
 static void
 conn_close(struct conn *c, const char *why)
 {
+	struct tunnel_stats	*st = &c->rt->stats;
+
 	if (c->closing)
 		return;
 	c->closing = 1;
+	st->open--;
+	c->rt->agent->nconns--;
+	st->bytes_up += c->up_bytes;
+	st->bytes_down += c->down_bytes;
+	limits_update(c->rt->agent);
 	if (why != NULL)
 		log_info("conn %lu (%s): closed: %s", c->id, c->rt->cfg->name,
 		    why);
@@ -192,9 +228,9 @@ try_connect(struct conn *c)
 		}
 		close(fd);
 	}
-	log_warn("conn %lu: upstream %s: cannot connect: %s", c->id,
-	    upstream_name(c, up, sizeof(up)), strerror(errno));
-	conn_close(c, "upstream down");
+	log_warn_sys("conn %lu: upstream %s: cannot connect", c->id,
+	    upstream_name(c, up, sizeof(up)));
+	conn_fail(c, TFAIL_CONNECT, "upstream down");
 }
 
 static void
@@ -207,7 +243,7 @@ resolved(void *arg, struct addrinfo *ai, int err)
 	if (err != 0) {
 		log_warn("conn %lu: upstream %s: name resolution failed: %s",
 		    c->id, upstream_name(c, up, sizeof(up)), gai_strerror(err));
-		conn_close(c, "upstream name does not resolve");
+		conn_fail(c, TFAIL_RESOLVE, "upstream name does not resolve");
 		return;
 	}
 	c->ai = c->ai_next = ai;
@@ -268,19 +304,20 @@ connected(struct conn *c)
 			try_connect(c);
 			return;
 		}
-		log_warn("conn %lu: upstream %s: cannot connect: %s", c->id,
-		    upstream_name(c, up, sizeof(up)), strerror(err));
-		conn_close(c, "upstream down");
+		errno = err;
+		log_warn_sys("conn %lu: upstream %s: cannot connect", c->id,
+		    upstream_name(c, up, sizeof(up)));
+		conn_fail(c, TFAIL_CONNECT, "upstream down");
 		return;
 	}
 	set_nodelay(c->uw.fd);
 	if (ssl_setup(c) != 0) {
 		log_ssl(LOG_LVL_ERR, __func__, "conn %lu: TLS setup", c->id);
-		conn_close(c, "TLS setup failed");
+		conn_fail(c, TFAIL_TLS, "TLS setup failed");
 		return;
 	}
 	c->state = C_HANDSHAKE;
-	c->deadline = helper_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
+	c->deadline = clock_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
 	handshake(c);
 }
 
@@ -322,15 +359,16 @@ log_handshake(struct conn *c)
 		    sizeof(subj));
 	log_info("conn %lu (%s): %s to %s in %ld ms, server %s", c->id,
 	    c->rt->cfg->name, SSL_get_version(c->ssl),
-	    upstream_name(c, up, sizeof(up)), helper_now_ms() - c->started,
+	    upstream_name(c, up, sizeof(up)), clock_now_ms() - c->started,
 	    subj);
 }
 
 static void
 handshake(struct conn *c)
 {
-	char	 why[300], up[300];
-	int	 r, e;
+	enum tunnel_fail f;
+	char		 why[300], up[300];
+	int		 r, e;
 
 	/* the job closes its wait fd when it resumes: unwatch it first */
 	loop_set(&c->aw, 0);
@@ -338,9 +376,10 @@ handshake(struct conn *c)
 	r = SSL_do_handshake(c->ssl);
 	if (r == 1) {
 		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
+		c->rt->stats.handshakes++;
 		log_handshake(c);
 		c->state = C_PUMP;
-		c->active = helper_now_ms();
+		c->active = clock_now_ms();
 		set_nodelay(c->cw.fd);
 		pump(c);
 		return;
@@ -359,14 +398,16 @@ handshake(struct conn *c)
 		if (watch_async(c) == 0)
 			return;
 		snprintf(why, sizeof(why), "cannot wait for the token");
+		f = TFAIL_TOKEN;
 		break;
 	default:
-		tls_describe_failure(c->ssl, why, sizeof(why));
+		f = tls_describe_failure(c->ssl, why, sizeof(why)) ?
+		    TFAIL_TOKEN : TFAIL_TLS;
 		break;
 	}
 	log_warn("conn %lu: upstream %s: TLS handshake failed: %s", c->id,
 	    upstream_name(c, up, sizeof(up)), why);
-	conn_close(c, "TLS handshake failed");
+	conn_fail(c, f, "TLS handshake failed");
 }
 
 /* ---- pumping bytes */
@@ -494,7 +535,7 @@ pump(struct conn *c)
 {
 	struct wants	 w;
 	uint32_t	 cev = 0, uev = 0;
-	int		 a, b;
+	int		 a, b, steps = 0;
 
 	do {
 		memset(&w, 0, sizeof(w));
@@ -505,12 +546,18 @@ pump(struct conn *c)
 			log_ssl(LOG_LVL_INFO, __func__, "conn %lu: %s", c->id,
 			    a < 0 ? "sending upstream failed" :
 			    "receiving from upstream failed");
-			conn_close(c, "connection error");
+			conn_fail(c, TFAIL_IO, "connection error");
 			return;
 		}
 		if (a > 0 || b > 0)
-			c->active = helper_now_ms();
-	} while (a > 0 || b > 0);
+			c->active = clock_now_ms();
+	} while ((a > 0 || b > 0) && ++steps < PUMP_BUDGET);
+	if (a > 0 || b > 0) {
+		/* out of budget with work left: come back on the next turn
+		 * of the loop (a socket with room to write wakes us) */
+		w.up_out = 1;
+		cev |= EPOLLOUT;
+	}
 	if (c->shut_sent && c->client_shut) {
 		conn_close(c, NULL);
 		return;
@@ -563,27 +610,6 @@ on_client(struct watch *w, uint32_t events)
 /* ---- accepting */
 
 static void
-describe_peer(struct conn *c, int fd)
-{
-	struct sockaddr_storage	 ss;
-	socklen_t		 sl = sizeof(ss);
-	struct ucred		 uc;
-	socklen_t		 ul = sizeof(uc);
-	char			 host[64], port[16];
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    ss.ss_family != AF_UNIX &&
-	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port,
-	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-		snprintf(c->peer, sizeof(c->peer), "%s port %s", host, port);
-	else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0)
-		snprintf(c->peer, sizeof(c->peer), "uid %u pid %d",
-		    (unsigned)uc.uid, (int)uc.pid);
-	else
-		snprintf(c->peer, sizeof(c->peer), "?");
-}
-
-static void
 start_upstream(struct conn *c)
 {
 	struct cfg_tunnel	*t = c->rt->cfg;
@@ -604,41 +630,59 @@ start_upstream(struct conn *c)
 		conn_close(c, "cannot start name resolution");
 }
 
+/* Pauses or resumes listeners at the per-tunnel and total limits. */
 static void
-on_listen(struct watch *w, uint32_t events)
+limits_update(struct agent *a)
 {
-	struct listener	*ln = w->arg;
-	struct conn	*c;
-	int		 fd;
+	struct tunnel_rt	*rt;
+	int			 i, full, all = a->nconns >=
+				    a->cfg->agent.max_connections;
+	static int		 was_all;
 
-	while ((fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK |
-	    SOCK_CLOEXEC)) != -1) {
-		if ((c = calloc(1, sizeof(*c))) == NULL) {
-			close(fd);
-			continue;
-		}
-		c->id = next_id++;
-		c->rt = ln->rt;
-		c->started = helper_now_ms();
-		loop_watch_init(&c->cw, fd, on_client, c);
-		loop_watch_init(&c->uw, -1, on_upstream, c);
-		loop_watch_init(&c->aw, -1, on_async, c);
-		list_add(&conns, c);
-		describe_peer(c, fd);
-		log_info("conn %lu (%s): from %s on %s", c->id,
-		    c->rt->cfg->name, c->peer, ln->addr);
-		/* the client is not watched until the tunnel is up */
-		start_upstream(c);
+	if (all && !was_all)
+		log_warn("%d connections open, the agent's max-connections: "
+		    "not accepting more until one closes", a->nconns);
+	was_all = all;
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+		full = rt->stats.open >= rt->cfg->max_connections;
+		if (full && !rt->listen[0].paused && !all)
+			log_warn("tunnel %s: %d connections open, its "
+			    "max-connections: not accepting more until one "
+			    "closes", rt->cfg->name, rt->stats.open);
+		for (i = 0; i < rt->nlisten; i++)
+			listen_pause(&rt->listen[i], full || all);
 	}
-	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-	    errno == ENOMEM) {
-		/* level-triggered: pause the listener or spin */
-		log_warn("accept on %s: %s; pausing it for a second",
-		    ln->addr, strerror(errno));
-		loop_set(w, 0);
-		ln->resume_at = helper_now_ms() + 1000;
-	} else if (errno != EAGAIN && errno != EINTR)
-		log_warn("accept on %s: %s", ln->addr, strerror(errno));
+}
+
+static void
+on_accept(struct listener *ln, int fd)
+{
+	struct tunnel_rt	*rt = ln->arg;
+	struct conn		*c;
+	char			 who[PATH_MAX + 64];
+
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		log_err("out of memory: closing a new connection");
+		close(fd);
+		return;
+	}
+	c->id = next_id++;
+	c->rt = rt;
+	c->started = clock_now_ms();
+	loop_watch_init(&c->cw, fd, on_client, c);
+	loop_watch_init(&c->uw, -1, on_upstream, c);
+	loop_watch_init(&c->aw, -1, on_async, c);
+	list_add(&conns, c);
+	rt->stats.accepted++;
+	rt->stats.open++;
+	rt->agent->nconns++;
+	peer_from_fd(fd, &c->peer);
+	peer_describe(&c->peer, who, sizeof(who));
+	log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name, who,
+	    ln->addr);
+	limits_update(rt->agent);
+	/* the client is not watched until the tunnel is up */
+	start_upstream(c);
 }
 
 /* ---- timers and start-up */
@@ -652,11 +696,7 @@ tunnels_tick(struct agent *a, long now)
 
 	for (rt = a->tunnels; rt != NULL; rt = rt->next)
 		for (i = 0; i < rt->nlisten; i++)
-			if (rt->listen[i].resume_at != 0 &&
-			    now >= rt->listen[i].resume_at) {
-				rt->listen[i].resume_at = 0;
-				loop_set(&rt->listen[i].w, EPOLLIN);
-			}
+			listen_tick(&rt->listen[i], now);
 
 	for (c = conns; c != NULL; c = next) {
 		next = c->next;
@@ -668,54 +708,61 @@ tunnels_tick(struct agent *a, long now)
 			    c->id, c->rt->cfg->connect_host,
 			    c->rt->cfg->connect_port, c->state ==
 			    C_HANDSHAKE ? "TLS handshake" : "connect");
-			conn_close(c, "timeout");
+			conn_fail(c, TFAIL_TIMEOUT, "timeout");
 		}
 	}
+}
+
+static int
+tunnel_listen(struct tunnel_rt *rt, int ready_fd)
+{
+	struct cfg_tunnel	*t = rt->cfg;
+	char			 err[512], line[256];
+	int			 i, r;
+
+	for (i = 0; i < t->nlisten; i++) {
+		if ((r = listen_open(&rt->listen[i], &t->listen[i],
+		    t->allow_remote, on_accept, rt, err, sizeof(err))) != 0) {
+			log_err("%s:%d: [tunnel %s] listen: %s",
+			    rt->agent->cfg->path, t->listen[i].line, t->name,
+			    err);
+			return r;
+		}
+		rt->nlisten++;
+		log_info("tunnel %s: listening on %s, to %s:%s", t->name,
+		    rt->listen[i].addr, t->connect_host, t->connect_port);
+		snprintf(line, sizeof(line), "listen %s %s\n", t->name,
+		    rt->listen[i].addr);
+		if (ready_fd != -1 && write(ready_fd, line, strlen(line)) < 0)
+			log_warn_sys("ready fd");
+	}
+	return 0;
 }
 
 int
 tunnels_start(struct agent *a, int ready_fd)
 {
 	struct cfg_tunnel	*t;
-	struct tunnel_rt	*rt;
-	char			 err[512], line[256];
-	int			 i, fd;
+	struct tunnel_rt	*rt, **tail = &a->tunnels;
+	char			 err[512];
+	int			 r;
 
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if ((rt = calloc(1, sizeof(*rt))) == NULL)
 			return P11A_ERR_NOMEM;
+		rt->agent = a;
 		rt->cfg = t;
 		rt->id = identity_find(a, t->identity);
-		rt->next = a->tunnels;
-		a->tunnels = rt;
+		*tail = rt;	/* in config order */
+		tail = &rt->next;
 		if ((rt->ssl_ctx = tls_ctx_new(t, rt->id, err,
 		    sizeof(err))) == NULL) {
 			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
 			    t->line, t->name, err);
 			return P11A_ERR_TLS;
 		}
-		for (i = 0; i < t->nlisten; i++) {
-			rt->listen[i].rt = rt;
-			if ((fd = listen_open(rt, i, err, sizeof(err))) == -1) {
-				log_err("%s:%d: [tunnel %s] listen: %s",
-				    a->cfg->path, t->listen[i].line, t->name,
-				    err);
-				return P11A_ERR_CONFIG;
-			}
-			rt->nlisten++;
-			loop_watch_init(&rt->listen[i].w, fd, on_listen,
-			    &rt->listen[i]);
-			if (loop_set(&rt->listen[i].w, EPOLLIN) != 0)
-				return P11A_ERR_SYSTEM;
-			log_info("tunnel %s: listening on %s, to %s:%s",
-			    t->name, rt->listen[i].addr, t->connect_host,
-			    t->connect_port);
-			snprintf(line, sizeof(line), "listen %s %s\n", t->name,
-			    rt->listen[i].addr);
-			if (ready_fd != -1 &&
-			    write(ready_fd, line, strlen(line)) < 0)
-				log_warn("ready fd: %s", strerror(errno));
-		}
+		if ((r = tunnel_listen(rt, ready_fd)) != 0)
+			return r;
 	}
 	return 0;
 }
@@ -738,11 +785,8 @@ tunnels_stop(struct agent *a)
 		conn_close(conns, "agent stopping");
 	while ((rt = a->tunnels) != NULL) {
 		a->tunnels = rt->next;
-		for (i = 0; i < rt->nlisten; i++) {
-			close(rt->listen[i].w.fd);
-			if (rt->cfg->listen[i].kind == LISTEN_UNIX)
-				unlink(rt->cfg->listen[i].path);
-		}
+		for (i = 0; i < rt->nlisten; i++)
+			listen_close(&rt->listen[i]);
 		SSL_CTX_free(rt->ssl_ctx);
 		free(rt);
 	}

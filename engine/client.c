@@ -18,6 +18,7 @@
 
 #include <openssl/x509.h>
 
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
@@ -55,15 +56,6 @@ struct helper {
 	long			 last_reply;
 	char			 err[1024];
 };
-
-long
-helper_now_ms(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
 
 static const char *
 helper_path(void)
@@ -240,14 +232,14 @@ helper_call(struct helper *h, uint32_t type, const struct pbuf *req,
     struct pbuf *reply, int timeout_ms)
 {
 	uint32_t	 rtype, rid, id = h->next_id++;
-	long		 deadline = helper_now_ms() + timeout_ms;
+	long		 deadline = clock_now_ms() + timeout_ms;
 	int		 r, left;
 
 	h->err[0] = '\0';
 	if ((r = proto_send(h->fd, type, id, req)) != 0)
 		goto fail;
 	do {
-		if ((left = (int)(deadline - helper_now_ms())) < 0)
+		if ((left = (int)(deadline - clock_now_ms())) < 0)
 			left = 0;
 		if ((r = proto_recv(h->fd, &rtype, &rid, reply, left)) != 0)
 			goto fail;
@@ -278,7 +270,7 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return P11A_ERR_NOMEM;
 	q->id = h->next_id++;
-	q->sent = helper_now_ms();
+	q->sent = clock_now_ms();
 	q->timeout_ms = timeout_ms;
 	q->cb = cb;
 	q->arg = arg;
@@ -328,7 +320,7 @@ helper_read(struct helper *h)
 		}
 		if ((q = take(h, id)) == NULL)
 			continue;	/* not ours: ignored */
-		h->last_reply = helper_now_ms();
+		h->last_reply = clock_now_ms();
 		if (q->cb == NULL)
 			;		/* late reply to an expired request */
 		else if (type == PROTO_ERROR)

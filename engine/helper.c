@@ -24,7 +24,7 @@
 #define HELPER_FD	3
 #define MAX_KEYS	64
 
-struct helper {
+struct helper_state {
 	struct token_ctx	*ctx;
 	int			 load_err;
 	struct token_key	*keys[MAX_KEYS];
@@ -58,7 +58,7 @@ reply_error(uint32_t id, int code, struct token_ctx *ctx, const char *msg)
 }
 
 static int
-do_open(struct helper *h, uint32_t id, struct pbuf *in)
+do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
 	struct token_key	*k;
 	struct pbuf		 out;
@@ -103,7 +103,7 @@ out:
 }
 
 static int
-do_sign(struct helper *h, uint32_t id, struct pbuf *in)
+do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
 	uint8_t		 sig[PROTO_MAX_SIG];
 	size_t		 len, siglen = sizeof(sig);
@@ -137,7 +137,7 @@ do_sign(struct helper *h, uint32_t id, struct pbuf *in)
 }
 
 static int
-do_list(struct helper *h, uint32_t id, struct pbuf *in)
+do_list(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
 	struct pbuf	 out;
 	char		*pin_source, *filter;
@@ -159,9 +159,9 @@ do_list(struct helper *h, uint32_t id, struct pbuf *in)
 }
 
 static int
-dispatch(struct helper *h, uint32_t type, uint32_t id, struct pbuf *in)
+dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 {
-	if (h->load_err != 0 && type != PROTO_LIST)
+	if (h->load_err != 0)	/* the module did not load: say why */
 		return reply_error(id, h->load_err, h->ctx, NULL);
 	switch (type) {
 	case PROTO_OPEN:
@@ -169,8 +169,6 @@ dispatch(struct helper *h, uint32_t type, uint32_t id, struct pbuf *in)
 	case PROTO_SIGN:
 		return do_sign(h, id, in);
 	case PROTO_LIST:
-		if (h->load_err != 0)
-			return reply_error(id, h->load_err, h->ctx, NULL);
 		return do_list(h, id, in);
 	default:
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL,
@@ -181,7 +179,7 @@ dispatch(struct helper *h, uint32_t type, uint32_t id, struct pbuf *in)
 int
 main(int argc, char *argv[])
 {
-	struct helper	 h;
+	struct helper_state	 h;
 	struct pbuf	 in;
 	uint32_t	 type, id;
 	int		 r;

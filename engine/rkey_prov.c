@@ -137,7 +137,6 @@ pkey_import(void *kd, int selection, const OSSL_PARAM params[])
 	struct pkey		*k = kd;
 	const OSSL_PARAM	*p;
 	EVP_PKEY		*pub = NULL;
-	size_t			 len;
 
 	if ((p = OSSL_PARAM_locate_const(params, PARAM_PUB)) != NULL) {
 		if (p->data_type != OSSL_PARAM_OCTET_STRING ||
@@ -157,7 +156,6 @@ pkey_import(void *kd, int selection, const OSSL_PARAM params[])
 		memcpy(&k->rk, p->data, sizeof(k->rk));
 		k->has_rk = 1;
 	}
-	(void)len;
 	EVP_PKEY_free(k->pub);
 	k->pub = pub;
 	return 1;

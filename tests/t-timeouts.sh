@@ -57,7 +57,7 @@ for i in $(seq 1 30); do
 	exec {fd}<>"/dev/tcp/127.0.0.1/$port"
 	fds+=("$fd")
 done
-wait_log "accept on tcp:127.0.0.1:$port: Too many open files; pausing it" ||
+wait_log "accept on tcp:127.0.0.1:$port \(pausing it for a second\): Too many open files" ||
     fail "the listener was not paused"
 # when the handshakes time out, descriptors come back and it serves again
 wait_log "closed: timeout" || fail "no handshake timed out"

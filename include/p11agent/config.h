@@ -11,7 +11,10 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_LISTEN	8
+#define CONFIG_MAX_ALLOW	16
 #define CONFIG_MAX_ERR		1024
+#define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
+#define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
 
 struct cfg_identity {
 	char			*name;
@@ -56,11 +59,23 @@ struct cfg_tunnel {
 	int			 connect_timeout;	/* seconds */
 	int			 handshake_timeout;
 	int			 idle_timeout;
+	int			 max_connections;
 	struct cfg_tunnel	*next;
+};
+
+/* The [agent] section: settings for the whole agent. */
+struct cfg_agent {
+	int			 line;		/* 0: no [agent] section */
+	/* fnmatch(3) patterns of module paths (after realpath) allowed
+	 * besides the system's library directories (module-allow) */
+	char			*module_allow[CONFIG_MAX_ALLOW];
+	int			 nmodule_allow;
+	int			 max_connections;	/* all tunnels */
 };
 
 struct config {
 	char			*path;
+	struct cfg_agent	 agent;
 	struct cfg_identity	*identities;
 	struct cfg_tunnel	*tunnels;
 };

@@ -53,8 +53,6 @@ void	 helper_kill(struct helper *);
 /* Fails every pending request with err. */
 void	 helper_fail_all(struct helper *, int err);
 
-long	 helper_now_ms(void);
-
 /* Identity opened on a helper (PROTO_OPEN). */
 struct helper_identity {
 	uint32_t	 handle;

@@ -1,0 +1,21 @@
+/*
+ * p11agent: the agent process's top-level state (agent/main.c).
+ */
+#ifndef P11AGENT_AGENT_H
+#define P11AGENT_AGENT_H
+
+struct config;
+struct identity;
+struct module_rt;
+struct tunnel_rt;
+
+struct agent {
+	struct config		*cfg;
+	struct identity		*identities;	/* in open order */
+	struct module_rt	**mods;		/* one per module */
+	int			 nmods;
+	struct tunnel_rt	*tunnels;
+	int			 nconns;	/* open connections, all tunnels */
+};
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * p11agent: listeners (agent/listen.c): loopback TCP ports and Unix
+ * sockets, for tunnels or anything else that accepts local clients.
+ *
+ * A TCP listener must be a loopback address unless allow_remote is set.
+ * A Unix socket is created mode 0600 in a directory that is ours and
+ * mode 0700 (made if missing).  Accepted sockets are non-blocking and
+ * close-on-exec.
+ */
+#ifndef P11AGENT_LISTEN_H
+#define P11AGENT_LISTEN_H
+
+#include <stddef.h>
+
+#include "p11agent/loop.h"
+
+struct cfg_listen;
+struct listener;
+/* One accepted connection; the callee owns fd. */
+typedef void (*listener_cb)(struct listener *, int fd);
+
+struct listener {
+	struct watch	 w;
+	listener_cb	 on_accept;
+	void		*arg;
+	long		 resume_at;	/* paused until then (EMFILE), or 0 */
+	int		 paused;	/* by listen_pause() */
+	int		 dfd;		/* Unix: the socket's directory */
+	char		*name;		/* Unix: the socket's name in it */
+	char		 addr[128];	/* "tcp:127.0.0.1:8443", "unix:/..." */
+};
+
+/* Opens and watches the listener; 0, or < 0 with a message in err. */
+int	 listen_open(struct listener *, const struct cfg_listen *,
+	    int allow_remote, listener_cb, void *arg, char *err, size_t);
+/* Stops accepting (at a connection limit) or starts again. */
+void	 listen_pause(struct listener *, int paused);
+/* Resumes a listener paused for lack of descriptors once its time came. */
+void	 listen_tick(struct listener *, long now);
+void	 listen_close(struct listener *);
+
+#endif

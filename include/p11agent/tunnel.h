@@ -1,0 +1,61 @@
+/*
+ * p11agent: tunnels (agent/tunnel.c): accept a local plaintext
+ * connection, connect to the upstream, run the TLS client handshake (the
+ * token signs through the helper while the handshake's async job waits),
+ * then pump bytes both ways with back-pressure, carrying half-closes
+ * through.
+ */
+#ifndef P11AGENT_TUNNEL_H
+#define P11AGENT_TUNNEL_H
+
+#include <openssl/ssl.h>
+
+#include "p11agent/config.h"
+#include "p11agent/listen.h"
+
+struct agent;
+struct identity;
+
+/* Why a connection failed, counted per tunnel. */
+enum tunnel_fail {
+	TFAIL_RESOLVE,		/* the upstream name does not resolve */
+	TFAIL_CONNECT,		/* the upstream refused or is unreachable */
+	TFAIL_TIMEOUT,		/* connect or handshake deadline */
+	TFAIL_TLS,		/* handshake failed (server, protocol) */
+	TFAIL_TOKEN,		/* the token did not sign */
+	TFAIL_LIMIT,		/* refused at a connection limit */
+	TFAIL_IO,		/* an error while pumping */
+	TFAIL_MAX
+};
+
+struct tunnel_stats {
+	unsigned long long	 accepted;
+	unsigned long long	 handshakes;	/* completed */
+	unsigned long long	 bytes_up;	/* client to upstream */
+	unsigned long long	 bytes_down;
+	unsigned long long	 failed[TFAIL_MAX];
+	int			 open;		/* connections now */
+};
+
+struct tunnel_rt {
+	struct agent		*agent;
+	struct cfg_tunnel	*cfg;
+	struct identity		*id;
+	SSL_CTX			*ssl_ctx;
+	int			 nlisten;
+	struct listener		 listen[CONFIG_MAX_LISTEN];
+	struct tunnel_stats	 stats;
+	struct tunnel_rt	*next;
+};
+
+const char *tunnel_fail_name(enum tunnel_fail);
+/* Builds each tunnel's TLS context and opens its listeners; writes
+ * "listen NAME ADDR" lines to ready_fd (-1: none). */
+int	 tunnels_start(struct agent *, int ready_fd);
+void	 tunnels_tick(struct agent *, long now);
+/* Closes every connection and listener. */
+void	 tunnels_stop(struct agent *);
+/* After the helpers failed every request: lets paused jobs finish. */
+void	 tunnels_reap(void);
+
+#endif
