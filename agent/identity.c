@@ -49,6 +49,7 @@ static struct module_rt *
 module_for(struct agent *a, const char *module)
 {
 	struct module_rt	**mods, *s;
+	struct helper_opts	  o;
 	int			  i, r;
 
 	for (i = 0; i < a->nmods; i++)
@@ -61,7 +62,11 @@ module_for(struct agent *a, const char *module)
 	a->mods = mods;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
-	if ((r = helper_start(module, &s->helper)) != 0) {
+	memset(&o, 0, sizeof(o));
+	o.module = module;
+	o.allow = a->cfg->agent.module_allow;
+	o.nallow = a->cfg->agent.nmodule_allow;
+	if ((r = helper_start(&o, &s->helper)) != 0) {
 		log_err_code(r, "cannot start the token helper");
 		free(s);
 		return NULL;

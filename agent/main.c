@@ -239,13 +239,16 @@ print_list(struct pbuf *b)
 static int
 cmd_tokens(const char *module, const char *pin, const char *filter)
 {
-	struct helper	*h = NULL;
-	struct pbuf	 req, reply;
+	struct helper		*h = NULL;
+	struct helper_opts	 o;
+	struct pbuf		 req, reply;
 	int		 r;
 
 	pbuf_init(&req);
 	pbuf_init(&reply);
-	if ((r = helper_start(module, &h)) != 0) {
+	memset(&o, 0, sizeof(o));
+	o.module = module;
+	if ((r = helper_start(&o, &h)) != 0) {
 		log_err_code(r, "cannot start the token helper");
 		return 1;
 	}

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/x509.h>
 
 #include "p11agent/clock.h"
@@ -46,6 +47,8 @@ struct helper_req {
 
 struct helper {
 	char			*module;	/* NULL: p11-kit's registry */
+	char			**argv;		/* the helper's command line */
+	char			**env;		/* extra environment */
 	pid_t			 pid;
 	int			 pidfd;		/* readable when it exits */
 	int			 fd;
@@ -66,7 +69,7 @@ helper_path(void)
 }
 
 static void
-child(int fd, const char *module)
+child(int fd, char **argv)
 {
 	const char	*path = helper_path();
 	sigset_t	 none;
@@ -85,7 +88,7 @@ child(int fd, const char *module)
 		close(devnull);
 	}
 	dup2(2, 1);	/* a module's chatter must not reach our stdout */
-	execl(path, "p11agent-helper", module, (char *)NULL);
+	execv(path, argv);
 	fprintf(stderr, "p11agent: cannot run the token helper %s: %s\n",
 	    path, strerror(errno));
 	_exit(127);
@@ -104,7 +107,7 @@ spawn(struct helper *h)
 		return P11A_ERR_SYSTEM;
 	}
 	if (h->pid == 0)
-		child(sv[1], h->module);
+		child(sv[1], h->argv);
 	close(sv[1]);
 	/* never block the agent on a full channel: EAGAIN is an error */
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
@@ -115,8 +118,61 @@ spawn(struct helper *h)
 	return 0;
 }
 
+static void
+strv_free(char **v)
+{
+	size_t	 i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; v[i] != NULL; i++) {
+		OPENSSL_cleanse(v[i], strlen(v[i]));	/* may hold a PIN */
+		free(v[i]);
+	}
+	free(v);
+}
+
+/* Appends a copy of s to the NULL-terminated vector *v of n entries. */
+static int
+strv_add(char ***v, size_t *n, const char *s)
+{
+	char	**nv;
+
+	if ((nv = reallocarray(*v, *n + 2, sizeof(*nv))) == NULL)
+		return P11A_ERR_NOMEM;
+	*v = nv;
+	if ((nv[*n] = strdup(s)) == NULL)
+		return P11A_ERR_NOMEM;
+	nv[++*n] = NULL;
+	return 0;
+}
+
+static int
+build_argv(struct helper *h, const struct helper_opts *o)
+{
+	size_t	 n = 0, ne = 0;
+	int	 i, r;
+
+	if ((r = strv_add(&h->argv, &n, "p11agent-helper")) != 0)
+		return r;
+	for (i = 0; i < o->nallow; i++)
+		if ((r = strv_add(&h->argv, &n, "-a")) != 0 ||
+		    (r = strv_add(&h->argv, &n, o->allow[i])) != 0)
+			return r;
+	if (o->registry_name != NULL &&
+	    ((r = strv_add(&h->argv, &n, "-r")) != 0 ||
+	    (r = strv_add(&h->argv, &n, o->registry_name)) != 0))
+		return r;
+	if (o->module != NULL && (r = strv_add(&h->argv, &n, o->module)) != 0)
+		return r;
+	for (i = 0; o->env != NULL && o->env[i] != NULL; i++)
+		if ((r = strv_add(&h->env, &ne, o->env[i])) != 0)
+			return r;
+	return 0;
+}
+
 int
-helper_start(const char *module, struct helper **out)
+helper_start(const struct helper_opts *o, struct helper **out)
 {
 	struct helper	*h;
 	int		 r;
@@ -126,11 +182,13 @@ helper_start(const char *module, struct helper **out)
 	h->fd = h->pidfd = -1;
 	h->next_id = 1;
 	r = P11A_ERR_NOMEM;
-	if ((module == NULL || (h->module = strdup(module)) != NULL) &&
-	    (r = spawn(h)) == 0) {
+	if ((o->module == NULL || (h->module = strdup(o->module)) != NULL) &&
+	    (r = build_argv(h, o)) == 0 && (r = spawn(h)) == 0) {
 		*out = h;
 		return 0;
 	}
+	strv_free(h->argv);
+	strv_free(h->env);
 	free(h->module);
 	free(h);
 	return r;
@@ -182,6 +240,8 @@ helper_free(struct helper *h)
 		return;
 	helper_fail_all(h, P11A_ERR_CLOSED);
 	stop(h);
+	strv_free(h->argv);
+	strv_free(h->env);
 	free(h->module);
 	free(h);
 }

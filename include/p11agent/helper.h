@@ -22,8 +22,21 @@ struct helper;
 /* err is 0 or < 0; on 0, reply's read position is at the payload. */
 typedef void (*helper_cb)(void *arg, int err, struct pbuf *reply);
 
-/* Starts a helper for module (an absolute path, or NULL: p11-kit). */
-int	 helper_start(const char *module, struct helper **);
+/*
+ * How to start a helper.  It runs as
+ *	p11agent-helper [-a PATTERN]... [-r NAME] [MODULE-PATH]
+ * (docs/helper-protocol.md); everything is copied, also for restarts.
+ */
+struct helper_opts {
+	const char	*module;	/* absolute path; NULL: the registry */
+	const char	*registry_name;	/* registry: only this module */
+	char *const	*allow;		/* module-allow patterns */
+	int		 nallow;
+	char *const	*env;		/* "NAME=VALUE" for the helper only
+					 * (PINs from env:); NULL-terminated */
+};
+
+int	 helper_start(const struct helper_opts *, struct helper **);
 void	 helper_free(struct helper *);
 int	 helper_fd(const struct helper *);
 pid_t	 helper_pid(const struct helper *);
