@@ -259,7 +259,7 @@ struct reopen {
 };
 
 static void
-reopened(void *arg, int err, struct pbuf *reply)
+reopened(void *arg, int err, const char *why, struct pbuf *reply)
 {
 	struct reopen	*ro = arg;
 	struct identity	*id = ro->id;
@@ -272,7 +272,7 @@ reopened(void *arg, int err, struct pbuf *reply)
 	else if (!ro->mod->dead) {
 		if (err != 0 || handle != id->hid.handle) {
 			log_err("identity %s: cannot open it again: %s",
-			    id->cfg->name, err ? helper_error(ro->mod->helper) :
+			    id->cfg->name, err ? why :
 			    "key handle changed");
 			/* a PIN is never tried again by itself */
 			if (needs_user(err))

@@ -270,9 +270,9 @@ helper_error(const struct helper *h)
 	return h->err;
 }
 
-/* Decodes a PROTO_ERROR payload into h->err; returns its code. */
+/* Decodes a PROTO_ERROR payload, its message into why; returns its code. */
 static int
-parse_error(struct helper *h, struct pbuf *b)
+parse_error(struct pbuf *b, char *why, size_t len)
 {
 	uint32_t	 code;
 	char		*msg;
@@ -280,7 +280,7 @@ parse_error(struct helper *h, struct pbuf *b)
 	code = pbuf_get_u32(b);
 	pbuf_get_u32(b);	/* CKR: part of the message already */
 	msg = pbuf_get_str(b);
-	snprintf(h->err, sizeof(h->err), "%s", msg ? msg : "unknown error");
+	snprintf(why, len, "%s", msg ? msg : "unknown error");
 	free(msg);
 	if (b->err != 0 || code == 0 || code > 1000)
 		return P11A_ERR_PROTOCOL;
@@ -305,7 +305,7 @@ helper_call(struct helper *h, uint32_t type, const struct pbuf *req,
 			goto fail;
 	} while (rid != id);
 	if (rtype == PROTO_ERROR)
-		return parse_error(h, reply);
+		return parse_error(reply, h->err, sizeof(h->err));
 	if (rtype != (type | 0x80)) {
 		r = P11A_ERR_PROTOCOL;
 		goto fail;
@@ -368,6 +368,7 @@ helper_read(struct helper *h)
 	static struct pbuf	 rx;
 	struct helper_req	*q;
 	uint32_t		 type, id;
+	char			 why[PROTO_MAX_STRING + 1];
 	int			 r;
 
 	for (;;) {
@@ -383,10 +384,11 @@ helper_read(struct helper *h)
 		h->last_reply = clock_now_ms();
 		if (q->cb == NULL)
 			;		/* late reply to an expired request */
-		else if (type == PROTO_ERROR)
-			q->cb(q->arg, parse_error(h, &rx), NULL);
-		else
-			q->cb(q->arg, 0, &rx);
+		else if (type == PROTO_ERROR) {
+			r = parse_error(&rx, why, sizeof(why));
+			q->cb(q->arg, r, why, NULL);
+		} else
+			q->cb(q->arg, 0, NULL, &rx);
 		free(q);
 	}
 }
@@ -406,9 +408,8 @@ helper_expire(struct helper *h, long now)
 	for (q = h->pending; q != NULL; q = q->next) {
 		if (q->cb == NULL || now < q->sent + q->timeout_ms)
 			continue;
-		snprintf(h->err, sizeof(h->err), "the token did not answer "
-		    "in time");
-		q->cb(q->arg, P11A_ERR_TIMEOUT, NULL);
+		q->cb(q->arg, P11A_ERR_TIMEOUT, "the token did not answer in "
+		    "time", NULL);
 		q->cb = NULL;
 	}
 	if ((q = h->pending) == NULL)
@@ -426,7 +427,9 @@ helper_fail_all(struct helper *h, int err)
 		h->pending = q->next;
 		h->npending--;
 		if (q->cb != NULL)
-			q->cb(q->arg, err, NULL);
+			q->cb(q->arg, err, err == P11A_ERR_HELPER ||
+			    err == P11A_ERR_CLOSED ? "the token helper is gone" :
+			    p11a_strerror(err), NULL);
 		free(q);
 	}
 	h->tail = &h->pending;

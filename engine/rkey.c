@@ -30,6 +30,7 @@ struct sign_wait {
 	int		 efd;
 	int		 done;
 	int		 err;
+	char		 why[512];	/* the reason of a failure */
 	uint8_t		 sig[PROTO_MAX_SIG];
 	size_t		 siglen;
 };
@@ -49,7 +50,7 @@ wait_unref(struct sign_wait *w)
 
 /* The reply, from the event loop. */
 static void
-sign_done(void *arg, int err, struct pbuf *reply)
+sign_done(void *arg, int err, const char *why, struct pbuf *reply)
 {
 	struct sign_wait	*w = arg;
 	const uint8_t		*sig;
@@ -57,6 +58,8 @@ sign_done(void *arg, int err, struct pbuf *reply)
 	uint64_t		 one = 1;
 
 	w->err = err;
+	if (err != 0 && why != NULL)
+		snprintf(w->why, sizeof(w->why), "%s", why);
 	if (err == 0) {
 		sig = pbuf_get_bytes(reply, &len, sizeof(w->sig));
 		if (pbuf_end(reply) != 0 || len == 0)
@@ -86,7 +89,7 @@ wait_cleanup(ASYNC_WAIT_CTX *ctx, const void *key, OSSL_ASYNC_FD fd,
 
 static int
 sign_async(const struct rkey *rk, ASYNC_JOB *job, const struct pbuf *req,
-    uint8_t *sig, size_t *siglen)
+    uint8_t *sig, size_t *siglen, char *why, size_t whylen)
 {
 	ASYNC_WAIT_CTX		*wctx = ASYNC_get_wait_ctx(job);
 	struct sign_wait	*w;
@@ -119,13 +122,15 @@ sign_async(const struct rkey *rk, ASYNC_JOB *job, const struct pbuf *req,
 		*siglen = w->siglen;
 	} else if (r == 0)
 		r = P11A_ERR_TOO_LARGE;
+	else
+		snprintf(why, whylen, "%s", w->why);
 	wait_unref(w);
 	return r;
 }
 
 static int
 sign_blocking(const struct rkey *rk, const struct pbuf *req, uint8_t *sig,
-    size_t *siglen)
+    size_t *siglen, char *why, size_t whylen)
 {
 	struct pbuf	 reply;
 	const uint8_t	*p;
@@ -134,6 +139,8 @@ sign_blocking(const struct rkey *rk, const struct pbuf *req, uint8_t *sig,
 
 	pbuf_init(&reply);
 	r = helper_call(rk->helper, PROTO_SIGN, req, &reply, rk->timeout_ms);
+	if (r != 0)
+		snprintf(why, whylen, "%s", helper_error(rk->helper));
 	if (r == 0) {
 		p = pbuf_get_bytes(&reply, &len, PROTO_MAX_SIG);
 		if (pbuf_end(&reply) != 0 || len == 0)
@@ -155,6 +162,7 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 {
 	struct pbuf	 req;
 	ASYNC_JOB	*job;
+	char		 why[512] = "";
 	int		 r;
 
 	pbuf_init(&req);
@@ -166,15 +174,20 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	if (req.err != 0)
 		r = req.err;
 	else if ((job = ASYNC_get_current_job()) != NULL)
-		r = sign_async(rk, job, &req, sig, siglen);
+		r = sign_async(rk, job, &req, sig, siglen, why, sizeof(why));
 	else
-		r = sign_blocking(rk, &req, sig, siglen);
+		r = sign_blocking(rk, &req, sig, siglen, why, sizeof(why));
 	pbuf_clear(&req);
-	if (r != 0)	/* for the TLS layer's error report */
-		ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s",
-		    r == P11A_ERR_TIMEOUT ? "no answer within sign-timeout" :
-		    r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED ?
-		    "the token helper is gone" : p11a_strerror(r));
+	if (r == 0)
+		return 0;
+	/* for the connection's log line: this request's own reason */
+	if (r == P11A_ERR_TIMEOUT)
+		snprintf(why, sizeof(why), "no answer within sign-timeout");
+	else if (r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED)
+		snprintf(why, sizeof(why), "the token helper is gone");
+	else if (why[0] == '\0')
+		snprintf(why, sizeof(why), "%s", p11a_strerror(r));
+	ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s", why);
 	return r;
 }
 

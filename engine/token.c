@@ -60,12 +60,6 @@ token_clear_error(struct token_ctx *ctx)
 	ctx->ckr = 0;
 }
 
-const char *
-token_ckr_name(CK_RV rv)
-{
-	return p11_kit_strerror(rv);
-}
-
 /* Maps a CKR to our code; a lost session or token means "restart me". */
 int
 token_rv_code(CK_RV rv)

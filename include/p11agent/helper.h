@@ -19,8 +19,14 @@
 struct pbuf;
 struct helper;
 
-/* err is 0 or < 0; on 0, reply's read position is at the payload. */
-typedef void (*helper_cb)(void *arg, int err, struct pbuf *reply);
+/*
+ * err is 0 or < 0; on 0, reply's read position is at the payload.  On an
+ * error, why says what happened to this request (the helper's message,
+ * with the CKR name where the token gave one); it is valid during the
+ * call only.
+ */
+typedef void (*helper_cb)(void *arg, int err, const char *why,
+	    struct pbuf *reply);
 
 /*
  * How to start a helper.  It runs as

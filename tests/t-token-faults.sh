@@ -1,0 +1,97 @@
+#!/bin/bash
+# Token failures reach the connection's log line with their CKR name and
+# the agent reacts as it should: a C_Sign that fails (the helper stays), a
+# C_Sign that says the device was removed (the helper is restarted), a
+# C_Login that fails at start-up and at a reopen, and a token that is
+# pulled and put back (P11FAULT_TOKEN_ABSENT_FILE): the agent restarts the
+# helper with back-off until the token is back, then serves again.
+. "$top_srcdir/tests/lib.sh"
+make_token
+
+start_upstream s
+{
+	identity ec 02
+	tunnel t "localhost:$s_port" ec
+} >"$T/agent.conf"
+
+# expect_sign_failure CKR: one connection fails, its log line names CKR
+expect_sign_failure() {
+	local out
+	log_mark
+	out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 10) ||
+	    fail "the client was not closed: $out"
+	wait_log "conn [0-9]+: upstream localhost:$s_port: TLS handshake failed: the token did not sign: signing \(mechanism 0x1041\): $1" ||
+	    fail "no log line naming $1"
+	ok "C_Sign failed: $(grep -E "TLS handshake failed: .*$1" "$T/agent.log" | tail -n 1)"
+}
+
+# a C_Sign that fails: the connection's line says CKR_FUNCTION_FAILED,
+# the helper stays, the next connection signs
+P11FAULT_FAIL=C_Sign=0x6:1 start_agent "$T/agent.conf" ||
+    fail "the agent did not start"
+helper=$(pgrep -P "$AGENT_PID") || fail "no helper"
+expect_sign_failure CKR_FUNCTION_FAILED
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "the next connection: $out"
+[ "$(pgrep -P "$AGENT_PID")" = "$helper" ] || fail "the helper was replaced"
+ok "after CKR_FUNCTION_FAILED the same helper signs the next handshake"
+stop_agent || fail "the agent did not exit cleanly"
+
+# CKR_DEVICE_REMOVED from C_Sign: the helper exits and is restarted
+P11FAULT_FAIL=C_Sign=0x32:1 start_agent "$T/agent.conf" ||
+    fail "the agent did not start"
+expect_sign_failure CKR_DEVICE_REMOVED
+wait_log "token helper for .*libp11fault.so \(pid [0-9]+\) exited; restarting it" ||
+    fail "the helper was not restarted after CKR_DEVICE_REMOVED"
+ok "CKR_DEVICE_REMOVED: the helper was restarted"
+stop_agent || fail "the agent did not exit cleanly"
+
+# C_Login fails at start-up: run and check exit 1 naming the CKR
+rc=0
+P11FAULT_FAIL=C_Login=0x30 "$P11AGENT" run -c "$T/agent.conf" 2>"$T/run.err" ||
+    rc=$?
+[ "$rc" = 1 ] || fail "run with a failing C_Login exited $rc"
+grep -q "agent.conf:[0-9]*: \[identity ec\] key: token 'p11agent-test': C_Login: CKR_DEVICE_ERROR" "$T/run.err" ||
+    fail "run said: $(cat "$T/run.err")"
+ok "C_Login at start-up: $(grep CKR_ "$T/run.err")"
+
+# C_Login fails when the identity is opened again after a restart: a
+# helper wrapper turns the fault on once $T/login-fails exists
+cat >"$T/wrap-helper" <<EOT
+#!/bin/bash
+[ -e "$T/login-fails" ] && export P11FAULT_FAIL=C_Login=0xe0
+exec "$P11AGENT_HELPER" "\$@"
+EOT
+chmod +x "$T/wrap-helper"
+P11AGENT_HELPER=$T/wrap-helper start_agent "$T/agent.conf" ||
+    fail "the agent did not start"
+log_mark
+: >"$T/login-fails"
+kill -KILL "$(pgrep -P "$AGENT_PID")"
+wait_log "identity ec: cannot open it again: token 'p11agent-test': C_Login: CKR_TOKEN_NOT_PRESENT" ||
+    fail "the failed reopen does not name its CKR"
+ok "C_Login at a reopen: $(grep 'cannot open it again' "$T/agent.log" | tail -n 1)"
+rm -f "$T/login-fails"
+wait_log "token helper for .* is back" 30 || fail "the helper did not come back"
+stop_agent || fail "the agent did not exit cleanly"
+
+# the token is pulled while the agent runs, then put back
+export P11FAULT_TOKEN_ABSENT_FILE=$T/absent
+start_agent "$T/agent.conf" || fail "the agent did not start"
+log_mark
+: >"$T/absent"
+out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 10) ||
+    fail "the client was not closed with the token gone: $out"
+wait_log "TLS handshake failed: the token did not sign: .*CKR_DEVICE_REMOVED" ||
+    fail "no CKR_DEVICE_REMOVED on the connection's line"
+wait_log "token helper for .*libp11fault.so \(pid [0-9]+\) exited; restarting it" ||
+    fail "the helper did not exit with the token gone"
+wait_log "identity ec: cannot open it again: .*no token matches" 30 ||
+    fail "the reopen with the token gone does not say no token matches"
+ok "token pulled: the handshake failed naming CKR_DEVICE_REMOVED, reopen finds no token"
+log_mark
+rm -f "$T/absent"
+wait_log "token helper for .* is back" 90 || fail "the helper did not come back after the token did"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "after the token came back: $out"
+ok "token put back: served again without a restart of the agent"
