@@ -1,13 +1,14 @@
 /*
- * p11agent: identities and their token helpers: one helper per PKCS#11
- * module, and the token key of each [identity] as an EVP_PKEY signed by
- * its helper.
+ * p11agent: identities and their token helpers (identity.h).
  *
- * A helper that exits (a crash, a lost token) or hangs (a request past
- * its deadline) is restarted at a bounded rate, and its identities are
- * opened again, asynchronously and in their original order, so their
- * key handles stay the same.  Open tunnels do not need the helper and
- * keep flowing meanwhile.
+ * Identities are opened from the event loop, asynchronously, so that a
+ * slow or hung module delays nothing else and a signal stops the agent
+ * at once.  A helper that exits (a crash, a lost token) or hangs (a
+ * request past its deadline) is restarted at a bounded rate, and its
+ * identities are opened again in their original order, so their key
+ * handles stay the same; a reopened identity whose key or certificate
+ * changed (another card) gets new TLS contexts, or is refused.  Open
+ * tunnels do not need the helper and keep flowing meanwhile.
  */
 #include "config.h"
 
@@ -16,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 
+#include <openssl/crypto.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -27,10 +30,12 @@
 #include "p11agent/identity.h"
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
+#include "p11agent/tunnel.h"
 
 #define OPEN_TIMEOUT_MS		60000
 #define RESTART_MIN_MS		1000
 #define RESTART_MAX_MS		60000
+#define PIN_ENV_MAX		(64 + 256 + 2)	/* NAME=PIN */
 
 static int
 same_module(const char *a, const char *b)
@@ -45,11 +50,106 @@ module_name(const struct module_rt *s)
 	return s->module ? s->module : "p11-kit registry";
 }
 
+/* ---- PINs from the environment: for the helpers only */
+
+static void
+pin_env_free(struct agent *a)
+{
+	int	 i;
+
+	for (i = 0; i < a->npin_env; i++) {
+		OPENSSL_cleanse(a->pin_env[i], PIN_ENV_MAX);
+		munlock(a->pin_env[i], PIN_ENV_MAX);
+		free(a->pin_env[i]);
+	}
+	free(a->pin_env);
+	a->pin_env = NULL;
+	a->npin_env = 0;
+}
+
+/* Moves one env:NAME PIN into a locked buffer and out of the environment. */
+static int
+pin_env_take(struct agent *a, const char *name)
+{
+	char	**v, *kv, *val;
+	int	  i;
+
+	for (i = 0; i < a->npin_env; i++)
+		if (strncmp(a->pin_env[i], name, strlen(name)) == 0 &&
+		    a->pin_env[i][strlen(name)] == '=')
+			return 0;	/* two identities, one variable */
+	if ((val = getenv(name)) == NULL)
+		return 0;	/* the helper will say it is not set */
+	if (strlen(name) + strlen(val) + 2 > PIN_ENV_MAX) {
+		log_err("pin = env:%s: the value is longer than 256 bytes",
+		    name);
+		return P11A_ERR_PIN_SOURCE;
+	}
+	if ((v = reallocarray(a->pin_env, a->npin_env + 2,
+	    sizeof(*v))) == NULL)
+		return P11A_ERR_NOMEM;
+	a->pin_env = v;
+	if ((kv = malloc(PIN_ENV_MAX)) == NULL)
+		return P11A_ERR_NOMEM;
+	if (mlock(kv, PIN_ENV_MAX) == -1)
+		log_debug("mlock: %s (the PIN may be swapped)",
+		    strerror(errno));
+	snprintf(kv, PIN_ENV_MAX, "%s=%s", name, val);
+	/* the bytes of the original environment too (/proc/PID/environ) */
+	OPENSSL_cleanse(val, strlen(val));
+	unsetenv(name);
+	v[a->npin_env++] = kv;
+	v[a->npin_env] = NULL;
+	return 0;
+}
+
+int
+identity_take_env_pins(struct agent *a)
+{
+	struct cfg_identity	*c;
+	int			 r;
+
+	for (c = a->cfg->identities; c != NULL; c = c->next)
+		if (c->pin != NULL && strncmp(c->pin, "env:", 4) == 0 &&
+		    (r = pin_env_take(a, c->pin + 4)) != 0)
+			return r;
+	return 0;
+}
+
+/* The PIN variables of the identities on this module, for its helper. */
+static char **
+pin_env_for(struct agent *a, const char *module)
+{
+	struct cfg_identity	*c;
+	char			**env;
+	size_t			  n = 0, len;
+	int			  i;
+
+	if ((env = calloc(a->npin_env + 1, sizeof(*env))) == NULL)
+		return NULL;
+	for (i = 0; i < a->npin_env; i++)
+		for (c = a->cfg->identities; c != NULL; c = c->next) {
+			if (c->pin == NULL || strncmp(c->pin, "env:", 4) != 0 ||
+			    !same_module(c->module, module))
+				continue;
+			len = strlen(c->pin + 4);
+			if (strncmp(a->pin_env[i], c->pin + 4, len) == 0 &&
+			    a->pin_env[i][len] == '=') {
+				env[n++] = a->pin_env[i];
+				break;
+			}
+		}
+	return env;
+}
+
+/* ---- modules and their helpers */
+
 static struct module_rt *
 module_for(struct agent *a, const char *module)
 {
-	struct module_rt	**mods, *s;
+	struct module_rt	**mods, *s = NULL;
 	struct helper_opts	  o;
+	char			**env = NULL;
 	int			  i, r;
 
 	for (i = 0; i < a->nmods; i++)
@@ -58,23 +158,34 @@ module_for(struct agent *a, const char *module)
 	/* each module_rt is its own allocation: identities point to it */
 	mods = reallocarray(a->mods, a->nmods + 1, sizeof(*mods));
 	if (mods == NULL)
-		return NULL;
+		goto nomem;
 	a->mods = mods;
-	if ((s = calloc(1, sizeof(*s))) == NULL)
-		return NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (module != NULL && (s->module = strdup(module)) == NULL) ||
+	    (env = pin_env_for(a, module)) == NULL)
+		goto nomem;
 	memset(&o, 0, sizeof(o));
 	o.module = module;
 	o.allow = a->cfg->agent.module_allow;
 	o.nallow = a->cfg->agent.nmodule_allow;
-	if ((r = helper_start(&o, &s->helper)) != 0) {
-		log_err_code(r, "cannot start the token helper");
-		free(s);
-		return NULL;
+	o.env = env;
+	r = helper_start(&o, &s->helper);
+	free(env);	/* the strings are the agent's; the helper copied */
+	if (r != 0) {
+		log_err_code(r, "cannot start the token helper for %s",
+		    module ? module : "the p11-kit registry");
+		goto fail;
 	}
-	s->module = module ? strdup(module) : NULL;
 	s->backoff_ms = RESTART_MIN_MS;
 	a->mods[a->nmods++] = s;
 	return s;
+nomem:
+	log_err("out of memory");
+fail:
+	if (s != NULL)
+		free(s->module);
+	free(s);
+	return NULL;
 }
 
 static X509 *
@@ -93,59 +204,128 @@ cert_from_file(const char *path, char *err, size_t errlen)
 	return x;
 }
 
+/*
+ * Turns an OPEN_OK reply into the identity's key: the certificate from
+ * the token or from cert = FILE, and the EVP_PKEY signed by the helper.
+ */
 static int
-open_one(struct agent *a, struct identity *id)
+open_finish(struct identity *id, struct pbuf *reply,
+    struct helper_identity *hid, EVP_PKEY **pkey, char *err, size_t errlen)
 {
 	struct cfg_identity	*c = id->cfg;
-	char			 err[256];
+	int			 r;
+
+	memset(hid, 0, sizeof(*hid));
+	if ((r = helper_parse_open(reply, hid)) != 0) {
+		snprintf(err, errlen, "%s", r == P11A_ERR_NO_CERT ?
+		    "the certificate on the token is not valid DER X.509" :
+		    "malformed reply from the token helper");
+		goto fail;
+	}
+	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {
+		X509_free(hid->cert);
+		if ((hid->cert = cert_from_file(c->cert, err, errlen)) ==
+		    NULL) {
+			r = P11A_ERR_NO_CERT;
+			goto fail;
+		}
+	}
+	if ((r = rkey_new(id->mod->helper, hid, c->sign_timeout * 1000,
+	    pkey)) != 0) {
+		snprintf(err, errlen, "%s", r == P11A_ERR_NO_CERT ? "the "
+		    "certificate is not for a key of this type" :
+		    p11a_strerror(r));
+		goto fail;
+	}
+	return 0;
+fail:
+	X509_free(hid->cert);
+	hid->cert = NULL;
+	return r;
+}
+
+static void
+start_settled(struct agent *a)
+{
+	if (--a->opening == 0 && a->opened_cb != NULL)
+		a->opened_cb(a, a->open_failed);
+}
+
+/* The answer to an identity's first OPEN. */
+static void
+opened(void *arg, int err, const char *why, struct pbuf *reply)
+{
+	struct identity		*id = arg;
+	struct agent		*a = id->agent;
+	struct cfg_identity	*c = id->cfg;
+	char			 msg[512];
+
+	if (err == 0 && open_finish(id, reply, &id->hid, &id->pkey, msg,
+	    sizeof(msg)) != 0) {
+		err = P11A_ERR_NO_CERT;
+		why = msg;
+	}
+	if (err != 0) {
+		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
+		    c->key_line, c->name, why ? why : p11a_strerror(err));
+		a->open_failed = 1;
+	} else
+		log_debug("identity %s: open on %s", c->name,
+		    module_name(id->mod));
+	start_settled(a);
+}
+
+static int
+open_start(struct agent *a, struct identity *id)
+{
+	struct cfg_identity	*c = id->cfg;
+	struct pbuf		 req;
 	int			 r;
 
 	if ((id->mod = module_for(a, c->module)) == NULL)
 		return P11A_ERR_HELPER;
-	r = helper_open(id->mod->helper, c->key, c->cert, c->pin,
-	    OPEN_TIMEOUT_MS, &id->hid);
-	if (r != 0) {
-		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
-		    c->key_line, c->name, helper_error(id->mod->helper));
-		return r;
-	}
-	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {
-		if ((id->hid.cert = cert_from_file(c->cert, err,
-		    sizeof(err))) == NULL) {
-			log_err("%s: [identity %s] cert %s: %s", a->cfg->path,
-			    c->name, c->cert, err);
-			return P11A_ERR_NO_CERT;
-		}
-	}
-	if ((r = rkey_new(id->mod->helper, &id->hid, c->sign_timeout * 1000,
-	    &id->pkey)) != 0) {
-		log_err("%s: [identity %s]: %s", a->cfg->path, c->name,
-		    r == P11A_ERR_NO_CERT ? "the certificate is not for a key "
-		    "of this type" : p11a_strerror(r));
-		return r;
-	}
-	return 0;
+	pbuf_init(&req);
+	helper_put_open(&req, c->key, c->cert, c->pin);
+	r = helper_request(id->mod->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
+	    opened, id);
+	pbuf_clear(&req);
+	if (r != 0)
+		log_err_code(r, "identity %s: cannot ask its token helper",
+		    c->name);
+	return r;
 }
 
+static int	watch_module(struct module_rt *);
+
 int
-identity_open_all(struct agent *a)
+identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 {
 	struct cfg_tunnel	*t;
 	struct identity		*id, **tail = &a->identities;
-	int			 r, failed = 0;
+	int			 i, r;
 
+	a->opened_cb = cb;
+	a->opening = 1;		/* until every request is out */
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if (identity_find(a, t->identity) != NULL)
 			continue;
 		if ((id = calloc(1, sizeof(*id))) == NULL)
 			return P11A_ERR_NOMEM;
+		id->agent = a;
 		id->cfg = t->identity;
 		*tail = id;
 		tail = &id->next;
-		if ((r = open_one(a, id)) != 0)
-			failed = r;
+		a->opening++;
+		if ((r = open_start(a, id)) != 0) {
+			a->open_failed = 1;
+			a->opening--;
+		}
 	}
-	return failed;
+	for (i = 0; i < a->nmods; i++)
+		if ((r = watch_module(a->mods[i])) != 0)
+			return r;
+	start_settled(a);
+	return 0;
 }
 
 struct identity *
@@ -165,13 +345,11 @@ identity_close_all(struct agent *a)
 	struct identity	*id;
 	int		 i;
 
-	while ((id = a->identities) != NULL) {
-		a->identities = id->next;
-		EVP_PKEY_free(id->pkey);
-		X509_free(id->hid.cert);
-		free(id);
-	}
+	a->opened_cb = NULL;
+	/* the helpers first: requests in flight fail while ids exist */
 	for (i = 0; i < a->nmods; i++) {
+		loop_set(&a->mods[i]->w, 0);
+		loop_set(&a->mods[i]->pw, 0);
 		helper_free(a->mods[i]->helper);
 		free(a->mods[i]->module);
 		free(a->mods[i]);
@@ -179,6 +357,13 @@ identity_close_all(struct agent *a)
 	free(a->mods);
 	a->mods = NULL;
 	a->nmods = 0;
+	while ((id = a->identities) != NULL) {
+		a->identities = id->next;
+		EVP_PKEY_free(id->pkey);
+		X509_free(id->hid.cert);
+		free(id);
+	}
+	pin_env_free(a);
 	rkey_cleanup();
 }
 
@@ -228,6 +413,8 @@ on_helper_exit(struct watch *w, uint32_t events)
 static int
 watch_module(struct module_rt *s)
 {
+	if (s->w.cb != NULL && s->w.events != 0)
+		return 0;	/* already watched */
 	loop_watch_init(&s->w, helper_fd(s->helper), on_helper, s);
 	loop_watch_init(&s->pw, helper_pidfd(s->helper), on_helper_exit, s);
 	if (loop_set(&s->w, EPOLLIN) != 0 ||
@@ -252,30 +439,135 @@ needs_user(int err)
 	}
 }
 
-/* The reply to a re-OPEN: the handle must be the one the key uses. */
+static int
+same_cert(X509 *a, X509 *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return X509_cmp(a, b) == 0;
+}
+
+static void
+subject(X509 *x, char *buf, size_t len)
+{
+	if (x == NULL)
+		snprintf(buf, len, "(none)");
+	else
+		X509_NAME_oneline(X509_get_subject_name(x), buf, (int)len);
+}
+
+/*
+ * What changed between the identity as it was and as reopened, or NULL.
+ * The handle, key type and capabilities come from the helper; the
+ * certificate (and with it the public key) from the token or the file.
+ */
+static const char *
+what_changed(const struct helper_identity *old,
+    const struct helper_identity *new)
+{
+	if (new->handle != old->handle)
+		return "its key handle";
+	if (new->keytype != old->keytype)
+		return "its key type";
+	if (!same_cert(old->cert, new->cert))
+		return "its certificate";
+	if (EVP_PKEY_eq(X509_get0_pubkey(old->cert),
+	    X509_get0_pubkey(new->cert)) != 1)
+		return "its public key";
+	if (new->caps != old->caps)
+		return "its token's signature mechanisms";
+	return NULL;
+}
+
+/*
+ * The identity came back different (another card in the reader): take
+ * the new key and certificate and rebuild the TLS contexts of its
+ * tunnels; 0, or < 0 when it cannot be used (the caller refuses it).
+ */
+static int
+identity_replace(struct identity *id, struct helper_identity *hid,
+    EVP_PKEY *pkey, const char *what)
+{
+	struct helper_identity	 old = id->hid;
+	EVP_PKEY		*oldkey = id->pkey;
+	char			 was[256], now[256];
+	int			 r;
+
+	subject(old.cert, was, sizeof(was));
+	subject(hid->cert, now, sizeof(now));
+	id->hid = *hid;
+	id->pkey = pkey;
+	if ((r = tunnels_rebuild_tls(id->agent, id)) != 0) {
+		id->hid = old;
+		id->pkey = oldkey;
+		log_err("identity %s: the token came back with a different "
+		    "key (%s changed; certificate was %s, now %s) that its "
+		    "tunnels cannot use; refusing it", id->cfg->name, what,
+		    was, now);
+		return r;
+	}
+	log_warn("identity %s: the token came back with a different key (%s "
+	    "changed; certificate was %s, now %s); its tunnels now use the "
+	    "new one", id->cfg->name, what, was, now);
+	X509_free(old.cert);
+	EVP_PKEY_free(oldkey);
+	return 0;
+}
+
+/* The reply to a re-OPEN after a restart. */
 struct reopen {
 	struct module_rt	*mod;
 	struct identity		*id;
 };
+
+static int
+reopen_check(struct identity *id, struct pbuf *reply)
+{
+	struct helper_identity	 hid;
+	EVP_PKEY		*pkey = NULL;
+	const char		*what;
+	char			 err[512];
+	int			 r;
+
+	if ((r = open_finish(id, reply, &hid, &pkey, err, sizeof(err))) != 0) {
+		log_err("identity %s: cannot open it again: %s",
+		    id->cfg->name, err);
+		return r;
+	}
+	if ((what = what_changed(&id->hid, &hid)) == NULL) {
+		X509_free(hid.cert);
+		EVP_PKEY_free(pkey);
+		return 0;
+	}
+	if (hid.handle != id->hid.handle) {
+		log_err("identity %s: cannot open it again: its key handle "
+		    "changed", id->cfg->name);
+		r = P11A_ERR_HELPER;
+	} else if ((r = identity_replace(id, &hid, pkey, what)) == 0)
+		return 0;
+	X509_free(hid.cert);
+	EVP_PKEY_free(pkey);
+	return r;
+}
 
 static void
 reopened(void *arg, int err, const char *why, struct pbuf *reply)
 {
 	struct reopen	*ro = arg;
 	struct identity	*id = ro->id;
-	uint32_t	 handle = 0;
 
-	if (err == 0)
-		handle = pbuf_get_u32(reply);
-	if (err == P11A_ERR_HELPER)
+	if (err == P11A_ERR_HELPER || err == P11A_ERR_CLOSED)
 		;		/* the helper died meanwhile: said elsewhere */
 	else if (!ro->mod->dead) {
-		if (err != 0 || handle != id->hid.handle) {
+		if (err != 0)
 			log_err("identity %s: cannot open it again: %s",
-			    id->cfg->name, err ? why :
-			    "key handle changed");
-			/* a PIN is never tried again by itself */
-			if (needs_user(err))
+			    id->cfg->name, why);
+		else
+			err = reopen_check(id, reply);
+		if (err != 0) {
+			/* a PIN is never tried again by itself, nor is a
+			 * key its tunnels cannot use (P11A_ERR_TLS) */
+			if (needs_user(err) || err == P11A_ERR_TLS)
 				ro->mod->given_up = 1;
 			helper_kill(ro->mod->helper);
 		} else if (--ro->mod->reopening == 0) {
@@ -318,17 +610,6 @@ restart(struct agent *a, struct module_rt *s)
 			free(ro);
 		pbuf_clear(&req);
 	}
-}
-
-int
-helpers_watch(struct agent *a)
-{
-	int			 i;
-
-	for (i = 0; i < a->nmods; i++)
-		if (watch_module(a->mods[i]) != 0)
-			return P11A_ERR_SYSTEM;
-	return 0;
 }
 
 void

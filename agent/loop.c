@@ -88,6 +88,12 @@ loop_run_deferred(void)
 	}
 }
 
+void
+loop_stop(void)
+{
+	stopping = 1;
+}
+
 static void
 on_signal(struct watch *w, uint32_t events)
 {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -87,6 +88,9 @@ load_config(const char *path)
 	return 0;
 }
 
+static int	 exit_status;
+static int	 ready_fd = -1;
+
 static void
 tick(long now)
 {
@@ -94,26 +98,57 @@ tick(long now)
 	tunnels_tick(&agent, now);
 }
 
-static int
-cmd_run(const char *path, int ready_fd)
+/* Every identity has answered: serve, or stop if one could not open. */
+static void
+run_opened(struct agent *a, int failed)
 {
-	int	 r = 1;
-
-	if (load_config(path) != 0)
-		return 1;
-	if (loop_init() != 0 || resolve_init() != 0)
-		goto out;
-	if (identity_open_all(&agent) != 0)
-		goto out;
-	if (helpers_watch(&agent) != 0 || tunnels_start(&agent, ready_fd) != 0)
-		goto out;
+	if (failed || tunnels_start(a, ready_fd) != 0) {
+		exit_status = 1;
+		loop_stop();
+		return;
+	}
 	if (ready_fd != -1) {
 		if (write(ready_fd, "ready\n", 6) != 6)
 			log_warn_sys("ready fd");
 		close(ready_fd);
+		ready_fd = -1;
 	}
 	log_info("ready");
-	r = loop_run(tick) == 0 ? 0 : 1;
+}
+
+/* The agent holds no PIN it could dump, but its memory is still ours. */
+static int
+harden(void)
+{
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+		log_err_sys("prctl(PR_SET_DUMPABLE)");
+		return -1;
+	}
+	return 0;
+}
+
+/* Loads the configuration and starts opening its identities. */
+static int
+start(const char *path, void (*opened)(struct agent *, int))
+{
+	if (load_config(path) != 0)
+		return -1;
+	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
+	    loop_init() != 0 || resolve_init() != 0 ||
+	    identity_open_start(&agent, opened) != 0)
+		return -1;
+	return 0;
+}
+
+static int
+cmd_run(const char *path)
+{
+	int	 r = 1;
+
+	if (start(path, run_opened) != 0)
+		goto out;
+	/* a signal stops the agent at once, also while identities open */
+	r = loop_run(tick) == 0 ? exit_status : 1;
 out:
 	tunnels_stop(&agent);
 	helpers_fail_all(&agent);
@@ -155,6 +190,13 @@ test_sign(struct identity *id)
 	return why;
 }
 
+static void
+check_opened(struct agent *a, int failed)
+{
+	exit_status = failed;
+	loop_stop();
+}
+
 static int
 cmd_check(const char *path)
 {
@@ -163,12 +205,11 @@ cmd_check(const char *path)
 	SSL_CTX			*ctx;
 	char			 err[512], subj[256];
 	const char		*why;
-	int			 bad = 0;
+	int			 bad = 1;
 
-	if (load_config(path) != 0)
-		return 1;
-	if (identity_open_all(&agent) != 0)
-		bad = 1;
+	if (start(path, check_opened) != 0 || loop_run(tick) != 0)
+		goto out;
+	bad = exit_status;
 	for (id = agent.identities; id != NULL; id = id->next) {
 		if (id->pkey == NULL)
 			continue;
@@ -195,6 +236,7 @@ cmd_check(const char *path)
 		SSL_CTX_free(ctx);
 		printf("tunnel %s: ok\n", t->name);
 	}
+out:
 	identity_close_all(&agent);
 	config_free(agent.cfg);
 	return bad;
@@ -280,7 +322,7 @@ main(int argc, char *argv[])
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
 	const char	*filter = NULL;
 	char		*end;
-	int		 ch, ready_fd = -1, verbose = 0;
+	int		 ch, verbose = 0;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -330,7 +372,7 @@ main(int argc, char *argv[])
 	}
 	log_init("p11agent", verbose);
 	if (strcmp(cmd, "run") == 0)
-		return cmd_run(config, ready_fd);
+		return cmd_run(config);
 	if (strcmp(cmd, "check") == 0)
 		return cmd_check(config);
 	if (strcmp(cmd, "tokens") == 0)

@@ -223,7 +223,8 @@ try_connect(struct conn *c)
 		    c->ai_next->ai_addrlen) == 0 || errno == EINPROGRESS) {
 			loop_watch_init(&c->uw, fd, on_upstream, c);
 			c->state = C_CONNECTING;
-			loop_set(&c->uw, EPOLLOUT);
+			if (loop_set(&c->uw, EPOLLOUT) != 0)
+				conn_fail(c, TFAIL_IO, "cannot watch a socket");
 			return;
 		}
 		close(fd);
@@ -386,10 +387,10 @@ handshake(struct conn *c)
 	}
 	switch ((e = SSL_get_error(c->ssl, r))) {
 	case SSL_ERROR_WANT_READ:
-		loop_set(&c->uw, EPOLLIN);
-		return;
 	case SSL_ERROR_WANT_WRITE:
-		loop_set(&c->uw, EPOLLOUT);
+		if (loop_set(&c->uw, e == SSL_ERROR_WANT_READ ? EPOLLIN :
+		    EPOLLOUT) != 0)
+			conn_fail(c, TFAIL_IO, "cannot watch a socket");
 		return;
 	case SSL_ERROR_WANT_ASYNC:
 		log_debug("conn %lu: the handshake waits for the token",
@@ -570,8 +571,8 @@ pump(struct conn *c)
 		uev |= EPOLLIN;
 	if (w.up_out)
 		uev |= EPOLLOUT;
-	loop_set(&c->cw, cev);
-	loop_set(&c->uw, uev);
+	if (loop_set(&c->cw, cev) != 0 || loop_set(&c->uw, uev) != 0)
+		conn_fail(c, TFAIL_IO, "cannot watch a socket");
 }
 
 static void
@@ -765,6 +766,43 @@ tunnels_start(struct agent *a, int ready_fd)
 			return r;
 	}
 	return 0;
+}
+
+int
+tunnels_rebuild_tls(struct agent *a, struct identity *id)
+{
+	struct tunnel_rt	*rt;
+	SSL_CTX			**ctx;
+	char			 err[512];
+	int			 n = 0, i, r = 0;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		n++;
+	if ((ctx = calloc(n + 1, sizeof(*ctx))) == NULL)
+		return P11A_ERR_NOMEM;
+	/* build every context first: all tunnels change, or none */
+	for (rt = a->tunnels, i = 0; rt != NULL; rt = rt->next, i++) {
+		if (rt->id != id)
+			continue;
+		if ((ctx[i] = tls_ctx_new(rt->cfg, id, err, sizeof(err))) ==
+		    NULL) {
+			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
+			    rt->cfg->line, rt->cfg->name, err);
+			r = P11A_ERR_TLS;
+			break;
+		}
+	}
+	for (rt = a->tunnels, i = 0; rt != NULL; rt = rt->next, i++) {
+		if (ctx[i] == NULL)
+			continue;
+		if (r == 0) {
+			SSL_CTX_free(rt->ssl_ctx);	/* open SSLs hold it */
+			rt->ssl_ctx = ctx[i];
+		} else
+			SSL_CTX_free(ctx[i]);
+	}
+	free(ctx);
+	return r;
 }
 
 /* After the helpers failed every request: let paused jobs finish. */

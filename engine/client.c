@@ -69,7 +69,7 @@ helper_path(void)
 }
 
 static void
-child(int fd, char **argv)
+child(int fd, char **argv, char **envp)
 {
 	const char	*path = helper_path();
 	sigset_t	 none;
@@ -88,26 +88,54 @@ child(int fd, char **argv)
 		close(devnull);
 	}
 	dup2(2, 1);	/* a module's chatter must not reach our stdout */
-	execv(path, argv);
+	execve(path, argv, envp);
 	fprintf(stderr, "p11agent: cannot run the token helper %s: %s\n",
 	    path, strerror(errno));
 	_exit(127);
 }
 
+/* The helper's environment: ours plus its own variables (PINs). */
+static char **
+helper_envp(struct helper *h)
+{
+	extern char	**environ;
+	char		**envp;
+	size_t		  n = 0, m = 0, i;
+
+	while (environ[n] != NULL)
+		n++;
+	while (h->env != NULL && h->env[m] != NULL)
+		m++;
+	if ((envp = calloc(n + m + 1, sizeof(*envp))) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++)
+		envp[i] = environ[i];
+	for (i = 0; i < m; i++)
+		envp[n + i] = h->env[i];
+	return envp;
+}
+
 static int
 spawn(struct helper *h)
 {
+	char	**envp;
 	int	 sv[2];
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+	if ((envp = helper_envp(h)) == NULL)
+		return P11A_ERR_NOMEM;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		free(envp);
 		return P11A_ERR_SYSTEM;
+	}
 	if ((h->pid = fork()) == -1) {
+		free(envp);
 		close(sv[0]);
 		close(sv[1]);
 		return P11A_ERR_SYSTEM;
 	}
 	if (h->pid == 0)
-		child(sv[1], h->argv);
+		child(sv[1], h->argv, envp);
+	free(envp);	/* the strings are environ's and h->env's */
 	close(sv[1]);
 	/* never block the agent on a full channel: EAGAIN is an error */
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);

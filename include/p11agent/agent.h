@@ -16,6 +16,13 @@ struct agent {
 	int			 nmods;
 	struct tunnel_rt	*tunnels;
 	int			 nconns;	/* open connections, all tunnels */
+	/* "NAME=PIN" of pin = env:NAME, out of the environment, locked */
+	char			**pin_env;
+	int			 npin_env;
+	/* start-up: identities still opening, and what to call then */
+	int			 opening;
+	int			 open_failed;
+	void			(*opened_cb)(struct agent *, int failed);
 };
 
 #endif

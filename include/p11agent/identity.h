@@ -33,6 +33,7 @@ struct module_rt {
 };
 
 struct identity {
+	struct agent		*agent;
 	struct cfg_identity	*cfg;
 	struct module_rt	*mod;
 	struct helper_identity	 hid;
@@ -40,12 +41,23 @@ struct identity {
 	struct identity		*next;
 };
 
-/* Opens every identity a tunnel uses (blocking: start-up only). */
-int	 identity_open_all(struct agent *);
+/*
+ * Moves the PINs of pin = env:NAME into the agent's locked memory and out
+ * of its environment (the bytes are wiped too); each module's helper
+ * gets the variables of its identities in its own environment.  Call it
+ * first, before any helper starts.
+ */
+int	 identity_take_env_pins(struct agent *);
+/*
+ * Starts opening every identity a tunnel uses, from the event loop; cb
+ * runs once all have answered (failed: one or more could not be opened,
+ * each said why in the log).  < 0 when the requests cannot even start.
+ */
+int	 identity_open_start(struct agent *,
+	    void (*cb)(struct agent *, int failed));
 void	 identity_close_all(struct agent *);
 struct identity *identity_find(struct agent *, struct cfg_identity *);
-/* Puts the helpers' channels in the loop; restarts dead or hung ones. */
-int	 helpers_watch(struct agent *);
+/* Restarts dead helpers (at a bounded rate) and kills hung ones. */
 void	 helpers_tick(struct agent *, long now);
 void	 helpers_fail_all(struct agent *);
 

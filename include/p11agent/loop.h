@@ -26,8 +26,11 @@ void	 loop_watch_init(struct watch *, int fd, watch_cb, void *);
 /* Sets the interest (EPOLLIN/EPOLLOUT); 0 removes the fd.  Changes
  * epoll only when the interest changes; 0 or P11A_ERR_SYSTEM. */
 int	 loop_set(struct watch *, uint32_t events);
-/* Runs until a signal asks to stop; tick runs every 200 ms. */
+/* Runs until a signal or loop_stop() asks to stop; tick runs every
+ * 200 ms.  Returns 0, or < 0 when epoll fails. */
 int	 loop_run(void (*tick)(long now_ms));
+/* Ends loop_run() after the current batch of events. */
+void	 loop_stop(void);
 /* Frees run after the current batch of events, never inside it. */
 void	 loop_defer(void (*fn)(void *), void *);
 void	 loop_run_deferred(void);

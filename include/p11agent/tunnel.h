@@ -57,5 +57,9 @@ void	 tunnels_tick(struct agent *, long now);
 void	 tunnels_stop(struct agent *);
 /* After the helpers failed every request: lets paused jobs finish. */
 void	 tunnels_reap(void);
+/* The identity's key or certificate changed: new TLS contexts for its
+ * tunnels (open connections keep theirs); 0 or P11A_ERR_TLS (logged),
+ * and then nothing changed. */
+int	 tunnels_rebuild_tls(struct agent *, struct identity *);
 
 #endif

@@ -127,6 +127,46 @@ test_errors(void)
 	    "bad.conf:1:", "[identity a]: missing key");
 	expect_error("[tunnel t]\nkey = pkcs11:x\n", "bad.conf:2:",
 	    "belongs in a [identity NAME] section");
+	/* inih merges [x] ... [x] in a row into one section */
+	expect_error("[identity a]\nkey = pkcs11:token=x\n[identity a]\n"
+	    "pin = none\n", "bad.conf:3:", "[identity a]: defined twice "
+	    "(also line 1)");
+	expect_error(GOOD "[agent]\nmax-connections = 10\n[agent]\n"
+	    "max-connections = 20\n", "bad.conf:18:", "[agent]: defined twice");
+	expect_error(GOOD "[agent]\nmax-connections = 0\n", "bad.conf:17:",
+	    "max-connections: '0' is not a number between 1 and 65536");
+	expect_error(GOOD "[agent]\nmodule-allow = lib/*.so\n", "bad.conf:17:",
+	    "module-allow: 'lib/*.so' must be an absolute path pattern");
+	expect_error(GOOD "[agent]\nconnect = h:1\n", "bad.conf:17:",
+	    "[agent] connect: this key belongs in a [tunnel NAME] section");
+}
+
+/* The [agent] section and the limits. */
+static void
+test_agent_section(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path;
+
+	path = test_write("agent.conf", GOOD "max-connections = 7\n"
+	    "[agent]\nmax-connections = 100\n"
+	    "module-allow = /opt/a/*.so, /opt/b/lib*.so\n"
+	    "module-allow = /srv/c.so\n", 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->agent.max_connections, 100);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->max_connections, 7);
+	CU_ASSERT_EQUAL(cfg->tunnels->max_connections, CONFIG_DEFAULT_CONNS);
+	CU_ASSERT_EQUAL_FATAL(cfg->agent.nmodule_allow, 3);
+	CU_ASSERT_STRING_EQUAL(cfg->agent.module_allow[1], "/opt/b/lib*.so");
+	CU_ASSERT_STRING_EQUAL(cfg->agent.module_allow[2], "/srv/c.so");
+	config_free(cfg);
+	/* without the section: the defaults */
+	path = test_write("plain.conf", GOOD, 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->agent.max_connections, CONFIG_DEFAULT_CONNS);
+	CU_ASSERT_EQUAL(cfg->agent.nmodule_allow, 0);
+	config_free(cfg);
 }
 
 static void
@@ -172,6 +212,7 @@ suite_config(void)
 	if (s == NULL ||
 	    CU_add_test(s, "a good file", test_good) == NULL ||
 	    CU_add_test(s, "errors name file:line:key", test_errors) == NULL ||
+	    CU_add_test(s, "the [agent] section", test_agent_section) == NULL ||
 	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
 	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL)
