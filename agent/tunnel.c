@@ -768,6 +768,28 @@ tunnels_start(struct agent *a, int ready_fd)
 	return 0;
 }
 
+/* "tunnel t: 12 connections, 10 handshakes, 3400 bytes up, ..." */
+void
+tunnel_log_stats(const struct tunnel_rt *rt)
+{
+	const struct tunnel_stats	*st = &rt->stats;
+	char				 fails[256] = "";
+	size_t				 n;
+	int				 f;
+
+	for (f = 0; f < TFAIL_MAX; f++) {
+		if (st->failed[f] == 0)
+			continue;
+		n = strlen(fails);
+		snprintf(fails + n, sizeof(fails) - n, "%s%s %llu",
+		    n ? ", " : "", tunnel_fail_name(f), st->failed[f]);
+	}
+	log_info("tunnel %s: %llu connections, %llu handshakes, %llu bytes "
+	    "up, %llu down, failed: %s", rt->cfg->name, st->accepted,
+	    st->handshakes, st->bytes_up, st->bytes_down,
+	    fails[0] ? fails : "none");
+}
+
 int
 tunnels_rebuild_tls(struct agent *a, struct identity *id)
 {
@@ -823,6 +845,7 @@ tunnels_stop(struct agent *a)
 		conn_close(conns, "agent stopping");
 	while ((rt = a->tunnels) != NULL) {
 		a->tunnels = rt->next;
+		tunnel_log_stats(rt);
 		for (i = 0; i < rt->nlisten; i++)
 			listen_close(&rt->listen[i]);
 		SSL_CTX_free(rt->ssl_ctx);

@@ -41,6 +41,14 @@ for key in rsa ec ec384; do
 	done
 done
 
+# each connection's line names its peer: on a Unix socket the kernel's
+# uid, pid and the program; on TCP the client's address
+agent_log_has "conn [0-9]+ \(rsa12\): from uid $(id -u) pid [0-9]+ $(realpath "$CLIENT" | sed 's/[.]/[.]/g') on unix:$T/sock/rsa12.sock" ||
+    fail "no peer (uid, pid, program) on a Unix connection's line"
+agent_log_has "conn [0-9]+ \(rsa12\): from 127[.]0[.]0[.]1 port [0-9]+ on tcp:127[.]0[.]0[.]1:[0-9]+" ||
+    fail "no peer address on a TCP connection's line"
+ok "peers: $(grep -E 'conn [0-9]+ \(rsa12\): from uid' "$T/agent.log" | head -n 1)"
+
 # the socket is 0600 in a 0700 directory
 [ "$(stat -c %a "$T/sock")" = 700 ] || fail "socket directory mode"
 [ "$(stat -c %a "$T/sock/rsa12.sock")" = 600 ] || fail "socket mode"

@@ -35,7 +35,12 @@ out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
     --expect-subject CN=p11agent-test-ec) || fail "the next connection: $out"
 [ "$(pgrep -P "$AGENT_PID")" = "$helper" ] || fail "the helper was replaced"
 ok "after CKR_FUNCTION_FAILED the same helper signs the next handshake"
+log_mark
 stop_agent || fail "the agent did not exit cleanly"
+# the tunnel counted both: one handshake, one token failure, the bytes
+log_since_has "tunnel t: 2 connections, 1 handshakes, 1000 bytes up, [0-9]+ down, failed: token 1$" ||
+    fail "the tunnel's counters: $(grep 'tunnel t: [0-9]* connections' "$T/agent.log")"
+ok "the tunnel's counters: $(grep 'tunnel t: [0-9]* connections' "$T/agent.log" | tail -n 1)"
 
 # CKR_DEVICE_REMOVED from C_Sign: the helper exits and is restarted
 P11FAULT_FAIL=C_Sign=0x32:1 start_agent "$T/agent.conf" ||

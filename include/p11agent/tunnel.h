@@ -49,6 +49,8 @@ struct tunnel_rt {
 };
 
 const char *tunnel_fail_name(enum tunnel_fail);
+/* Logs the tunnel's counters (also when the agent stops). */
+void	 tunnel_log_stats(const struct tunnel_rt *);
 /* Builds each tunnel's TLS context and opens its listeners; writes
  * "listen NAME ADDR" lines to ready_fd (-1: none). */
 int	 tunnels_start(struct agent *, int ready_fd);
