@@ -9,6 +9,7 @@ make_token
 
 start_upstream s
 {
+	agent_section
 	identity ec 02
 	tunnel t "localhost:$s_port" ec
 } >"$T/agent.conf"
@@ -60,6 +61,7 @@ ok "stopping during a signature: clean exit"
 # (identities kept pointing at the helper of a grown table once)
 unset P11FAULT_SIGN_DELAY_MS
 {
+	agent_section
 	identity ec 02
 	cat <<EOT
 [identity rsa]
