@@ -174,7 +174,7 @@ expect_check "bad.conf:4: [identity corp] module: 'mods/evil.so' must be an abso
 # real file
 out=$(LD_DEBUG=files "$P11AGENT" tokens -m "$T/links/mod.so" 2>&1 >/dev/null) ||
     fail "tokens -m a symlink: $out"
-grep -Eq 'file=/proc/self/fd/[0-9]+ .*dynamically loaded by .*p11-kit' <<<"$out" ||
+grep -Eq 'file=/proc/self/fd/[0-9]+ .*dynamically loaded by' <<<"$out" ||
     fail "the module was not loaded through a descriptor: $(grep -E 'file=.*(ok\.so|mod\.so|/proc/self)' <<<"$out")"
 grep -q "file=$M" <<<"$out" && fail "the module was loaded by its path"
 ok "loaded through the checked descriptor: $(grep -Eo 'file=/proc/self/fd/[0-9]+' <<<"$out" | head -n 1)"
