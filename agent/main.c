@@ -290,6 +290,8 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	pbuf_init(&reply);
 	memset(&o, 0, sizeof(o));
 	o.module = module;
+	o.allow = (char *const *)&module;	/* named right here: allowed */
+	o.nallow = module != NULL;
 	if ((r = helper_start(&o, &h)) != 0) {
 		log_err_code(r, "cannot start the token helper");
 		return 1;

@@ -23,6 +23,7 @@
 
 #define HELPER_FD	3
 #define MAX_KEYS	64
+#define MAX_ALLOW	64	/* -a patterns (the config allows 16) */
 
 struct helper_state {
 	struct token_ctx	*ctx;
@@ -31,14 +32,25 @@ struct helper_state {
 	int			 nkeys;
 };
 
-static void
+/* No core dumps, no ptrace by others of our uid; -1 if either fails. */
+static int
 harden(void)
 {
 	struct rlimit	 rl = { 0, 0 };
 
-	/* no core dumps, no ptrace by others of our uid */
-	setrlimit(RLIMIT_CORE, &rl);
-	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (setrlimit(RLIMIT_CORE, &rl) == -1) {
+		fprintf(stderr, "p11agent-helper: cannot disable core dumps "
+		    "(setrlimit RLIMIT_CORE): %s; not loading a module\n",
+		    strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+		fprintf(stderr, "p11agent-helper: cannot make the process "
+		    "undumpable (prctl PR_SET_DUMPABLE): %s; not loading a "
+		    "module\n", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -176,24 +188,72 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 	}
 }
 
+static int
+usage(void)
+{
+	fprintf(stderr, "usage: p11agent-helper [-a PATTERN]... [-r NAME] "
+	    "[MODULE-PATH]\n"
+	    "  -a PATTERN  also allow module paths matching PATTERN\n"
+	    "  -r NAME     registry mode: load only the p11-kit module NAME\n"
+	    "(started by p11agent; it speaks on fd 3)\n");
+	return 2;
+}
+
 int
 main(int argc, char *argv[])
 {
 	struct helper_state	 h;
-	struct pbuf	 in;
-	uint32_t	 type, id;
-	int		 r;
+	struct token_opts	 o;
+	struct pbuf		 in;
+	char			*allow[MAX_ALLOW];
+	uint32_t		 type, id;
+	int			 ch, r;
 
-	harden();
+	if (harden() != 0)
+		return 1;
 	/* a child process of the module must not keep the channel open */
 	fcntl(HELPER_FD, F_SETFD, FD_CLOEXEC);
 	memset(&h, 0, sizeof(h));
-	if (argc > 2 || (argc == 2 && argv[1][0] != '/')) {
-		fprintf(stderr, "usage: p11agent-helper [MODULE-PATH]\n"
-		    "(started by p11agent; it speaks on fd 3)\n");
-		return 2;
+	memset(&o, 0, sizeof(o));
+	while ((ch = getopt(argc, argv, "+a:r:")) != -1) {
+		switch (ch) {
+		case 'a':
+			if (optarg[0] != '/') {
+				fprintf(stderr, "p11agent-helper: -a %s: not "
+				    "an absolute path pattern\n", optarg);
+				return usage();
+			}
+			if (o.nallow == MAX_ALLOW) {
+				fprintf(stderr, "p11agent-helper: more than "
+				    "%d -a patterns\n", MAX_ALLOW);
+				return usage();
+			}
+			allow[o.nallow++] = optarg;
+			break;
+		case 'r':
+			if (optarg[0] == '\0')
+				return usage();
+			o.registry_name = optarg;
+			break;
+		default:
+			return usage();
+		}
 	}
-	h.load_err = token_ctx_new(argc == 2 ? argv[1] : NULL, &h.ctx);
+	argc -= optind;
+	argv += optind;
+	if (argc > 1 || (argc == 1 && argv[0][0] != '/')) {
+		fprintf(stderr, "p11agent-helper: %s\n", argc > 1 ?
+		    "at most one MODULE-PATH" : "MODULE-PATH must be absolute");
+		return usage();
+	}
+	if (argc == 1 && o.registry_name != NULL) {
+		fprintf(stderr, "p11agent-helper: -r NAME is for the registry, "
+		    "not with MODULE-PATH\n");
+		return usage();
+	}
+	o.module = argc == 1 ? argv[0] : NULL;
+	o.allow = allow;
+	h.load_err = token_ctx_new(&o, &h.ctx);
 	if (h.ctx == NULL)
 		return 1;
 	pbuf_init(&in);

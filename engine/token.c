@@ -5,6 +5,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,14 +94,152 @@ token_rv_code(CK_RV rv)
 }
 
 /*
- * A module path given by the user is loaded only if, after realpath, it
- * is a regular file that neither others nor other users can replace.
+ * Module paths allowed without a module-allow pattern (fnmatch without
+ * flags: a '*' also matches '/').
+ */
+static const char *const default_allow[] = {
+	"/usr/lib*/*",
+	"/usr/local/lib*/*",
+};
+
+/*
+ * Is the real path allowed: does a default or -a pattern match it, or
+ * does a pattern name an existing file that resolves to it?  (The agent
+ * passes the module of 'p11agent tokens -m' as a pattern.)
  */
 static int
-check_module_path(struct token_ctx *ctx, const char *path, char *real)
+module_allowed(const struct token_opts *o, const char *real)
+{
+	char	 p[PATH_MAX];
+	size_t	 i;
+	int	 j;
+
+	for (i = 0; i < sizeof(default_allow) / sizeof(default_allow[0]); i++)
+		if (fnmatch(default_allow[i], real, 0) == 0)
+			return 1;
+	for (j = 0; j < o->nallow; j++) {
+		if (fnmatch(o->allow[j], real, 0) == 0)
+			return 1;
+		if (realpath(o->allow[j], p) != NULL && strcmp(p, real) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Checks one step of the walk down to the module: fd is the entry name
+ * (a directory, or the module itself when last), at depth levels above
+ * the module (0: the module, 1: its directory).  Root or the user must
+ * own it and no one else may write it; a root-owned sticky directory
+ * (like /tmp) may be an ancestor, since others cannot rename or remove
+ * what they do not own there, but not the module's own directory, where
+ * anyone could add a hard link to another file of the user's under the
+ * module's name.
+ */
+static int
+check_step(struct token_ctx *ctx, int fd, const char *real, const char *name,
+    int depth)
 {
 	struct stat	 st;
-	char		 dir[PATH_MAX], *slash;
+	char		 what[PATH_MAX + 32];
+
+	if (depth == 0)
+		snprintf(what, sizeof(what), "module %s:", real);
+	else
+		snprintf(what, sizeof(what), "module %s: %s %s%s", real,
+		    depth == 1 ? "its directory" : "the directory", name,
+		    depth == 1 ? "" : " above it");
+	if (fstat(fd, &st) == -1) {
+		token_seterr(ctx, 0, "%s %s", what, strerror(errno));
+		return P11A_ERR_MODULE;
+	}
+	if (depth == 0 && !S_ISREG(st.st_mode)) {
+		token_seterr(ctx, 0, "%s not a regular file", what);
+		return P11A_ERR_MODULE;
+	}
+	if (st.st_uid != 0 && st.st_uid != getuid()) {
+		token_seterr(ctx, 0, "%s %sowned by uid %u; it must be owned "
+		    "by root or you", what, depth ? "is " : "",
+		    (unsigned)st.st_uid);
+		return P11A_ERR_PERM;
+	}
+	if ((st.st_mode & 022) == 0 ||
+	    (depth > 1 && st.st_uid == 0 && (st.st_mode & S_ISVTX)))
+		return 0;
+	if (depth == 0)
+		token_seterr(ctx, 0, "%s mode %03o: it is writable by group or "
+		    "others; it must be writable only by root or you (chmod "
+		    "go-w %s)", what, (unsigned)(st.st_mode & 0777), real);
+	else
+		token_seterr(ctx, 0, "%s is writable by group or others (mode "
+		    "%04o), who could replace the module; it must be writable "
+		    "only by root or you", what, (unsigned)(st.st_mode & 07777));
+	return P11A_ERR_PERM;
+}
+
+/*
+ * Opens the real path from / down, one component at a time (O_PATH,
+ * O_NOFOLLOW: a symlink put in after realpath fails the walk), checking
+ * each descriptor; on success *fdp is an O_PATH descriptor of the module.
+ */
+static int
+open_checked(struct token_ctx *ctx, const char *real, int *fdp)
+{
+	char		 dir[PATH_MAX], *p, *slash;
+	const char	*s;
+	int		 depth = 0, dfd = -1, fd = -1, r;
+
+	for (s = real; (s = strchr(s, '/')) != NULL; s++)
+		depth++;	/* the levels from / down to the module */
+	if ((dfd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		token_seterr(ctx, 0, "module %s: /: %s", real, strerror(errno));
+		return P11A_ERR_MODULE;
+	}
+	if ((r = check_step(ctx, dfd, real, "/", depth)) != 0)
+		goto out;
+	snprintf(dir, sizeof(dir), "%s", real);
+	for (p = dir + 1; depth-- > 0; p = slash + 1) {
+		if ((slash = strchr(p, '/')) != NULL)
+			*slash = '\0';	/* dir: the path down to p */
+		fd = openat(dfd, p, O_PATH | O_NOFOLLOW | O_CLOEXEC |
+		    (depth > 0 ? O_DIRECTORY : 0));
+		if (fd == -1) {
+			token_seterr(ctx, 0, "module %s: %s: %s (changed "
+			    "while it was checked?)", real, dir,
+			    strerror(errno));
+			r = P11A_ERR_MODULE;
+			goto out;
+		}
+		if ((r = check_step(ctx, fd, real, dir, depth)) != 0)
+			goto out;
+		close(dfd);
+		dfd = fd;
+		fd = -1;
+		if (slash == NULL)
+			break;
+		*slash = '/';
+	}
+	*fdp = dfd;
+	dfd = -1;
+out:
+	if (fd != -1)
+		close(fd);
+	if (dfd != -1)
+		close(dfd);
+	return r;
+}
+
+/*
+ * A module path given by the user is loaded only if, after realpath, it
+ * is allowed (module_allowed) and neither it nor a directory on its way
+ * from / can be replaced by anyone but root or the user (open_checked).
+ * On success *fdp is an O_PATH descriptor of the checked file.
+ */
+static int
+check_module_path(struct token_ctx *ctx, const struct token_opts *o,
+    char *real, int *fdp)
+{
+	const char	*path = o->module;
 
 	if (path[0] != '/') {
 		token_seterr(ctx, 0, "module %s: the path must be absolute",
@@ -110,63 +250,98 @@ check_module_path(struct token_ctx *ctx, const char *path, char *real)
 		token_seterr(ctx, 0, "module %s: %s", path, strerror(errno));
 		return P11A_ERR_MODULE;
 	}
-	if (stat(real, &st) == -1 || !S_ISREG(st.st_mode)) {
-		token_seterr(ctx, 0, "module %s: not a regular file", real);
-		return P11A_ERR_MODULE;
-	}
-	if ((st.st_uid != 0 && st.st_uid != getuid()) ||
-	    (st.st_mode & 022) != 0) {
-		token_seterr(ctx, 0, "module %s: owned by uid %u with mode "
-		    "%03o; it must be owned by root or you and writable by no "
-		    "one else", real, (unsigned)st.st_uid,
-		    (unsigned)(st.st_mode & 0777));
+	if (!module_allowed(o, real)) {
+		token_seterr(ctx, 0, "module %s: not in a directory allowed "
+		    "for modules (/usr/lib*/*, /usr/local/lib*/*); if you "
+		    "trust it, add 'module-allow = %s' to the [agent] section "
+		    "of the configuration", real, real);
 		return P11A_ERR_PERM;
 	}
-	snprintf(dir, sizeof(dir), "%s", real);
-	if ((slash = strrchr(dir, '/')) != NULL)
-		*(slash == dir ? slash + 1 : slash) = '\0';
-	if (stat(dir, &st) == -1 || (st.st_mode & 002) != 0 ||
-	    (st.st_uid != 0 && st.st_uid != getuid())) {
-		token_seterr(ctx, 0, "module %s: its directory %s is writable "
-		    "by others or owned by another user", real, dir);
-		return P11A_ERR_PERM;
-	}
-	return 0;
+	return open_checked(ctx, real, fdp);
 }
 
+/*
+ * Loads the checked descriptor through /proc/self/fd/N, so the file
+ * loaded is the file checked, whatever was renamed meanwhile.  p11-kit
+ * then knows the module by that name: ctx->path keeps the real one.
+ */
 static int
-load_one(struct token_ctx *ctx, const char *path)
+load_one(struct token_ctx *ctx, const struct token_opts *o)
 {
-	char	 real[PATH_MAX];
-	int	 r;
+	char	 real[PATH_MAX], fdpath[64];
+	int	 fd = -1, r;
 
-	if ((r = check_module_path(ctx, path, real)) != 0)
-		return r;
+	if ((r = check_module_path(ctx, o, real, &fd)) != 0)
+		goto out;
 	if ((ctx->mods = calloc(2, sizeof(*ctx->mods))) == NULL ||
-	    (ctx->inited = calloc(1, sizeof(*ctx->inited))) == NULL)
-		return P11A_ERR_NOMEM;
-	ctx->mods[0] = p11_kit_module_load(real, 0);
-	if (ctx->mods[0] == NULL) {
+	    (ctx->inited = calloc(1, sizeof(*ctx->inited))) == NULL ||
+	    (ctx->path = strdup(real)) == NULL) {
+		r = P11A_ERR_NOMEM;
+		goto out;
+	}
+	snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+	if ((ctx->mods[0] = p11_kit_module_load(fdpath, 0)) == NULL) {
 		token_seterr(ctx, 0, "module %s: %s", real,
 		    p11_kit_message() ? p11_kit_message() : "cannot load");
-		return P11A_ERR_MODULE;
+		r = P11A_ERR_MODULE;
+		goto out;
 	}
 	ctx->nmods = 1;
+out:
+	if (fd != -1)
+		close(fd);	/* the loader holds its own mapping */
+	return r;
+}
+
+/* Keeps only the registry module named name; releases the others. */
+static int
+keep_registry_module(struct token_ctx *ctx, const char *name)
+{
+	char	 names[512], *have;
+	size_t	 i, len = 0;
+	int	 found = -1;
+
+	names[0] = '\0';
+	for (i = 0; ctx->mods[i] != NULL; i++) {
+		have = p11_kit_module_get_name(ctx->mods[i]);
+		if (found == -1 && have != NULL && strcmp(have, name) == 0)
+			found = (int)i;
+		if (len < sizeof(names))
+			len += snprintf(names + len, sizeof(names) - len,
+			    "%s%s", i ? ", " : "", have ? have : "?");
+		free(have);
+	}
+	if (found == -1) {
+		token_seterr(ctx, 0, "p11-kit registry: no module named '%s' "
+		    "(registered: %s)", name, i ? names : "none");
+		return P11A_ERR_MODULE;
+	}
+	/* not initialised yet: releasing is all they need */
+	for (i = 0; ctx->mods[i] != NULL; i++)
+		if ((int)i != found)
+			p11_kit_module_release(ctx->mods[i]);
+	ctx->mods[0] = ctx->mods[found];
+	ctx->mods[1] = NULL;
 	return 0;
 }
 
 static int
-load_registry(struct token_ctx *ctx)
+load_registry(struct token_ctx *ctx, const struct token_opts *o)
 {
 	size_t	 n;
+	int	 r;
 
 	ctx->registry = 1;
+	/* loads the modules without initialising them */
 	ctx->mods = p11_kit_modules_load(NULL, 0);
 	if (ctx->mods == NULL) {
 		token_seterr(ctx, 0, "p11-kit: %s", p11_kit_message() ?
 		    p11_kit_message() : "cannot load the module registry");
 		return P11A_ERR_MODULE;
 	}
+	if (o->registry_name != NULL &&
+	    (r = keep_registry_module(ctx, o->registry_name)) != 0)
+		return r;
 	for (n = 0; ctx->mods[n] != NULL; n++)
 		;
 	ctx->nmods = n;
@@ -176,14 +351,14 @@ load_registry(struct token_ctx *ctx)
 }
 
 int
-token_ctx_new(const char *module_path, struct token_ctx **out)
+token_ctx_new(const struct token_opts *o, struct token_ctx **out)
 {
 	struct token_ctx	*ctx;
 	int			 r;
 
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
 		return P11A_ERR_NOMEM;
-	r = module_path ? load_one(ctx, module_path) : load_registry(ctx);
+	r = o->module ? load_one(ctx, o) : load_registry(ctx, o);
 	*out = ctx;		/* even on error: it holds the message */
 	return r;
 }
@@ -219,8 +394,18 @@ token_ctx_free(struct token_ctx *ctx)
 	if (!ctx->registry)
 		free(ctx->mods);
 	free(ctx->inited);
+	free(ctx->path);
 	OPENSSL_cleanse(ctx, sizeof(*ctx));
 	free(ctx);
+}
+
+/* The module's file: p11-kit knows one loaded by path as /proc/self/fd/N. */
+static char *
+module_path(struct token_ctx *ctx, size_t i)
+{
+	if (!ctx->registry && ctx->path != NULL)
+		return strdup(ctx->path);
+	return p11_kit_module_get_filename(ctx->mods[i]);
 }
 
 char *
@@ -228,7 +413,7 @@ token_module_name(struct token_ctx *ctx, size_t i)
 {
 	char	*s;
 
-	if ((s = p11_kit_module_get_filename(ctx->mods[i])) == NULL)
+	if ((s = module_path(ctx, i)) == NULL)
 		s = p11_kit_module_get_name(ctx->mods[i]);
 	return s;
 }
@@ -283,7 +468,7 @@ token_module_matches(struct token_ctx *ctx, size_t i, P11KitUri *uri)
 		free(have);
 	}
 	if (ok && (want = p11_kit_uri_get_module_path(uri)) != NULL) {
-		have = p11_kit_module_get_filename(ctx->mods[i]);
+		have = module_path(ctx, i);
 		ok = have != NULL && strcmp(have, want) == 0;
 		free(have);
 	}

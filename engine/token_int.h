@@ -28,6 +28,9 @@ struct token_ctx {
 	size_t			  nmods;
 	char			 *inited;
 	int			  registry;
+	char			 *path;		/* module loaded by path: its
+						 * real path (p11-kit knows
+						 * it as /proc/self/fd/N) */
 	struct token_key	 *keys;
 	unsigned long		  ckr;
 	char			  err[1024];

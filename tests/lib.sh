@@ -14,6 +14,8 @@ export P11AGENT_HELPER=$top_builddir/p11agent-helper
 ECHO_SERVER=$top_builddir/tests/tls-echo-server
 CLIENT=$top_builddir/tests/tunnel-client
 FAULT=$top_builddir/tests/.libs/libp11fault.so
+# module paths are matched after realpath: allow the build tree's real one
+LIBS_REAL=$(cd "$top_builddir/tests" && pwd -P)/.libs
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 
 T=$(mktemp -d /tmp/p11agent-test.XXXXXX)
@@ -190,6 +192,17 @@ tunnel() {
 	shift 3
 	[ $# = 0 ] || printf '%s\n' "$@"
 	echo
+}
+
+# agent_section [PATTERN...]: the [agent] section every config that loads
+# the fault module from the build tree needs (modules outside /usr/lib*
+# must be allowed), allowing PATTERNs too.
+agent_section() {
+	local p allow="$LIBS_REAL/*"
+	for p in "$@"; do
+		allow="$allow, $p"
+	done
+	printf '[agent]\nmodule-allow = %s\n\n' "$allow"
 }
 
 # identity NAME ID: an [identity] section for the test token's key ID.

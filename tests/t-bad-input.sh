@@ -9,9 +9,12 @@ make_token
 
 start_upstream s
 
-# conf KEYLINE PINLINE [EXTRA]: a config with one identity and tunnel
+# conf KEYLINE PINLINE [EXTRA]: a config with one identity and tunnel,
+# and an [agent] section last allowing the build tree and ${ALLOW[@]}
+ALLOW=()
 conf() {
-	cat >"$T/bad.conf" <<EOT
+	{
+		cat <<EOT
 [identity corp]
 $1
 $2
@@ -23,7 +26,10 @@ connect = localhost:$s_port
 identity = corp
 ca = $TOK/ca.pem
 ${3:-}
+
 EOT
+		agent_section "${ALLOW[@]}"
+	} >"$T/bad.conf"
 }
 
 # expect_check WANT...: 'p11agent check' fails and says each WANT
@@ -100,19 +106,89 @@ expect_check "pkcs11:token=no-such-card;type=private: no token matches" \
 conf "key = pkcs11:token=$P11TEST_TOKEN;object=no-such-key;type=private" "$PIN"
 expect_check "object=no-such-key;type=private: no private key matches"
 
-# a module others could replace is not loaded (checked after realpath)
-mkdir -p "$T/mods"
-cp "$FAULT" "$T/mods/evil.so"
-chmod 666 "$T/mods/evil.so"
-ln -s "$T/mods/evil.so" "$T/mods/link.so"
+# module paths: the real path must be allowed (/usr/lib*, module-allow),
+# and neither the module nor any directory above it may be writable by
+# anyone but root or the user
+mkdir -p -m 700 "$T/a/b/mods" "$T/links"
+cp "$FAULT" "$T/a/b/mods/ok.so"
+chmod 644 "$T/a/b/mods/ok.so"
+M=$T/a/b/mods/ok.so
+# (the unit to fix is the module-allow line, so it must be named)
+setmod() {
+	sed -i "s|^module = .*|module = $1|" "$T/bad.conf"
+}
 conf "$KEY" "$PIN"
-sed -i "s|^module = .*|module = $T/mods/link.so|" "$T/bad.conf"
-expect_check "module $T/mods/evil.so: owned by uid 0 with mode 666; it must be owned by root or you and writable by no one else"
-chmod 644 "$T/mods/evil.so"
-chmod 777 "$T/mods"
-expect_check "module $T/mods/evil.so: its directory $T/mods is writable by others"
-sed -i "s|^module = .*|module = mods/evil.so|" "$T/bad.conf"
+setmod "$M"
+expect_check "module $M: not in a directory allowed for modules" \
+    "add 'module-allow = $M' to the [agent] section"
+# an allowed symlink does not make its target allowed: the real path
+# must match
+ln -s "$M" "$T/links/mod.so"
+ALLOW=("$T/links/*")
+conf "$KEY" "$PIN"
+setmod "$T/links/mod.so"
+expect_check "module $M: not in a directory allowed" "module-allow = $M"
+
+ALLOW=("$T/a/b/mods/*")
+conf "$KEY" "$PIN"
+setmod "$T/links/mod.so"
+out=$("$P11AGENT" check -c "$T/bad.conf" 2>&1) ||
+    fail "a symlink to an allowed module, below sticky /tmp: $out"
+ok "a symlink to an allowed module works (realpath), below sticky /tmp"
+setmod "$M"
+"$P11AGENT" check -c "$T/bad.conf" >/dev/null 2>&1 || fail "the module itself"
+
+chmod 666 "$M"
+expect_check "module $M: mode 666: it is writable by group or others"
+chmod 644 "$M"
+chmod 775 "$T/a/b/mods"
+expect_check "module $M: its directory $T/a/b/mods is writable by group or others (mode 0775)"
+# sticky is fine above the module's directory, not as the directory
+chmod 1777 "$T/a/b/mods"
+expect_check "module $M: its directory $T/a/b/mods is writable by group or others (mode 1777)"
+chmod 700 "$T/a/b/mods"
+chmod 777 "$T/a/b"
+expect_check "module $M: the directory $T/a/b above it is writable by group or others (mode 0777)"
+chmod 770 "$T/a/b"
+expect_check "module $M: the directory $T/a/b above it is writable by group or others (mode 0770)"
+chmod 1777 "$T/a/b"
+out=$("$P11AGENT" check -c "$T/bad.conf" 2>&1) ||
+    fail "a root-owned sticky directory two levels above: $out"
+ok "a root-owned sticky directory above the module's own is accepted"
+chmod 757 "$T/a"
+expect_check "module $M: the directory $T/a above it is writable by group or others (mode 0757)"
+chmod 700 "$T/a" "$T/a/b"
+if [ "$(id -u)" = 0 ]; then
+	chown 65534 "$T/a"
+	expect_check "module $M: the directory $T/a above it is owned by uid 65534; it must be owned by root or you"
+	chown 0 "$T/a"
+	chown 65534 "$M"
+	expect_check "module $M: owned by uid 65534; it must be owned by root or you"
+	chown 0 "$M"
+fi
+setmod "mods/evil.so"
 expect_check "bad.conf:4: [identity corp] module: 'mods/evil.so' must be an absolute path"
+
+# the module is loaded through the descriptor that was checked
+# (/proc/self/fd/N: the dynamic linker says so), and the helper maps the
+# real file
+out=$(LD_DEBUG=files "$P11AGENT" tokens -m "$T/links/mod.so" 2>&1 >/dev/null) ||
+    fail "tokens -m a symlink: $out"
+grep -Eq 'file=/proc/self/fd/[0-9]+ .*dynamically loaded by' <<<"$out" ||
+    fail "the module was not loaded through a descriptor: $(grep -E 'file=.*(ok\.so|mod\.so|/proc/self)' <<<"$out")"
+grep -q "file=$M" <<<"$out" && fail "the module was loaded by its path"
+ok "loaded through the checked descriptor: $(grep -Eo 'file=/proc/self/fd/[0-9]+' <<<"$out" | head -n 1)"
+conf "$KEY" "$PIN"
+setmod "$T/links/mod.so"
+start_agent "$T/bad.conf" || fail "the agent did not start"
+helper=$(pgrep -P "$AGENT_PID" -x p11agent-helper) || fail "no helper"
+grep -q " $M\$" "/proc/$helper/maps" ||
+    fail "the helper does not map $M: $(grep -E 'ok\.so|mod\.so|/proc/self' "/proc/$helper/maps")"
+grep -Eq '/proc/self/fd|links/mod\.so' "/proc/$helper/maps" &&
+    fail "the helper maps another name: $(grep -E '/proc/self|mod\.so' "/proc/$helper/maps")"
+ok "the helper maps the real path $M"
+stop_agent || fail "the agent did not exit cleanly"
+ALLOW=()
 
 # PIN file readable by others: refused before the token sees it
 cp "$TOK/pin" "$T/loose.pin"

@@ -9,6 +9,7 @@ make_token
 
 # the helper disables core dumps
 {
+	agent_section
 	identity ec 02
 	cat <<EOT
 [tunnel t]

@@ -9,6 +9,7 @@ make_token
 
 start_upstream s
 {
+	agent_section
 	identity ec 02
 	tunnel t "localhost:$s_port" ec
 } >"$T/agent.conf"
@@ -59,11 +60,33 @@ ok "stopping during a signature: clean exit"
 # two modules: killing one module's helper brings back its identity
 # (identities kept pointing at the helper of a grown table once)
 unset P11FAULT_SIGN_DELAY_MS
+# each module logs in to a token of its own: SoftHSM 2.6.1 can show a
+# token as uninitialised to one process while another logs in to it
+softhsm2-util --init-token --free --label second --so-pin 5678 \
+    --pin "$P11TEST_PIN" >/dev/null || fail "a second token"
+p11() {
+	pkcs11-tool --module "$SOFTHSM" --token-label second --login \
+	    --pin "$P11TEST_PIN" "$@" >>"$T/p11tool.log" 2>&1 ||
+	    fail "pkcs11-tool $*: $(cat "$T/p11tool.log")"
+}
+p11 --keypairgen --key-type rsa:2048 --id 01 --label rsa-key --usage-sign \
+    --sensitive
+p11 --read-object --type pubkey --id 01 -o "$T/second-pub.der"
+openssl pkey -pubin -inform DER -in "$T/second-pub.der" -out "$T/second-pub.pem" ||
+    fail "the second token's public key"
+printf 'keyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n' \
+    >"$T/client.ext"
+openssl x509 -new -force_pubkey "$T/second-pub.pem" \
+    -subj "/CN=p11agent-second-rsa" -CA "$TOK/ca.pem" -CAkey "$TOK/ca.key" \
+    -set_serial 77 -days 1 -extfile "$T/client.ext" -outform DER \
+    -out "$T/second.der" 2>>"$T/p11tool.log" || fail "a certificate"
+p11 --write-object "$T/second.der" --type cert --id 01 --label rsa-key
 {
+	agent_section
 	identity ec 02
 	cat <<EOT
 [identity rsa]
-key = pkcs11:token=$P11TEST_TOKEN;id=%01;type=private
+key = pkcs11:token=second;id=%01;type=private
 pin = file:$TOK/pin
 module = $SOFTHSM
 
@@ -81,7 +104,7 @@ wait_log "token helper for .*libp11fault.so is back" ||
 out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
     --expect-subject CN=p11agent-test-ec) || fail "after the restart: $out"
 out=$("$CLIENT" "$(listen_addr u tcp)" roundtrip --bytes 1000 \
-    --expect-subject CN=p11agent-test-rsa) || fail "the other module: $out"
+    --expect-subject CN=p11agent-second-rsa) || fail "the other module: $out"
 ok "two modules: the killed one came back, the other kept working"
 stop_agent || fail "the agent did not exit cleanly"
 

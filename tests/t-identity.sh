@@ -11,6 +11,7 @@ make_token
 # ---- pin = env:NAME
 start_upstream s
 {
+	agent_section
 	identity ec 02 | sed 's|^pin = .*|pin = env:P11AGENT_TEST_PIN|'
 	tunnel t "localhost:$s_port" ec
 } >"$T/env.conf"
@@ -68,6 +69,7 @@ cat "$TOK/ca.pem" "$T/tok2/ca.pem" >"$T/both-ca.pem"
 start_server s2 --cert "$TOK/server.pem" --key "$TOK/server.key" \
     --ca "$T/both-ca.pem" --require-cert
 {
+	agent_section
 	identity ec 02
 	tunnel t "localhost:$s2_port" ec
 } >"$T/swap.conf"

@@ -8,6 +8,7 @@ make_token
 
 start_upstream s
 {
+	agent_section
 	identity rsa 01
 	identity ec 02
 	for key in rsa ec; do

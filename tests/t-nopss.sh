@@ -10,6 +10,7 @@ PSS_ALL=CKM_RSA_PKCS_PSS,0x0e,0x43,0x44,0x45,0x47	# every PSS flavour
 
 start_upstream s
 {
+	agent_section
 	identity rsa 01
 	tunnel nopss "127.0.0.1:$s_port" rsa "server-name = localhost"
 } >"$T/agent.conf"

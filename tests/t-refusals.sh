@@ -19,6 +19,7 @@ start_server plain --plain
 start_server down --closed
 
 {
+	agent_section
 	identity ec 02
 	for name in otherca expired wrongname plain down; do
 		port=${name}_port

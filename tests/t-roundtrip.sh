@@ -10,6 +10,7 @@ start_upstream s12 --tls1.2
 start_upstream s13 --tls1.3
 
 {
+	agent_section
 	identity rsa 01
 	identity ec 02
 	identity ec384 03

@@ -8,6 +8,7 @@ export P11FAULT_SIGN_DELAY_MS=500
 
 start_upstream s
 {
+	agent_section
 	identity ec 02
 	tunnel slow "localhost:$s_port" ec
 } >"$T/agent.conf"

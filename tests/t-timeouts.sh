@@ -8,6 +8,7 @@ make_token
 start_server silent --silent
 start_upstream s
 {
+	agent_section
 	identity ec 02
 	tunnel mute "localhost:$silent_port" ec "handshake-timeout = 1"
 	tunnel idle "localhost:$s_port" ec "idle-timeout = 1"

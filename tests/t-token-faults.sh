@@ -10,6 +10,7 @@ make_token
 
 start_upstream s
 {
+	agent_section
 	identity ec 02
 	tunnel t "localhost:$s_port" ec
 } >"$T/agent.conf"

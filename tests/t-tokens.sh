@@ -33,7 +33,9 @@ ok "listing without a login"
 # a URI from the listing works in a config
 uri=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" |
     grep -E '^        pkcs11:.*object=ec-key;type=private$' | tr -d ' ')
-cat >"$T/agent.conf" <<EOT
+{
+	agent_section
+	cat <<EOT
 [identity listed]
 key = $uri
 pin = file:$TOK/pin
@@ -44,6 +46,7 @@ listen = tcp:127.0.0.1:0
 connect = localhost:1
 identity = listed
 EOT
+} >"$T/agent.conf"
 out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
 grep -q "identity listed: ok: EC key" <<<"$out" || fail "check: $out"
 ok "the listed URI works: $(head -n 1 <<<"$out")"

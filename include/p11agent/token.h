@@ -17,8 +17,26 @@ struct pbuf;
 struct token_ctx;
 struct token_key;
 
-/* Loads modules: module_path (absolute) or, if NULL, p11-kit's registry. */
-int	 token_ctx_new(const char *module_path, struct token_ctx **);
+/*
+ * What to load (p11agent-helper's command line).  A module path is loaded
+ * only if its real path lies under a directory /usr/lib* or
+ * /usr/local/lib*, or matches an allow pattern (fnmatch(3) without flags,
+ * so '*' also matches '/'; a pattern that names an existing file also
+ * allows the file it resolves to), and if root or the user owns it and
+ * every directory above it and no one else can write them (a root-owned
+ * sticky directory such as /tmp may be above its own directory).  It is
+ * loaded through the descriptor that was checked.
+ */
+struct token_opts {
+	const char	*module;	/* absolute path; NULL: the registry */
+	const char	*registry_name;	/* registry: only the module so
+					 * named (p11_kit_module_get_name) */
+	char *const	*allow;		/* module-allow patterns */
+	int		 nallow;
+};
+
+/* Loads the modules; *ctx is set even on error: it holds the message. */
+int	 token_ctx_new(const struct token_opts *, struct token_ctx **);
 void	 token_ctx_free(struct token_ctx *);
 /* The message of the first error since the last token_clear_error(). */
 const char *token_error(const struct token_ctx *);

@@ -28,13 +28,15 @@ static const char	*module;
 static int
 setup(void)
 {
-	const char	*dir = getenv("P11TEST_DIR");
+	struct token_opts	 o = { 0 };
+	const char		*dir = getenv("P11TEST_DIR");
 
 	module = getenv("P11TEST_MODULE");
 	if (dir == NULL || module == NULL)
 		return -1;
 	snprintf(pin_source, sizeof(pin_source), "file:%s/pin", dir);
-	return token_ctx_new(module, &ctx) == 0 ? 0 : -1;
+	o.module = module;
+	return token_ctx_new(&o, &ctx) == 0 ? 0 : -1;
 }
 
 static int
