@@ -3,7 +3,8 @@
 # "ec-key", a key URI without token= or serial= is refused before any
 # login, and the message names both tokens' URIs; a URI that only one
 # token shows public objects for selects that token (one C_Login).
-# 'p11agent tokens --pin' follows the same rule.
+# 'p11agent tokens --pin' and the helper's PROBE follow the same rule;
+# MODULES initialises no module.
 . "$top_srcdir/tests/lib.sh"
 make_token
 
@@ -94,3 +95,40 @@ grep -q "token 'second'" <<<"$out" || fail "the second token is not listed: $out
 [ "$(grep -c 'key: private key, EC P-256' <<<"$out")" = 1 ] ||
     fail "private keys of more than one token: $out"
 ok "tokens --pin logs in to the one token selected"
+
+# PROBE (the agent's registry mode asks each module's helper this way)
+# gives the same candidates, without a login
+PROBE="$top_builddir/tests/engine-tests probe $FAULT"
+: >"$P11FAULT_LOG"
+out=$($PROBE 'pkcs11:object=ec-key;type=private') || fail "probe: $out"
+[ "$(head -n 1 <<<"$out")" = "candidates: 2" ] &&
+    grep -Fq "$uri_test	token '$P11TEST_TOKEN' (SoftHSM project SoftHSM v2, serial " <<<"$out" &&
+    grep -Fq "$uri_second	token 'second' (" <<<"$out" ||
+    fail "probe of an ambiguous URI: $out"
+out=$($PROBE 'pkcs11:object=rsa-key;type=private') || fail "probe: $out"
+[ "$out" = "candidates: 1
+$uri_test	$(grep -o "token '$P11TEST_TOKEN' (.*)" <<<"$("$P11AGENT" tokens -m "$FAULT")")" ] ||
+    fail "probe of rsa-key: $out"
+out=$($PROBE 'pkcs11:object=no-such-key') || fail "probe: $out"
+[ "$out" = "candidates: 0" ] || fail "probe of no-such-key: $out"
+grep -q ' C_Login ' "$P11FAULT_LOG" && fail "C_Login during a probe"
+rc=0
+out=$($PROBE 'pkcs11:token=%zz' 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -Fq "error: pkcs11:token=%zz: URI encoding invalid" <<<"$out" ||
+    fail "probe of a bad URI ($rc): $out"
+ok "PROBE: two candidates, one, none, a bad URI; no C_Login"
+
+# MODULES lists what the helper loaded and initialises nothing
+: >"$P11FAULT_LOG"
+out=$("$top_builddir/tests/engine-tests" modules "$FAULT") || fail "modules: $out"
+[ "$out" = "modules: 1
+-	$FAULT" ] || fail "modules: $out"
+[ -s "$P11FAULT_LOG" ] && fail "MODULES called the module: $(cat "$P11FAULT_LOG")"
+if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
+	out=$("$top_builddir/tests/engine-tests" modules registry) ||
+	    fail "modules of the registry: $out"
+	grep -q "^softhsm2	/.*libsofthsm2.so$" <<<"$out" ||
+	    fail "modules of the registry: $out"
+	ok "MODULES of the registry: $(tr '\n\t' '; ' <<<"$out")"
+fi
+ok "MODULES initialises no module"
