@@ -164,8 +164,9 @@ scan_slots(struct token_ctx *ctx, size_t i, P11KitUri *uri,
 	int			 n, j, present = 0, uninit = 0, hidden = 0;
 
 	if ((n = token_slots(ctx, i, slots)) < 0) {
-		sb_add(sc->searched, sizeof(sc->searched), "%s%s (C_GetSlotList "
-		    "failed)", sc->nsearched++ ? ", " : "", name);
+		sb_add(sc->searched, sizeof(sc->searched),
+		    "%s%s (C_GetSlotList failed)", sc->nsearched++ ? ", " : "",
+		    name);
 		return;
 	}
 	nattrs = object_attrs(uri, attrs);
@@ -255,9 +256,9 @@ token_no_match(struct token_ctx *ctx, const struct token_scan *sc,
 	if (sc->unrecognized)
 		token_seterr(ctx, 0, "%s: no token matches: the URI has an "
 		    "attribute p11-kit does not know, and then it matches "
-		    "nothing (module-name= and module-path= belong in the query, "
-		    "after '?': pkcs11:token=LABEL?module-name=NAME); run "
-		    "'p11agent tokens' to see the URIs", what);
+		    "nothing (module-name= and module-path= belong in the "
+		    "query, after '?': pkcs11:token=LABEL?module-name=NAME); "
+		    "run 'p11agent tokens' to see the URIs", what);
 	else if (ctx->nmods == 0)
 		token_seterr(ctx, 0, "%s: no token matches: no PKCS#11 module "
 		    "is loaded (is p11-kit's module registry empty?)", what);
@@ -338,7 +339,8 @@ token_probe(struct token_ctx *ctx, const char *key_uri, struct pbuf *out)
 	}
 	if ((pr = p11_kit_uri_parse(key_uri, P11_KIT_URI_FOR_ANY, uri)) !=
 	    P11_KIT_URI_OK) {
-		token_seterr(ctx, 0, "%s: %s", key_uri, p11_kit_uri_message(pr));
+		token_seterr(ctx, 0, "%s: %s", key_uri,
+		    p11_kit_uri_message(pr));
 		r = P11A_ERR_URI;
 		goto out;
 	}

@@ -101,10 +101,10 @@ struct helper_modules {
 };
 struct helper_token {
 	char		*uri;		/* the token's pkcs11: URI */
-	char		*desc;		/* "token 'LABEL' (MANUF MODEL, serial S)" */
+	char		*desc;		/* "token 'LABEL' (MANUF MODEL, ...)" */
 };
 struct helper_probe {
-	uint32_t		 n;	/* candidates, 0 to PROTO_MAX_CANDIDATES */
+	uint32_t		 n;	/* 0 to PROTO_MAX_CANDIDATES */
 	struct helper_token	*tokens;
 };
 /* Encodes a PROBE request for key_uri. */

@@ -445,8 +445,8 @@ client(int argc, char *argv[])
 
 	if ((probe_req && argc != 4) || (!probe_req && (argc != 3 ||
 	    strcmp(argv[1], "modules") != 0))) {
-		fprintf(stderr, "usage: engine-tests probe MODULE|registry URI\n"
-		    "       engine-tests modules MODULE|registry\n");
+		fprintf(stderr, "usage: engine-tests probe MODULE|registry "
+		    "URI\n       engine-tests modules MODULE|registry\n");
 		return 2;
 	}
 	pbuf_init(&reply);

@@ -134,7 +134,8 @@ test_list_modules_probe(void)
 	/* PROBE: the agent's encoder, then an empty URI */
 	helper_put_probe(&b, "pkcs11:object=auth-key;type=private");
 	CU_ASSERT_EQUAL_FATAL(hreq_probe(reread(&b, &r), &p), 0);
-	CU_ASSERT_STRING_EQUAL(p.key_uri, "pkcs11:object=auth-key;type=private");
+	CU_ASSERT_STRING_EQUAL(p.key_uri,
+	    "pkcs11:object=auth-key;type=private");
 	hreq_probe_clear(&p);
 	pbuf_clear(&b);
 	helper_put_probe(&b, NULL);
