@@ -20,6 +20,7 @@
 #include "p11agent/error.h"
 #include "p11agent/proto.h"
 #include "p11agent/token.h"
+#include "helper_req.h"
 
 #define HELPER_FD	3
 #define MAX_KEYS	64
@@ -72,20 +73,15 @@ reply_error(uint32_t id, int code, struct token_ctx *ctx, const char *msg)
 static int
 do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
+	struct hreq_open	 q;
 	struct token_key	*k;
 	struct pbuf		 out;
-	char			*key_uri, *cert_uri, *pin_source;
 	const uint8_t		*cert;
 	size_t			 certlen;
 	int			 r;
 
-	key_uri = pbuf_get_str(in);
-	cert_uri = pbuf_get_str(in);
-	pin_source = pbuf_get_str(in);
-	if ((r = pbuf_end(in)) != 0 || key_uri == NULL) {
-		r = reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
-		goto out;
-	}
+	if (hreq_open(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	if (h->nkeys == MAX_KEYS) {
 		r = reply_error(id, P11A_ERR_TOO_LARGE, NULL,
 		    "too many identities on one module");
@@ -93,7 +89,8 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	}
 	/* every OPEN takes the next handle, even a failed one, so the
 	 * handles of an agent reopening its identities stay the same */
-	if ((r = token_open(h->ctx, key_uri, cert_uri, pin_source, &k)) != 0) {
+	if ((r = token_open(h->ctx, q.key_uri, q.cert, q.pin_source,
+	    &k)) != 0) {
 		h->keys[h->nkeys++] = NULL;
 		r = reply_error(id, r, h->ctx, NULL);
 		goto out;
@@ -108,34 +105,26 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	r = proto_send(HELPER_FD, PROTO_OPEN_OK, id, &out);
 	pbuf_clear(&out);
 out:
-	free(key_uri);
-	free(cert_uri);
-	free(pin_source);
+	hreq_open_clear(&q);
 	return r;
 }
 
 static int
 do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
+	struct hreq_sign q;
 	uint8_t		 sig[PROTO_MAX_SIG];
-	size_t		 len, siglen = sizeof(sig);
-	const uint8_t	*data;
+	size_t		 siglen = sizeof(sig);
 	struct pbuf	 out;
-	uint32_t	 handle, saltlen;
-	int		 alg, hash, r;
+	int		 r;
 
-	handle = pbuf_get_u32(in);
-	alg = pbuf_get_u8(in);
-	hash = pbuf_get_u8(in);
-	saltlen = pbuf_get_u32(in);
-	data = pbuf_get_bytes(in, &len, PROTO_MAX_SIGN_DATA);
-	if (pbuf_end(in) != 0 || handle >= (uint32_t)h->nkeys || len == 0)
+	if (hreq_sign(in, &q) != 0 || q.handle >= (uint32_t)h->nkeys)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
-	if (h->keys[handle] == NULL)
+	if (h->keys[q.handle] == NULL)
 		return reply_error(id, P11A_ERR_NO_KEY, NULL,
 		    "that identity could not be opened");
-	r = token_sign(h->ctx, h->keys[handle], alg, hash, saltlen, data, len,
-	    sig, &siglen);
+	r = token_sign(h->ctx, h->keys[q.handle], q.alg, q.hash, q.saltlen,
+	    q.data, q.len, sig, &siglen);
 	if (r != 0) {
 		reply_error(id, r, h->ctx, NULL);
 		/* a lost token or session: exit so the agent starts afresh */
@@ -151,21 +140,56 @@ do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 static int
 do_list(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
+	struct hreq_list q;
 	struct pbuf	 out;
-	char		*pin_source, *filter;
 	int		 r;
 
-	pin_source = pbuf_get_str(in);
-	filter = pbuf_get_str(in);
+	if (hreq_list(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	pbuf_init(&out);
-	if (pbuf_end(in) != 0)
-		r = reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
-	else if ((r = token_list(h->ctx, pin_source, filter, &out)) == 0)
+	if ((r = token_list(h->ctx, q.pin_source, q.filter, &out)) == 0)
 		r = proto_send(HELPER_FD, PROTO_LIST_OK, id, &out);
 	else
 		r = reply_error(id, r, h->ctx, NULL);
-	free(pin_source);
-	free(filter);
+	hreq_list_clear(&q);
+	pbuf_clear(&out);
+	return r;
+}
+
+/* The modules loaded, none initialised (the agent's registry mode). */
+static int
+do_modules(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct pbuf	 out;
+	int		 r;
+
+	if (hreq_modules(in) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	pbuf_init(&out);
+	if ((r = token_modules(h->ctx, &out)) == 0)
+		r = proto_send(HELPER_FD, PROTO_MODULES_OK, id, &out);
+	else
+		r = reply_error(id, r, h->ctx, NULL);
+	pbuf_clear(&out);
+	return r;
+}
+
+/* The tokens a key URI could mean, without a login. */
+static int
+do_probe(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct hreq_probe q;
+	struct pbuf	 out;
+	int		 r;
+
+	if (hreq_probe(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	pbuf_init(&out);
+	if ((r = token_probe(h->ctx, q.key_uri, &out)) == 0)
+		r = proto_send(HELPER_FD, PROTO_PROBE_OK, id, &out);
+	else
+		r = reply_error(id, r, h->ctx, NULL);
+	hreq_probe_clear(&q);
 	pbuf_clear(&out);
 	return r;
 }
@@ -182,6 +206,10 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 		return do_sign(h, id, in);
 	case PROTO_LIST:
 		return do_list(h, id, in);
+	case PROTO_MODULES:
+		return do_modules(h, id, in);
+	case PROTO_PROBE:
+		return do_probe(h, id, in);
 	default:
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL,
 		    "unknown request type");

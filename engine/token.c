@@ -400,8 +400,8 @@ token_ctx_free(struct token_ctx *ctx)
 }
 
 /* The module's file: p11-kit knows one loaded by path as /proc/self/fd/N. */
-static char *
-module_path(struct token_ctx *ctx, size_t i)
+char *
+token_module_file(struct token_ctx *ctx, size_t i)
 {
 	if (!ctx->registry && ctx->path != NULL)
 		return strdup(ctx->path);
@@ -413,7 +413,7 @@ token_module_name(struct token_ctx *ctx, size_t i)
 {
 	char	*s;
 
-	if ((s = module_path(ctx, i)) == NULL)
+	if ((s = token_module_file(ctx, i)) == NULL)
 		s = p11_kit_module_get_name(ctx->mods[i]);
 	return s;
 }
@@ -468,55 +468,28 @@ token_module_matches(struct token_ctx *ctx, size_t i, P11KitUri *uri)
 		free(have);
 	}
 	if (ok && (want = p11_kit_uri_get_module_path(uri)) != NULL) {
-		have = module_path(ctx, i);
+		have = token_module_file(ctx, i);
 		ok = have != NULL && strcmp(have, want) == 0;
 		free(have);
 	}
 	return ok;
 }
 
+/* The one token the URI selects, judged before any login. */
 static int
 find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
     struct token_key *k)
 {
-	CK_SLOT_ID	 slots[MAX_SLOTS];
-	CK_TOKEN_INFO	 ti;
-	CK_INFO		 info;
-	size_t		 i;
-	int		 n, j, seen = 0, had_error = ctx->err[0] != '\0';
+	struct token_cand	 c;
+	int			 r;
 
-	for (i = 0; i < ctx->nmods; i++) {
-		if (!token_module_matches(ctx, i, uri) ||
-		    token_module_init(ctx, i) != 0)
-			continue;
-		if (ctx->mods[i]->C_GetInfo(&info) != CKR_OK ||
-		    !p11_kit_uri_match_module_info(uri, &info))
-			continue;
-		if ((n = token_slots(ctx, i, slots)) < 0)
-			continue;
-		for (j = 0; j < n; j++) {
-			if (ctx->mods[i]->C_GetTokenInfo(slots[j], &ti) !=
-			    CKR_OK)
-				continue;
-			seen++;
-			if (!p11_kit_uri_match_token_info(uri, &ti))
-				continue;
-			k->mod = ctx->mods[i];
-			k->slot = slots[j];
-			k->flags = ti.flags;
-			memcpy(k->label, ti.label, sizeof(ti.label));
-			/* forget modules that failed to start */
-			if (!had_error)
-				token_clear_error(ctx);
-			return 0;
-		}
-	}
-	if (!had_error)
-		token_clear_error(ctx);
-	token_seterr(ctx, 0, "%s: no token matches (%d token%s present in "
-	    "%zu module%s); run 'p11agent tokens' to see them", uristr, seen,
-	    seen == 1 ? "" : "s", ctx->nmods, ctx->nmods == 1 ? "" : "s");
-	return P11A_ERR_NO_TOKEN;
+	if ((r = token_select(ctx, uri, uristr, &c)) != 0)
+		return r;
+	k->mod = ctx->mods[c.mod];
+	k->slot = c.slot;
+	k->flags = c.ti.flags;
+	memcpy(k->label, c.ti.label, sizeof(c.ti.label));
+	return 0;
 }
 
 /* A blank-padded PKCS#11 string field of n bytes as a C string. */

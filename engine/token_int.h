@@ -7,6 +7,8 @@
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
+#include "p11agent/proto.h"
+
 struct token_key {
 	CK_FUNCTION_LIST	*mod;
 	CK_SLOT_ID		 slot;
@@ -41,6 +43,8 @@ void	 token_seterr(struct token_ctx *, unsigned long, const char *, ...)
 const char *token_ckr_name(CK_RV);
 int	 token_rv_code(CK_RV);
 char	*token_module_name(struct token_ctx *, size_t);
+/* The module's real path (never /proc/self/fd/N), or NULL. */
+char	*token_module_file(struct token_ctx *, size_t);
 int	 token_module_init(struct token_ctx *, size_t);
 int	 token_slots(struct token_ctx *, size_t, CK_SLOT_ID *);
 int	 token_module_matches(struct token_ctx *, size_t, P11KitUri *);
@@ -53,5 +57,44 @@ int	 token_find_one(struct token_ctx *, CK_FUNCTION_LIST *,
 	    CK_ULONG *);
 int	 token_read_cert(struct token_ctx *, CK_FUNCTION_LIST *,
 	    CK_SESSION_HANDLE, CK_OBJECT_HANDLE, uint8_t **, size_t *);
+
+/*
+ * Which token a URI means (engine/token_select.c), judged before any
+ * login so that a PIN never goes to the wrong card.  A candidate is an
+ * initialised token (CKF_TOKEN_INITIALIZED) in a module the URI's module
+ * part allows, whose token info matches the URI, and which, when the URI
+ * has id= or object=, shows without a login a certificate or public key
+ * with them, or shows no certificate or public key at all.
+ */
+struct token_cand {
+	size_t		 mod;		/* index into ctx->mods */
+	CK_SLOT_ID	 slot;
+	CK_TOKEN_INFO	 ti;
+};
+
+struct token_scan {
+	struct token_cand cand[PROTO_MAX_CANDIDATES];
+	int		 ncand;		/* all found; the first ones kept */
+	/* for the message when none is found */
+	char		 searched[512];	/* "softhsm2 with 2 tokens (...)" */
+	char		 excluded[256];	/* modules the URI rules out */
+	int		 nsearched;
+	int		 nexcluded;
+	int		 unrecognized;	/* the URI has an unknown attribute */
+};
+
+/* Finds the candidates; 0 or an error (not "none found"). */
+int	 token_scan(struct token_ctx *, P11KitUri *, struct token_scan *);
+/* Exactly one candidate, or an error whose message names them (what is
+ * the URI as the user wrote it); P11A_ERR_NO_TOKEN when there is none. */
+int	 token_select(struct token_ctx *, P11KitUri *, const char *what,
+	    struct token_cand *);
+/* Sets the "no token matches" message from what a scan saw. */
+void	 token_no_match(struct token_ctx *, const struct token_scan *,
+	    const char *what);
+/* "token 'LABEL' (MANUFACTURER MODEL, serial S)" and PIN flags. */
+void	 token_describe(const CK_TOKEN_INFO *, char *, size_t);
+/* The token's pkcs11: URI (P11_KIT_URI_FOR_TOKEN), to free. */
+int	 token_info_uri(const CK_TOKEN_INFO *, char **);
 
 #endif

@@ -186,10 +186,17 @@ list_class(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
 	}
 }
 
-/* What to list: tokens matching filter (all if NULL); log in with pin. */
+/*
+ * What to list: tokens matching filter (all if NULL); log in with
+ * pin_source to the one token selected (module index, slot), if any.
+ */
 struct list_args {
 	const char	*pin_source;
 	P11KitUri	*filter;
+	int		 login;
+	size_t		 login_mod;
+	CK_SLOT_ID	 login_slot;
+	int		 ntokens;	/* token records listed */
 };
 
 static int
@@ -200,32 +207,23 @@ token_wanted(const struct list_args *a, const CK_TOKEN_INFO *ti)
 
 static void
 list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
-    const struct list_args *a, struct pbuf *out)
+    struct list_args *a, struct pbuf *out)
 {
-	const char		*pin_source = a->pin_source;
 	CK_FUNCTION_LIST	*m = ctx->mods[i];
 	CK_TOKEN_INFO		 ti;
 	struct token_key	 k;
 	P11KitUri		*uri;
-	char			 desc[512], label[33], manuf[33], model[17];
-	char			 serial[17];
+	char			 desc[512];
 
 	if (m->C_GetTokenInfo(slot, &ti) != CKR_OK || !token_wanted(a, &ti))
 		return;
+	a->ntokens++;
 	if (!(ti.flags & CKF_TOKEN_INITIALIZED)) {
 		put_record(out, PROTO_LIST_TOKEN, NULL, 0,
 		    "token not initialized");
 		return;
 	}
-	token_label(ti.label, label);
-	TOKEN_UNPAD(ti.manufacturerID, manuf);
-	TOKEN_UNPAD(ti.model, model);
-	TOKEN_UNPAD(ti.serialNumber, serial);
-	snprintf(desc, sizeof(desc), "token '%s' (%s %s, serial %s)%s%s%s",
-	    label, manuf, model, serial,
-	    ti.flags & CKF_USER_PIN_LOCKED ? ", PIN LOCKED" : "",
-	    ti.flags & CKF_USER_PIN_FINAL_TRY ? ", PIN final try" : "",
-	    ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH ? ", PIN pad" : "");
+	token_describe(&ti, desc, sizeof(desc));
 	if ((uri = p11_kit_uri_new()) == NULL)
 		return;
 	memcpy(p11_kit_uri_get_token_info(uri), &ti, sizeof(ti));
@@ -239,7 +237,9 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 	if (m->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
 	    &k.session) != CKR_OK)
 		return;
-	if (pin_source != NULL && token_login(ctx, &k, pin_source) != 0) {
+	/* the PIN goes to the selected token only */
+	if (a->login && i == a->login_mod && slot == a->login_slot &&
+	    token_login(ctx, &k, a->pin_source) != 0) {
 		snprintf(desc, sizeof(desc), "login failed: %s",
 		    token_error(ctx));
 		put_record(out, PROTO_LIST_TOKEN, NULL, 0, desc);
@@ -251,15 +251,31 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 	m->C_CloseSession(k.session);
 }
 
+/* "slot N: DESCRIPTION", or "slot N" when the slot has none. */
 static void
-list_module(struct token_ctx *ctx, size_t i, const struct list_args *a,
+describe_slot(CK_SLOT_ID id, const CK_SLOT_INFO *si, char *out, size_t size)
+{
+	char	 sdesc[65];
+	int	 present = (si->flags & CKF_TOKEN_PRESENT) != 0;
+
+	TOKEN_UNPAD(si->slotDescription, sdesc);
+	if (sdesc[0] != '\0')
+		snprintf(out, size, "slot %lu: %s%s", (unsigned long)id, sdesc,
+		    present ? "" : " (no token)");
+	else
+		snprintf(out, size, "slot %lu (no description%s)",
+		    (unsigned long)id, present ? "" : ", no token");
+}
+
+static void
+list_module(struct token_ctx *ctx, size_t i, struct list_args *a,
     struct pbuf *out)
 {
 	CK_SLOT_ID	 slots[MAX_SLOTS];
 	CK_SLOT_INFO	 si;
 	CK_INFO		 info;
 	P11KitUri	*uri;
-	char		 desc[512], *name, lib[33], manuf[33], sdesc[65];
+	char		 desc[512], *name, lib[33], manuf[33];
 	CK_ULONG	 n = MAX_SLOTS, j;
 
 	if (a->filter != NULL && !token_module_matches(ctx, i, a->filter))
@@ -289,50 +305,42 @@ list_module(struct token_ctx *ctx, size_t i, const struct list_args *a,
 	for (j = 0; j < n; j++) {
 		if (ctx->mods[i]->C_GetSlotInfo(slots[j], &si) != CKR_OK)
 			continue;
-		TOKEN_UNPAD(si.slotDescription, sdesc);
-		snprintf(desc, sizeof(desc), "slot %lu: %s%s",
-		    (unsigned long)slots[j], sdesc,
-		    si.flags & CKF_TOKEN_PRESENT ? "" : " (no token)");
+		describe_slot(slots[j], &si, desc, sizeof(desc));
 		put_record(out, PROTO_LIST_SLOT, NULL, 0, desc);
 		if (si.flags & CKF_TOKEN_PRESENT)
 			list_token(ctx, i, slots[j], a, out);
 	}
 }
 
-/* How many listed tokens would a PIN be sent to? */
+/* A filter that matched no token: say what was searched. */
 static int
-login_targets(struct token_ctx *ctx, const struct list_args *a)
+no_match(struct token_ctx *ctx, P11KitUri *filter, const char *what)
 {
-	CK_SLOT_ID	 slots[MAX_SLOTS];
-	CK_TOKEN_INFO	 ti;
-	size_t		 i;
-	int		 n, j, count = 0;
+	struct token_scan	*sc;
+	int			 r;
 
-	for (i = 0; i < ctx->nmods; i++) {
-		if ((a->filter != NULL &&
-		    !token_module_matches(ctx, i, a->filter)) ||
-		    token_module_init(ctx, i) != 0 ||
-		    (n = token_slots(ctx, i, slots)) < 0)
-			continue;
-		for (j = 0; j < n; j++)
-			if (ctx->mods[i]->C_GetTokenInfo(slots[j], &ti) ==
-			    CKR_OK && (ti.flags & CKF_TOKEN_INITIALIZED) &&
-			    (ti.flags & CKF_LOGIN_REQUIRED) &&
-			    token_wanted(a, &ti))
-				count++;
+	if ((sc = calloc(1, sizeof(*sc))) == NULL)
+		return P11A_ERR_NOMEM;
+	if ((r = token_scan(ctx, filter, sc)) == 0) {
+		token_no_match(ctx, sc, what);
+		r = P11A_ERR_NO_TOKEN;
 	}
-	token_clear_error(ctx);
-	return count;
+	free(sc);
+	return r;
 }
 
 int
 token_list(struct token_ctx *ctx, const char *pin_source, const char *filter,
     struct pbuf *out)
 {
-	struct list_args	 a = { pin_source, NULL };
+	struct list_args	 a;
+	struct token_cand	 c;
+	P11KitUri		*all = NULL;
 	size_t			 i;
-	int			 n, r = 0, pr;
+	int			 r = 0, pr;
 
+	memset(&a, 0, sizeof(a));
+	a.pin_source = pin_source;
 	if (filter != NULL) {
 		if ((a.filter = p11_kit_uri_new()) == NULL)
 			return P11A_ERR_NOMEM;
@@ -344,19 +352,27 @@ token_list(struct token_ctx *ctx, const char *pin_source, const char *filter,
 			goto out;
 		}
 	}
-	/* a PIN is for one token: never try it on several */
-	if (pin_source != NULL && (n = login_targets(ctx, &a)) > 1) {
-		token_seterr(ctx, 0, "the PIN would be tried on %d tokens; name "
-		    "the one it is for: p11agent tokens --pin %s "
-		    "'pkcs11:token=LABEL'", n, pin_source);
-		r = P11A_ERR_INVALID;
-		goto out;
+	/* a PIN is for one token: the one the filter selects, as for OPEN */
+	if (pin_source != NULL) {
+		if (a.filter == NULL && (all = p11_kit_uri_new()) == NULL) {
+			r = P11A_ERR_NOMEM;
+			goto out;
+		}
+		if ((r = token_select(ctx, a.filter ? a.filter : all,
+		    filter ? filter : "(no URI)", &c)) != 0)
+			goto out;
+		a.login = 1;
+		a.login_mod = c.mod;
+		a.login_slot = c.slot;
 	}
 	for (i = 0; i < ctx->nmods; i++)
 		list_module(ctx, i, &a, out);
 	if ((r = out->err) != 0)
 		token_seterr(ctx, 0, "the listing is too large");
+	else if (a.filter != NULL && a.ntokens == 0)
+		r = no_match(ctx, a.filter, filter);
 out:
+	p11_kit_uri_free(all);
 	p11_kit_uri_free(a.filter);
 	return r;
 }

@@ -13,6 +13,8 @@
  *   P11FAULT_TOKEN_ABSENT_FILE	while this file exists the token is removed
  *   P11FAULT_TOKEN_FLAGS	OR these into C_GetTokenInfo's flags (e.g.
  *				0x20000, CKF_USER_PIN_FINAL_TRY)
+ *   P11FAULT_SLOT_DESC		if set (even empty), replaces every slot's
+ *				description
  *
  * PIN bytes and attribute values are never logged.
  */
@@ -104,6 +106,7 @@ static long		 delay_ms;
 static char		 absentpath[PATH_MAX];
 static int		 was_absent;
 static CK_FLAGS		 extra_flags;
+static const char	*slot_desc;	/* NULL: the real one */
 
 /*
  * Configuration.
@@ -255,6 +258,7 @@ setup(void)
 			return cfgerr("P11FAULT_TOKEN_FLAGS: bad value", s);
 		extra_flags = (CK_FLAGS)v;
 	}
+	slot_desc = getenv("P11FAULT_SLOT_DESC");
 	absentpath[0] = '\0';
 	was_absent = 0;
 	if ((s = getenv("P11FAULT_TOKEN_ABSENT_FILE")) != NULL &&
@@ -504,6 +508,12 @@ slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	rv = real->C_GetSlotInfo(slot, info);
 	if (rv == CKR_OK && info != NULL && token_absent())
 		info->flags &= ~CKF_TOKEN_PRESENT;
+	if (rv == CKR_OK && info != NULL && slot_desc != NULL) {
+		memset(info->slotDescription, ' ',
+		    sizeof(info->slotDescription));
+		memcpy(info->slotDescription, slot_desc, strnlen(slot_desc,
+		    sizeof(info->slotDescription)));
+	}
 	return rv;
 }
 

@@ -104,7 +104,8 @@ expect_check "pkcs11:token=no-such-card;type=private: no token matches" \
     "p11agent tokens"
 # a key that is not there
 conf "key = pkcs11:token=$P11TEST_TOKEN;object=no-such-key;type=private" "$PIN"
-expect_check "object=no-such-key;type=private: no private key matches"
+# (the token shows certificates and public keys, none of them this key)
+expect_check "object=no-such-key;type=private: no token matches; searched $FAULT (2 tokens: 1 not initialised, 1 showing no certificate or public key with the URI's id/object)"
 
 # module paths: the real path must be allowed (/usr/lib*, module-allow),
 # and neither the module nor any directory above it may be writable by

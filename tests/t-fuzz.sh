@@ -1,9 +1,10 @@
 #!/bin/bash
-# The parsers of hostile or careless input, the configuration and what
-# the agent reads from a token helper, survive their corpus and 2,000
-# deterministic mutations of each sample (under ASan/UBSan in CI).
+# The parsers of hostile or careless input (the configuration, what the
+# agent reads from a token helper, the requests a helper decodes) survive
+# their corpus and 2,000 deterministic mutations of each sample (under
+# ASan/UBSan in CI).
 . "$top_srcdir/tests/lib.sh"
-for t in config wire; do
+for t in config wire req; do
 	out=$("$top_builddir/tests/fuzz-$t" -m 2000 "$top_srcdir/tests/fuzz/corpus-$t") ||
 	    fail "fuzz-$t: $out"
 	ok "fuzz-$t: $out"

@@ -1,8 +1,10 @@
 #!/bin/bash
 # 'p11agent tokens' lists modules, slots, tokens, keys and certificates,
 # each with its pkcs11: URI, key type and size, and whether the key is
-# extractable; a listed URI works as-is in a config.  Also --help and
-# usage errors.
+# extractable; a listed URI works as-is in a config.  A slot without a
+# description reads cleanly; a URI that matches no token says which
+# modules it searched (and their tokens) and which it ruled out.  Also
+# --help and usage errors.
 . "$top_srcdir/tests/lib.sh"
 make_token
 
@@ -76,6 +78,62 @@ if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
 	ok "found through p11-kit's registry: $(head -n 1 <<<"$out")"
 fi
 
+# a slot without a description: no dangling colon, no trailing blank
+out=$(P11FAULT_SLOT_DESC= "$P11AGENT" tokens -m "$FAULT") ||
+    fail "tokens with empty slot descriptions: $out"
+want "^  slot: slot [0-9]+ \(no description\)$"
+grep -n ' $' <<<"$out" && fail "a line ends in a blank"
+ok "a slot without a description"
+
+# no_match ARGS...: 'p11agent tokens ARGS' fails with "no token matches"
+no_match() {
+	rc=0
+	out=$("$P11AGENT" tokens "$@" 2>&1) || rc=$?
+	[ "$rc" = 1 ] && grep -q "no token matches" <<<"$out" ||
+	    fail "tokens $* ($rc): $out"
+}
+# a URI that rules out the only module says so, rather than "0 tokens"
+no_match -m "$FAULT" 'pkcs11:?module-name=nonexistent'
+grep -Fq "pkcs11:?module-name=nonexistent: no token matches: the URI's module attributes (module-name, module-path, library-*) rule out every module ($FAULT), so none was searched" <<<"$out" ||
+    fail "module ruled out: $out"
+ok "$out"
+# a token that is not there: the module searched and what it had
+no_match -m "$FAULT" 'pkcs11:token=nonexistent'
+grep -Fq "pkcs11:token=nonexistent: no token matches; searched $FAULT (2 tokens: 1 not initialised); run 'p11agent tokens'" <<<"$out" ||
+    fail "no such token: $out"
+ok "$out"
+# module-name= in the path is an attribute p11-kit does not know, and a
+# URI with one matches nothing: say so
+no_match -m "$FAULT" 'pkcs11:module-name=nonexistent'
+grep -Fq "pkcs11:module-name=nonexistent: no token matches: the URI has an attribute p11-kit does not know, and then it matches nothing (module-name= and module-path= belong in the query, after '?'" <<<"$out" ||
+    fail "module-name in the path: $out"
+ok "$out"
+if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
+	# through the registry: every module named
+	nmods=$(ls /usr/share/p11-kit/modules/*.module | wc -l)
+	no_match 'pkcs11:?module-name=nonexistent'
+	grep -Eq "rule out every module \(([^,]+, ){$((nmods - 1))}[^,]+\), so none was searched" <<<"$out" &&
+	    grep -q "softhsm2" <<<"$out" || fail "registry, module ruled out: $out"
+	ok "$out"
+	no_match 'pkcs11:module-name=nonexistent'
+	grep -q "the URI has an attribute p11-kit does not know" <<<"$out" ||
+	    fail "registry, module-name in the path: $out"
+	no_match 'pkcs11:token=nonexistent?module-name=softhsm2'
+	grep -q "no token matches; searched softhsm2 (2 tokens: 1 not initialised)" <<<"$out" ||
+	    fail "registry, no such token: $out"
+	[ "$nmods" = 1 ] || grep -q "; not searched, ruled out by the URI's module attributes: [a-z]" <<<"$out" ||
+	    fail "registry, the other modules: $out"
+	ok "$out"
+	# the same words when an identity's key is looked for
+	sed "s|^key = .*|key = pkcs11:object=ec-key;type=private?module-name=nonexistent|" \
+	    "$T/agent.conf" >"$T/none.conf"
+	rc=0
+	out=$("$P11AGENT" check -c "$T/none.conf" 2>&1) || rc=$?
+	[ "$rc" = 1 ] && grep -q "module-name=nonexistent: no token matches: the URI's module attributes (module-name, module-path, library-\*) rule out every module (" <<<"$out" ||
+	    fail "check with a URI that rules out every module ($rc): $out"
+	ok "check: $out"
+fi
+
 # a module that does not load: a clear message, exit 1
 rc=0
 out=$("$P11AGENT" tokens -m /nonexistent/module.so 2>&1) || rc=$?
@@ -89,7 +147,9 @@ softhsm2-util --init-token --free --label second --so-pin 5678 \
 : >"$P11FAULT_LOG"
 rc=0
 out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" 2>&1) || rc=$?
-[ "$rc" = 1 ] && grep -q "the PIN would be tried on 2 tokens; name the one it is for" <<<"$out" ||
+[ "$rc" = 1 ] && grep -q "^p11agent: error: (no URI): 2 tokens match: .*; a PIN is for one token only, so none was sent: name the one you mean with token= or serial= in the URI$" <<<"$out" &&
+    grep -q "'pkcs11:[^']*;token=p11agent-test'" <<<"$out" &&
+    grep -q "'pkcs11:[^']*;token=second'" <<<"$out" ||
     fail "PIN to two tokens ($rc): $out"
 grep -q C_Login "$P11FAULT_LOG" && fail "C_Login although refused"
 out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" 'pkcs11:token=p11agent-test') ||

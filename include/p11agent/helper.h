@@ -88,6 +88,39 @@ void	 helper_put_open(struct pbuf *, const char *key_uri, const char *cert,
 int	 helper_parse_open(struct pbuf *, struct helper_identity *);
 
 /*
+ * Registry mode (engine/client_probe.c): a helper that loaded the
+ * registry lists its modules (PROTO_MODULES, empty request; no module is
+ * initialised); a helper per module tells which of its tokens a key URI
+ * could mean without a login (PROTO_PROBE).  The agent opens the key
+ * only when exactly one token in all is a candidate.  The parsers
+ * decode untrusted replies: counts bounded by PROTO_MAX_MODULES and
+ * PROTO_MAX_CANDIDATES and by the payload, strings by PROTO_MAX_STRING;
+ * on error *out is untouched.
+ */
+struct helper_module {
+	char		*name;		/* registry name; NULL if none */
+	char		*filename;	/* NULL if p11-kit does not know it */
+};
+struct helper_modules {
+	uint32_t		 n;
+	struct helper_module	*mods;
+};
+struct helper_token {
+	char		*uri;		/* the token's pkcs11: URI */
+	char		*desc;		/* "token 'LABEL' (MANUF MODEL, ...)" */
+};
+struct helper_probe {
+	uint32_t		 n;	/* 0 to PROTO_MAX_CANDIDATES */
+	struct helper_token	*tokens;
+};
+/* Encodes a PROBE request for key_uri. */
+void	 helper_put_probe(struct pbuf *, const char *key_uri);
+int	 helper_parse_probe(struct pbuf *, struct helper_probe *);
+void	 helper_probe_clear(struct helper_probe *);
+int	 helper_parse_modules(struct pbuf *, struct helper_modules *);
+void	 helper_modules_clear(struct helper_modules *);
+
+/*
  * An EVP_PKEY for the identity: public half from its certificate, each
  * signature by the helper.  Inside an OpenSSL async job (SSL_MODE_ASYNC)
  * the signature pauses the job and exposes a wait fd; otherwise it waits.

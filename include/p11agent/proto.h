@@ -19,16 +19,22 @@
 #define PROTO_MAX_STRING	4096
 #define PROTO_MAX_SIGN_DATA	1024	/* digest, DigestInfo or RSA block */
 #define PROTO_MAX_SIG		1024
+#define PROTO_MAX_MODULES	256	/* modules in a MODULES_OK reply */
+#define PROTO_MAX_CANDIDATES	32	/* tokens in a PROBE_OK reply */
 
 enum proto_type {
 	/* requests: agent -> helper */
 	PROTO_OPEN = 1,		/* open an identity: log in, find key+cert */
 	PROTO_SIGN = 2,		/* sign with an opened key */
 	PROTO_LIST = 3,		/* list modules, tokens, keys, certs */
+	PROTO_MODULES = 4,	/* the modules loaded, none initialised */
+	PROTO_PROBE = 5,	/* the tokens a key URI could mean, no login */
 	/* replies: helper -> agent, same request id */
 	PROTO_OPEN_OK = 0x81,
 	PROTO_SIGN_OK = 0x82,
 	PROTO_LIST_OK = 0x83,
+	PROTO_MODULES_OK = 0x84,
+	PROTO_PROBE_OK = 0x85,
 	PROTO_ERROR = 0xff,
 };
 

@@ -44,11 +44,13 @@ unsigned long token_error_ckr(const struct token_ctx *);
 void	 token_clear_error(struct token_ctx *);
 
 /*
- * Opens the key named by key_uri: finds its token, logs in with the PIN
- * from pin_source ("file:PATH", "env:NAME", "none"), finds the private
- * key, and, unless cert_uri is "none", the certificate (cert_uri, or the
- * one with the key's CKA_ID when cert_uri is NULL).  The key stays owned
- * by the context.
+ * Opens the key named by key_uri: finds its token (exactly one token must
+ * be a candidate, see token_probe; otherwise no PIN is sent anywhere and
+ * the message names the candidates), logs in with the PIN from
+ * pin_source ("file:PATH", "env:NAME", "none"), finds the private key,
+ * and, unless cert_uri is "none", the certificate (cert_uri, or the one
+ * with the key's CKA_ID when cert_uri is NULL).  The key stays owned by
+ * the context.
  */
 int	 token_open(struct token_ctx *, const char *key_uri,
 	    const char *cert_uri, const char *pin_source, struct token_key **);
@@ -65,11 +67,25 @@ int	 token_sign(struct token_ctx *, struct token_key *, int alg,
 /*
  * Appends PROTO_LIST records describing every module, slot, token and
  * key/certificate object, or only the tokens matching the URI filter.
- * With pin_source, logs in first so that private keys show; refused when
- * the PIN would go to more than one token.
+ * With pin_source, logs in first to the one token the filter selects
+ * (as token_open selects), so that its private keys show; refused, with
+ * no login, when the filter does not select exactly one token.  With a
+ * filter that matches no token: P11A_ERR_NO_TOKEN.
  */
 int	 token_list(struct token_ctx *, const char *pin_source,
 	    const char *filter, struct pbuf *);
+
+/*
+ * The tokens key_uri could mean, judged without a login as token_open
+ * does before it sends a PIN (initialised tokens whose info matches the
+ * URI and that show a certificate or public key matching its id= and
+ * object=, or show none at all): appends a PROBE_OK payload (u32 count,
+ * then per token str URI, str description).  None found is not an error.
+ */
+int	 token_probe(struct token_ctx *, const char *key_uri, struct pbuf *);
+/* Appends a MODULES_OK payload (u32 count, then per module str name, str
+ * filename); initialises no module. */
+int	 token_modules(struct token_ctx *, struct pbuf *);
 
 
 /* The PIN: one owning type, wiped when freed. */

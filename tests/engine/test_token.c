@@ -2,7 +2,13 @@
  * Engine tests: the token layer (engine/token.c) against a real SoftHSM
  * token made by tests/mktoken.sh (run through tests/t-engine.sh, which
  * exports SOFTHSM2_CONF and P11TEST_*).  Every signature is verified with
- * the certificate read from the token.
+ * the certificate read from the token.  PROBE and MODULES are tested on
+ * the token layer and through a real helper process.
+ *
+ * With arguments it is a small client for the shell tests instead:
+ *	engine-tests probe MODULE|registry URI
+ *	engine-tests modules MODULE|registry
+ * sends one PROBE or MODULES request to a helper and prints the reply.
  */
 #include "config.h"
 
@@ -18,8 +24,11 @@
 #include <openssl/x509.h>
 
 #include "p11agent/error.h"
+#include "p11agent/helper.h"
 #include "p11agent/proto.h"
 #include "p11agent/token.h"
+
+#define CALL_TIMEOUT_MS	60000
 
 static struct token_ctx	*ctx;
 static char		 pin_source[600];
@@ -288,12 +297,196 @@ test_list(void)
 	pbuf_clear(&b);
 }
 
+/* Runs token_probe for uri and decodes the reply as the agent would. */
+static int
+probe(const char *uri, struct helper_probe *p)
+{
+	struct pbuf	 b, r;
+	int		 e;
+
+	pbuf_init(&b);
+	if ((e = token_probe(ctx, uri, &b)) == 0) {
+		pbuf_view(&r, b.data, b.len);
+		e = helper_parse_probe(&r, p);
+	}
+	pbuf_clear(&b);
+	return e;
+}
+
+static void
+test_probe(void)
+{
+	struct helper_probe	 p;
+
+	/* the key's labels and ids show on its public objects */
+	CU_ASSERT_EQUAL_FATAL(probe("pkcs11:object=ec-key;type=private", &p),
+	    0);
+	CU_ASSERT_EQUAL_FATAL(p.n, 1);
+	CU_ASSERT(strncmp(p.tokens[0].uri, "pkcs11:", 7) == 0 &&
+	    strstr(p.tokens[0].uri, ";token=p11agent-test") != NULL);
+	CU_ASSERT(strncmp(p.tokens[0].desc, "token 'p11agent-test' (SoftHSM "
+	    "project SoftHSM v2, serial ", 52) == 0);
+	helper_probe_clear(&p);
+	CU_ASSERT_EQUAL(probe("pkcs11:id=%03", &p), 0);
+	CU_ASSERT_EQUAL(p.n, 1);
+	helper_probe_clear(&p);
+	/* the uninitialised token in SoftHSM's free slot is no candidate */
+	CU_ASSERT_EQUAL(probe("pkcs11:", &p), 0);
+	CU_ASSERT_EQUAL(p.n, 1);
+	helper_probe_clear(&p);
+	/* the token shows public objects, none of them with this label or
+	 * with this label and id together */
+	CU_ASSERT_EQUAL(probe("pkcs11:object=no-such-key", &p), 0);
+	CU_ASSERT_EQUAL(p.n, 0);
+	helper_probe_clear(&p);
+	CU_ASSERT_EQUAL(probe("pkcs11:object=ec-key;id=%01", &p), 0);
+	CU_ASSERT_EQUAL(p.n, 0);
+	helper_probe_clear(&p);
+	/* token attributes and the module part */
+	CU_ASSERT_EQUAL(probe("pkcs11:token=other;object=ec-key", &p), 0);
+	CU_ASSERT_EQUAL(p.n, 0);
+	helper_probe_clear(&p);
+	CU_ASSERT_EQUAL(probe("pkcs11:object=ec-key?module-name=softhsm2", &p),
+	    0);
+	CU_ASSERT_EQUAL(p.n, 0);	/* a module by path has no name */
+	helper_probe_clear(&p);
+	/* a URI that does not parse is an error, as for OPEN */
+	CU_ASSERT_EQUAL(probe("pkcs11:token=%zz", &p), P11A_ERR_URI);
+	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "pkcs11:token=%zz: "));
+	token_clear_error(ctx);
+	/* finding none is not an error: nothing stays on the context */
+	CU_ASSERT_STRING_EQUAL(token_error(ctx), "no error");
+}
+
+static void
+test_modules(void)
+{
+	struct helper_modules	 m;
+	struct pbuf		 b, r;
+
+	pbuf_init(&b);
+	CU_ASSERT_EQUAL_FATAL(token_modules(ctx, &b), 0);
+	pbuf_view(&r, b.data, b.len);
+	CU_ASSERT_EQUAL_FATAL(helper_parse_modules(&r, &m), 0);
+	CU_ASSERT_EQUAL_FATAL(m.n, 1);
+	CU_ASSERT_PTR_NULL(m.mods[0].name);
+	CU_ASSERT_PTR_NOT_NULL(m.mods[0].filename);
+	helper_modules_clear(&m);
+	pbuf_clear(&b);
+}
+
+/* Starts a helper for mod ("registry": p11-kit's registry). */
+static int
+start(const char *mod, struct helper **hp)
+{
+	struct helper_opts	 o;
+
+	memset(&o, 0, sizeof(o));
+	o.module = strcmp(mod, "registry") == 0 ? NULL : mod;
+	/* named here, as on the command line of 'p11agent tokens -m' */
+	o.allow = (char *const *)&o.module;
+	o.nallow = o.module != NULL;
+	return helper_start(&o, hp);
+}
+
+/* One PROBE (uri) or MODULES (uri NULL) request, waited for. */
+static int
+request(struct helper *h, const char *uri, struct pbuf *reply)
+{
+	struct pbuf	 req;
+	int		 e;
+
+	pbuf_init(&req);
+	if (uri != NULL)
+		helper_put_probe(&req, uri);
+	e = helper_call(h, uri ? PROTO_PROBE : PROTO_MODULES, &req, reply,
+	    CALL_TIMEOUT_MS);
+	pbuf_clear(&req);
+	return e;
+}
+
+static void
+test_helper_wire(void)
+{
+	struct helper_modules	 m;
+	struct helper_probe	 p;
+	struct helper		*h = NULL;
+	struct pbuf		 reply;
+
+	pbuf_init(&reply);
+	CU_ASSERT_EQUAL_FATAL(start(module, &h), 0);
+	CU_ASSERT_EQUAL_FATAL(request(h, NULL, &reply), 0);
+	CU_ASSERT_EQUAL_FATAL(helper_parse_modules(&reply, &m), 0);
+	CU_ASSERT(m.n == 1 && m.mods[0].filename != NULL &&
+	    strstr(m.mods[0].filename, "softhsm2") != NULL);
+	helper_modules_clear(&m);
+	CU_ASSERT_EQUAL_FATAL(request(h, "pkcs11:object=rsa-key;type=private",
+	    &reply), 0);
+	CU_ASSERT_EQUAL_FATAL(helper_parse_probe(&reply, &p), 0);
+	CU_ASSERT(p.n == 1 && strstr(p.tokens[0].uri, "token=p11agent-test"));
+	helper_probe_clear(&p);
+	/* a URI that does not parse: an ERROR reply naming it */
+	CU_ASSERT_EQUAL(request(h, "pkcs11:id=%zz", &reply), P11A_ERR_URI);
+	CU_ASSERT_PTR_NOT_NULL(strstr(helper_error(h), "pkcs11:id=%zz"));
+	/* and the helper goes on */
+	CU_ASSERT_EQUAL(request(h, "pkcs11:object=nothing", &reply), 0);
+	CU_ASSERT_EQUAL(helper_parse_probe(&reply, &p), 0);
+	CU_ASSERT_EQUAL(p.n, 0);
+	helper_probe_clear(&p);
+	helper_free(h);
+	pbuf_clear(&reply);
+}
+
+/* The shell tests' client: prints a PROBE or MODULES reply. */
+static int
+client(int argc, char *argv[])
+{
+	struct helper_modules	 m;
+	struct helper_probe	 p;
+	struct helper		*h = NULL;
+	struct pbuf		 reply;
+	uint32_t		 i;
+	int			 e, probe_req = strcmp(argv[1], "probe") == 0;
+
+	if ((probe_req && argc != 4) || (!probe_req && (argc != 3 ||
+	    strcmp(argv[1], "modules") != 0))) {
+		fprintf(stderr, "usage: engine-tests probe MODULE|registry "
+		    "URI\n       engine-tests modules MODULE|registry\n");
+		return 2;
+	}
+	pbuf_init(&reply);
+	if ((e = start(argv[2], &h)) == 0)
+		e = request(h, probe_req ? argv[3] : NULL, &reply);
+	if (e == 0 && probe_req && (e = helper_parse_probe(&reply, &p)) == 0) {
+		printf("candidates: %u\n", p.n);
+		for (i = 0; i < p.n; i++)
+			printf("%s\t%s\n", p.tokens[i].uri, p.tokens[i].desc);
+		helper_probe_clear(&p);
+	} else if (e == 0 && !probe_req &&
+	    (e = helper_parse_modules(&reply, &m)) == 0) {
+		printf("modules: %u\n", m.n);
+		for (i = 0; i < m.n; i++)
+			printf("%s\t%s\n", m.mods[i].name ? m.mods[i].name :
+			    "-", m.mods[i].filename ? m.mods[i].filename : "-");
+		helper_modules_clear(&m);
+	}
+	if (e != 0)
+		fprintf(stderr, "error: %s\n", h != NULL &&
+		    helper_error(h)[0] != '\0' ? helper_error(h) :
+		    p11a_strerror(e));
+	pbuf_clear(&reply);
+	helper_free(h);
+	return e != 0;
+}
+
 int
-main(void)
+main(int argc, char *argv[])
 {
 	CU_pSuite	 s;
 	unsigned int	 failed;
 
+	if (argc > 1)
+		return client(argc, argv);
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 99;
 	s = CU_add_suite("token", setup, teardown);
@@ -304,7 +497,11 @@ main(void)
 	    CU_add_test(s, "ECDSA P-256", test_ecdsa_p256) == NULL ||
 	    CU_add_test(s, "ECDSA P-384", test_ecdsa_p384) == NULL ||
 	    CU_add_test(s, "errors", test_errors) == NULL ||
-	    CU_add_test(s, "listing", test_list) == NULL)
+	    CU_add_test(s, "listing", test_list) == NULL ||
+	    CU_add_test(s, "probe", test_probe) == NULL ||
+	    CU_add_test(s, "modules", test_modules) == NULL ||
+	    CU_add_test(s, "PROBE and MODULES through a helper",
+	    test_helper_wire) == NULL)
 		return 99;
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();

@@ -7,6 +7,7 @@
 int	 suite_proto(void);
 int	 suite_config(void);
 int	 suite_pin(void);
+int	 suite_req(void);
 
 /* A fresh temporary directory per suite (fixture), removed afterwards. */
 extern char	 test_dir[];

@@ -1,0 +1,101 @@
+/*
+ * p11agent: decoding the requests a token helper receives (see
+ * helper_req.h).  Every field is checked against the remaining payload
+ * and its limit by the pbuf readers; what is left to check here is what
+ * a request needs: a key URI, data to sign, nothing after the last field.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "p11agent/error.h"
+#include "p11agent/proto.h"
+#include "helper_req.h"
+
+void
+hreq_open_clear(struct hreq_open *q)
+{
+	free(q->key_uri);
+	free(q->cert);
+	free(q->pin_source);
+	memset(q, 0, sizeof(*q));
+}
+
+int
+hreq_open(struct pbuf *b, struct hreq_open *q)
+{
+	int	 r;
+
+	q->key_uri = pbuf_get_str(b);
+	q->cert = pbuf_get_str(b);
+	q->pin_source = pbuf_get_str(b);
+	if ((r = pbuf_end(b)) == 0 && q->key_uri == NULL)
+		r = P11A_ERR_PROTOCOL;
+	if (r != 0)
+		hreq_open_clear(q);
+	return r;
+}
+
+int
+hreq_sign(struct pbuf *b, struct hreq_sign *q)
+{
+	int	 r;
+
+	q->handle = pbuf_get_u32(b);
+	q->alg = pbuf_get_u8(b);
+	q->hash = pbuf_get_u8(b);
+	q->saltlen = pbuf_get_u32(b);
+	q->data = pbuf_get_bytes(b, &q->len, PROTO_MAX_SIGN_DATA);
+	if ((r = pbuf_end(b)) == 0 && q->len == 0)
+		r = P11A_ERR_PROTOCOL;
+	if (r != 0)
+		memset(q, 0, sizeof(*q));
+	return r;
+}
+
+void
+hreq_list_clear(struct hreq_list *q)
+{
+	free(q->pin_source);
+	free(q->filter);
+	memset(q, 0, sizeof(*q));
+}
+
+int
+hreq_list(struct pbuf *b, struct hreq_list *q)
+{
+	int	 r;
+
+	q->pin_source = pbuf_get_str(b);
+	q->filter = pbuf_get_str(b);
+	if ((r = pbuf_end(b)) != 0)
+		hreq_list_clear(q);
+	return r;
+}
+
+int
+hreq_modules(struct pbuf *b)
+{
+	return pbuf_end(b);
+}
+
+void
+hreq_probe_clear(struct hreq_probe *q)
+{
+	free(q->key_uri);
+	q->key_uri = NULL;
+}
+
+int
+hreq_probe(struct pbuf *b, struct hreq_probe *q)
+{
+	int	 r;
+
+	q->key_uri = pbuf_get_str(b);
+	if ((r = pbuf_end(b)) == 0 && q->key_uri == NULL)
+		r = P11A_ERR_PROTOCOL;
+	if (r != 0)
+		hreq_probe_clear(q);
+	return r;
+}

@@ -1,0 +1,56 @@
+/*
+ * p11agent: decoding the requests a token helper receives.
+ *
+ * Pure functions: a payload in (its read position at the start), a struct
+ * out, no token calls.  Each returns 0 or a negative P11A_ERR_* code
+ * (P11A_ERR_PROTOCOL for a malformed payload, P11A_ERR_TOO_LARGE for a
+ * field over its limit); the payload must be consumed exactly.  On error
+ * the struct holds nothing to free.  docs/helper-protocol.md has the
+ * formats.
+ */
+#ifndef P11AGENT_HELPER_REQ_H
+#define P11AGENT_HELPER_REQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pbuf;
+
+/* OPEN: key URI (required), cert (URI, file or NULL), PIN source. */
+struct hreq_open {
+	char		*key_uri;
+	char		*cert;
+	char		*pin_source;
+};
+
+/* SIGN: data points into the payload's buffer, 1..PROTO_MAX_SIGN_DATA. */
+struct hreq_sign {
+	uint32_t	 handle;
+	int		 alg;		/* PROTO_ALG_*, checked by the signer */
+	int		 hash;		/* PROTO_HASH_* for RSA_PSS */
+	uint32_t	 saltlen;
+	const uint8_t	*data;
+	size_t		 len;
+};
+
+/* LIST: PIN source and filter URI, each NULL when absent. */
+struct hreq_list {
+	char		*pin_source;
+	char		*filter;
+};
+
+/* PROBE: the key URI (required). */
+struct hreq_probe {
+	char		*key_uri;
+};
+
+int	 hreq_open(struct pbuf *, struct hreq_open *);
+int	 hreq_sign(struct pbuf *, struct hreq_sign *);
+int	 hreq_list(struct pbuf *, struct hreq_list *);
+int	 hreq_modules(struct pbuf *);		/* an empty payload */
+int	 hreq_probe(struct pbuf *, struct hreq_probe *);
+void	 hreq_open_clear(struct hreq_open *);
+void	 hreq_list_clear(struct hreq_list *);
+void	 hreq_probe_clear(struct hreq_probe *);
+
+#endif

@@ -1,0 +1,72 @@
+#!/bin/bash
+# Registry mode (no module = ): every module p11-kit registers is looked
+# up in a helper of its own, in parallel, each with its own deadline.  A
+# module that hangs (OpenSC waiting on a pcscd that accepts and never
+# answers) hides no other token: a SoftHSM identity still opens within
+# 10 s, the log names the module that hung, and SIGTERM is honoured.
+. "$top_srcdir/tests/lib.sh"
+make_token
+[ -f /usr/share/p11-kit/modules/softhsm2.module ] ||
+    skip "softhsm2 is not registered with p11-kit"
+[ -f /usr/share/p11-kit/modules/opensc-pkcs11.module ] ||
+    skip "opensc-pkcs11 is not registered with p11-kit"
+
+# a pcscd that accepts and never answers, for OpenSC
+mkfifo "$T/silent.fifo"
+"$top_builddir/tests/silent-socket" "$T/pcscd.comm" >"$T/silent.fifo" &
+PIDS+=($!)
+read -r -t 10 line <"$T/silent.fifo" || fail "silent-socket did not start"
+export PCSCLITE_CSOCK_NAME=$T/pcscd.comm
+
+start_upstream s
+{
+	cat <<EOT
+[identity reg]
+key = pkcs11:token=$P11TEST_TOKEN;id=%02;type=private
+pin = file:$TOK/pin
+
+EOT
+	tunnel t "localhost:$s_port" reg
+} >"$T/agent.conf"
+
+begin=$(date +%s%N)
+start_agent "$T/agent.conf" || fail "the agent did not start"
+ms=$(( ($(date +%s%N) - begin) / 1000000 ))
+[ "$ms" -lt 10000 ] || fail "the identity took $ms ms to open"
+agent_log_has "token helper for opensc-pkcs11: no answer to the lookup of identity reg within [0-9]+ ms" ||
+    fail "the log does not name the module that hung"
+agent_log_has "identity reg: token '$P11TEST_TOKEN' .* in softhsm2" ||
+    fail "the identity was not found in softhsm2"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "through the tunnel: $out"
+ok "opened in $ms ms with opensc-pkcs11 hung; $(grep 'no answer to' "$T/agent.log" | head -n 1)"
+# only the helper of the module that holds the token is left
+n=$(pgrep -P "$AGENT_PID" | wc -l)
+[ "$n" = 1 ] || fail "$n helpers are left, wanted 1"
+grep -q -- "-r softhsm2" "/proc/$(pgrep -P "$AGENT_PID")/cmdline" 2>/dev/null ||
+    tr '\0' ' ' <"/proc/$(pgrep -P "$AGENT_PID")/cmdline" | grep -q -- "-r softhsm2" ||
+    fail "the helper left is not softhsm2's"
+ok "one helper left, for softhsm2"
+stop_agent || fail "the agent did not exit cleanly"
+
+# a key that no registered module holds: the error names the modules
+sed -i "s|^key = .*|key = pkcs11:token=no-such-card;type=private|" "$T/agent.conf"
+rc=0
+out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) || rc=$?
+[ "$rc" = 1 ] || fail "check of a missing token exited $rc"
+grep -q "no token in the p11-kit registry matches (module opensc-pkcs11: did not answer in time" <<<"$out" ||
+    fail "check said: $out"
+ok "no token anywhere: $(grep 'no token' <<<"$out")"
+
+# SIGTERM while the hung module is being waited for
+log_mark
+"$P11AGENT" run -v -c "$T/agent.conf" 2>>"$T/agent.log" &
+pid=$!
+PIDS+=($pid)
+wait_log "registry: .* modules" 10 || fail "the registry lookup did not start"
+start=$(date +%s%N)
+kill -TERM "$pid"
+wait "$pid"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$ms" -lt 4000 ] || fail "SIGTERM during the lookup took $ms ms"
+ok "SIGTERM during the registry lookup: stopped in $ms ms"
