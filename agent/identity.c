@@ -50,7 +50,8 @@ module_for(struct agent *a, const char *module)
 {
 	struct module_rt	**mods, *s;
 	struct helper_opts	  o;
-	int			  i, r;
+	char			  err[1024];
+	int			  i;
 
 	for (i = 0; i < a->nmods; i++)
 		if (same_module(a->mods[i]->module, module))
@@ -66,8 +67,8 @@ module_for(struct agent *a, const char *module)
 	o.module = module;
 	o.allow = a->cfg->agent.module_allow;
 	o.nallow = a->cfg->agent.nmodule_allow;
-	if ((r = helper_start(&o, &s->helper)) != 0) {
-		log_err_code(r, "cannot start the token helper");
+	if (helper_start(&o, &s->helper, err, sizeof(err)) != 0) {
+		log_err("%s", err);
 		free(s);
 		return NULL;
 	}
@@ -163,6 +164,7 @@ void
 identity_close_all(struct agent *a)
 {
 	struct identity	*id;
+	struct helper	**hs;
 	int		 i;
 
 	while ((id = a->identities) != NULL) {
@@ -170,6 +172,13 @@ identity_close_all(struct agent *a)
 		EVP_PKEY_free(id->pkey);
 		X509_free(id->hid.cert);
 		free(id);
+	}
+	/* the helpers finalise their modules at once, not one by one */
+	if ((hs = calloc(a->nmods > 0 ? a->nmods : 1, sizeof(*hs))) != NULL) {
+		for (i = 0; i < a->nmods; i++)
+			hs[i] = a->mods[i]->helper;
+		helper_stop_all(hs, a->nmods);
+		free(hs);
 	}
 	for (i = 0; i < a->nmods; i++) {
 		helper_free(a->mods[i]->helper);
@@ -296,6 +305,8 @@ restart(struct agent *a, struct module_rt *s)
 	int		 r;
 
 	if ((r = helper_restart(s->helper)) != 0) {
+		log_err("token helper for %s: %s", module_name(s),
+		    helper_error(s->helper));
 		s->dead = 0;
 		module_died(s, "could not be started again");
 		return;
