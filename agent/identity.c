@@ -149,7 +149,7 @@ module_for(struct agent *a, const char *module)
 {
 	struct module_rt	**mods, *s = NULL;
 	struct helper_opts	  o;
-	char			**env = NULL;
+	char			**env = NULL, err[1024];
 	int			  i, r;
 
 	for (i = 0; i < a->nmods; i++)
@@ -169,11 +169,11 @@ module_for(struct agent *a, const char *module)
 	o.allow = a->cfg->agent.module_allow;
 	o.nallow = a->cfg->agent.nmodule_allow;
 	o.env = env;
-	r = helper_start(&o, &s->helper);
+	r = helper_start(&o, &s->helper, err, sizeof(err));
 	free(env);	/* the strings are the agent's; the helper copied */
 	if (r != 0) {
-		log_err_code(r, "cannot start the token helper for %s",
-		    module ? module : "the p11-kit registry");
+		log_err("%s (for %s)", err, module ? module :
+		    "the p11-kit registry");
 		goto fail;
 	}
 	s->backoff_ms = RESTART_MIN_MS;
@@ -343,13 +343,23 @@ void
 identity_close_all(struct agent *a)
 {
 	struct identity	*id;
+	struct helper	**hs;
 	int		 i;
 
 	a->opened_cb = NULL;
-	/* the helpers first: requests in flight fail while ids exist */
+	/* the helpers first: requests in flight fail while ids exist;
+	 * they finalise their modules at once, not one by one */
 	for (i = 0; i < a->nmods; i++) {
-		loop_set(&a->mods[i]->w, 0);
+		loop_set(&a->mods[i]->w, 0);	/* before the fds close */
 		loop_set(&a->mods[i]->pw, 0);
+	}
+	if ((hs = calloc(a->nmods > 0 ? a->nmods : 1, sizeof(*hs))) != NULL) {
+		for (i = 0; i < a->nmods; i++)
+			hs[i] = a->mods[i]->helper;
+		helper_stop_all(hs, a->nmods);
+		free(hs);
+	}
+	for (i = 0; i < a->nmods; i++) {
 		helper_free(a->mods[i]->helper);
 		free(a->mods[i]->module);
 		free(a->mods[i]);
@@ -588,6 +598,8 @@ restart(struct agent *a, struct module_rt *s)
 	int		 r;
 
 	if ((r = helper_restart(s->helper)) != 0) {
+		log_err("token helper for %s: %s", module_name(s),
+		    helper_error(s->helper));
 		s->dead = 0;
 		module_died(s, "could not be started again");
 		return;
@@ -618,6 +630,7 @@ helpers_tick(struct agent *a, long now)
 	struct module_rt	*s;
 	int			 i;
 
+	helper_reap_orphans();
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
 		if (s->dead) {

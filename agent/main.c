@@ -284,7 +284,8 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	struct helper		*h = NULL;
 	struct helper_opts	 o;
 	struct pbuf		 req, reply;
-	int		 r;
+	char			 err[1024];
+	int			 r;
 
 	pbuf_init(&req);
 	pbuf_init(&reply);
@@ -292,8 +293,8 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	o.module = module;
 	o.allow = (char *const *)&module;	/* named right here: allowed */
 	o.nallow = module != NULL;
-	if ((r = helper_start(&o, &h)) != 0) {
-		log_err_code(r, "cannot start the token helper");
+	if (helper_start(&o, &h, err, sizeof(err)) != 0) {
+		log_err("%s", err);
 		return 1;
 	}
 	pbuf_put_str(&req, pin);

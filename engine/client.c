@@ -5,8 +5,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +29,27 @@
 #ifndef P11AGENT_HELPER_PATH
 #define P11AGENT_HELPER_PATH	"/usr/libexec/p11agent/p11agent-helper"
 #endif
+#ifndef P11AGENT_BINDIR
+#define P11AGENT_BINDIR		"/usr/bin"
+#endif
+#define HELPER_NAME	"p11agent-helper"
 #define MAX_PENDING	256
-#define EXIT_WAIT_MS	2000	/* for a helper to finalise its module */
+#define EXIT_WAIT_MS	2000	/* for helpers to finalise their modules */
+#define KILL_WAIT_MS	500	/* for killed helpers to go */
+#define NOPIDFD_POLL_MS	20	/* re-check a child we have no pidfd for */
+#define MAX_CANDIDATES	3
+
+extern char	**environ;
+
+/*
+ * A helper process: reaped without ever blocking (waitpid WNOHANG), when
+ * its pidfd says it has exited or when the agent's tick comes by.
+ */
+struct child {
+	pid_t			 pid;		/* -1: none, or reaped */
+	int			 pidfd;		/* readable once it exits */
+	struct child		*next;
+};
 
 /*
  * A request in flight.  The list is in sending order, which is the order
@@ -47,11 +68,14 @@ struct helper_req {
 
 struct helper {
 	char			*module;	/* NULL: p11-kit's registry */
+	char			*path;		/* the helper program */
+	int			 path_from_env;	/* P11AGENT_HELPER gave it */
 	char			**argv;		/* the helper's command line */
 	char			**env;		/* extra environment */
-	pid_t			 pid;
-	int			 pidfd;		/* readable when it exits */
+	struct child		 proc;		/* the current process */
+	struct child		*old;		/* replaced ones, killed */
 	int			 fd;
+	int			 stopped;	/* by helper_stop_all */
 	uint32_t		 next_id;
 	struct helper_req	*pending;	/* oldest first */
 	struct helper_req	**tail;
@@ -60,91 +84,297 @@ struct helper {
 	char			 err[1024];
 };
 
-static const char *
-helper_path(void)
-{
-	const char	*p = getenv("P11AGENT_HELPER");
+/* ---- which program */
 
-	return p && *p ? p : P11AGENT_HELPER_PATH;
+/* dir/p11agent-helper into buf; 0, or -1 if it does not fit. */
+static int
+beside(char *buf, size_t len, const char *dir)
+{
+	int	 n = snprintf(buf, len, "%s/%s", dir, HELPER_NAME);
+
+	return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
-static void
-child(int fd, char **argv, char **envp)
+/*
+ * Where a helper could be: beside the running p11agent when that is not
+ * the installed one (a build tree; libtool would put the real binary in
+ * .libs/, the helper one directory up), then the configured path.
+ */
+static int
+candidates(char cand[][PATH_MAX], int max)
 {
-	const char	*path = helper_path();
-	sigset_t	 none;
-	int		 devnull;
+	char	 self[PATH_MAX], inst[PATH_MAX], *slash;
+	int	 n = 0;
 
-	/* the agent blocks its signals for its signalfd: undo that */
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (fd == 3)
-		fcntl(fd, F_SETFD, 0);
-	else if (dup2(fd, 3) == -1)
-		_exit(127);
-	close_range(4, ~0U, 0);	/* listeners, clients, the ready fd */
-	if ((devnull = open("/dev/null", O_RDWR)) != -1) {
-		dup2(devnull, 0);
-		close(devnull);
+	if (realpath("/proc/self/exe", self) != NULL &&
+	    (realpath(P11AGENT_BINDIR "/p11agent", inst) == NULL ||
+	    strcmp(self, inst) != 0) && (slash = strrchr(self, '/')) != NULL) {
+		*slash = '\0';
+		if (n < max && beside(cand[n], PATH_MAX, self) == 0)
+			n++;
+		if ((slash = strrchr(self, '/')) != NULL &&
+		    strcmp(slash + 1, ".libs") == 0) {
+			*slash = '\0';
+			if (n < max && beside(cand[n], PATH_MAX, *self ?
+			    self : "/") == 0)
+				n++;
+		}
 	}
-	dup2(2, 1);	/* a module's chatter must not reach our stdout */
-	execve(path, argv, envp);
-	fprintf(stderr, "p11agent: cannot run the token helper %s: %s\n",
-	    path, strerror(errno));
-	_exit(127);
+	if (n < max)
+		snprintf(cand[n++], PATH_MAX, "%s", P11AGENT_HELPER_PATH);
+	return n;
 }
 
-/* The helper's environment: ours plus its own variables (PINs). */
-static char **
-helper_envp(struct helper *h)
+/* Chooses h->path: $P11AGENT_HELPER, else the first candidate there. */
+static int
+find_helper(struct helper *h, char *err, size_t errlen)
 {
-	extern char	**environ;
-	char		**envp;
-	size_t		  n = 0, m = 0, i;
+	char		 cand[MAX_CANDIDATES][PATH_MAX], tried[1024];
+	const char	*env = getenv("P11AGENT_HELPER");
+	size_t		 off = 0;
+	int		 i, n;
 
-	while (environ[n] != NULL)
-		n++;
-	while (h->env != NULL && h->env[m] != NULL)
-		m++;
-	if ((envp = calloc(n + m + 1, sizeof(*envp))) == NULL)
-		return NULL;
+	if (env != NULL && *env != '\0') {
+		h->path_from_env = 1;
+		return (h->path = strdup(env)) == NULL ? P11A_ERR_NOMEM : 0;
+	}
+	n = candidates(cand, MAX_CANDIDATES);
 	for (i = 0; i < n; i++)
-		envp[i] = environ[i];
-	for (i = 0; i < m; i++)
-		envp[n + i] = h->env[i];
+		if (access(cand[i], X_OK) == 0)
+			return (h->path = strdup(cand[i])) == NULL ?
+			    P11A_ERR_NOMEM : 0;
+	tried[0] = '\0';
+	for (i = 0; i < n && off < sizeof(tried); i++)
+		off += (size_t)snprintf(tried + off, sizeof(tried) - off,
+		    "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ", cand[i]);
+	snprintf(err, errlen, "cannot run the token helper: there is no "
+	    "%s at %s; set P11AGENT_HELPER to the path of %s, or install "
+	    "p11agent (make install)", HELPER_NAME, tried, HELPER_NAME);
+	return P11A_ERR_HELPER;
+}
+
+/* ---- starting and reaping processes */
+
+static int
+same_name(const char *a, const char *b)
+{
+	while (*a != '\0' && *a != '=' && *a == *b) {
+		a++;
+		b++;
+	}
+	return (*a == '=' || *a == '\0') && (*b == '=' || *b == '\0');
+}
+
+/*
+ * The helper's environment: ours plus h->env (PINs from env:NAME, which
+ * the agent keeps out of its own), those replacing ours of the same name.
+ * Only pointers are copied: the strings stay where they are.
+ */
+static char **
+helper_envp(const struct helper *h)
+{
+	char	**envp;
+	size_t	  n = 0, ne = 0, i, j, k = 0;
+
+	while (environ != NULL && environ[n] != NULL)
+		n++;
+	while (h->env != NULL && h->env[ne] != NULL)
+		ne++;
+	if ((envp = calloc(n + ne + 1, sizeof(*envp))) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		for (j = 0; j < ne && !same_name(environ[i], h->env[j]); j++)
+			;
+		if (j == ne)
+			envp[k++] = environ[i];
+	}
+	for (j = 0; j < ne; j++)
+		envp[k++] = h->env[j];
+	envp[k] = NULL;
 	return envp;
 }
 
+/*
+ * What the child does before exec: the channel on fd 3, stdin from
+ * /dev/null, stdout to our stderr (a module's chatter must not reach our
+ * stdout), nothing else open; an empty signal mask (the agent blocks its
+ * signals for its signalfd) and default dispositions.  fd is above 3.
+ */
+static int
+spawn_setup(posix_spawn_file_actions_t *fa, posix_spawnattr_t *sa, int fd)
+{
+	sigset_t	 none, dfl;
+
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGINT);
+	sigaddset(&dfl, SIGTERM);
+	sigaddset(&dfl, SIGHUP);
+	sigaddset(&dfl, SIGPIPE);
+	if (posix_spawn_file_actions_adddup2(fa, fd, 3) != 0 ||
+	    posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY,
+	    0) != 0)
+		return -1;
+	if (fcntl(2, F_GETFD) != -1) {
+		if (posix_spawn_file_actions_adddup2(fa, 2, 1) != 0)
+			return -1;
+	} else if (posix_spawn_file_actions_addopen(fa, 1, "/dev/null",
+	    O_WRONLY, 0) != 0 || posix_spawn_file_actions_addopen(fa, 2,
+	    "/dev/null", O_WRONLY, 0) != 0)
+		return -1;
+	if (posix_spawn_file_actions_addclosefrom_np(fa, 4) != 0 ||
+	    posix_spawnattr_setsigmask(sa, &none) != 0 ||
+	    posix_spawnattr_setsigdefault(sa, &dfl) != 0 ||
+	    posix_spawnattr_setflags(sa, POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETSIGDEF) != 0)
+		return -1;
+	return 0;
+}
+
+static void
+spawn_failed(struct helper *h, int e)
+{
+	if (h->path_from_env)
+		snprintf(h->err, sizeof(h->err), "cannot run the token helper "
+		    "%s: %s; set P11AGENT_HELPER to the path of %s, or unset "
+		    "it", h->path, strerror(e), HELPER_NAME);
+	else
+		snprintf(h->err, sizeof(h->err), "cannot run the token helper "
+		    "%s: %s; set P11AGENT_HELPER to the path of a working %s",
+		    h->path, strerror(e), HELPER_NAME);
+}
+
+/*
+ * Starts the helper with posix_spawn: no code of ours runs between fork
+ * and exec (the agent has resolver threads), and a failed exec comes
+ * back here as an error.
+ */
 static int
 spawn(struct helper *h)
 {
-	char	**envp;
-	int	 sv[2];
+	posix_spawn_file_actions_t	 fa;
+	posix_spawnattr_t		 sa;
+	char				**envp = NULL;
+	pid_t				 pid;
+	int				 sv[2] = { -1, -1 }, fd, e, r;
+	int				 fa_ok = 0, sa_ok = 0;
 
-	if ((envp = helper_envp(h)) == NULL)
-		return P11A_ERR_NOMEM;
+	r = P11A_ERR_SYSTEM;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		free(envp);
-		return P11A_ERR_SYSTEM;
+		snprintf(h->err, sizeof(h->err), "cannot start the token "
+		    "helper: socketpair: %s", strerror(errno));
+		goto out;
 	}
-	if ((h->pid = fork()) == -1) {
-		free(envp);
-		close(sv[0]);
+	if (sv[1] <= 3) {
+		/* the child's 0-3 are set by the actions below: move it */
+		if ((fd = fcntl(sv[1], F_DUPFD_CLOEXEC, 4)) == -1)
+			goto out;
 		close(sv[1]);
-		return P11A_ERR_SYSTEM;
+		sv[1] = fd;
 	}
-	if (h->pid == 0)
-		child(sv[1], h->argv, envp);
-	free(envp);	/* the strings are environ's and h->env's */
-	close(sv[1]);
+	if ((envp = helper_envp(h)) == NULL ||
+	    (fa_ok = posix_spawn_file_actions_init(&fa) == 0) == 0 ||
+	    (sa_ok = posix_spawnattr_init(&sa) == 0) == 0 ||
+	    spawn_setup(&fa, &sa, sv[1]) != 0) {
+		r = P11A_ERR_NOMEM;
+		snprintf(h->err, sizeof(h->err), "cannot start the token "
+		    "helper: out of memory");
+		goto out;
+	}
+	if ((e = posix_spawn(&pid, h->path, &fa, &sa, h->argv, envp)) != 0) {
+		r = P11A_ERR_HELPER;
+		spawn_failed(h, e);
+		goto out;
+	}
+	h->proc.pid = pid;
+	h->proc.pidfd = pidfd_open(pid, 0);
+	if (h->proc.pidfd != -1)
+		fcntl(h->proc.pidfd, F_SETFD, FD_CLOEXEC);
 	/* never block the agent on a full channel: EAGAIN is an error */
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	h->fd = sv[0];
-	h->pidfd = pidfd_open(h->pid, 0);
-	if (h->pidfd != -1)
-		fcntl(h->pidfd, F_SETFD, FD_CLOEXEC);
-	return 0;
+	sv[0] = -1;
+	r = 0;
+out:
+	if (fa_ok)
+		posix_spawn_file_actions_destroy(&fa);
+	if (sa_ok)
+		posix_spawnattr_destroy(&sa);
+	free(envp);	/* pointers only */
+	if (sv[0] != -1)
+		close(sv[0]);
+	if (sv[1] != -1)
+		close(sv[1]);
+	return r;
 }
+
+/* Reaps c if it has exited, without waiting; 1 if it is gone. */
+static int
+reap(struct child *c)
+{
+	pid_t	 r;
+
+	if (c->pid <= 0)
+		return 1;
+	if ((r = waitpid(c->pid, NULL, WNOHANG)) == 0 ||
+	    (r == -1 && errno == EINTR))
+		return 0;
+	/* reaped, or not ours to wait for (ECHILD): gone either way */
+	if (c->pidfd != -1)
+		close(c->pidfd);
+	c->pidfd = -1;
+	c->pid = -1;
+	return 1;
+}
+
+/* Reaps the replaced processes that have exited since. */
+static void
+reap_old(struct helper *h)
+{
+	struct child	**pp, *c;
+
+	for (pp = &h->old; (c = *pp) != NULL;) {
+		if (reap(c)) {
+			*pp = c->next;
+			free(c);
+		} else
+			pp = &c->next;
+	}
+}
+
+/*
+ * The current process is killed and kept for reaping later; a helper
+ * stuck in a driver call may take its time to go, and nothing waits.
+ */
+static void
+retire(struct helper *h)
+{
+	struct child	*c;
+
+	if (h->proc.pid <= 0)
+		return;
+	kill(h->proc.pid, SIGKILL);
+	if (!reap(&h->proc)) {
+		if ((c = malloc(sizeof(*c))) != NULL) {
+			*c = h->proc;
+			c->next = h->old;
+			h->old = c;
+		} else if (h->proc.pidfd != -1)
+			close(h->proc.pidfd);	/* a zombie until we exit */
+	}
+	h->proc.pid = -1;
+	h->proc.pidfd = -1;
+}
+
+static void
+close_channel(struct helper *h)
+{
+	if (h->fd != -1)
+		close(h->fd);
+	h->fd = -1;
+}
+
+/* ---- starting, restarting, stopping */
 
 static void
 strv_free(char **v)
@@ -181,7 +411,7 @@ build_argv(struct helper *h, const struct helper_opts *o)
 	size_t	 n = 0, ne = 0;
 	int	 i, r;
 
-	if ((r = strv_add(&h->argv, &n, "p11agent-helper")) != 0)
+	if ((r = strv_add(&h->argv, &n, HELPER_NAME)) != 0)
 		return r;
 	for (i = 0; i < o->nallow; i++)
 		if ((r = strv_add(&h->argv, &n, "-a")) != 0 ||
@@ -199,66 +429,194 @@ build_argv(struct helper *h, const struct helper_opts *o)
 	return 0;
 }
 
+static void
+helper_release(struct helper *h)
+{
+	struct child	*c;
+
+	while ((c = h->old) != NULL) {
+		h->old = c->next;
+		if (c->pidfd != -1)
+			close(c->pidfd);
+		free(c);
+	}
+	if (h->proc.pidfd != -1)
+		close(h->proc.pidfd);
+	close_channel(h);
+	strv_free(h->argv);
+	strv_free(h->env);
+	free(h->path);
+	free(h->module);
+	free(h);
+}
+
 int
-helper_start(const struct helper_opts *o, struct helper **out)
+helper_start(const struct helper_opts *o, struct helper **out, char *err,
+    size_t errlen)
 {
 	struct helper	*h;
 	int		 r;
 
-	if ((h = calloc(1, sizeof(*h))) == NULL)
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		snprintf(err, errlen, "cannot start the token helper: out of "
+		    "memory");
 		return P11A_ERR_NOMEM;
-	h->fd = h->pidfd = -1;
+	}
+	h->fd = h->proc.pidfd = -1;
+	h->proc.pid = -1;
 	h->next_id = 1;
+	h->tail = &h->pending;
 	r = P11A_ERR_NOMEM;
+	snprintf(h->err, sizeof(h->err), "cannot start the token helper: out "
+	    "of memory");
 	if ((o->module == NULL || (h->module = strdup(o->module)) != NULL) &&
-	    (r = build_argv(h, o)) == 0 && (r = spawn(h)) == 0) {
+	    (r = build_argv(h, o)) == 0 &&
+	    (r = find_helper(h, h->err, sizeof(h->err))) == 0 &&
+	    (r = spawn(h)) == 0) {
+		h->err[0] = '\0';
 		*out = h;
 		return 0;
 	}
-	strv_free(h->argv);
-	strv_free(h->env);
-	free(h->module);
-	free(h);
+	snprintf(err, errlen, "%s", h->err);
+	helper_release(h);
 	return r;
-}
-
-/*
- * Closes the channel (the helper finalises its module and exits on EOF)
- * and reaps the process, killing it if it takes longer than a moment.
- */
-static void
-stop(struct helper *h)
-{
-	struct pollfd	 pfd = { .events = POLLIN };
-
-	if (h->fd != -1)
-		close(h->fd);
-	h->fd = -1;
-	if (h->pid <= 0)
-		return;
-	if ((pfd.fd = h->pidfd) == -1 || poll(&pfd, 1, EXIT_WAIT_MS) != 1)
-		kill(h->pid, SIGKILL);
-	waitpid(h->pid, NULL, 0);
-	if (h->pidfd != -1)
-		close(h->pidfd);
-	h->pidfd = -1;
-	h->pid = -1;
 }
 
 int
 helper_restart(struct helper *h)
 {
 	helper_fail_all(h, P11A_ERR_HELPER);
-	helper_kill(h);		/* dead or hung: nothing to wait for */
-	stop(h);
+	close_channel(h);
+	retire(h);		/* dead or hung: killed, reaped later */
+	reap_old(h);
 	return spawn(h);
 }
 
 void
 helper_kill(struct helper *h)
 {
-	if (h->pid > 0)
-		kill(h->pid, SIGKILL);
+	if (h->proc.pid > 0)
+		kill(h->proc.pid, SIGKILL);
+}
+
+/*
+ * Waits up to ms for the n children to exit, polling their pidfds
+ * together; returns how many are left (compacted to the front of c).
+ */
+static int
+wait_children(struct child **c, struct pollfd *pfd, int n, int ms)
+{
+	long		 deadline = clock_now_ms() + ms, left;
+	int		 i, k, np, blind;
+
+	for (;;) {
+		for (i = k = 0; i < n; i++)
+			if (!reap(c[i]))
+				c[k++] = c[i];
+		if ((n = k) == 0 || (left = deadline - clock_now_ms()) <= 0)
+			return n;
+		for (i = np = blind = 0; i < n; i++) {
+			if (c[i]->pidfd == -1)
+				blind = 1;
+			else {
+				pfd[np].fd = c[i]->pidfd;
+				pfd[np].events = POLLIN;
+				pfd[np++].revents = 0;
+			}
+		}
+		if (blind && left > NOPIDFD_POLL_MS)
+			left = NOPIDFD_POLL_MS;
+		if (poll(pfd, (nfds_t)np, (int)left) == -1 && errno != EINTR)
+			return n;
+	}
+}
+
+/*
+ * Closes the channels (each helper finalises its module and exits on
+ * EOF), gives them EXIT_WAIT_MS in all, then kills what is left and
+ * waits KILL_WAIT_MS more.  A process that still does not go (stuck in a
+ * driver) is left to init when the agent exits.
+ */
+void
+helper_stop_all(struct helper *const *hs, int nh)
+{
+	struct child	**c, *o;
+	struct pollfd	 *pfd;
+	int		  i, n = 0, max = 0;
+
+	for (i = 0; i < nh; i++) {
+		if (hs[i] == NULL)
+			continue;
+		close_channel(hs[i]);
+		hs[i]->stopped = 1;
+		max++;
+		for (o = hs[i]->old; o != NULL; o = o->next)
+			max++;
+	}
+	c = calloc(max > 0 ? max : 1, sizeof(*c));
+	pfd = calloc(max > 0 ? max : 1, sizeof(*pfd));
+	if (c == NULL || pfd == NULL) {
+		free(c);
+		free(pfd);
+		for (i = 0; i < nh; i++)
+			if (hs[i] != NULL) {
+				retire(hs[i]);
+				reap_old(hs[i]);
+			}
+		return;
+	}
+	for (i = 0; i < nh; i++) {
+		if (hs[i] == NULL)
+			continue;
+		c[n++] = &hs[i]->proc;
+		for (o = hs[i]->old; o != NULL; o = o->next)
+			c[n++] = o;
+	}
+	if ((n = wait_children(c, pfd, n, EXIT_WAIT_MS)) > 0) {
+		for (i = 0; i < n; i++)
+			kill(c[i]->pid, SIGKILL);
+		wait_children(c, pfd, n, KILL_WAIT_MS);
+	}
+	free(c);
+	free(pfd);
+	for (i = 0; i < nh; i++)
+		if (hs[i] != NULL)
+			reap_old(hs[i]);
+}
+
+/* Processes of discarded helpers, reaped by helper_reap_orphans(). */
+static struct child	*orphans;
+
+void
+helper_discard(struct helper *h)
+{
+	struct child	*c;
+
+	if (h == NULL)
+		return;
+	helper_fail_all(h, P11A_ERR_CLOSED);
+	close_channel(h);
+	retire(h);		/* killed; it held nothing of ours */
+	while ((c = h->old) != NULL) {
+		h->old = c->next;
+		c->next = orphans;
+		orphans = c;
+	}
+	helper_release(h);
+}
+
+void
+helper_reap_orphans(void)
+{
+	struct child	**pp, *c;
+
+	for (pp = &orphans; (c = *pp) != NULL;) {
+		if (reap(c)) {
+			*pp = c->next;
+			free(c);
+		} else
+			pp = &c->next;
+	}
 }
 
 void
@@ -267,11 +625,9 @@ helper_free(struct helper *h)
 	if (h == NULL)
 		return;
 	helper_fail_all(h, P11A_ERR_CLOSED);
-	stop(h);
-	strv_free(h->argv);
-	strv_free(h->env);
-	free(h->module);
-	free(h);
+	if (!h->stopped)
+		helper_stop_all(&h, 1);
+	helper_release(h);
 }
 
 int
@@ -283,13 +639,13 @@ helper_fd(const struct helper *h)
 int
 helper_pidfd(const struct helper *h)
 {
-	return h->pidfd;
+	return h->proc.pidfd;
 }
 
 pid_t
 helper_pid(const struct helper *h)
 {
-	return h->pid;
+	return h->proc.pid;
 }
 
 const char *
@@ -433,6 +789,7 @@ helper_expire(struct helper *h, long now)
 	struct helper_req	*q;
 	long			 since;
 
+	reap_old(h);
 	for (q = h->pending; q != NULL; q = q->next) {
 		if (q->cb == NULL || now < q->sent + q->timeout_ms)
 			continue;

@@ -2,10 +2,12 @@
  * p11agent: the agent's side of the wire to a token helper, and the
  * EVP_PKEY whose signatures the helper computes.
  *
- * The agent never loads a PKCS#11 module: helper_start() forks and runs
- * p11agent-helper for one module.  Calls are either blocking (start-up,
- * command line) or asynchronous (the event loop), where the reply runs a
- * callback from helper_read().
+ * The agent never loads a PKCS#11 module: helper_start() runs
+ * p11agent-helper for one module (posix_spawn: no code of ours between
+ * fork and exec).  Nothing here waits for a process on the event loop:
+ * replaced helpers are killed and reaped later, without blocking.
+ * Calls are either blocking (start-up, command line) or asynchronous
+ * (the event loop), where the reply runs a callback from helper_read().
  */
 #ifndef P11AGENT_HELPER_H
 #define P11AGENT_HELPER_H
@@ -42,8 +44,27 @@ struct helper_opts {
 					 * (PINs from env:); NULL-terminated */
 };
 
-int	 helper_start(const struct helper_opts *, struct helper **);
+/*
+ * Starts a helper: the program named by $P11AGENT_HELPER, else the one
+ * beside the running p11agent when that is not the installed one (a
+ * build tree), else the installed one.  On failure err says which
+ * programs were tried, why they did not run and what to do.
+ */
+int	 helper_start(const struct helper_opts *, struct helper **,
+	    char *err, size_t errlen);
+/*
+ * At the end: closes the helpers' channels (each finalises its module
+ * and exits), waits for them together for at most 2 s, kills the rest
+ * and waits 0.5 s more; a process that still does not go is left.
+ */
+void	 helper_stop_all(struct helper *const *, int n);
+/* Stops the helper as helper_stop_all does (unless it did) and frees. */
 void	 helper_free(struct helper *);
+/* While the loop runs: kills the helper (one that is not needed) and
+ * frees it at once; its process is reaped by helper_reap_orphans(),
+ * which a timer calls, never waiting. */
+void	 helper_discard(struct helper *);
+void	 helper_reap_orphans(void);
 int	 helper_fd(const struct helper *);
 pid_t	 helper_pid(const struct helper *);
 /* A pidfd of the helper process (readable once it exits), or -1. */
@@ -62,10 +83,13 @@ int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
 int	 helper_read(struct helper *);
 /* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC);
  * returns 1 when the helper looks hung (no progress on its oldest
- * request for that request's timeout), else 0. */
+ * request for that request's timeout), else 0.  Also reaps replaced
+ * helper processes that have exited since (call it from a timer). */
 int	 helper_expire(struct helper *, long now);
 /* Replaces a dead or hung helper process with a new one (same module);
- * pending requests fail.  The caller opens its identities again. */
+ * pending requests fail.  The old process is killed, not waited for:
+ * helper_expire() reaps it once it is gone.  On failure helper_error()
+ * says why.  The caller opens its identities again. */
 int	 helper_restart(struct helper *);
 /* Kills the helper process (a hung token); helper_read then sees EOF. */
 void	 helper_kill(struct helper *);

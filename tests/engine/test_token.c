@@ -380,13 +380,14 @@ static int
 start(const char *mod, struct helper **hp)
 {
 	struct helper_opts	 o;
+	char			 err[1024];
 
 	memset(&o, 0, sizeof(o));
 	o.module = strcmp(mod, "registry") == 0 ? NULL : mod;
 	/* named here, as on the command line of 'p11agent tokens -m' */
 	o.allow = (char *const *)&o.module;
 	o.nallow = o.module != NULL;
-	return helper_start(&o, hp);
+	return helper_start(&o, hp, err, sizeof(err));
 }
 
 /* One PROBE (uri) or MODULES (uri NULL) request, waited for. */

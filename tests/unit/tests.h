@@ -8,6 +8,9 @@ int	 suite_proto(void);
 int	 suite_config(void);
 int	 suite_pin(void);
 int	 suite_req(void);
+int	 suite_spawn(void);
+/* The spawn suite's token helper (argv[0] p11agent-helper). */
+int	 spawn_child(void);
 
 /* A fresh temporary directory per suite (fixture), removed afterwards. */
 extern char	 test_dir[];
