@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@
 #include "p11agent/tunnel.h"
 
 #define OPEN_TIMEOUT_MS		60000
+#define PROBE_TIMEOUT_MS	6000	/* a registry module that hangs */
 #define RESTART_MIN_MS		1000
 #define RESTART_MAX_MS		60000
 #define PIN_ENV_MAX		(64 + 256 + 2)	/* NAME=PIN */
@@ -47,7 +49,9 @@ same_module(const char *a, const char *b)
 static const char *
 module_name(const struct module_rt *s)
 {
-	return s->module ? s->module : "p11-kit registry";
+	if (s->module != NULL)
+		return s->module;
+	return s->registry_name ? s->registry_name : "p11-kit registry";
 }
 
 /* ---- PINs from the environment: for the helpers only */
@@ -144,8 +148,16 @@ pin_env_for(struct agent *a, const char *module)
 
 /* ---- modules and their helpers */
 
+static int	watch_module(struct module_rt *);
+static void	module_remove(struct module_rt *);
+static void	module_retire(struct module_rt *);
+
+/*
+ * The helper for a module path, for a registry module (name), or the
+ * registry's lister (both NULL); started if there is none yet.
+ */
 static struct module_rt *
-module_for(struct agent *a, const char *module)
+module_for(struct agent *a, const char *module, const char *name)
 {
 	struct module_rt	**mods, *s = NULL;
 	struct helper_opts	  o;
@@ -153,7 +165,8 @@ module_for(struct agent *a, const char *module)
 	int			  i, r;
 
 	for (i = 0; i < a->nmods; i++)
-		if (same_module(a->mods[i]->module, module))
+		if (same_module(a->mods[i]->module, module) &&
+		    same_module(a->mods[i]->registry_name, name))
 			return a->mods[i];
 	/* each module_rt is its own allocation: identities point to it */
 	mods = reallocarray(a->mods, a->nmods + 1, sizeof(*mods));
@@ -162,30 +175,88 @@ module_for(struct agent *a, const char *module)
 	a->mods = mods;
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
 	    (module != NULL && (s->module = strdup(module)) == NULL) ||
+	    (name != NULL && (s->registry_name = strdup(name)) == NULL) ||
 	    (env = pin_env_for(a, module)) == NULL)
 		goto nomem;
+	s->agent = a;
 	memset(&o, 0, sizeof(o));
 	o.module = module;
+	o.registry_name = name;
 	o.allow = a->cfg->agent.module_allow;
 	o.nallow = a->cfg->agent.nmodule_allow;
 	o.env = env;
 	r = helper_start(&o, &s->helper, err, sizeof(err));
 	free(env);	/* the strings are the agent's; the helper copied */
 	if (r != 0) {
-		log_err("%s (for %s)", err, module ? module :
+		log_err("%s (for %s)", err, module ? module : name ? name :
 		    "the p11-kit registry");
 		goto fail;
 	}
 	s->backoff_ms = RESTART_MIN_MS;
 	a->mods[a->nmods++] = s;
+	if (watch_module(s) != 0) {
+		module_remove(s);
+		return NULL;
+	}
 	return s;
 nomem:
 	log_err("out of memory");
 fail:
-	if (s != NULL)
+	if (s != NULL) {
 		free(s->module);
+		free(s->registry_name);
+	}
 	free(s);
 	return NULL;
+}
+
+static int
+module_in_use(struct agent *a, struct module_rt *s)
+{
+	struct identity	*id;
+
+	for (id = a->identities; id != NULL; id = id->next)
+		if (id->mod == s)
+			return 1;
+	return 0;
+}
+
+/* Ends a helper and forgets it; never from inside its own callbacks. */
+static void
+module_remove(struct module_rt *s)
+{
+	struct agent	*a = s->agent;
+	int		 i;
+
+	for (i = 0; i < a->nmods && a->mods[i] != s; i++)
+		;
+	if (i == a->nmods)
+		return;
+	memmove(&a->mods[i], &a->mods[i + 1], (a->nmods - i - 1) *
+	    sizeof(*a->mods));
+	a->nmods--;
+	loop_set(&s->w, 0);
+	loop_set(&s->pw, 0);
+	helper_discard(s->helper);
+	free(s->module);
+	free(s->registry_name);
+	free(s);
+}
+
+static void
+module_remove_deferred(void *arg)
+{
+	module_remove(arg);
+}
+
+/* Removes the module after the current batch of events, once. */
+static void
+module_retire(struct module_rt *s)
+{
+	if (s->retiring)
+		return;
+	s->retiring = 1;
+	loop_defer(module_remove_deferred, s);
 }
 
 static X509 *
@@ -244,10 +315,20 @@ fail:
 	return r;
 }
 
+/* An identity has its answer; the last one ends the start-up. */
 static void
 start_settled(struct agent *a)
 {
-	if (--a->opening == 0 && a->opened_cb != NULL)
+	int	 i;
+
+	if (--a->opening != 0)
+		return;
+	/* registry modules that hold none of our tokens: let them go */
+	for (i = 0; i < a->nmods; i++)
+		if (a->mods[i]->module == NULL &&
+		    !module_in_use(a, a->mods[i]))
+			module_retire(a->mods[i]);
+	if (a->opened_cb != NULL)
 		a->opened_cb(a, a->open_failed);
 }
 
@@ -275,15 +356,14 @@ opened(void *arg, int err, const char *why, struct pbuf *reply)
 	start_settled(a);
 }
 
+/* Sends the identity's OPEN to the helper of its module, id->mod. */
 static int
-open_start(struct agent *a, struct identity *id)
+open_send(struct agent *a, struct identity *id)
 {
 	struct cfg_identity	*c = id->cfg;
 	struct pbuf		 req;
 	int			 r;
 
-	if ((id->mod = module_for(a, c->module)) == NULL)
-		return P11A_ERR_HELPER;
 	pbuf_init(&req);
 	helper_put_open(&req, c->key, c->cert, c->pin);
 	r = helper_request(id->mod->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
@@ -295,14 +375,226 @@ open_start(struct agent *a, struct identity *id)
 	return r;
 }
 
-static int	watch_module(struct module_rt *);
+
+
+/* ---- registry mode: every registered module in a helper of its own */
+
+static void
+identity_failed(struct identity *id, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+identity_failed(struct identity *id, const char *fmt, ...)
+{
+	struct agent	*a = id->agent;
+	char		 msg[2048];
+	va_list		 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
+	    id->cfg->key_line, id->cfg->name, msg);
+	a->open_failed = 1;
+	start_settled(a);
+}
+
+static void
+hits_free(struct identity *id)
+{
+	int	 i;
+
+	for (i = 0; i < id->nhits; i++) {
+		free(id->hits[i].uri);
+		free(id->hits[i].desc);
+	}
+	free(id->hits);
+	id->hits = NULL;
+	id->nhits = 0;
+}
+
+/* Every module answered the PROBE: exactly one token, or refuse. */
+static void
+probe_decide(struct identity *id)
+{
+	char	 list[1536] = "";
+	size_t	 n;
+	int	 i;
+
+	if (id->nhits == 1) {
+		id->mod = id->hits[0].mod;
+		log_info("identity %s: %s in %s", id->cfg->name,
+		    id->hits[0].desc, module_name(id->mod));
+		hits_free(id);
+		if (open_send(id->agent, id) != 0)
+			identity_failed(id, "cannot ask its token helper");
+		return;
+	}
+	for (i = 0; i < id->nhits; i++) {
+		n = strlen(list);
+		snprintf(list + n, sizeof(list) - n, "; %s in %s: %s",
+		    id->hits[i].desc, module_name(id->hits[i].mod),
+		    id->hits[i].uri);
+	}
+	if (id->nhits == 0)
+		identity_failed(id, "%s: no token in the p11-kit registry "
+		    "matches%s; run 'p11agent tokens' to see them",
+		    id->cfg->key, id->probe_err);
+	else
+		identity_failed(id, "%s: %d tokens could be meant and a PIN "
+		    "goes to one card only; add token= or serial= to the "
+		    "URI%s%s", id->cfg->key, id->nhits, list, id->probe_err);
+	hits_free(id);
+}
+
+struct probe_req {
+	struct identity		*id;
+	struct module_rt	*mod;
+};
+
+static void
+probed(void *arg, int err, const char *why, struct pbuf *reply)
+{
+	struct probe_req	*pr = arg;
+	struct identity		*id = pr->id;
+	struct helper_probe	 p;
+	struct probe_hit	*h;
+	char			 msg[1024], *cut;
+	size_t			 n, len, key;
+	uint32_t		 i;
+
+	memset(&p, 0, sizeof(p));
+	if (err == 0 && (err = helper_parse_probe(reply, &p)) != 0)
+		why = "malformed reply";
+	if (err == P11A_ERR_TIMEOUT)
+		log_warn("token helper for %s: no answer to the lookup of "
+		    "identity %s within %d ms (the module hangs?); going on "
+		    "without it", module_name(pr->mod), id->cfg->name,
+		    PROBE_TIMEOUT_MS);
+	if (err != 0) {
+		/* "KEY: no token matches; ...; run 'p11agent tokens'...":
+		 * the key and the advice are said once, by probe_decide */
+		snprintf(msg, sizeof(msg), "%s", err == P11A_ERR_TIMEOUT ?
+		    "no answer in time, it may hang" : why ? why :
+		    p11a_strerror(err));
+		if ((cut = strstr(msg, "; run 'p11agent tokens'")) != NULL)
+			*cut = '\0';
+		key = strlen(id->cfg->key);
+		n = strncmp(msg, id->cfg->key, key) == 0 &&
+		    strncmp(msg + key, ": ", 2) == 0 ? key + 2 : 0;
+		len = strlen(id->probe_err);
+		snprintf(id->probe_err + len, sizeof(id->probe_err) - len,
+		    "; module %s: %s", module_name(pr->mod), msg + n);
+	} else if ((h = reallocarray(id->hits, id->nhits + p.n,
+	    sizeof(*h))) != NULL) {
+		id->hits = h;
+		for (i = 0; i < p.n; i++) {
+			h = &id->hits[id->nhits++];
+			h->mod = pr->mod;
+			h->uri = p.tokens[i].uri;
+			h->desc = p.tokens[i].desc;
+			p.tokens[i].uri = p.tokens[i].desc = NULL;
+		}
+	}
+	helper_probe_clear(&p);
+	free(pr);
+	if (--id->probes_left == 0)
+		probe_decide(id);
+}
+
+static int
+probe_send(struct identity *id, struct module_rt *s)
+{
+	struct probe_req	*pr;
+	struct pbuf		 req;
+	int			 r;
+
+	if ((pr = calloc(1, sizeof(*pr))) == NULL)
+		return P11A_ERR_NOMEM;
+	pr->id = id;
+	pr->mod = s;
+	pbuf_init(&req);
+	helper_put_probe(&req, id->cfg->key);
+	r = helper_request(s->helper, PROTO_PROBE, &req, PROBE_TIMEOUT_MS,
+	    probed, pr);
+	pbuf_clear(&req);
+	if (r != 0)
+		free(pr);
+	return r;
+}
+
+/* The registry's modules are known: a helper and a PROBE for each. */
+static void
+modules_listed(void *arg, int err, const char *why, struct pbuf *reply)
+{
+	struct module_rt	*lister = arg, *s;
+	struct agent		*a = lister->agent;
+	struct helper_modules	 m;
+	struct identity		*id;
+	struct module_rt	**mods = NULL;
+	uint32_t		 i, n = 0;
+
+	memset(&m, 0, sizeof(m));
+	module_retire(lister);
+	if (err == 0 && (err = helper_parse_modules(reply, &m)) != 0)
+		why = "malformed reply";
+	if (err == 0 && m.n > 0 &&
+	    (mods = calloc(m.n, sizeof(*mods))) == NULL)
+		err = P11A_ERR_NOMEM;
+	for (i = 0; err == 0 && i < m.n; i++)
+		if (m.mods[i].name != NULL &&
+		    (s = module_for(a, NULL, m.mods[i].name)) != NULL)
+			mods[n++] = s;
+	if (err == 0)
+		log_debug("registry: %u modules, each in a helper of its own",
+		    n);
+	for (id = a->identities; id != NULL; id = id->next) {
+		if (id->cfg->module != NULL || id->mod != NULL)
+			continue;
+		if (err != 0) {
+			identity_failed(id, "the p11-kit registry: %s",
+			    why ? why : p11a_strerror(err));
+			continue;
+		}
+		if (n == 0) {
+			identity_failed(id, "no PKCS#11 module is registered "
+			    "with p11-kit (see p11-kit list-modules); set "
+			    "module = PATH");
+			continue;
+		}
+		id->probes_left = 0;
+		for (i = 0; i < n; i++)
+			if (probe_send(id, mods[i]) == 0)
+				id->probes_left++;
+		if (id->probes_left == 0)
+			identity_failed(id, "cannot ask the modules' helpers");
+	}
+	free(mods);
+	helper_modules_clear(&m);
+}
+
+static int
+registry_start(struct agent *a)
+{
+	struct module_rt	*lister;
+	struct pbuf		 req;
+	int			 r;
+
+	if ((lister = module_for(a, NULL, NULL)) == NULL)
+		return P11A_ERR_HELPER;
+	pbuf_init(&req);
+	r = helper_request(lister->helper, PROTO_MODULES, &req,
+	    PROBE_TIMEOUT_MS, modules_listed, lister);
+	pbuf_clear(&req);
+	return r;
+}
 
 int
 identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 {
 	struct cfg_tunnel	*t;
 	struct identity		*id, **tail = &a->identities;
-	int			 i, r;
+	int			 r, registry = 0;
 
 	a->opened_cb = cb;
 	a->opening = 1;		/* until every request is out */
@@ -316,14 +608,20 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 		*tail = id;
 		tail = &id->next;
 		a->opening++;
-		if ((r = open_start(a, id)) != 0) {
+		if (id->cfg->module == NULL) {
+			registry = 1;	/* found by the modules' PROBEs */
+			continue;
+		}
+		if ((id->mod = module_for(a, id->cfg->module, NULL)) == NULL ||
+		    open_send(a, id) != 0) {
 			a->open_failed = 1;
 			a->opening--;
 		}
 	}
-	for (i = 0; i < a->nmods; i++)
-		if ((r = watch_module(a->mods[i])) != 0)
-			return r;
+	if (registry && (r = registry_start(a)) != 0) {
+		log_err_code(r, "cannot look into the p11-kit registry");
+		return r;
+	}
 	start_settled(a);
 	return 0;
 }
@@ -362,6 +660,7 @@ identity_close_all(struct agent *a)
 	for (i = 0; i < a->nmods; i++) {
 		helper_free(a->mods[i]->helper);
 		free(a->mods[i]->module);
+		free(a->mods[i]->registry_name);
 		free(a->mods[i]);
 	}
 	free(a->mods);
@@ -369,6 +668,7 @@ identity_close_all(struct agent *a)
 	a->nmods = 0;
 	while ((id = a->identities) != NULL) {
 		a->identities = id->next;
+		hits_free(id);
 		EVP_PKEY_free(id->pkey);
 		X509_free(id->hid.cert);
 		free(id);
@@ -388,6 +688,11 @@ module_died(struct module_rt *s, const char *why)
 	s->reopening = 0;
 	loop_set(&s->w, 0);
 	loop_set(&s->pw, 0);
+	if (!module_in_use(s->agent, s)) {
+		log_warn("token helper for %s (pid %d) %s", module_name(s),
+		    (int)helper_pid(s->helper), why);
+		return;		/* none of our identities is on it */
+	}
 	if (s->given_up) {
 		log_err("token helper for %s (pid %d) %s; not restarting it: "
 		    "fix its identities as said above and restart p11agent",
@@ -634,7 +939,9 @@ helpers_tick(struct agent *a, long now)
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
 		if (s->dead) {
-			if (!s->given_up && now >= s->restart_at)
+			/* a registry module none of ours is on: let it be */
+			if (!s->given_up && now >= s->restart_at &&
+			    module_in_use(a, s))
 				restart(a, s);
 		} else if (helper_expire(s->helper, now) && !s->killed) {
 			log_warn("token helper for %s (pid %d) has not answered "

@@ -346,6 +346,12 @@ token_probe(struct token_ctx *ctx, const char *key_uri, struct pbuf *out)
 	}
 	if ((r = token_scan(ctx, uri, sc)) != 0)
 		goto out;
+	if (sc->ncand == 0) {
+		/* none: an error with the reason, as OPEN would say it */
+		token_no_match(ctx, sc, key_uri);
+		r = P11A_ERR_NO_TOKEN;
+		goto out;
+	}
 	n = sc->ncand < PROTO_MAX_CANDIDATES ? sc->ncand :
 	    PROTO_MAX_CANDIDATES;
 	pbuf_put_u32(out, (uint32_t)n);

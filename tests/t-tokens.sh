@@ -129,7 +129,8 @@ if [ -f /usr/share/p11-kit/modules/softhsm2.module ]; then
 	    "$T/agent.conf" >"$T/none.conf"
 	rc=0
 	out=$("$P11AGENT" check -c "$T/none.conf" 2>&1) || rc=$?
-	[ "$rc" = 1 ] && grep -q "module-name=nonexistent: no token matches: the URI's module attributes (module-name, module-path, library-\*) rule out every module (" <<<"$out" ||
+	[ "$rc" = 1 ] && grep -q "module-name=nonexistent: no token in the p11-kit registry matches; module " <<<"$out" &&
+	    grep -q "module softhsm2: no token matches: the URI's module attributes (module-name, module-path, library-\*) rule out every module (softhsm2), so none was searched" <<<"$out" ||
 	    fail "check with a URI that rules out every module ($rc): $out"
 	ok "check: $out"
 fi

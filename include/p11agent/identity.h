@@ -18,26 +18,46 @@
 struct agent;
 struct cfg_identity;
 
-/* The agent's side of one module's helper. */
+/*
+ * The agent's side of one module's helper.  A module given by path has
+ * module set; a module of p11-kit's registry has registry_name (each has
+ * a helper of its own, so a hung one hides no other); the registry's
+ * lister, which only names the registered modules, has neither.
+ */
 struct module_rt {
+	struct agent		*agent;
 	struct helper		*helper;
-	char			*module;	/* NULL: p11-kit's registry */
+	char			*module;	/* a path, or NULL */
+	char			*registry_name;	/* p11-kit's name, or NULL */
 	struct watch		 w;		/* its channel, in the loop */
 	struct watch		 pw;		/* its process (pidfd) */
 	int			 killed;	/* taken for hung, killed */
 	int			 dead;		/* waiting to be restarted */
 	int			 given_up;	/* needs the user: no restarts */
 	int			 reopening;	/* OPENs in flight */
+	int			 retiring;	/* to be removed: not needed */
 	long			 restart_at;
 	int			 backoff_ms;
+};
+
+/* A token that a registry identity's key URI could mean (PROBE). */
+struct probe_hit {
+	struct module_rt	*mod;
+	char			*uri;
+	char			*desc;
 };
 
 struct identity {
 	struct agent		*agent;
 	struct cfg_identity	*cfg;
-	struct module_rt	*mod;
+	struct module_rt	*mod;		/* NULL until found */
 	struct helper_identity	 hid;
 	EVP_PKEY		*pkey;
+	/* registry mode, at start-up: the modules' answers to PROBE */
+	int			 probes_left;
+	struct probe_hit	*hits;
+	int			 nhits;
+	char			 probe_err[1024];	/* modules that failed */
 	struct identity		*next;
 };
 

@@ -336,26 +336,25 @@ test_probe(void)
 	helper_probe_clear(&p);
 	/* the token shows public objects, none of them with this label or
 	 * with this label and id together */
-	CU_ASSERT_EQUAL(probe("pkcs11:object=no-such-key", &p), 0);
-	CU_ASSERT_EQUAL(p.n, 0);
-	helper_probe_clear(&p);
-	CU_ASSERT_EQUAL(probe("pkcs11:object=ec-key;id=%01", &p), 0);
-	CU_ASSERT_EQUAL(p.n, 0);
-	helper_probe_clear(&p);
+	CU_ASSERT_EQUAL(probe("pkcs11:object=no-such-key", &p), P11A_ERR_NO_TOKEN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "no token matches"));
+	token_clear_error(ctx);
+	CU_ASSERT_EQUAL(probe("pkcs11:object=ec-key;id=%01", &p), P11A_ERR_NO_TOKEN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "no token matches"));
+	token_clear_error(ctx);
 	/* token attributes and the module part */
-	CU_ASSERT_EQUAL(probe("pkcs11:token=other;object=ec-key", &p), 0);
-	CU_ASSERT_EQUAL(p.n, 0);
-	helper_probe_clear(&p);
+	CU_ASSERT_EQUAL(probe("pkcs11:token=other;object=ec-key", &p), P11A_ERR_NO_TOKEN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "no token matches"));
+	token_clear_error(ctx);
+	/* a module by path has no name */
 	CU_ASSERT_EQUAL(probe("pkcs11:object=ec-key?module-name=softhsm2", &p),
-	    0);
-	CU_ASSERT_EQUAL(p.n, 0);	/* a module by path has no name */
-	helper_probe_clear(&p);
+	    P11A_ERR_NO_TOKEN);
+	token_clear_error(ctx);
 	/* a URI that does not parse is an error, as for OPEN */
 	CU_ASSERT_EQUAL(probe("pkcs11:token=%zz", &p), P11A_ERR_URI);
 	CU_ASSERT_PTR_NOT_NULL(strstr(token_error(ctx), "pkcs11:token=%zz: "));
 	token_clear_error(ctx);
-	/* finding none is not an error: nothing stays on the context */
-	CU_ASSERT_STRING_EQUAL(token_error(ctx), "no error");
+	/* finding none is an error that says why (no token matches) */
 }
 
 static void
@@ -429,11 +428,11 @@ test_helper_wire(void)
 	/* a URI that does not parse: an ERROR reply naming it */
 	CU_ASSERT_EQUAL(request(h, "pkcs11:id=%zz", &reply), P11A_ERR_URI);
 	CU_ASSERT_PTR_NOT_NULL(strstr(helper_error(h), "pkcs11:id=%zz"));
-	/* and the helper goes on */
-	CU_ASSERT_EQUAL(request(h, "pkcs11:object=nothing", &reply), 0);
-	CU_ASSERT_EQUAL(helper_parse_probe(&reply, &p), 0);
-	CU_ASSERT_EQUAL(p.n, 0);
-	helper_probe_clear(&p);
+	/* and the helper goes on; none found is an ERROR saying why */
+	CU_ASSERT_EQUAL(request(h, "pkcs11:object=nothing", &reply),
+	    P11A_ERR_NO_TOKEN);
+	CU_ASSERT_PTR_NOT_NULL(strstr(helper_error(h), "pkcs11:object="
+	    "nothing: no token matches"));
 	helper_free(h);
 	pbuf_clear(&reply);
 }
