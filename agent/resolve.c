@@ -194,10 +194,10 @@ deliver(struct lookup *lk)
 
 	inflight_remove(lk);	/* a callback may start the same again */
 	err = gai_error(&lk->cb);
-	log_debug("lookup of %s:%s answered (%s) for %d connection%s, %d "
-	    "still waiting", lk->host, lk->port, err == 0 ? "ok" :
-	    gai_strerror(err), lk->served, lk->served == 1 ? "" : "s",
-	    lk->nwaiters);
+	log_debug("lookup of %s:%s answered (%s) for %d connection%s (%d "
+	    "gave up)", lk->host, lk->port, err == 0 ? "ok" :
+	    gai_strerror(err), lk->nwaiters, lk->nwaiters == 1 ? "" : "s",
+	    lk->served - lk->nwaiters);
 	while ((r = lk->waiters) != NULL) {
 		unlink_waiter(r);
 		done = r->done;
