@@ -76,8 +76,7 @@ conn_free(void *arg)
 	struct conn	*c = arg;
 
 	SSL_free(c->ssl);	/* frees a paused job's wait fd too */
-	if (c->ai != NULL)
-		freeaddrinfo(c->ai);
+	resolve_freeaddrinfo(c->ai);
 	free(c);
 }
 
@@ -614,14 +613,11 @@ static void
 start_upstream(struct conn *c)
 {
 	struct cfg_tunnel	*t = c->rt->cfg;
-	struct addrinfo		 hints, *ai;
+	struct addrinfo		*ai;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	c->state = C_RESOLVING;
 	c->deadline = c->started + t->connect_timeout * 1000L;
-	if (getaddrinfo(t->connect_host, t->connect_port, &hints, &ai) == 0) {
+	if (resolve_numeric(t->connect_host, t->connect_port, &ai) == 0) {
 		c->ai = c->ai_next = ai;	/* a literal: no lookup */
 		try_connect(c);
 		return;

@@ -244,6 +244,28 @@ spawn_failed(struct helper *h, int e)
 		    h->path, strerror(e), HELPER_NAME);
 }
 
+/* The channel: a socket pair whose child end is above fd 3 (the file
+ * actions set the child's 0 to 3, and dup2(3, 3) would keep CLOEXEC). */
+static int
+channel(struct helper *h, int sv[2])
+{
+	int	 fd;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1)
+		goto fail;
+	if (sv[1] <= 3) {
+		if ((fd = fcntl(sv[1], F_DUPFD_CLOEXEC, 4)) == -1)
+			goto fail;
+		close(sv[1]);
+		sv[1] = fd;
+	}
+	return 0;
+fail:
+	snprintf(h->err, sizeof(h->err), "cannot start the token helper: "
+	    "its channel: %s", strerror(errno));
+	return P11A_ERR_SYSTEM;
+}
+
 /*
  * Starts the helper with posix_spawn: no code of ours runs between fork
  * and exec (the agent has resolver threads), and a failed exec comes
@@ -256,27 +278,18 @@ spawn(struct helper *h)
 	posix_spawnattr_t		 sa;
 	char				**envp = NULL;
 	pid_t				 pid;
-	int				 sv[2] = { -1, -1 }, fd, e, r;
+	int				 sv[2] = { -1, -1 }, e, r;
 	int				 fa_ok = 0, sa_ok = 0;
 
-	r = P11A_ERR_SYSTEM;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		snprintf(h->err, sizeof(h->err), "cannot start the token "
-		    "helper: socketpair: %s", strerror(errno));
+	if ((r = channel(h, sv)) != 0)
 		goto out;
-	}
-	if (sv[1] <= 3) {
-		/* the child's 0-3 are set by the actions below: move it */
-		if ((fd = fcntl(sv[1], F_DUPFD_CLOEXEC, 4)) == -1)
-			goto out;
-		close(sv[1]);
-		sv[1] = fd;
-	}
-	if ((envp = helper_envp(h)) == NULL ||
-	    (fa_ok = posix_spawn_file_actions_init(&fa) == 0) == 0 ||
-	    (sa_ok = posix_spawnattr_init(&sa) == 0) == 0 ||
+	r = P11A_ERR_NOMEM;
+	if (posix_spawn_file_actions_init(&fa) == 0)
+		fa_ok = 1;
+	if (fa_ok && posix_spawnattr_init(&sa) == 0)
+		sa_ok = 1;
+	if (!sa_ok || (envp = helper_envp(h)) == NULL ||
 	    spawn_setup(&fa, &sa, sv[1]) != 0) {
-		r = P11A_ERR_NOMEM;
 		snprintf(h->err, sizeof(h->err), "cannot start the token "
 		    "helper: out of memory");
 		goto out;

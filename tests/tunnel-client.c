@@ -3,8 +3,10 @@
  *
  * Connects to the agent's local side and checks what comes back from the
  * tls-echo-server behind it: a byte-exact echo (roundtrip), a prompt close
- * (expect-close), or that open tunnels keep flowing while a new tunnel is
- * being set up (latency).  Every wait is bounded by --timeout.
+ * (expect-close), that open tunnels keep flowing while a new tunnel is
+ * being set up (latency), round trips of small pings (pings), or it sends
+ * and reads back bulk data as fast as it can (flood).  Every wait is
+ * bounded by --timeout.
  */
 
 #include <sys/types.h>
@@ -52,10 +54,12 @@ struct options {
 	unsigned long long	 bytes;
 	long long		 max_ms;
 	long long		 min_second_ms;
+	long long		 count;
 	double			 timeout_s;
 	int			 have_bytes;
 	int			 have_max;
 	int			 have_min;
+	int			 have_count;
 };
 
 struct linebuf {
@@ -109,6 +113,8 @@ usage(void)
 	    "       " PROG " ADDR expect-close [--timeout S]\n"
 	    "       " PROG " ADDR latency --second-addr ADDR2 --max-ms M"
 	    " --min-second-ms K [--timeout S]\n"
+	    "       " PROG " ADDR pings --count N --max-ms M [--timeout S]\n"
+	    "       " PROG " ADDR flood [--timeout S]\n"
 	    "ADDR is tcp:HOST:PORT, tcp:[IPv6]:PORT or unix:/path;"
 	    " N may end in K, M or G (binary)\n");
 	exit(2);
@@ -250,9 +256,19 @@ check_mode_options(const struct options *o)
 {
 	int	 rt = strcmp(o->mode, "roundtrip") == 0;
 	int	 lat = strcmp(o->mode, "latency") == 0;
+	int	 pings = strcmp(o->mode, "pings") == 0;
 
-	if (!rt && !lat && strcmp(o->mode, "expect-close") != 0)
+	if (!rt && !lat && !pings && strcmp(o->mode, "expect-close") != 0 &&
+	    strcmp(o->mode, "flood") != 0)
 		usage_error("unknown mode \"%s\"", o->mode);
+	if (pings && (!o->have_count || !o->have_max || o->count == 0 ||
+	    o->have_min || o->second_addr != NULL || o->have_bytes ||
+	    o->expect_subject != NULL))
+		usage_error("pings needs --count N (N > 0) and --max-ms, only");
+	if (!pings && o->have_count)
+		usage_error("--count is for pings");
+	if (pings)
+		return;
 	if (rt && !o->have_bytes)
 		usage_error("roundtrip needs --bytes N");
 	if (!rt && (o->have_bytes || o->expect_subject != NULL))
@@ -275,6 +291,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "max-ms", required_argument, NULL, 'm' },
 		{ "min-second-ms", required_argument, NULL, 'k' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "count", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -305,6 +322,10 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 't':
 			o->timeout_s = parse_timeout(optarg);
+			break;
+		case 'n':
+			o->count = parse_ll(optarg, 1000000, "--count");
+			o->have_count = 1;
 			break;
 		default:
 			usage();
@@ -921,6 +942,110 @@ mode_latency(const struct options *o, const struct addr *a)
 		exit(1);
 }
 
+/* N pings one after the other; fails if the slowest is not below M ms. */
+static void
+mode_pings(const struct options *o, const struct addr *a)
+{
+	struct pinger	 p;
+	struct linebuf	 lb;
+	long long	 i;
+	int64_t		 rtt, max = 0, sum = 0;
+
+	memset(&p, 0, sizeof(p));
+	p.fd = connect_wait(a);
+	read_first_line(p.fd, &lb, "the server");
+	if (lb.len > lb.line_len)
+		fail("unexpected data after the first line");
+	for (i = 0; i < o->count; i++) {
+		rtt = ping_once(&p);
+		sum += rtt;
+		if (rtt > max)
+			max = rtt;
+	}
+	close(p.fd);
+	printf("pings=%lld max_ms=%.3f mean_ms=%.3f\n", o->count, max / 1e6,
+	    sum / 1e6 / (double)o->count);
+	fflush(stdout);
+	if (max >= o->max_ms * NS_PER_MS)
+		fail("the slowest ping took %.3f ms, not below --max-ms %lld",
+		    max / 1e6, o->max_ms);
+}
+
+static volatile sig_atomic_t	 flood_stop;
+
+static void
+on_term(int sig)
+{
+	flood_stop = 1;
+}
+
+/*
+ * Sends random data and reads the echo back as fast as both go, until
+ * SIGTERM or --timeout; prints "flowing" once 1 MiB has come back, and
+ * the totals at the end.
+ */
+static void
+mode_flood(const struct addr *a)
+{
+	static unsigned char	 out[IO_CHUNK], in[IO_CHUNK];
+	unsigned long long	 sent = 0, got = 0;
+	struct linebuf		 lb;
+	struct pollfd		 pfd;
+	struct sigaction	 sa;
+	ssize_t			 n;
+	int64_t			 t0;
+	long long		 ms;
+	int			 fd, said = 0, r;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_term;	/* no SA_RESTART: poll returns */
+	sigaction(SIGTERM, &sa, NULL);
+	fill_random(out, sizeof(out));
+	fd = connect_wait(a);
+	read_first_line(fd, &lb, "the server");
+	got = lb.len - lb.line_len;
+	t0 = now_ns();
+	while (!flood_stop) {
+		pfd.fd = fd;
+		pfd.events = POLLIN | POLLOUT;
+		pfd.revents = 0;
+		if ((r = poll(&pfd, 1, remaining_ms())) == 0)
+			break;
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r == -1)
+			fail("poll: %s", strerror(errno));
+		if (pfd.revents & POLLOUT) {
+			n = send(fd, out, sizeof(out), MSG_NOSIGNAL);
+			if (n == -1 && errno != EAGAIN && errno != EINTR)
+				fail("send after %llu bytes: %s", sent,
+				    strerror(errno));
+			if (n > 0)
+				sent += (unsigned long long)n;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = recv(fd, in, sizeof(in), 0);
+			if (n == 0)
+				fail("closed after %llu bytes back", got);
+			if (n == -1 && errno != EAGAIN && errno != EINTR)
+				fail("recv after %llu bytes: %s", got,
+				    strerror(errno));
+			if (n > 0)
+				got += (unsigned long long)n;
+			if (!said && got >= (1ULL << 20)) {
+				printf("flowing\n");
+				fflush(stdout);
+				said = 1;
+			}
+		}
+	}
+	close(fd);
+	ms = to_ms(now_ns() - t0);
+	printf("flood: sent %llu bytes, %llu back in %lld ms (%.0f MB/s "
+	    "each way)\n", sent, got, ms, ms > 0 ? got / 1e3 / (double)ms :
+	    0.0);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -936,6 +1061,10 @@ main(int argc, char *argv[])
 		mode_roundtrip(&o, &a);
 	else if (strcmp(o.mode, "expect-close") == 0)
 		mode_expect_close(&a);
+	else if (strcmp(o.mode, "pings") == 0)
+		mode_pings(&o, &a);
+	else if (strcmp(o.mode, "flood") == 0)
+		mode_flood(&a);
 	else
 		mode_latency(&o, &a);
 	return 0;

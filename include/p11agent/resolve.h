@@ -1,5 +1,8 @@
 /*
  * p11agent: name resolution that never blocks the loop (agent/resolve.c).
+ *
+ * Lookups of the same host:port in flight at the same time are shared:
+ * one getaddrinfo_a for all the connections waiting on that name.
  */
 #ifndef P11AGENT_RESOLVE_H
 #define P11AGENT_RESOLVE_H
@@ -7,14 +10,22 @@
 #include <netdb.h>
 
 struct resolve;
-/* Runs on the loop; owns ai (freeaddrinfo) when gai_err is 0. */
+/* Runs on the loop; when gai_err is 0, ai is the caller's own copy of
+ * the addresses (at least one), freed with resolve_freeaddrinfo(). */
 typedef void (*resolve_cb)(void *, struct addrinfo *, int gai_err);
 
 int	 resolve_init(void);
-/* Starts a lookup of host:port; NULL when it cannot start. */
+/* Starts a lookup of host:port, or joins the one in flight; NULL when
+ * it cannot start. */
 struct resolve *resolve_start(const char *host, const char *port,
 	    resolve_cb, void *);
-/* The callback will not run. */
+/* The callback will not run; other waiters of the lookup still get it. */
 void	 resolve_cancel(struct resolve *);
+/* An address literal and numeric port, without a lookup: 0 and a list
+ * to free with resolve_freeaddrinfo(), or a getaddrinfo error. */
+int	 resolve_numeric(const char *host, const char *port,
+	    struct addrinfo **);
+/* Frees a list from resolve_cb or resolve_numeric; NULL is fine. */
+void	 resolve_freeaddrinfo(struct addrinfo *);
 
 #endif

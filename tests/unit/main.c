@@ -66,8 +66,8 @@ main(int argc, char *argv[])
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 99;
 	if (suite_proto() != 0 || suite_config() != 0 || suite_pin() != 0 ||
-	    suite_req() != 0 ||
-	    suite_spawn() != 0) {
+	    suite_req() != 0 || suite_spawn() != 0 ||
+	    suite_resolve() != 0) {
 		CU_cleanup_registry();
 		return 99;
 	}

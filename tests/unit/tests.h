@@ -9,6 +9,7 @@ int	 suite_config(void);
 int	 suite_pin(void);
 int	 suite_req(void);
 int	 suite_spawn(void);
+int	 suite_resolve(void);
 /* The spawn suite's token helper (argv[0] p11agent-helper). */
 int	 spawn_child(void);
 
