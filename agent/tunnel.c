@@ -48,6 +48,7 @@ struct conn {
 	long			 deadline;	/* of the current phase */
 	long			 active;	/* last byte moved */
 	int			 client_eof, up_eof, shut_sent, client_shut;
+	int			 up_dead;	/* closed without close_notify */
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
 	uint8_t			 c2u[BUF_SIZE];
@@ -423,6 +424,8 @@ client_to_upstream(struct conn *c, struct wants *w)
 	ssize_t	 n;
 	int	 r;
 
+	if (c->up_dead)
+		return 0;	/* nothing can reach the upstream now */
 	if (!c->client_eof && c->c2u_len == 0) {
 		n = read(c->cw.fd, c->c2u, sizeof(c->c2u));
 		if (n > 0) {
@@ -468,18 +471,44 @@ client_to_upstream(struct conn *c, struct wants *w)
 	return 0;
 }
 
+/*
+ * The upstream ended the TCP connection (FIN or RST) without close_notify:
+ * the session cannot go on, not even for a close_notify of ours.  The
+ * client gets what arrived, then EOF.
+ */
+static int
+upstream_gone(struct conn *c, int e, int err)
+{
+	const char	*how;
+
+	if (e == SSL_ERROR_SYSCALL && err == ECONNRESET)
+		how = " (connection reset)";
+	else if (ERR_GET_REASON(ERR_peek_last_error()) ==
+	    SSL_R_UNEXPECTED_EOF_WHILE_READING)
+		how = "";
+	else
+		return 0;
+	log_warn("conn %lu: upstream closed without close_notify%s", c->id,
+	    how);
+	ERR_clear_error();
+	c->up_eof = c->up_dead = 1;
+	return 1;
+}
+
 static int
 upstream_read(struct conn *c, struct wants *w)
 {
-	int	 r;
+	int	 r, e, err;
 
+	errno = 0;
 	r = SSL_read(c->ssl, c->u2c, sizeof(c->u2c));
+	err = errno;
 	if (r > 0) {
 		c->u2c_off = 0;
 		c->u2c_len = (size_t)r;
 		return 1;
 	}
-	switch (SSL_get_error(c->ssl, r)) {
+	switch ((e = SSL_get_error(c->ssl, r))) {
 	case SSL_ERROR_WANT_READ:
 		w->up_in = 1;
 		return 0;
@@ -490,15 +519,7 @@ upstream_read(struct conn *c, struct wants *w)
 		c->up_eof = 1;		/* close_notify */
 		return 1;
 	default:
-		if (ERR_GET_REASON(ERR_peek_last_error()) ==
-		    SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-			log_warn("conn %lu: upstream closed without "
-			    "close_notify", c->id);
-			ERR_clear_error();
-			c->up_eof = 1;
-			return 1;
-		}
-		return -1;
+		return upstream_gone(c, e, err) ? 1 : -1;
 	}
 }
 
@@ -558,7 +579,7 @@ pump(struct conn *c)
 		w.up_out = 1;
 		cev |= EPOLLOUT;
 	}
-	if (c->shut_sent && c->client_shut) {
+	if ((c->shut_sent || c->up_dead) && c->client_shut) {
 		conn_close(c, NULL);
 		return;
 	}
