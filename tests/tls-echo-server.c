@@ -1172,21 +1172,17 @@ main(int argc, char *argv[])
 	parse_args(argc, argv, &o);
 	if (!o.plain)
 		ctx = make_ctx(&o);
-	if (o.closed) {
-		/* hold the port without listening until killed */
-		lfd = listen_local(&port, -1);
+	if (o.closed || o.full_backlog) {
+		/* hold the port until killed: not listening (connections
+		 * are refused), or never accepting (SYNs go unanswered) */
+		lfd = listen_local(&port, o.closed ? -1 : 0);
+		if (o.full_backlog)
+			fill_backlog(port, o.timeout_ms);
 		announce_port(&o, port);
 		for (;;)
 			pause();
 	}
 	setup_signals(&waitmask);
-	if (o.full_backlog) {
-		lfd = listen_local(&port, 0);
-		fill_backlog(port, o.timeout_ms);
-		announce_port(&o, port);
-		for (;;)
-			pause();
-	}
 	lfd = listen_local(&port, 64);
 	announce_port(&o, port);
 	fprintf(stderr, PROG "[%ld]: listening on 127.0.0.1:%d (%s)\n",
