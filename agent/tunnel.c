@@ -209,6 +209,21 @@ upstream_name(struct conn *c, char *buf, size_t len)
 
 /* ---- connecting */
 
+/* -v: one address of the upstream's name failed (errno says why). */
+static void
+log_attempt(struct conn *c)
+{
+	char	 up[300], host[NI_MAXHOST];
+	int	 saved = errno;
+
+	if (getnameinfo(c->ai_next->ai_addr, c->ai_next->ai_addrlen, host,
+	    sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof(host), "?");
+	errno = saved;
+	log_debug("conn %lu: upstream %s: connecting to %s failed: %s",
+	    c->id, upstream_name(c, up, sizeof(up)), host, strerror(saved));
+}
+
 static void
 try_connect(struct conn *c)
 {
@@ -218,8 +233,10 @@ try_connect(struct conn *c)
 	for (; c->ai_next != NULL; c->ai_next = c->ai_next->ai_next) {
 		fd = socket(c->ai_next->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
 		    SOCK_CLOEXEC, 0);
-		if (fd == -1)
+		if (fd == -1) {
+			log_attempt(c);
 			continue;
+		}
 		if (connect(fd, c->ai_next->ai_addr,
 		    c->ai_next->ai_addrlen) == 0 || errno == EINPROGRESS) {
 			loop_watch_init(&c->uw, fd, on_upstream, c);
@@ -227,6 +244,7 @@ try_connect(struct conn *c)
 			loop_set(&c->uw, EPOLLOUT);
 			return;
 		}
+		log_attempt(c);
 		close(fd);
 	}
 	log_warn_sys("conn %lu: upstream %s: cannot connect", c->id,
@@ -300,6 +318,7 @@ connected(struct conn *c)
 		close(c->uw.fd);
 		c->uw.fd = -1;
 		errno = err;
+		log_attempt(c);
 		c->ai_next = c->ai_next->ai_next;
 		if (c->ai_next != NULL) {
 			try_connect(c);
