@@ -48,6 +48,7 @@ struct conn {
 	long			 deadline;	/* of the current phase */
 	long			 active;	/* last byte moved */
 	int			 client_eof, up_eof, shut_sent, client_shut;
+	int			 up_dead;	/* closed without close_notify */
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
 	uint8_t			 c2u[BUF_SIZE];
@@ -207,6 +208,21 @@ upstream_name(struct conn *c, char *buf, size_t len)
 
 /* ---- connecting */
 
+/* -v: one address of the upstream's name failed (errno says why). */
+static void
+log_attempt(struct conn *c)
+{
+	char	 up[300], host[NI_MAXHOST];
+	int	 saved = errno;
+
+	if (getnameinfo(c->ai_next->ai_addr, c->ai_next->ai_addrlen, host,
+	    sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof(host), "?");
+	errno = saved;
+	log_debug("conn %lu: upstream %s: connecting to %s failed: %s",
+	    c->id, upstream_name(c, up, sizeof(up)), host, strerror(saved));
+}
+
 static void
 try_connect(struct conn *c)
 {
@@ -216,8 +232,10 @@ try_connect(struct conn *c)
 	for (; c->ai_next != NULL; c->ai_next = c->ai_next->ai_next) {
 		fd = socket(c->ai_next->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
 		    SOCK_CLOEXEC, 0);
-		if (fd == -1)
+		if (fd == -1) {
+			log_attempt(c);
 			continue;
+		}
 		if (connect(fd, c->ai_next->ai_addr,
 		    c->ai_next->ai_addrlen) == 0 || errno == EINPROGRESS) {
 			loop_watch_init(&c->uw, fd, on_upstream, c);
@@ -226,6 +244,7 @@ try_connect(struct conn *c)
 				conn_fail(c, TFAIL_IO, "cannot watch a socket");
 			return;
 		}
+		log_attempt(c);
 		close(fd);
 	}
 	log_warn_sys("conn %lu: upstream %s: cannot connect", c->id,
@@ -299,6 +318,7 @@ connected(struct conn *c)
 		close(c->uw.fd);
 		c->uw.fd = -1;
 		errno = err;
+		log_attempt(c);
 		c->ai_next = c->ai_next->ai_next;
 		if (c->ai_next != NULL) {
 			try_connect(c);
@@ -423,6 +443,8 @@ client_to_upstream(struct conn *c, struct wants *w)
 	ssize_t	 n;
 	int	 r;
 
+	if (c->up_dead)
+		return 0;	/* nothing can reach the upstream now */
 	if (!c->client_eof && c->c2u_len == 0) {
 		n = read(c->cw.fd, c->c2u, sizeof(c->c2u));
 		if (n > 0) {
@@ -468,18 +490,44 @@ client_to_upstream(struct conn *c, struct wants *w)
 	return 0;
 }
 
+/*
+ * The upstream ended the TCP connection (FIN or RST) without close_notify:
+ * the session cannot go on, not even for a close_notify of ours.  The
+ * client gets what arrived, then EOF.
+ */
+static int
+upstream_gone(struct conn *c, int e, int err)
+{
+	const char	*how;
+
+	if (e == SSL_ERROR_SYSCALL && err == ECONNRESET)
+		how = " (connection reset)";
+	else if (ERR_GET_REASON(ERR_peek_last_error()) ==
+	    SSL_R_UNEXPECTED_EOF_WHILE_READING)
+		how = "";
+	else
+		return 0;
+	log_warn("conn %lu: upstream closed without close_notify%s", c->id,
+	    how);
+	ERR_clear_error();
+	c->up_eof = c->up_dead = 1;
+	return 1;
+}
+
 static int
 upstream_read(struct conn *c, struct wants *w)
 {
-	int	 r;
+	int	 r, e, err;
 
+	errno = 0;
 	r = SSL_read(c->ssl, c->u2c, sizeof(c->u2c));
+	err = errno;
 	if (r > 0) {
 		c->u2c_off = 0;
 		c->u2c_len = (size_t)r;
 		return 1;
 	}
-	switch (SSL_get_error(c->ssl, r)) {
+	switch ((e = SSL_get_error(c->ssl, r))) {
 	case SSL_ERROR_WANT_READ:
 		w->up_in = 1;
 		return 0;
@@ -490,15 +538,7 @@ upstream_read(struct conn *c, struct wants *w)
 		c->up_eof = 1;		/* close_notify */
 		return 1;
 	default:
-		if (ERR_GET_REASON(ERR_peek_last_error()) ==
-		    SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-			log_warn("conn %lu: upstream closed without "
-			    "close_notify", c->id);
-			ERR_clear_error();
-			c->up_eof = 1;
-			return 1;
-		}
-		return -1;
+		return upstream_gone(c, e, err) ? 1 : -1;
 	}
 }
 
@@ -558,7 +598,7 @@ pump(struct conn *c)
 		w.up_out = 1;
 		cev |= EPOLLOUT;
 	}
-	if (c->shut_sent && c->client_shut) {
+	if ((c->shut_sent || c->up_dead) && c->client_shut) {
 		conn_close(c, NULL);
 		return;
 	}

@@ -5,6 +5,11 @@
 # token (make_token), real TLS servers on ephemeral ports (start_server)
 # and the real agent (start_agent).  Readiness is read from the programs'
 # own output with a timeout: nothing sleeps.
+#
+# With P11AGENT_VALGRIND=1 (make check-valgrind) the agent and its token
+# helper run under valgrind's memcheck: a report fails the test.  Waits
+# are multiplied by $SLOW there (P11AGENT_SLOW, 20 by default); tests
+# multiply their own timeouts by it too.
 
 set -u
 : "${top_builddir:?run me through make check}" "${top_srcdir:?}"
@@ -25,6 +30,19 @@ export ASAN_OPTIONS=log_path=$T/san.asan:detect_leaks=1
 export UBSAN_OPTIONS=log_path=$T/san.ubsan:print_stacktrace=1
 PIDS=()
 AGENT_PID=
+# a command (and its arguments) that start_agent runs the agent through
+AGENT_WRAP=()
+SLOW=1
+VALGRIND=()
+if [ -n "${P11AGENT_VALGRIND:-}" ]; then
+	SLOW=${P11AGENT_SLOW:-20}
+	# the helper is exec'd by the agent: --trace-children follows it
+	VALGRIND=(valgrind -q --error-exitcode=1 --leak-check=full
+	    --show-leak-kinds=definite --errors-for-leak-kinds=definite
+	    --trace-children=yes --child-silent-after-fork=yes
+	    --suppressions="$top_srcdir/tests/valgrind.supp"
+	    --log-file="$T/vg.%p")
+fi
 
 cleanup() {
 	local p rc=$?
@@ -33,6 +51,12 @@ cleanup() {
 		kill "$p" 2>/dev/null
 	done
 	wait 2>/dev/null
+	# with -q, valgrind writes only its reports
+	if [ -n "$(cat "$T"/vg.* 2>/dev/null)" ]; then
+		head -n 200 "$T"/vg.*
+		echo "FAIL: valgrind report (above)"
+		rc=1
+	fi
 	# a sanitizer error from any of our programs fails the test (ASan
 	# also warns, harmlessly, when OpenSSL's async jobs switch stacks)
 	if grep -El 'ERROR: |runtime error' "$T"/san.* 2>/dev/null ||
@@ -66,6 +90,9 @@ ok() {
 	echo "ok: $*"
 }
 
+[ -z "${P11AGENT_VALGRIND:-}" ] || command -v valgrind >/dev/null ||
+    skip "valgrind is missing"
+
 # make_token: a throwaway SoftHSM token with RSA and EC keys made on it.
 make_token() {
 	local rc=0
@@ -88,7 +115,7 @@ start_server() {
 	"$ECHO_SERVER" "$@" >"$T/$name.fifo" 2>"$T/$name.log" &
 	PIDS+=($!)
 	exec {fd}<"$T/$name.fifo"
-	read -t 20 -u "$fd" port || fail "server $name did not start: $(cat "$T/$name.log")"
+	read -t $((20 * SLOW)) -u "$fd" port || fail "server $name did not start: $(cat "$T/$name.log")"
 	exec {fd}<&-
 	printf -v "${name}_port" '%s' "$port"
 }
@@ -100,12 +127,12 @@ start_agent() {
 	declare -gA LISTEN=()
 	rm -f "$T/ready"
 	mkfifo "$T/ready"
-	"$P11AGENT" run -v -c "$conf" --ready-fd 3 3>"$T/ready" \
-	    2>>"$T/agent.log" &
+	"${AGENT_WRAP[@]}" "${VALGRIND[@]}" "$P11AGENT" run -v -c "$conf" \
+	    --ready-fd 3 3>"$T/ready" 2>>"$T/agent.log" &
 	AGENT_PID=$!
 	PIDS+=($AGENT_PID)
 	exec {fd}<"$T/ready"
-	while read -t 30 -u "$fd" line; do
+	while read -t $((30 * SLOW)) -u "$fd" line; do
 		case $line in
 		ready)
 			exec {fd}<&-
@@ -147,19 +174,19 @@ stop_agent() {
 	fi
 }
 
-# log_mark; ...; wait_log REGEX [SECONDS]: waits (event-driven, bounded)
-# for the agent to log a matching line after the mark.
+# log_mark; ...; wait_log REGEX [SECONDS]: waits (event-driven, bounded,
+# SECONDS times $SLOW) for the agent to log a matching line after the mark.
 log_mark() {
 	LOG_MARK=$(wc -l <"$T/agent.log")
 }
 wait_log() {
-	timeout "${2:-20}" tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
+	timeout $((${2:-20} * SLOW)) tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
 	    grep -E -q -m 1 -- "$1"
 }
 
 # wait_log_count REGEX N [SECONDS]: waits for N matching lines after the mark.
 wait_log_count() {
-	timeout "${3:-30}" tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
+	timeout $((${3:-30} * SLOW)) tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
 	    awk -v re="$1" -v n="$2" '$0 ~ re && ++c >= n { exit 0 }
 	    END { exit c < n }'
 }

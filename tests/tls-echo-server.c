@@ -5,6 +5,9 @@
  * child per connection, sends one line describing the TLS session and
  * then echoes every byte back until the client closes.  With --plain it
  * speaks no TLS at all, to check that the agent refuses such an upstream.
+ * With --send N --close HOW it sends N bytes of a fixed pattern instead
+ * and closes first: with close_notify, with a bare TCP FIN, or with a TCP
+ * RST.  --full-backlog never answers a SYN: a connect to it hangs.
  */
 
 #include <sys/types.h>
@@ -39,11 +42,22 @@
 #define SUBJECT_MAX	3000
 #define INFO_MAX	4000
 #define PLAIN_GREETING	"HELLO this is not TLS\r\n"
+/* --send: byte k of the data is PATTERN(k); tunnel-client checks it */
+#define PATTERN(k)	((unsigned char)((k) % 251))
+#define FILLERS		3	/* --full-backlog: connections that fill it */
 
 enum io_result {
 	IO_OK,
 	IO_EOF,
 	IO_ERR
+};
+
+/* --close: how the server ends a --send connection */
+enum close_how {
+	CLOSE_NONE,	/* echo until the client closes */
+	CLOSE_NOTIFY,	/* close_notify, then wait for the peer's */
+	CLOSE_FIN,	/* close(2) without close_notify */
+	CLOSE_RST	/* after one byte from the peer: a TCP RST */
 };
 
 struct options {
@@ -56,8 +70,11 @@ struct options {
 	int		 plain;
 	int		 silent;	/* plain, and never says a word */
 	int		 closed;	/* bound, not listening: refuses */
+	int		 full_backlog;	/* listening, never accepting */
 	int		 timeout_ms;
 	long		 max_conns;	/* 0: unlimited */
+	unsigned long long send;	/* --send N */
+	enum close_how	 close_how;
 };
 
 struct conn {
@@ -69,9 +86,9 @@ struct conn {
 	char			 err[512];
 	unsigned long long	 echoed;
 	int			 silent;
+	unsigned long long	 send;
+	enum close_how		 close_how;
 };
-
-static int	 silent_mode;	/* --silent, for the children */
 
 struct children {
 	pid_t	*pids;
@@ -88,8 +105,10 @@ usage(void)
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert]\n"
 	    "           [--tls1.2 | --tls1.3] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
-	    "       " PROG " --plain | --silent | --closed [--port-file F] [--timeout S]"
-	    " [--max-conns N]\n");
+	    "           [--send N --close notify|fin|rst]\n"
+	    "       " PROG " --plain | --silent | --closed | --full-backlog"
+	    " [--port-file F]\n"
+	    "           [--timeout S] [--max-conns N]\n");
 	exit(2);
 }
 
@@ -180,6 +199,20 @@ parse_timeout(const char *s)
 	return (int)(v * 1000);
 }
 
+static enum close_how
+parse_close(const char *s)
+{
+	if (strcmp(s, "notify") == 0)
+		return CLOSE_NOTIFY;
+	if (strcmp(s, "fin") == 0)
+		return CLOSE_FIN;
+	if (strcmp(s, "rst") == 0)
+		return CLOSE_RST;
+	fprintf(stderr, PROG ": --close: expected notify, fin or rst, got"
+	    " \"%s\"\n", s);
+	exit(2);
+}
+
 static void
 parse_args(int argc, char *argv[], struct options *o)
 {
@@ -193,6 +226,9 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "plain", no_argument, NULL, 'p' },
 		{ "silent", no_argument, NULL, 's' },
 		{ "closed", no_argument, NULL, 'x' },
+		{ "full-backlog", no_argument, NULL, 'b' },
+		{ "send", required_argument, NULL, 'n' },
+		{ "close", required_argument, NULL, 'C' },
 		{ "port-file", required_argument, NULL, 'f' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
@@ -232,6 +268,16 @@ parse_args(int argc, char *argv[], struct options *o)
 		case 'x':
 			o->plain = o->closed = 1;
 			break;
+		case 'b':
+			o->plain = o->full_backlog = 1;
+			break;
+		case 'n':
+			o->send = (unsigned long long)parse_long(optarg, 0,
+			    1L << 30, "--send");
+			break;
+		case 'C':
+			o->close_how = parse_close(optarg);
+			break;
 		case 'f':
 			o->port_file = optarg;
 			break;
@@ -248,6 +294,10 @@ parse_args(int argc, char *argv[], struct options *o)
 	}
 	if (optind != argc)
 		usage_error("unexpected argument");
+	if ((o->close_how != CLOSE_NONE) != (o->send > 0))
+		usage_error("--send N and --close HOW go together");
+	if (o->plain && o->close_how != CLOSE_NONE)
+		usage_error("--send and --close are for TLS");
 	if (o->plain)
 		return;
 	if (o->cert == NULL || o->key == NULL)
@@ -294,8 +344,9 @@ make_ctx(const struct options *o)
 	return ctx;
 }
 
+/* backlog -1: bound, not listening */
 static int
-listen_local(int *port, int closed)
+listen_local(int *port, int backlog)
 {
 	struct sockaddr_in	 sin;
 	socklen_t		 len = sizeof(sin);
@@ -312,12 +363,55 @@ listen_local(int *port, int closed)
 	sin.sin_port = 0;
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
 		die("bind 127.0.0.1:0: %s", strerror(errno));
-	if (!closed && listen(fd, 64) == -1)
+	if (backlog >= 0 && listen(fd, backlog) == -1)
 		die("listen: %s", strerror(errno));
 	if (getsockname(fd, (struct sockaddr *)&sin, &len) == -1)
 		die("getsockname: %s", strerror(errno));
 	*port = ntohs(sin.sin_port);
 	return fd;
+}
+
+/*
+ * --full-backlog: the socket listens with a backlog of 0 and never
+ * accepts.  One connection completes and fills the accept queue; the
+ * kernel then drops every further SYN, so later connects hang.  The
+ * connections stay open until the server is killed.
+ */
+static void
+fill_backlog(int port, int timeout_ms)
+{
+	struct sockaddr_in	 sin;
+	struct pollfd		 pfd;
+	socklen_t		 len = sizeof(int);
+	int			 i, fd, err = 0;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(port);
+	for (i = 0; i < FILLERS; i++) {
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			die("socket: %s", strerror(errno));
+		if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 &&
+		    errno != EINPROGRESS)
+			die("filling the backlog: connect: %s",
+			    strerror(errno));
+		if (i > 0)
+			continue;	/* these stay in SYN-SENT */
+		/* the first one must be in the accept queue */
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, timeout_ms) != 1)
+			die("filling the backlog: the first connect did not"
+			    " complete");
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1 ||
+		    err != 0)
+			die("filling the backlog: connect: %s",
+			    strerror(err ? err : errno));
+	}
 }
 
 static void
@@ -760,6 +854,103 @@ serve_silent(struct conn *c)
 	return 0;
 }
 
+/* --send N: the pattern, in chunks */
+static int
+send_pattern(struct conn *c)
+{
+	unsigned char		 buf[ECHO_BUF];
+	unsigned long long	 k = 0;
+	size_t			 i, n;
+
+	while (k < c->send) {
+		n = c->send - k < sizeof(buf) ? (size_t)(c->send - k) :
+		    sizeof(buf);
+		for (i = 0; i < n; i++)
+			buf[i] = PATTERN(k + i);
+		if (conn_write_all(c, buf, n) != IO_OK)
+			return IO_ERR;
+		k += n;
+	}
+	return IO_OK;
+}
+
+/* Read until the peer has sent at least one byte. */
+static int
+wait_for_byte(struct conn *c)
+{
+	unsigned char	 buf[64];
+	size_t		 n;
+	int		 r;
+
+	if ((r = conn_read(c, buf, sizeof(buf), &n)) == IO_EOF)
+		conn_set_err(c, "waiting for a byte", "peer closed");
+	return r;
+}
+
+/* --close notify: ours, then the peer's close_notify (data is skipped). */
+static int
+close_notify_both(struct conn *c)
+{
+	unsigned char	 buf[ECHO_BUF];
+	size_t		 n;
+	int		 r, saved;
+
+	for (;;) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_shutdown(c->ssl);
+		saved = errno;
+		if (r >= 0)
+			break;
+		if ((r = ssl_retry(c, r, saved, "shutdown")) != IO_OK)
+			return r;
+	}
+	while ((r = conn_read(c, buf, sizeof(buf), &n)) == IO_OK)
+		;
+	return r == IO_EOF ? IO_OK : r;
+}
+
+/* --send N --close HOW: the server ends the connection. */
+static int
+serve_send_close(struct conn *c)
+{
+	struct linger	 lg = { 1, 0 };
+	const char	*how = "";
+	int		 r;
+
+	if (send_pattern(c) != IO_OK) {
+		conn_log(c, "sending %llu bytes: %s", c->send, c->err);
+		return 1;
+	}
+	switch (c->close_how) {
+	case CLOSE_NOTIFY:
+		r = close_notify_both(c);
+		how = "with close_notify both ways";
+		break;
+	case CLOSE_FIN:
+		r = IO_OK;
+		how = "without close_notify (TCP FIN)";
+		break;
+	default:
+		/* the byte proves that the data arrived before the RST */
+		r = wait_for_byte(c);
+		how = "without close_notify (TCP RST)";
+		if (r == IO_OK &&
+		    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg,
+		    sizeof(lg)) == -1) {
+			conn_set_err(c, "SO_LINGER", strerror(errno));
+			r = IO_ERR;
+		}
+		break;
+	}
+	if (r != IO_OK) {
+		conn_log(c, "sent %llu bytes, then %s", c->send, c->err);
+		return 1;
+	}
+	conn_log(c, "sent %llu bytes, closed first %s", c->send, how);
+	return 0;
+}
+
 static int
 serve_conn(struct conn *c)
 {
@@ -768,6 +959,8 @@ serve_conn(struct conn *c)
 	if (c->ssl != NULL) {
 		if (serve_tls(c) != 0)
 			return 1;
+		if (c->close_how != CLOSE_NONE)
+			return serve_send_close(c);
 	} else if (c->silent) {
 		return serve_silent(c);
 	} else {
@@ -807,7 +1000,7 @@ peer_name(int fd, char *buf, size_t size)
 }
 
 static void
-child_main(SSL_CTX *ctx, int fd, unsigned long id, int timeout_ms)
+child_main(SSL_CTX *ctx, int fd, unsigned long id, const struct options *o)
 {
 	struct conn	 c;
 	int		 status;
@@ -815,8 +1008,10 @@ child_main(SSL_CTX *ctx, int fd, unsigned long id, int timeout_ms)
 	memset(&c, 0, sizeof(c));
 	c.fd = fd;
 	c.id = id;
-	c.timeout_ms = timeout_ms;
-	c.silent = silent_mode;
+	c.timeout_ms = o->timeout_ms;
+	c.silent = o->silent;
+	c.send = o->send;
+	c.close_how = o->close_how;
 	peer_name(fd, c.peer, sizeof(c.peer));
 	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == -1)
 		die("fcntl: %s", strerror(errno));
@@ -833,7 +1028,8 @@ child_main(SSL_CTX *ctx, int fd, unsigned long id, int timeout_ms)
 }
 
 static pid_t
-spawn_child(SSL_CTX *ctx, int lfd, int fd, unsigned long id, int timeout_ms)
+spawn_child(SSL_CTX *ctx, int lfd, int fd, unsigned long id,
+    const struct options *o)
 {
 	pid_t	 parent = getpid(), pid;
 
@@ -844,7 +1040,7 @@ spawn_child(SSL_CTX *ctx, int lfd, int fd, unsigned long id, int timeout_ms)
 	if (pid == 0) {
 		close(lfd);
 		reset_signals_in_child(parent);
-		child_main(ctx, fd, id, timeout_ms);
+		child_main(ctx, fd, id, o);
 	}
 	close(fd);
 	return pid;
@@ -957,8 +1153,7 @@ serve(SSL_CTX *ctx, const struct options *o, int lfd,
 		if ((fd = accept_one(lfd, waitmask)) == -1)
 			continue;
 		accepted++;
-		children_add(&ch, spawn_child(ctx, lfd, fd, accepted,
-		    o->timeout_ms));
+		children_add(&ch, spawn_child(ctx, lfd, fd, accepted, o));
 	}
 	kill_children(&ch);
 	free(ch.pids);
@@ -975,18 +1170,20 @@ main(int argc, char *argv[])
 	int		 lfd, port;
 
 	parse_args(argc, argv, &o);
-	silent_mode = o.silent;
 	if (!o.plain)
 		ctx = make_ctx(&o);
-	if (o.closed) {
-		/* hold the port without listening until killed */
-		lfd = listen_local(&port, 1);
+	if (o.closed || o.full_backlog) {
+		/* hold the port until killed: not listening (connections
+		 * are refused), or never accepting (SYNs go unanswered) */
+		lfd = listen_local(&port, o.closed ? -1 : 0);
+		if (o.full_backlog)
+			fill_backlog(port, o.timeout_ms);
 		announce_port(&o, port);
 		for (;;)
 			pause();
 	}
 	setup_signals(&waitmask);
-	lfd = listen_local(&port, 0);
+	lfd = listen_local(&port, 64);
 	announce_port(&o, port);
 	fprintf(stderr, PROG "[%ld]: listening on 127.0.0.1:%d (%s)\n",
 	    (long)getpid(), port, o.plain ? "plain, no TLS" :

@@ -3,10 +3,11 @@
  *
  * Connects to the agent's local side and checks what comes back from the
  * tls-echo-server behind it: a byte-exact echo (roundtrip), a prompt close
- * (expect-close), that open tunnels keep flowing while a new tunnel is
- * being set up (latency), round trips of small pings (pings), or it sends
- * and reads back bulk data as fast as it can (flood).  Every wait is
- * bounded by --timeout.
+ * (expect-close), the data of a server that closes first and then the end
+ * of the stream (drain), that open tunnels keep flowing while a new
+ * tunnel is being set up (latency), round trips of small pings (pings), or
+ * it sends and reads back bulk data as fast as it can (flood).  Every
+ * wait is bounded by --timeout.
  */
 
 #include <sys/types.h>
@@ -39,6 +40,8 @@
 #define MIN_PENDING_PINGS	5
 #define SHOW_MAX		256
 #define NS_PER_MS		1000000LL
+/* tls-echo-server --send: byte k of its data */
+#define PATTERN(k)		((unsigned char)((k) % 251))
 
 struct addr {
 	struct sockaddr_storage	 ss;
@@ -60,6 +63,7 @@ struct options {
 	int			 have_max;
 	int			 have_min;
 	int			 have_count;
+	int			 ack;
 };
 
 struct linebuf {
@@ -111,6 +115,7 @@ usage(void)
 	    "usage: " PROG " ADDR roundtrip --bytes N [--expect-subject STR]"
 	    " [--timeout S]\n"
 	    "       " PROG " ADDR expect-close [--timeout S]\n"
+	    "       " PROG " ADDR drain --bytes N [--ack] [--timeout S]\n"
 	    "       " PROG " ADDR latency --second-addr ADDR2 --max-ms M"
 	    " --min-second-ms K [--timeout S]\n"
 	    "       " PROG " ADDR pings --count N --max-ms M [--timeout S]\n"
@@ -257,8 +262,10 @@ check_mode_options(const struct options *o)
 	int	 rt = strcmp(o->mode, "roundtrip") == 0;
 	int	 lat = strcmp(o->mode, "latency") == 0;
 	int	 pings = strcmp(o->mode, "pings") == 0;
+	int	 dr = strcmp(o->mode, "drain") == 0;
 
-	if (!rt && !lat && !pings && strcmp(o->mode, "expect-close") != 0 &&
+	if (!rt && !lat && !pings && !dr &&
+	    strcmp(o->mode, "expect-close") != 0 &&
 	    strcmp(o->mode, "flood") != 0)
 		usage_error("unknown mode \"%s\"", o->mode);
 	if (pings && (!o->have_count || !o->have_max || o->count == 0 ||
@@ -267,12 +274,15 @@ check_mode_options(const struct options *o)
 		usage_error("pings needs --count N (N > 0) and --max-ms, only");
 	if (!pings && o->have_count)
 		usage_error("--count is for pings");
+	if (!dr && o->ack)
+		usage_error("--ack is for drain");
 	if (pings)
 		return;
-	if (rt && !o->have_bytes)
-		usage_error("roundtrip needs --bytes N");
-	if (!rt && (o->have_bytes || o->expect_subject != NULL))
-		usage_error("--bytes and --expect-subject are for roundtrip");
+	if ((rt || dr) && !o->have_bytes)
+		usage_error("%s needs --bytes N", o->mode);
+	if (!rt && !dr && (o->have_bytes || o->expect_subject != NULL))
+		usage_error("--bytes and --expect-subject are for roundtrip"
+		    " and drain");
 	if (lat && (o->second_addr == NULL || !o->have_max || !o->have_min))
 		usage_error("latency needs --second-addr, --max-ms and"
 		    " --min-second-ms");
@@ -292,6 +302,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "min-second-ms", required_argument, NULL, 'k' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "count", required_argument, NULL, 'n' },
+		{ "ack", no_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -326,6 +337,9 @@ parse_args(int argc, char *argv[], struct options *o)
 		case 'n':
 			o->count = parse_ll(optarg, 1000000, "--count");
 			o->have_count = 1;
+			break;
+		case 'A':
+			o->ack = 1;
 			break;
 		default:
 			usage();
@@ -718,6 +732,74 @@ mode_expect_close(const struct addr *a)
 	}
 }
 
+/* drain: check the next n bytes of the server's pattern */
+static void
+check_pattern(const unsigned char *p, size_t n, unsigned long long *got,
+    unsigned long long want)
+{
+	size_t	 i;
+
+	if (*got + n > want)
+		fail("received more than the %llu bytes expected: %llu", want,
+		    *got + n);
+	for (i = 0; i < n; i++)
+		if (p[i] != PATTERN(*got + i))
+			fail("data differs at offset %llu: expected 0x%02x,"
+			    " got 0x%02x", *got + i, PATTERN(*got + i), p[i]);
+	*got += n;
+}
+
+/*
+ * The server sends its first line and N bytes, then closes: read them
+ * all, then the end of the stream (EOF or a reset).  With --ack, one byte
+ * goes back once the N bytes are in.
+ */
+static void
+mode_drain(const struct options *o, const struct addr *a)
+{
+	unsigned char		 buf[IO_CHUNK];
+	unsigned long long	 got = 0;
+	struct linebuf		 lb;
+	const char		*end;
+	ssize_t			 n;
+	int64_t			 t0;
+	int			 fd, acked = 0;
+
+	t0 = now_ns();
+	fd = connect_wait(a);
+	read_first_line(fd, &lb, "the server");
+	fwrite(lb.buf, 1, lb.line_len, stdout);
+	if (o->expect_subject != NULL)
+		check_subject(&lb, o->expect_subject);
+	check_pattern((unsigned char *)lb.buf + lb.line_len,
+	    lb.len - lb.line_len, &got, o->bytes);
+	for (;;) {
+		if (o->ack && !acked && got == o->bytes) {
+			if (send(fd, "A", 1, MSG_NOSIGNAL) != 1)
+				fail("sending the ack after %llu bytes: %s",
+				    got, strerror(errno));
+			acked = 1;
+		}
+		wait_ready(fd, POLLIN, "waiting for data or the end");
+		n = recv(fd, buf, sizeof(buf), 0);
+		if (n > 0) {
+			check_pattern(buf, (size_t)n, &got, o->bytes);
+			continue;
+		}
+		if (n == 0 || errno == ECONNRESET)
+			break;
+		if (errno != EAGAIN && errno != EINTR)
+			fail("recv after %llu bytes: %s", got, strerror(errno));
+	}
+	end = n == 0 ? "eof" : "reset";
+	close(fd);
+	printf("received bytes=%llu end=%s ms=%lld\n", got, end,
+	    to_ms(now_ns() - t0));
+	if (got != o->bytes)
+		fail("the stream ended (%s) after %llu of %llu bytes", end,
+		    got, o->bytes);
+}
+
 static void
 ping_send(struct pinger *p)
 {
@@ -1065,6 +1147,8 @@ main(int argc, char *argv[])
 		mode_pings(&o, &a);
 	else if (strcmp(o.mode, "flood") == 0)
 		mode_flood(&a);
+	else if (strcmp(o.mode, "drain") == 0)
+		mode_drain(&o, &a);
 	else
 		mode_latency(&o, &a);
 	return 0;
