@@ -174,6 +174,18 @@ stop_agent() {
 	fi
 }
 
+# term_within PID MS WHAT: SIGTERM to PID, which must exit 0 within MS ms;
+# sets STOP_MS.
+term_within() {
+	local start rc=0
+	start=$(date +%s%N)
+	kill -TERM "$1"
+	wait "$1" || rc=$?
+	STOP_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+	[ "$rc" = 0 ] || fail "$3: exit status $rc after SIGTERM"
+	[ "$STOP_MS" -lt "$2" ] || fail "$3: SIGTERM took $STOP_MS ms"
+}
+
 # log_mark; ...; wait_log REGEX [SECONDS]: waits (event-driven, bounded,
 # SECONDS times $SLOW) for the agent to log a matching line after the mark.
 log_mark() {

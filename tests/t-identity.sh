@@ -50,8 +50,13 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	    --ready-fd 3 3>"$T/nready" 2>>"$T/agent.log" &
 	npid=$!
 	PIDS+=($npid)
-	read -r -t 30 line <"$T/nready" || fail "the agent as nobody did not start"
-	while [ "$line" != ready ] && read -r -t 30 line; do :; done <"$T/nready"
+	exec {rfd}<"$T/nready"
+	line=
+	while [ "$line" != ready ]; do
+		read -r -t 30 -u "$rfd" line ||
+		    fail "the agent as nobody did not start"
+	done
+	exec {rfd}<&-
 	# setpriv execs the agent: $npid is the agent
 	if setpriv --reuid="$nobody" --regid="$nobody" --clear-groups \
 	    cat "/proc/$npid/environ" >/dev/null 2>&1; then
@@ -105,9 +110,5 @@ P11AGENT_HELPER=$T/hung-helper "$P11AGENT" run -c "$T/swap.conf" \
 pid=$!
 PIDS+=($pid)
 read -r -t 20 line <"$T/hung.fifo" || fail "no helper was started"
-start=$(date +%s%N)
-kill -TERM "$pid"
-wait "$pid"
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-[ "$ms" -lt 5000 ] || fail "SIGTERM during start-up took $ms ms"
-ok "SIGTERM while a module hangs at start-up: stopped in $ms ms"
+term_within "$pid" 5000 "SIGTERM during start-up"
+ok "SIGTERM while a module hangs at start-up: stopped in $STOP_MS ms"

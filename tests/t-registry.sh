@@ -69,9 +69,5 @@ log_mark
 pid=$!
 PIDS+=($pid)
 wait_log "registry: .* modules" 10 || fail "the registry lookup did not start"
-start=$(date +%s%N)
-kill -TERM "$pid"
-wait "$pid"
-ms=$(( ($(date +%s%N) - start) / 1000000 ))
-[ "$ms" -lt 4000 ] || fail "SIGTERM during the lookup took $ms ms"
-ok "SIGTERM during the registry lookup: stopped in $ms ms"
+term_within "$pid" 4000 "SIGTERM during the registry lookup"
+ok "SIGTERM during the registry lookup: stopped in $STOP_MS ms"
