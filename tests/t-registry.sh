@@ -75,3 +75,24 @@ wait "$pid"
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$ms" -lt 4000 ] || fail "SIGTERM during the lookup took $ms ms"
 ok "SIGTERM during the registry lookup: stopped in $ms ms"
+
+# SIGTERM after softhsm2 answered but while opensc-pkcs11 is still waited
+# for: the agent stops without opening the identity (no login at exit)
+sed -i "s|^key = .*|key = pkcs11:token=$P11TEST_TOKEN;id=%02;type=private|" "$T/agent.conf"
+log_mark
+"$P11AGENT" run -v -c "$T/agent.conf" 2>>"$T/agent.log" &
+pid=$!
+PIDS+=($pid)
+wait_log "token helper for softhsm2: 1 candidates for identity reg" 10 ||
+    fail "softhsm2 did not answer the lookup"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | sed -n '/signal 15: stopping/,$p' |
+    grep -E "identity reg: token .* in softhsm2|\[tunnel t\]" &&
+    fail "after SIGTERM the identity was still opened"
+if log_since_has "identity reg: token .* in softhsm2"; then
+	ok "opensc-pkcs11's lookup timed out before the signal (a slow machine): nothing to show"
+else
+	ok "SIGTERM between the modules' answers: exit $rc, nothing opened"
+fi
