@@ -328,7 +328,7 @@ start_settled(struct agent *a)
 		if (a->mods[i]->module == NULL &&
 		    !module_in_use(a, a->mods[i]))
 			module_retire(a->mods[i]);
-	if (a->opened_cb != NULL)
+	if (a->opened_cb != NULL && !a->stopping)
 		a->opened_cb(a, a->open_failed);
 }
 
@@ -421,6 +421,12 @@ probe_decide(struct identity *id)
 	size_t	 n;
 	int	 i;
 
+	if (id->agent->stopping) {
+		/* the agent is stopping: no login now, on any token */
+		hits_free(id);
+		start_settled(id->agent);
+		return;
+	}
 	if (id->nhits == 1) {
 		id->mod = id->hits[0].mod;
 		log_info("identity %s: %s in %s", id->cfg->name,
@@ -487,6 +493,8 @@ probed(void *arg, int err, const char *why, struct pbuf *reply)
 		    "; module %s: %s", module_name(pr->mod), msg + n);
 	} else if ((h = reallocarray(id->hits, id->nhits + p.n,
 	    sizeof(*h))) != NULL) {
+		log_debug("token helper for %s: %u candidates for identity %s",
+		    module_name(pr->mod), p.n, id->cfg->name);
 		id->hits = h;
 		for (i = 0; i < p.n; i++) {
 			h = &id->hits[id->nhits++];
@@ -959,6 +967,7 @@ helpers_fail_all(struct agent *a)
 {
 	int	 i;
 
+	a->stopping = 1;
 	for (i = 0; i < a->nmods; i++)
 		helper_fail_all(a->mods[i]->helper, P11A_ERR_CLOSED);
 }

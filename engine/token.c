@@ -529,6 +529,34 @@ pin_incorrect(struct token_ctx *ctx, struct token_key *k, const char *name,
 	    source, left);
 }
 
+/*
+ * Did this token reject a PIN before, in this process?  Another identity
+ * on the same card must not spend a second try with the same PIN.
+ */
+static int
+pin_was_rejected(struct token_ctx *ctx, const struct token_key *k)
+{
+	int	 i;
+
+	if (ctx->nrejected == (int)(sizeof(ctx->rejected) /
+	    sizeof(ctx->rejected[0])))
+		return 1;	/* too many to tell apart: none is tried */
+	for (i = 0; i < ctx->nrejected; i++)
+		if (ctx->rejected[i].mod == k->mod &&
+		    ctx->rejected[i].slot == k->slot)
+			return 1;
+	return 0;
+}
+
+static void
+pin_rejected(struct token_ctx *ctx, const struct token_key *k)
+{
+	if (pin_was_rejected(ctx, k))
+		return;
+	ctx->rejected[ctx->nrejected].mod = k->mod;
+	ctx->rejected[ctx->nrejected++].slot = k->slot;
+}
+
 int
 token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 {
@@ -551,6 +579,12 @@ token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 		    "the token's own tool to reset the counter", name);
 		return P11A_ERR_PIN_FINAL_TRY;
 	}
+	if (pin_was_rejected(ctx, k)) {
+		token_seterr(ctx, 0, "token '%s' rejected a PIN already; "
+		    "p11agent does not try another login on it: fix the PIN "
+		    "source and start p11agent again", name);
+		return P11A_ERR_PIN_INCORRECT;
+	}
 	if ((r = pin_read(source, &pin, err, sizeof(err))) != 0) {
 		token_seterr(ctx, 0, "token '%s': %s", name, err);
 		return r;
@@ -566,6 +600,7 @@ token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
 		return 0;
 	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
+		pin_rejected(ctx, k);
 		pin_incorrect(ctx, k, name, source);
 		return P11A_ERR_PIN_INCORRECT;
 	}

@@ -34,6 +34,12 @@ struct token_ctx {
 						 * real path (p11-kit knows
 						 * it as /proc/self/fd/N) */
 	struct token_key	 *keys;
+	/* tokens that rejected a PIN: no login is tried on them again */
+	struct {
+		CK_FUNCTION_LIST	*mod;
+		CK_SLOT_ID		 slot;
+	}			  rejected[8];
+	int			  nrejected;
 	unsigned long		  ckr;
 	char			  err[1024];
 };

@@ -210,6 +210,25 @@ expect_check "token 'p11agent-test' rejected the PIN from file:$T/wrong.pin" \
 [ "$(grep -c ' C_Login ' "$T/calls.log")" = 1 ] ||
     fail "C_Login calls: $(grep -c ' C_Login ' "$T/calls.log"), wanted 1"
 ok "exactly one C_Login"
+# three identities on the same card with that PIN: still one C_Login
+# (their OPENs are all sent at once; the others must not spend a try)
+cp "$T/bad.conf" "$T/one.conf"
+for k in ec:ec-key ec384:ec384-key; do
+	printf '[identity %s]\nkey = pkcs11:token=%s;object=%s;type=private\n' \
+	    "${k%%:*}" "$P11TEST_TOKEN" "${k#*:}"
+	printf 'pin = file:%s\nmodule = %s\n\n' "$T/wrong.pin" "$FAULT"
+	printf '[tunnel %s]\nlisten = tcp:127.0.0.1:0\n' "${k%%:*}"
+	printf 'connect = localhost:%s\nidentity = %s\nca = %s\n\n' \
+	    "$s_port" "${k%%:*}" "$TOK/ca.pem"
+done >>"$T/bad.conf"
+: >"$T/calls.log"
+expect_check "[identity corp] key: token 'p11agent-test' rejected the PIN" \
+    "[identity ec] key: token 'p11agent-test' rejected a PIN already" \
+    "[identity ec384] key: token 'p11agent-test' rejected a PIN already"
+[ "$(grep -c ' C_Login ' "$T/calls.log")" = 1 ] ||
+    fail "C_Login calls for three identities: $(grep -c ' C_Login ' "$T/calls.log"), wanted 1"
+ok "three identities on one card, a wrong PIN: exactly one C_Login"
+cp "$T/one.conf" "$T/bad.conf"
 P11FAULT_TOKEN_FLAGS=0x10000 expect_check "the token reports few tries left"
 
 # the token says one try is left: the agent does not risk it

@@ -71,3 +71,22 @@ PIDS+=($pid)
 wait_log "registry: .* modules" 10 || fail "the registry lookup did not start"
 term_within "$pid" 4000 "SIGTERM during the registry lookup"
 ok "SIGTERM during the registry lookup: stopped in $STOP_MS ms"
+
+# SIGTERM after softhsm2 answered but while opensc-pkcs11 is still waited
+# for: the agent stops without opening the identity (no login at exit)
+sed -i "s|^key = .*|key = pkcs11:token=$P11TEST_TOKEN;id=%02;type=private|" "$T/agent.conf"
+log_mark
+"$P11AGENT" run -v -c "$T/agent.conf" 2>>"$T/agent.log" &
+pid=$!
+PIDS+=($pid)
+wait_log "token helper for softhsm2: 1 candidates for identity reg" 10 ||
+    fail "softhsm2 did not answer the lookup"
+term_within "$pid" 4000 "SIGTERM between the modules' answers"
+tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | sed -n '/signal 15: stopping/,$p' |
+    grep -E "identity reg: token .* in softhsm2|\[tunnel t\]" &&
+    fail "after SIGTERM the identity was still opened"
+if log_since_has "identity reg: token .* in softhsm2"; then
+	ok "opensc-pkcs11's lookup timed out before the signal (a slow machine): nothing to show"
+else
+	ok "SIGTERM between the modules' answers: stopped in $STOP_MS ms, nothing opened"
+fi

@@ -22,6 +22,7 @@ struct agent {
 	/* start-up: identities still opening, and what to call then */
 	int			 opening;
 	int			 open_failed;
+	int			 stopping;	/* after the loop: open nothing */
 	void			(*opened_cb)(struct agent *, int failed);
 };
 
