@@ -413,6 +413,29 @@ hits_free(struct identity *id)
 	id->nhits = 0;
 }
 
+/*
+ * Does the key URI name its token (token= or serial= in the path, the
+ * part before '?')?  Then a module that did not answer cannot hold
+ * another token the URI means, unless two tokens share that label.
+ */
+static int
+uri_names_token(const char *uri)
+{
+	const char	*p = uri + strlen("pkcs11:");
+	size_t		 n;
+
+	while (*p != '\0' && *p != '?') {
+		n = strcspn(p, ";?");
+		if ((n > 6 && strncmp(p, "token=", 6) == 0) ||
+		    (n > 7 && strncmp(p, "serial=", 7) == 0))
+			return 1;
+		p += n;
+		if (*p == ';')
+			p++;
+	}
+	return 0;
+}
+
 /* Every module answered the PROBE: exactly one token, or refuse. */
 static void
 probe_decide(struct identity *id)
@@ -421,6 +444,19 @@ probe_decide(struct identity *id)
 	size_t	 n;
 	int	 i;
 
+	if (id->nhits == 1 && id->probe_unknown > 0 &&
+	    !uri_names_token(id->cfg->key)) {
+		identity_failed(id, "%s: %s in %s matches, but %d module%s "
+		    "did not say whether %s a token this URI means too, and a "
+		    "PIN goes to one card only; add token= or serial= to the "
+		    "URI, or set module = PATH%s", id->cfg->key,
+		    id->hits[0].desc, module_name(id->hits[0].mod),
+		    id->probe_unknown, id->probe_unknown == 1 ? "" : "s",
+		    id->probe_unknown == 1 ? "it holds" : "they hold",
+		    id->probe_err);
+		hits_free(id);
+		return;
+	}
 	if (id->agent->stopping) {
 		/* the agent is stopping: no login now, on any token */
 		hits_free(id);
@@ -472,6 +508,8 @@ probed(void *arg, int err, const char *why, struct pbuf *reply)
 	memset(&p, 0, sizeof(p));
 	if (err == 0 && (err = helper_parse_probe(reply, &p)) != 0)
 		why = "malformed reply";
+	if (err != 0 && err != P11A_ERR_NO_TOKEN)
+		id->probe_unknown++;	/* it may hold a token, or not */
 	if (err == P11A_ERR_TIMEOUT)
 		log_warn("token helper for %s: no answer to the lookup of "
 		    "identity %s within %d ms (the module hangs?); going on "

@@ -49,6 +49,15 @@ grep -q -- "-r softhsm2" "/proc/$(pgrep -P "$AGENT_PID")/cmdline" 2>/dev/null ||
 ok "one helper left, for softhsm2"
 stop_agent || fail "the agent did not exit cleanly"
 
+# without token= or serial=, a module that did not answer might hold a
+# second token the URI means: no PIN anywhere, the error says what to add
+sed "s|^key = .*|key = pkcs11:id=%02;type=private|" "$T/agent.conf" >"$T/noname.conf"
+rc=0
+out=$("$P11AGENT" check -c "$T/noname.conf" 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -q "key: pkcs11:id=%02;type=private: token '$P11TEST_TOKEN' .* in softhsm2 matches, but 1 module did not say whether it holds a token this URI means too, and a PIN goes to one card only; add token= or serial= to the URI" <<<"$out" ||
+    fail "a URI without token= while a module hangs ($rc): $out"
+ok "no token= and a module hung: refused, $(grep -o 'but 1 module.*only' <<<"$out")"
+
 # a key that no registered module holds: the error names the modules
 sed -i "s|^key = .*|key = pkcs11:token=no-such-card;type=private|" "$T/agent.conf"
 rc=0

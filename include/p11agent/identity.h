@@ -55,6 +55,7 @@ struct identity {
 	EVP_PKEY		*pkey;
 	/* registry mode, at start-up: the modules' answers to PROBE */
 	int			 probes_left;
+	int			 probe_unknown;	/* modules that did not say */
 	struct probe_hit	*hits;
 	int			 nhits;
 	char			 probe_err[1024];	/* modules that failed */
