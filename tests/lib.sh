@@ -183,10 +183,13 @@ wait_log() {
 }
 
 # wait_log_count REGEX N [SECONDS]: waits for N matching lines after the mark.
+# (grep -m stops reading at the Nth; mawk would buffer its input and see
+# the lines only when tail is killed at the timeout)
 wait_log_count() {
-	timeout $((${3:-30} * SLOW)) tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
-	    awk -v re="$1" -v n="$2" '$0 ~ re && ++c >= n { exit 0 }
-	    END { exit c < n }'
+	local n
+	n=$(timeout $((${3:-30} * SLOW)) tail -n "+$((LOG_MARK + 1))" -f \
+	    "$T/agent.log" | grep -E -c -m "$2" -- "$1")
+	[ "$n" -ge "$2" ]
 }
 
 # log_since_has REGEX: the agent logged a matching line after the mark.
