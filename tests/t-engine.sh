@@ -5,7 +5,7 @@
 # Also: the helper process runs without core dumps.
 . "$top_srcdir/tests/lib.sh"
 make_token
-"$top_builddir/tests/engine-tests" || fail "engine tests"
+"${VALGRIND[@]}" "$top_builddir/tests/engine-tests" || fail "engine tests"
 
 # the helper disables core dumps
 {

@@ -125,7 +125,12 @@ ok "a PIN rejected after a restart is not tried again"
 stop_agent || fail "the agent did not exit cleanly"
 
 # a helper whose channel outlives it (a module's child process holding it):
-# its exit is still seen (pidfd), and it is replaced
+# its exit is still seen (pidfd), and it is replaced.  Not under valgrind
+# (make check-valgrind): valgrind 3.19 has no pidfd_open.
+if [ -n "${P11AGENT_VALGRIND:-}" ]; then
+	ok "not under valgrind: a helper whose channel is held open (no pidfd_open)"
+	exit 0
+fi
 cat >"$T/wrap-helper" <<EOT
 #!/bin/bash
 tail -f /dev/null 3>&3 &
