@@ -141,6 +141,19 @@ read_report(void)
 	return buf;
 }
 
+/*
+ * Under valgrind (its preload names it) posix_spawn's vfork is a plain
+ * fork, so an exec failure shows only later, as a helper that exits, and
+ * valgrind 3.19 knows no pidfd_open.
+ */
+static int
+under_valgrind(void)
+{
+	const char	*p = getenv("LD_PRELOAD");
+
+	return p != NULL && strstr(p, "vgpreload") != NULL;
+}
+
 static int
 start(struct helper **h, char *err, size_t errlen)
 {
@@ -166,7 +179,7 @@ test_child_state(void)
 	CU_ASSERT_EQUAL_FATAL(start(&h, err, sizeof(err)), 0);
 	old = helper_pid(h);
 	CU_ASSERT(old > 0);
-	CU_ASSERT(helper_pidfd(h) >= 0);
+	CU_ASSERT(helper_pidfd(h) >= 0 || under_valgrind());
 	CU_ASSERT_EQUAL(helper_restart(h), 0);
 	CU_ASSERT(helper_pid(h) != old);
 	helper_free(h);		/* EOF: it exits after its report */
@@ -210,6 +223,8 @@ test_exec_failure(void)
 	struct helper	*h = NULL;
 	char		 err[1024], link[600];
 
+	if (under_valgrind())
+		return;
 	setenv("P11AGENT_HELPER", "/nonexistent/p11agent-helper", 1);
 	CU_ASSERT_EQUAL(start(&h, err, sizeof(err)), P11A_ERR_HELPER);
 	CU_ASSERT_PTR_NULL(h);
