@@ -249,6 +249,17 @@ agent_section() {
 	printf '[agent]\nmodule-allow = %s\n\n' "$allow"
 }
 
+# one_tunnel_conf: an upstream s (sets s_port) and $T/agent.conf with the
+# test token's EC key as identity ec and tunnel t to that upstream.
+one_tunnel_conf() {
+	start_upstream s
+	{
+		agent_section
+		identity ec 02
+		tunnel t "localhost:$s_port" ec
+	} >"$T/agent.conf"
+}
+
 # identity NAME ID: an [identity] section for the test token's key ID.
 identity() {
 	cat <<EOT

@@ -7,12 +7,7 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_upstream s
-{
-	agent_section
-	identity ec 02
-	tunnel t "localhost:$s_port" ec
-} >"$T/agent.conf"
+one_tunnel_conf
 start_agent "$T/agent.conf" || fail "the agent did not start"
 addr=$(listen_addr t tcp)
 port=${addr##*:}

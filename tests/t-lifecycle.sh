@@ -6,12 +6,7 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_upstream s
-{
-	agent_section
-	identity ec 02
-	tunnel t "localhost:$s_port" ec
-} >"$T/agent.conf"
+one_tunnel_conf
 
 # a helper that does not exist: check and run fail at once, exit 1
 for cmd in check run; do

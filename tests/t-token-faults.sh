@@ -8,12 +8,7 @@
 . "$top_srcdir/tests/lib.sh"
 make_token
 
-start_upstream s
-{
-	agent_section
-	identity ec 02
-	tunnel t "localhost:$s_port" ec
-} >"$T/agent.conf"
+one_tunnel_conf
 
 # expect_sign_failure CKR: one connection fails, its log line names CKR
 expect_sign_failure() {
