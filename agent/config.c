@@ -4,8 +4,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +26,8 @@ enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
 	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
-	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW,
+	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
+	K_ALLOW_GROUPS,
 };
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
@@ -49,6 +53,9 @@ static const struct {
 	{ "connect-timeout",	S_TUNNEL,	K_CONNECT_TIMEOUT },
 	{ "handshake-timeout",	S_TUNNEL,	K_HANDSHAKE_TIMEOUT },
 	{ "idle-timeout",	S_TUNNEL,	K_IDLE_TIMEOUT },
+	{ "allow-users",	S_TUNNEL,	K_ALLOW_USERS },
+	{ "allow-groups",	S_TUNNEL,	K_ALLOW_GROUPS },
+	/* a key in two sections: its entries next to each other */
 	{ "max-connections",	S_TUNNEL,	K_MAX_CONNECTIONS },
 	{ "max-connections",	S_AGENT,	K_MAX_CONNECTIONS },
 	{ "module-allow",	S_AGENT,	K_MODULE_ALLOW },
@@ -286,6 +293,73 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 	}
 }
 
+/* A user or group: a number, or a name this system knows (NSS). */
+static int
+lookup_id(int group, const char *tok, long *out)
+{
+	struct passwd	 pw, *pres = NULL;
+	struct group	 gr, *gres = NULL;
+	char		 buf[16384], *end;
+	unsigned long	 n;
+
+	if (strspn(tok, "0123456789") == strlen(tok)) {
+		errno = 0;
+		n = strtoul(tok, &end, 10);
+		if (errno != 0 || n >= (unsigned long)UINT32_MAX)
+			return -1;
+		*out = (long)n;
+		return 0;
+	}
+	if (group) {
+		if (getgrnam_r(tok, &gr, buf, sizeof(buf), &gres) != 0 ||
+		    gres == NULL)
+			return -1;
+		*out = (long)gr.gr_gid;
+	} else {
+		if (getpwnam_r(tok, &pw, buf, sizeof(buf), &pres) != 0 ||
+		    pres == NULL)
+			return -1;
+		*out = (long)pw.pw_uid;
+	}
+	return 0;
+}
+
+/* allow-users / allow-groups = NAME|NUMBER[, ...]; repeated keys add. */
+static int
+allow_ids(struct parser *p, int group, const char *key, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+	char			*copy, *tok, *save = NULL;
+	int			*count = group ? &t->nallow_groups :
+				    &t->nallow_users;
+	long			 id;
+
+	if ((copy = strdup(v)) == NULL)
+		return perr(p, p->line, "out of memory");
+	if (strspn(v, ", \t") == strlen(v))
+		perr(p, p->line, "[%s] %s: empty value", p->secname, key);
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->failed;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (lookup_id(group, tok, &id) != 0) {
+			perr(p, p->line, "[%s] %s: '%s' is not a %s known on "
+			    "this system nor a number", p->secname, key, tok,
+			    group ? "group" : "user");
+			break;
+		}
+		if (*count == CONFIG_MAX_ALLOW) {
+			perr(p, p->line, "[%s] %s: at most %d", p->secname,
+			    key, CONFIG_MAX_ALLOW);
+			break;
+		}
+		if (group)
+			t->allow_groups[(*count)++] = (gid_t)id;
+		else
+			t->allow_users[(*count)++] = (uid_t)id;
+	}
+	free(copy);
+	return !p->failed;
+}
+
 static int
 tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
@@ -324,6 +398,10 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_seconds(p, key, v, &t->idle_timeout);
 	case K_MAX_CONNECTIONS:
 		return parse_count(p, key, v, &t->max_connections);
+	case K_ALLOW_USERS:
+		return allow_ids(p, 0, key, v);
+	case K_ALLOW_GROUPS:
+		return allow_ids(p, 1, key, v);
 	default:
 		return 0;
 	}

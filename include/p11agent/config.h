@@ -9,6 +9,7 @@
 #define P11AGENT_CONFIG_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #define CONFIG_MAX_LISTEN	8
 #define CONFIG_MAX_ALLOW	16
@@ -60,6 +61,12 @@ struct cfg_tunnel {
 	int			 handshake_timeout;
 	int			 idle_timeout;
 	int			 max_connections;
+	/* who may connect besides the agent's own uid (allow-users,
+	 * allow-groups; names resolved when the file is read) */
+	uid_t			 allow_users[CONFIG_MAX_ALLOW];
+	int			 nallow_users;
+	gid_t			 allow_groups[CONFIG_MAX_ALLOW];
+	int			 nallow_groups;
 	struct cfg_tunnel	*next;
 };
 
