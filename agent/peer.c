@@ -3,16 +3,29 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <arpa/inet.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include "p11agent/config.h"
 #include "p11agent/peer.h"
+
+#define DIAG_TIMEOUT_MS	100	/* the kernel answers at once */
+#define MAX_GROUPS	1024	/* supplementary groups looked at */
 
 static void
 peer_exe(struct peer *p)
@@ -24,10 +37,128 @@ peer_exe(struct peer *p)
 		p->exe[0] = '\0';
 }
 
+/*
+ * One TCP endpoint as the kernel's inet_diag wants it: family, port and
+ * address in network order; an IPv4-mapped IPv6 address is plain IPv4.
+ */
+struct endpoint {
+	int		 family;
+	uint16_t	 port;
+	uint32_t	 addr[4];
+};
+
+static int
+endpoint_of(const struct sockaddr_storage *ss, struct endpoint *e)
+{
+	const struct sockaddr_in	*sin = (const void *)ss;
+	const struct sockaddr_in6	*sin6 = (const void *)ss;
+
+	memset(e, 0, sizeof(*e));
+	if (ss->ss_family == AF_INET) {
+		e->family = AF_INET;
+		e->port = sin->sin_port;
+		memcpy(e->addr, &sin->sin_addr, 4);
+	} else if (ss->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+		e->family = AF_INET;
+		e->port = sin6->sin6_port;
+		memcpy(e->addr, &sin6->sin6_addr.s6_addr[12], 4);
+	} else if (ss->ss_family == AF_INET6) {
+		e->family = AF_INET6;
+		e->port = sin6->sin6_port;
+		memcpy(e->addr, &sin6->sin6_addr, 16);
+	} else
+		return -1;
+	return 0;
+}
+
+/* Reads the answer to an exact request: the socket's message or -1. */
+static int
+diag_answer(int nl, const struct endpoint *cl, struct inet_diag_msg *out)
+{
+	union {
+		struct nlmsghdr	 h;
+		char		 buf[8192];
+	} u;
+	struct nlmsghdr		*h;
+	struct inet_diag_msg	*m;
+	ssize_t			 n;
+
+	n = recv(nl, &u, sizeof(u), 0);
+	if (n <= 0)
+		return -1;
+	for (h = &u.h; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+		    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+			return -1;	/* NLMSG_ERROR: -ENOENT and the like */
+		m = NLMSG_DATA(h);
+		if (m->idiag_family != cl->family ||
+		    m->id.idiag_sport != cl->port)
+			return -1;
+		*out = *m;
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * The owner of the client's end of a loopback TCP connection: an exact
+ * sock_diag lookup of the 4-tuple as the client sees it (source: its
+ * address and port; destination: ours).  Only a socket still held by a
+ * process counts (inode set): a closed client's socket (time-wait) has
+ * no owner the kernel reports, and is unknown.
+ */
+static void
+peer_tcp_owner(const struct sockaddr_storage *client,
+    const struct sockaddr_storage *local, struct peer *p)
+{
+	struct {
+		struct nlmsghdr		 h;
+		struct inet_diag_req_v2	 r;
+	} req;
+	struct sockaddr_nl	 sa = { .nl_family = AF_NETLINK };
+	struct timeval		 tv = { 0, DIAG_TIMEOUT_MS * 1000 };
+	struct inet_diag_msg	 m;
+	struct endpoint		 cl, us;
+	int			 nl = -1;
+
+	if (endpoint_of(client, &cl) != 0 || endpoint_of(local, &us) != 0 ||
+	    cl.family != us.family)
+		return;
+	memset(&req, 0, sizeof(req));
+	req.h.nlmsg_len = sizeof(req);
+	req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.h.nlmsg_flags = NLM_F_REQUEST;	/* one socket: no dump */
+	req.r.sdiag_family = cl.family;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = ~0U;
+	req.r.id.idiag_sport = cl.port;
+	req.r.id.idiag_dport = us.port;
+	memcpy(req.r.id.idiag_src, cl.addr, sizeof(cl.addr));
+	memcpy(req.r.id.idiag_dst, us.addr, sizeof(us.addr));
+	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if ((nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC,
+	    NETLINK_SOCK_DIAG)) == -1 ||
+	    setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
+	    sendto(nl, &req, sizeof(req), 0, (struct sockaddr *)&sa,
+	    sizeof(sa)) != (ssize_t)sizeof(req) ||
+	    diag_answer(nl, &cl, &m) != 0)
+		goto out;
+	if (m.idiag_inode == 0 || m.idiag_state == TCP_TIME_WAIT ||
+	    m.idiag_state == TCP_LISTEN || m.idiag_state == TCP_SYN_RECV)
+		goto out;
+	p->uid = m.idiag_uid;
+	p->inode = m.idiag_inode;
+ out:
+	if (nl != -1)
+		close(nl);
+}
+
 void
 peer_from_fd(int fd, struct peer *p)
 {
-	struct sockaddr_storage	 ss;
+	struct sockaddr_storage	 ls, ss;
 	socklen_t		 sl = sizeof(ss);
 	struct ucred		 uc;
 	socklen_t		 ul = sizeof(uc);
@@ -35,8 +166,9 @@ peer_from_fd(int fd, struct peer *p)
 
 	memset(p, 0, sizeof(*p));
 	p->uid = p->gid = p->pid = -1;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    ss.ss_family == AF_UNIX) {
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	if (ss.ss_family == AF_UNIX) {
 		p->unix_sock = 1;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul) == 0) {
 			p->uid = uc.uid;
@@ -46,16 +178,19 @@ peer_from_fd(int fd, struct peer *p)
 		}
 		return;
 	}
+	ls = ss;
 	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
 	    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0)
 		snprintf(p->local, sizeof(p->local), "%s:%s", host, serv);
 	sl = sizeof(ss);
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return;
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
 	    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
 		snprintf(p->addr, sizeof(p->addr), "%s", host);
 		snprintf(p->port, sizeof(p->port), "%s", serv);
 	}
+	peer_tcp_owner(&ss, &ls, p);
 }
 
 void
@@ -69,4 +204,68 @@ peer_describe(const struct peer *p, char *out, size_t len)
 	else
 		snprintf(out, len, "uid %ld pid %ld %s", p->uid, p->pid,
 		    p->exe[0] ? p->exe : "(executable unknown)");
+}
+
+/* Is gid the peer's gid or one of the groups of its uid's account? */
+static int
+in_group(const struct peer *p, long gid)
+{
+	struct passwd	 pw, *res = NULL;
+	gid_t		 groups[MAX_GROUPS];
+	char		 buf[4096];
+	int		 n = MAX_GROUPS, i;
+
+	if (p->gid != -1 && p->gid == gid)
+		return 1;
+	if (getpwuid_r((uid_t)p->uid, &pw, buf, sizeof(buf), &res) != 0 ||
+	    res == NULL)
+		return 0;
+	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) == -1)
+		n = MAX_GROUPS;	/* the first MAX_GROUPS were filled in */
+	for (i = 0; i < n; i++)
+		if ((long)groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+int
+peer_allowed(const struct peer *p, const struct cfg_tunnel *t)
+{
+	int	 i;
+
+	if (p->uid < 0)
+		return 0;	/* the kernel did not say: deny */
+	if (p->uid == (long)getuid())
+		return 1;
+	for (i = 0; i < t->nallow_users; i++)
+		if ((long)t->allow_users[i] == p->uid)
+			return 1;
+	for (i = 0; i < t->nallow_groups; i++)
+		if (in_group(p, (long)t->allow_groups[i]))
+			return 1;
+	return 0;
+}
+
+void
+peer_rule(const struct cfg_tunnel *t, char *out, size_t len)
+{
+	size_t	 n;
+	int	 i;
+
+	snprintf(out, len, "only uid %ld", (long)getuid());
+	for (i = 0; i < t->nallow_users; i++) {
+		n = strlen(out);
+		snprintf(out + n, len - n, "%s%ld", i ? ", " : ", allow-users ",
+		    (long)t->allow_users[i]);
+	}
+	for (i = 0; i < t->nallow_groups; i++) {
+		n = strlen(out);
+		snprintf(out + n, len - n, "%s%ld", i ? ", " :
+		    ", allow-groups ", (long)t->allow_groups[i]);
+	}
+	if (t->nallow_users == 0 && t->nallow_groups == 0) {
+		n = strlen(out);
+		snprintf(out + n, len - n, "; allow-users/allow-groups widen "
+		    "it");
+	}
 }

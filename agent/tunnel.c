@@ -150,6 +150,7 @@ tunnel_fail_name(enum tunnel_fail f)
 	case TFAIL_TOKEN:	return "token";
 	case TFAIL_LIMIT:	return "limit";
 	case TFAIL_IO:		return "io";
+	case TFAIL_DENIED:	return "denied";
 	default:		return "?";
 	}
 }
@@ -691,6 +692,32 @@ limits_update(struct agent *a)
 	}
 }
 
+/* Before any upstream connect, name lookup or signature: closed. */
+static void
+refuse(struct conn *c, struct listener *ln, int fd)
+{
+	struct tunnel_rt	*rt = ln->arg;
+	const struct peer	*p = &c->peer;
+	char			 uid[32], pid[32], rule[512];
+
+	if (p->uid == -1)
+		snprintf(uid, sizeof(uid), "unknown");
+	else
+		snprintf(uid, sizeof(uid), "%ld", p->uid);
+	if (p->pid == -1)
+		snprintf(pid, sizeof(pid), "?");
+	else
+		snprintf(pid, sizeof(pid), "%ld", p->pid);
+	peer_rule(rt->cfg, rule, sizeof(rule));
+	log_warn("conn %lu (%s): refused: uid %s (program %s, pid %s) is not "
+	    "allowed on %s (%s)", c->id, rt->cfg->name, uid,
+	    p->exe[0] ? p->exe : "?", pid, ln->addr, rule);
+	rt->stats.accepted++;
+	rt->stats.failed[TFAIL_DENIED]++;
+	close(fd);
+	free(c);
+}
+
 static void
 on_accept(struct listener *ln, int fd)
 {
@@ -704,6 +731,11 @@ on_accept(struct listener *ln, int fd)
 		return;
 	}
 	c->id = next_id++;
+	peer_from_fd(fd, &c->peer);
+	if (!peer_allowed(&c->peer, rt->cfg)) {
+		refuse(c, ln, fd);
+		return;
+	}
 	c->rt = rt;
 	c->started = clock_now_ms();
 	loop_watch_init(&c->cw, fd, on_client, c);
@@ -713,10 +745,13 @@ on_accept(struct listener *ln, int fd)
 	rt->stats.accepted++;
 	rt->stats.open++;
 	rt->agent->nconns++;
-	peer_from_fd(fd, &c->peer);
 	peer_describe(&c->peer, who, sizeof(who));
-	log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name, who,
-	    ln->addr);
+	if (c->peer.unix_sock)
+		log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name,
+		    who, ln->addr);
+	else	/* allowed: the kernel named its uid */
+		log_info("conn %lu (%s): from %s on %s, uid %ld", c->id,
+		    rt->cfg->name, who, ln->addr, c->peer.uid);
 	limits_update(rt->agent);
 	/* the client is not watched until the tunnel is up */
 	start_upstream(c);

@@ -3,15 +3,23 @@
  * (agent/peer.c).
  *
  * On a Unix socket the kernel says (SO_PEERCRED): uid, gid, pid, and from
- * the pid the executable.  On a TCP socket only the addresses are known
- * here; the owner of a loopback client socket comes from sock_diag in a
- * later step.  Unknown numbers are -1, an unknown executable is "".
+ * the pid the executable.  On a loopback TCP socket the uid that owns the
+ * client's socket comes from an exact NETLINK_SOCK_DIAG (inet_diag)
+ * lookup of the connection's 4-tuple (IPv4, IPv6, IPv4-mapped); a remote
+ * client, a client that already closed its socket, or a failed lookup
+ * leaves it unknown.  Unknown numbers are -1, an unknown executable is "".
+ *
+ * Access: by default only the uid that runs the agent may use a tunnel;
+ * the tunnel's allow-users and allow-groups widen that.  An unknown uid
+ * is denied.
  */
 #ifndef P11AGENT_PEER_H
 #define P11AGENT_PEER_H
 
 #include <limits.h>
 #include <sys/types.h>
+
+struct cfg_tunnel;
 
 struct peer {
 	int		 unix_sock;	/* 1: Unix socket, 0: TCP */
@@ -22,11 +30,20 @@ struct peer {
 	char		 addr[64];	/* TCP: the client's address */
 	char		 port[8];	/* TCP: the client's port */
 	char		 local[80];	/* TCP: our address:port */
+	unsigned long	 inode;		/* TCP: the client socket's inode */
 };
 
 /* Fills p from an accepted socket; never fails (unknowns stay -1/""). */
 void	 peer_from_fd(int fd, struct peer *p);
 /* "uid 1000 pid 4242 /usr/bin/curl" or "127.0.0.1 port 53422". */
 void	 peer_describe(const struct peer *, char *, size_t);
+
+/* 1 if the peer may use tunnel t, 0 if not (also when its uid is
+ * unknown).  A group is matched against the peer's gid (Unix sockets)
+ * and the groups of the uid's account (getgrouplist). */
+int	 peer_allowed(const struct peer *, const struct cfg_tunnel *);
+/* The rule, for a refusal: "only uid 1000; allow-users/allow-groups
+ * widen it" or "only uid 1000, allow-users 1001, 1002". */
+void	 peer_rule(const struct cfg_tunnel *, char *, size_t);
 
 #endif

@@ -25,6 +25,7 @@ enum tunnel_fail {
 	TFAIL_TOKEN,		/* the token did not sign */
 	TFAIL_LIMIT,		/* refused at a connection limit */
 	TFAIL_IO,		/* an error while pumping */
+	TFAIL_DENIED,		/* the local peer may not use the tunnel */
 	TFAIL_MAX
 };
 
