@@ -169,6 +169,56 @@ test_agent_section(void)
 	config_free(cfg);
 }
 
+/* allow-users / allow-groups: names (resolved at load) and numbers. */
+static void
+test_allow(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR], text[4096];
+	const char	*path;
+	int		 i, n;
+
+	path = test_write("allow.conf", GOOD "allow-users = root, 1001\t1002\n"
+	    "allow-users = 4294967294\n"
+	    "allow-groups = root,27\n", 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	/* the first tunnel has none: only the agent's uid */
+	CU_ASSERT_EQUAL(cfg->tunnels->nallow_users, 0);
+	CU_ASSERT_EQUAL(cfg->tunnels->nallow_groups, 0);
+	CU_ASSERT_EQUAL_FATAL(cfg->tunnels->next->nallow_users, 4);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_users[0], 0);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_users[1], 1001);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_users[2], 1002);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_users[3], 4294967294U);
+	CU_ASSERT_EQUAL_FATAL(cfg->tunnels->next->nallow_groups, 2);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_groups[0], 0);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->allow_groups[1], 27);
+	config_free(cfg);
+
+	expect_error(GOOD "allow-users = root, no-such-user-p11a\n",
+	    "bad.conf:16:", "[tunnel second] allow-users: "
+	    "'no-such-user-p11a' is not a user known on this system");
+	expect_error(GOOD "allow-groups = no-such-group-p11a\n",
+	    "bad.conf:16:", "[tunnel second] allow-groups: "
+	    "'no-such-group-p11a' is not a group known on this system");
+	/* (uid_t)-1 is no user; nor is a number past 32 bits */
+	expect_error(GOOD "allow-users = 4294967295\n", "bad.conf:16:",
+	    "allow-users: '4294967295' is not a user");
+	expect_error(GOOD "allow-users = 99999999999999999999\n",
+	    "bad.conf:16:", "allow-users: '99999999999999999999'");
+	expect_error(GOOD "allow-users = -1\n", "bad.conf:16:",
+	    "allow-users: '-1' is not a user");
+	expect_error(GOOD "allow-groups = , \n", "bad.conf:16:",
+	    "allow-groups: empty value");
+	expect_error("[identity a]\nallow-users = root\n", "bad.conf:2:",
+	    "belongs in a [tunnel NAME] section");
+	n = snprintf(text, sizeof(text), "%sallow-users =", GOOD);
+	for (i = 0; i <= CONFIG_MAX_ALLOW; i++)
+		n += snprintf(text + n, sizeof(text) - n, " %d", 2000 + i);
+	snprintf(text + n, sizeof(text) - n, "\n");
+	expect_error(text, "bad.conf:16:", "allow-users: at most 16");
+}
+
 static void
 test_long_line(void)
 {
@@ -213,6 +263,7 @@ suite_config(void)
 	    CU_add_test(s, "a good file", test_good) == NULL ||
 	    CU_add_test(s, "errors name file:line:key", test_errors) == NULL ||
 	    CU_add_test(s, "the [agent] section", test_agent_section) == NULL ||
+	    CU_add_test(s, "allow-users, allow-groups", test_allow) == NULL ||
 	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
 	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL)
