@@ -185,6 +185,30 @@ refused "$other" "$other" "$(listen_addr t tcp:127.0.0.1)" "tcp:127[.]0[.]0[.]1:
 stop_agent || fail "the agent did not exit cleanly"
 close_unix
 
+# ---- a client that closed before the agent looked is unknown, so
+# refused: the kernel reports its socket (time-wait, no inode) with uid 0,
+# which must not pass for root.  max-connections = 1 and one open
+# connection keep the second client in the listen queue until it closed.
+access_conf "$T/q.conf" "max-connections = 1"
+start_agent "$T/q.conf" || fail "the agent did not start with max-connections"
+a4=$(listen_addr t tcp:127.0.0.1)
+port=${a4##*:}
+exec {a}<>"/dev/tcp/127.0.0.1/$port" || fail "connect to $port"
+read -r -t 20 -u "$a" line || fail "no first line on the first connection"
+before=$(sign_count)
+log_mark
+exec {b}<>"/dev/tcp/127.0.0.1/$port" || fail "connect to $port"
+printf 'GET / HTTP/1.0\r\n\r\n' >&"$b"
+exec {b}>&-
+exec {a}>&-
+wait_log "conn [0-9]+ \(t\): refused: uid unknown \(program \?, pid \?\) is not allowed on $a4 \($rule0\)$" 10 ||
+    fail "a client that closed first was not refused as unknown"
+log_since_has "resolving" && fail "the closed client's connection went upstream"
+[ "$(sign_count)" = "$before" ] || fail "C_Sign for the closed client"
+ok "a client gone before the lookup is refused: $(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -m1 refused)"
+stop_agent || fail "the agent did not exit cleanly"
+close_unix
+
 # ---- an unknown name is a configuration error naming file:line and key
 access_conf "$T/bad.conf" "allow-users = no-such-user-$$"
 line=$(grep -n "^allow-users" "$T/bad.conf" | head -n1 | cut -d: -f1)
