@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "p11agent/config.h"
@@ -26,6 +29,7 @@
 
 #define DIAG_TIMEOUT_MS	100	/* the kernel answers at once */
 #define MAX_GROUPS	1024	/* supplementary groups looked at */
+#define MAX_FDS_SEEN	16384	/* descriptors looked at for a TCP pid */
 
 static void
 peer_exe(struct peer *p)
@@ -155,6 +159,73 @@ peer_tcp_owner(const struct sockaddr_storage *client,
 		close(nl);
 }
 
+/* Does process dir pfd (/proc/PID) hold the socket named want? */
+static int
+holds_socket(int pfd, const char *want, int *budget)
+{
+	struct dirent	*de;
+	DIR		*d;
+	char		 link[64];
+	ssize_t		 n;
+	int		 dfd, found = 0;
+
+	if ((dfd = openat(pfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1)
+		return 0;
+	if ((d = fdopendir(dfd)) == NULL) {
+		close(dfd);
+		return 0;
+	}
+	while (!found && *budget > 0 && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		(*budget)--;
+		n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			found = strcmp(link, want) == 0;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * The process of a TCP peer: the one of the peer's uid whose descriptors
+ * hold the client socket's inode (readable for processes of our own uid,
+ * or any as root).  Bounded by MAX_FDS_SEEN; not found leaves it unknown.
+ */
+static void
+peer_tcp_pid(struct peer *p)
+{
+	struct dirent	*de;
+	struct stat	 st;
+	DIR		*proc;
+	char		 want[64], *end;
+	long		 pid;
+	int		 pfd, budget = MAX_FDS_SEEN;
+
+	if (p->uid < 0 || p->inode == 0 ||
+	    (proc = opendir("/proc")) == NULL)
+		return;
+	snprintf(want, sizeof(want), "socket:[%lu]", p->inode);
+	while (budget > 0 && p->pid == -1 && (de = readdir(proc)) != NULL) {
+		pid = strtol(de->d_name, &end, 10);
+		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+			continue;
+		if ((pfd = openat(dirfd(proc), de->d_name, O_RDONLY |
+		    O_DIRECTORY | O_CLOEXEC)) == -1)
+			continue;
+		if (fstat(pfd, &st) == 0 && (long)st.st_uid == p->uid &&
+		    holds_socket(pfd, want, &budget))
+			p->pid = pid;
+		close(pfd);
+	}
+	closedir(proc);
+	if (p->pid != -1)
+		peer_exe(p);
+}
+
 void
 peer_from_fd(int fd, struct peer *p)
 {
@@ -191,6 +262,7 @@ peer_from_fd(int fd, struct peer *p)
 		snprintf(p->port, sizeof(p->port), "%s", serv);
 	}
 	peer_tcp_owner(&ss, &ls, p);
+	peer_tcp_pid(p);
 }
 
 void

@@ -749,9 +749,14 @@ on_accept(struct listener *ln, int fd)
 	if (c->peer.unix_sock)
 		log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name,
 		    who, ln->addr);
-	else	/* allowed: the kernel named its uid */
+	else if (c->peer.pid == -1)	/* allowed: the kernel named its uid */
 		log_info("conn %lu (%s): from %s on %s, uid %ld", c->id,
 		    rt->cfg->name, who, ln->addr, c->peer.uid);
+	else
+		log_info("conn %lu (%s): from %s on %s, uid %ld pid %ld %s",
+		    c->id, rt->cfg->name, who, ln->addr, c->peer.uid,
+		    c->peer.pid, c->peer.exe[0] ? c->peer.exe :
+		    "(executable unknown)");
 	limits_update(rt->agent);
 	/* the client is not watched until the tunnel is up */
 	start_upstream(c);

@@ -126,17 +126,17 @@ a4=$(listen_addr t tcp:127.0.0.1) || fail "no 127.0.0.1 listener"
 au=$(listen_addr t unix) || fail "no Unix listener"
 served "$me" "$(id -g)" "$a4"
 served "$me" "$(id -g)" "$au"
-agent_log_has "conn [0-9]+ \(t\): from 127[.]0[.]0[.]1 port [0-9]+ on $a4, uid $me$" ||
-    fail "no uid on the TCP connection's line"
+agent_log_has "conn [0-9]+ \(t\): from 127[.]0[.]0[.]1 port [0-9]+ on $a4, uid $me pid [0-9]+ $client_re$" ||
+    fail "no uid, pid and program on the TCP connection's line"
 [ "$(sign_count)" -ge 2 ] || fail "the call log shows no C_Sign for served connections"
 ok "the agent's own uid ($me) is served on TCP and on the Unix socket"
-refused "$uid" "$gid" "$a4" "$a4" "\\?" "\\?" "$rule0"
+refused "$uid" "$gid" "$a4" "$a4" "$client_re" "[0-9]+" "$rule0"
 refused "$uid" "$gid" "$au" "$au" "$client_re" "[0-9]+" "$rule0"
 denied=2
 if [ -n "$v6" ]; then
 	a6=$(listen_addr t "tcp:[::1]") || fail "no [::1] listener"
 	served "$me" "$(id -g)" "$a6"
-	refused "$uid" "$gid" "$a6" "tcp:\\[::1\\]:[0-9]+" "\\?" "\\?" "$rule0"
+	refused "$uid" "$gid" "$a6" "tcp:\\[::1\\]:[0-9]+" "$client_re" "[0-9]+" "$rule0"
 	denied=$((denied + 1))
 fi
 if [ -n "$mapped" ]; then
@@ -144,7 +144,7 @@ if [ -n "$mapped" ]; then
 	am4=tcp:127.0.0.1:${am##*:}
 	served "$me" "$(id -g)" "$am4"
 	ok "an IPv4-mapped client of the agent's uid is served (its uid was found)"
-	refused "$uid" "$gid" "$am4" "tcp:\\[::\\]:[0-9]+" "\\?" "\\?" "$rule0"
+	refused "$uid" "$gid" "$am4" "tcp:\\[::\\]:[0-9]+" "$client_re" "[0-9]+" "$rule0"
 	denied=$((denied + 1))
 fi
 log_mark
@@ -167,7 +167,7 @@ served "$uid" "$gid" "$au"
 [ -z "$mapped" ] || { am=$(listen_addr m "tcp:[::]"); served "$uid" "$gid" "tcp:127.0.0.1:${am##*:}"; }
 ok "allow-users = $user: it is served on every listener"
 served "$me" "$(id -g)" "$a4"
-refused "$other" "$other" "$a4" "$a4" "\\?" "\\?" "only uid $me, allow-users $uid, 4242"
+refused "$other" "$other" "$a4" "$a4" "$client_re" "[0-9]+" "only uid $me, allow-users $uid, 4242"
 stop_agent || fail "the agent did not exit cleanly"
 close_unix
 
@@ -180,7 +180,7 @@ served "$uid" "$gid" "$(listen_addr t tcp:127.0.0.1)"
 served "$uid" "$gid" "$(listen_addr t unix)"
 ok "allow-groups = $group: its member is served"
 gg=$(getent group "$group" | cut -d: -f3)
-refused "$other" "$other" "$(listen_addr t tcp:127.0.0.1)" "tcp:127[.]0[.]0[.]1:[0-9]+" "\\?" "\\?" \
+refused "$other" "$other" "$(listen_addr t tcp:127.0.0.1)" "tcp:127[.]0[.]0[.]1:[0-9]+" "$client_re" "[0-9]+" \
     "only uid $me, allow-groups $gg"
 stop_agent || fail "the agent did not exit cleanly"
 close_unix
