@@ -7,7 +7,10 @@
  * client's socket comes from an exact NETLINK_SOCK_DIAG (inet_diag)
  * lookup of the connection's 4-tuple (IPv4, IPv6, IPv4-mapped); a remote
  * client, a client that already closed its socket, or a failed lookup
- * leaves it unknown.  Unknown numbers are -1, an unknown executable is "".
+ * leaves it unknown; its pid and executable are those of the process of
+ * that uid holding the socket's inode, where /proc lets the agent see it.
+ * The gid of a TCP peer stays unknown.  Unknown numbers are -1, an
+ * unknown executable is "".
  *
  * Access: by default only the uid that runs the agent may use a tunnel;
  * the tunnel's allow-users and allow-groups widen that.  An unknown uid
