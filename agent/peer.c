@@ -76,31 +76,78 @@ endpoint_of(const struct sockaddr_storage *ss, struct endpoint *e)
 	return 0;
 }
 
-/* Reads the answer to an exact request: the socket's message or -1. */
+/*
+ * The sock_diag socket is kept open from the first TCP connection on, so
+ * that a lookup still works when the agent is short of descriptors (it
+ * would deny everyone then).  Closed after a failed exchange, so that a
+ * late answer cannot be read as the next one's (nlmsg_seq checks that
+ * too).
+ */
+static int		 diag_fd = -1;
+static uint32_t		 diag_seq;
+
 static int
-diag_answer(int nl, const struct endpoint *cl, struct inet_diag_msg *out)
+diag_socket(void)
+{
+	struct timeval	 tv = { 0, DIAG_TIMEOUT_MS * 1000 };
+
+	if (diag_fd != -1)
+		return diag_fd;
+	if ((diag_fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC,
+	    NETLINK_SOCK_DIAG)) == -1)
+		return -1;
+	if (setsockopt(diag_fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
+	    sizeof(tv)) == -1) {
+		close(diag_fd);
+		diag_fd = -1;
+	}
+	return diag_fd;
+}
+
+/* Is m the answer about the socket asked for in r? */
+static int
+diag_matches(const struct inet_diag_msg *m, const struct inet_diag_req_v2 *r)
+{
+	return m->idiag_family == r->sdiag_family &&
+	    m->id.idiag_sport == r->id.idiag_sport &&
+	    m->id.idiag_dport == r->id.idiag_dport &&
+	    memcmp(m->id.idiag_src, r->id.idiag_src,
+	    r->sdiag_family == AF_INET ? 4 : 16) == 0 &&
+	    memcmp(m->id.idiag_dst, r->id.idiag_dst,
+	    r->sdiag_family == AF_INET ? 4 : 16) == 0;
+}
+
+/*
+ * Reads the answer to request seq: 0 and the socket's message, 1 when the
+ * kernel knows no such socket (or says something else), -1 when the
+ * exchange failed.
+ */
+static int
+diag_answer(int nl, uint32_t seq, const struct inet_diag_req_v2 *r,
+    struct inet_diag_msg *out)
 {
 	union {
 		struct nlmsghdr	 h;
 		char		 buf[8192];
 	} u;
 	struct nlmsghdr		*h;
-	struct inet_diag_msg	*m;
 	ssize_t			 n;
+	int			 tries;
 
-	n = recv(nl, &u, sizeof(u), 0);
-	if (n <= 0)
-		return -1;
-	for (h = &u.h; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
-		if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
-		    h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
-			return -1;	/* NLMSG_ERROR: -ENOENT and the like */
-		m = NLMSG_DATA(h);
-		if (m->idiag_family != cl->family ||
-		    m->id.idiag_sport != cl->port)
+	for (tries = 0; tries < 4; tries++) {	/* skips stale answers */
+		if ((n = recv(nl, &u, sizeof(u), 0)) <= 0)
 			return -1;
-		*out = *m;
-		return 0;
+		for (h = &u.h; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_seq != seq)
+				continue;
+			/* NLMSG_ERROR: -ENOENT and the like */
+			if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY ||
+			    h->nlmsg_len < NLMSG_LENGTH(sizeof(*out)) ||
+			    !diag_matches(NLMSG_DATA(h), r))
+				return 1;
+			memcpy(out, NLMSG_DATA(h), sizeof(*out));
+			return 0;
+		}
 	}
 	return -1;
 }
@@ -108,9 +155,10 @@ diag_answer(int nl, const struct endpoint *cl, struct inet_diag_msg *out)
 /*
  * The owner of the client's end of a loopback TCP connection: an exact
  * sock_diag lookup of the 4-tuple as the client sees it (source: its
- * address and port; destination: ours).  Only a socket still held by a
- * process counts (inode set): a closed client's socket (time-wait) has
- * no owner the kernel reports, and is unknown.
+ * address and port; destination: ours).  The kernel answers within the
+ * send, so the blocking receive (bounded by SO_RCVTIMEO) does not wait.
+ * Only a socket still held by a process counts (inode set): a client
+ * that closed its socket (time-wait, reported with uid 0) is unknown.
  */
 static void
 peer_tcp_owner(const struct sockaddr_storage *client,
@@ -121,18 +169,18 @@ peer_tcp_owner(const struct sockaddr_storage *client,
 		struct inet_diag_req_v2	 r;
 	} req;
 	struct sockaddr_nl	 sa = { .nl_family = AF_NETLINK };
-	struct timeval		 tv = { 0, DIAG_TIMEOUT_MS * 1000 };
 	struct inet_diag_msg	 m;
 	struct endpoint		 cl, us;
-	int			 nl = -1;
+	int			 nl, r = -1;
 
 	if (endpoint_of(client, &cl) != 0 || endpoint_of(local, &us) != 0 ||
-	    cl.family != us.family)
+	    cl.family != us.family || (nl = diag_socket()) == -1)
 		return;
 	memset(&req, 0, sizeof(req));
 	req.h.nlmsg_len = sizeof(req);
 	req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	req.h.nlmsg_flags = NLM_F_REQUEST;	/* one socket: no dump */
+	req.h.nlmsg_seq = ++diag_seq;
 	req.r.sdiag_family = cl.family;
 	req.r.sdiag_protocol = IPPROTO_TCP;
 	req.r.idiag_states = ~0U;
@@ -142,21 +190,20 @@ peer_tcp_owner(const struct sockaddr_storage *client,
 	memcpy(req.r.id.idiag_dst, us.addr, sizeof(us.addr));
 	req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
 	req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	if ((nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC,
-	    NETLINK_SOCK_DIAG)) == -1 ||
-	    setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1 ||
-	    sendto(nl, &req, sizeof(req), 0, (struct sockaddr *)&sa,
-	    sizeof(sa)) != (ssize_t)sizeof(req) ||
-	    diag_answer(nl, &cl, &m) != 0)
-		goto out;
+	if (sendto(nl, &req, sizeof(req), 0, (struct sockaddr *)&sa,
+	    sizeof(sa)) == (ssize_t)sizeof(req))
+		r = diag_answer(nl, req.h.nlmsg_seq, &req.r, &m);
+	if (r == -1) {
+		close(diag_fd);
+		diag_fd = -1;
+	}
+	if (r != 0)
+		return;
 	if (m.idiag_inode == 0 || m.idiag_state == TCP_TIME_WAIT ||
 	    m.idiag_state == TCP_LISTEN || m.idiag_state == TCP_SYN_RECV)
-		goto out;
+		return;
 	p->uid = m.idiag_uid;
 	p->inode = m.idiag_inode;
- out:
-	if (nl != -1)
-		close(nl);
 }
 
 /* Does process dir pfd (/proc/PID) hold the socket named want? */

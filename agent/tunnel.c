@@ -712,6 +712,7 @@ refuse(struct conn *c, struct listener *ln, int fd)
 	log_warn("conn %lu (%s): refused: uid %s (program %s, pid %s) is not "
 	    "allowed on %s (%s)", c->id, rt->cfg->name, uid,
 	    p->exe[0] ? p->exe : "?", pid, ln->addr, rule);
+	log_info("conn %lu (%s): closed: refused", c->id, rt->cfg->name);
 	rt->stats.accepted++;
 	rt->stats.failed[TFAIL_DENIED]++;
 	close(fd);
