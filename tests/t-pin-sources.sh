@@ -89,3 +89,46 @@ out=$("$P11AGENT" tokens -m "$FAULT" --pin fd:4 4<"$TOK/pin" 2>&1) ||
 grep -q "key:" <<<"$out" || fail "tokens --pin fd:4 listed no keys: $out"
 [ "$(logins)" = 1 ] || fail "C_Login calls: $(logins), wanted 1"
 ok "tokens --pin fd:4 logs in with the PIN from the descriptor"
+
+# ---- pin = systemd-ask-password (a stand-in on PATH)
+mkdir -p "$T/bin" "$T/bin-no"
+cat >"$T/bin/systemd-ask-password" <<EOT
+#!/bin/sh
+printf '%s\n' "\$@" >"$T/ask.args"
+ls -l /proc/\$\$/fd/ >"$T/ask.fds" 2>&1
+[ -e /proc/\$\$/fd/3 ] && echo "fd 3 open" >>"$T/ask.fds"
+env >"$T/ask.env"
+cat "$TOK/pin"
+EOT
+cat >"$T/bin-no/systemd-ask-password" <<'EOT'
+#!/bin/sh
+exit 1
+EOT
+chmod +x "$T/bin/systemd-ask-password" "$T/bin-no/systemd-ask-password"
+conf systemd-ask-password
+: >"$T/calls.log"
+out=$(PATH=$T/bin:$PATH "$P11AGENT" check -c "$T/agent.conf" 2>&1) ||
+    fail "check with systemd-ask-password: $out"
+grep -q "identity ec: ok" <<<"$out" || fail "check did not sign: $out"
+[ "$(logins)" = 1 ] || fail "C_Login calls: $(logins), wanted 1"
+grep -qx "PIN for token '$P11TEST_TOKEN' (serial .*):" "$T/ask.args" ||
+    fail "the prompt does not name the token: $(cat "$T/ask.args")"
+grep -qx -- "--timeout=[1-9][0-9]*" "$T/ask.args" ||
+    fail "no --timeout: $(cat "$T/ask.args")"
+grep -q "fd 3 open" "$T/ask.fds" && fail "the program got descriptor 3: $(cat "$T/ask.fds")"
+grep -q ' 0 -> /dev/null' "$T/ask.fds" || fail "stdin is not /dev/null: $(cat "$T/ask.fds")"
+grep -q '^P11FAULT' "$T/ask.env" && fail "the program got the helper's environment"
+ok "pin = systemd-ask-password: the helper asks with the token's label, reads the PIN, logs in once"
+
+: >"$T/calls.log"
+out=$(PATH=$T/bin-no:$PATH "$P11AGENT" check -c "$T/agent.conf" 2>&1) &&
+    fail "check passed with a cancelled systemd-ask-password"
+grep -q "systemd-ask-password gave no PIN (cancelled or timed out)" <<<"$out" ||
+    fail "no clear error: $out"
+[ "$(logins)" = 0 ] || fail "C_Login without a PIN"
+out=$(PATH=$T/empty "$P11AGENT" check -c "$T/agent.conf" 2>&1) &&
+    fail "check passed without systemd-ask-password"
+grep -q "not on PATH; install systemd or choose another pin source" <<<"$out" ||
+    fail "no clear error for a missing program: $out"
+[ "$(logins)" = 0 ] || fail "C_Login without a PIN"
+ok "systemd-ask-password cancelled or missing: a clear error, no C_Login"
