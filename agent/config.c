@@ -258,6 +258,20 @@ set_str(struct parser *p, const char *key, char **dst, const char *v)
 	return 1;
 }
 
+/* "fd:N" with N a decimal descriptor number from 3 to 65535. */
+static int
+pin_fd_ok(const char *v)
+{
+	char	*end;
+	long	 n;
+
+	if (strncmp(v, "fd:", 3) != 0 || v[3] < '0' || v[3] > '9')
+		return 0;
+	errno = 0;
+	n = strtol(v + 3, &end, 10);
+	return errno == 0 && *end == '\0' && n >= 3 && n <= 65535;
+}
+
 static int
 identity_key(struct parser *p, enum keyword kw, const char *key,
     const char *v)
@@ -276,10 +290,11 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		return set_str(p, key, &id->cert, v);
 	case K_PIN:
 		if (strncmp(v, "file:/", 6) != 0 && strncmp(v, "env:", 4) !=
+		    0 && !pin_fd_ok(v) && strcmp(v, "systemd-ask-password") !=
 		    0 && strcmp(v, "none") != 0)
 			return perr(p, p->line, "[%s] pin: '%s' must be "
-			    "file:/ABSOLUTE/PATH, env:NAME or none",
-			    p->secname, v);
+			    "file:/ABSOLUTE/PATH, env:NAME, fd:N (N >= 3), "
+			    "systemd-ask-password or none", p->secname, v);
 		return set_str(p, key, &id->pin, v);
 	case K_MODULE:
 		if (v[0] != '/')
@@ -696,6 +711,7 @@ config_free(struct config *cfg)
 		free(id->key);
 		free(id->cert);
 		free(id->pin);
+		free(id->pin_src);
 		free(id->module);
 		free(id);
 	}

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
@@ -37,7 +38,8 @@
 #define PROBE_TIMEOUT_MS	6000	/* a registry module that hangs */
 #define RESTART_MIN_MS		1000
 #define RESTART_MAX_MS		60000
-#define PIN_ENV_MAX		(64 + 256 + 2)	/* NAME=PIN */
+#define PIN_MAX_LEN		256
+#define PIN_ENV_MAX		(64 + PIN_MAX_LEN + 2)	/* NAME=PIN */
 
 static int
 same_module(const char *a, const char *b)
@@ -61,27 +63,75 @@ pin_env_free(struct agent *a)
 {
 	int	 i;
 
-	for (i = 0; i < a->npin_env; i++) {
-		OPENSSL_cleanse(a->pin_env[i], PIN_ENV_MAX);
-		munlock(a->pin_env[i], PIN_ENV_MAX);
-		free(a->pin_env[i]);
-	}
+	for (i = 0; i < a->npin_env; i++)
+		identity_pin_kv_free(a->pin_env[i]);
 	free(a->pin_env);
 	a->pin_env = NULL;
 	a->npin_env = 0;
+}
+
+/* A locked "NAME=VALUE" buffer; NULL when out of memory. */
+static char *
+pin_kv_new(const char *name, const char *val, size_t len)
+{
+	char	*kv;
+
+	if ((kv = calloc(1, PIN_ENV_MAX)) == NULL)
+		return NULL;
+	if (mlock(kv, PIN_ENV_MAX) == -1)
+		log_debug("mlock: %s (the PIN may be swapped)",
+		    strerror(errno));
+	snprintf(kv, PIN_ENV_MAX, "%s=%.*s", name, (int)len, val);
+	return kv;
+}
+
+void
+identity_pin_kv_free(char *kv)
+{
+	if (kv == NULL)
+		return;
+	OPENSSL_cleanse(kv, PIN_ENV_MAX);
+	munlock(kv, PIN_ENV_MAX);
+	free(kv);
+}
+
+static int
+pin_env_has(struct agent *a, const char *name)
+{
+	size_t	 len = strlen(name);
+	int	 i;
+
+	for (i = 0; i < a->npin_env; i++)
+		if (strncmp(a->pin_env[i], name, len) == 0 &&
+		    a->pin_env[i][len] == '=')
+			return 1;
+	return 0;
+}
+
+static int
+pin_env_add(struct agent *a, char *kv)
+{
+	char	**v;
+
+	if ((v = reallocarray(a->pin_env, a->npin_env + 2,
+	    sizeof(*v))) == NULL) {
+		identity_pin_kv_free(kv);
+		return P11A_ERR_NOMEM;
+	}
+	a->pin_env = v;
+	v[a->npin_env++] = kv;
+	v[a->npin_env] = NULL;
+	return 0;
 }
 
 /* Moves one env:NAME PIN into a locked buffer and out of the environment. */
 static int
 pin_env_take(struct agent *a, const char *name)
 {
-	char	**v, *kv, *val;
-	int	  i;
+	char	*kv, *val;
 
-	for (i = 0; i < a->npin_env; i++)
-		if (strncmp(a->pin_env[i], name, strlen(name)) == 0 &&
-		    a->pin_env[i][strlen(name)] == '=')
-			return 0;	/* two identities, one variable */
+	if (pin_env_has(a, name))
+		return 0;	/* two identities, one variable */
 	if ((val = getenv(name)) == NULL)
 		return 0;	/* the helper will say it is not set */
 	if (strlen(name) + strlen(val) + 2 > PIN_ENV_MAX) {
@@ -89,22 +139,113 @@ pin_env_take(struct agent *a, const char *name)
 		    name);
 		return P11A_ERR_PIN_SOURCE;
 	}
-	if ((v = reallocarray(a->pin_env, a->npin_env + 2,
-	    sizeof(*v))) == NULL)
+	if ((kv = pin_kv_new(name, val, strlen(val))) == NULL)
 		return P11A_ERR_NOMEM;
-	a->pin_env = v;
-	if ((kv = malloc(PIN_ENV_MAX)) == NULL)
-		return P11A_ERR_NOMEM;
-	if (mlock(kv, PIN_ENV_MAX) == -1)
-		log_debug("mlock: %s (the PIN may be swapped)",
-		    strerror(errno));
-	snprintf(kv, PIN_ENV_MAX, "%s=%s", name, val);
 	/* the bytes of the original environment too (/proc/PID/environ) */
 	OPENSSL_cleanse(val, strlen(val));
 	unsetenv(name);
-	v[a->npin_env++] = kv;
-	v[a->npin_env] = NULL;
+	return pin_env_add(a, kv);
+}
+
+/* The fd of "fd:N", or -1. */
+static int
+pin_fd_number(const char *source)
+{
+	char	*end;
+	long	 n;
+
+	if (strncmp(source, "fd:", 3) != 0 || source[3] < '0' ||
+	    source[3] > '9')
+		return -1;
+	errno = 0;
+	n = strtol(source + 3, &end, 10);
+	if (errno != 0 || *end != '\0' || n < 3 || n > 65535)
+		return -1;
+	return (int)n;
+}
+
+/* Reads one PIN line (at most 256 bytes and a newline) from fd. */
+static int
+pin_fd_read(int fd, char *buf, size_t bufsz, size_t *lenp, const char *who)
+{
+	ssize_t	 n;
+	size_t	 len = 0;
+
+	while (len < bufsz && (len == 0 || buf[len - 1] != '\n')) {
+		if ((n = read(fd, buf + len, bufsz - len)) == -1 &&
+		    errno == EINTR)
+			continue;
+		if (n == -1) {
+			log_err("%s: cannot read file descriptor %d: %s "
+			    "(is it open? e.g. %d<FILE)", who, fd,
+			    strerror(errno), fd);
+			return P11A_ERR_PIN_SOURCE;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	if (len == 0 || len > PIN_MAX_LEN) {
+		log_err("%s: file descriptor %d %s", who, fd, len == 0 ?
+		    "gave no PIN (end of file before any data)" :
+		    "gave a PIN longer than 256 bytes");
+		return P11A_ERR_PIN_SOURCE;
+	}
+	*lenp = len;
 	return 0;
+}
+
+int
+identity_pin_fd(const char *source, const char *who, char **kvp,
+    char **srcp)
+{
+	char	 buf[PIN_MAX_LEN + 2], name[32], *kv = NULL, *src = NULL;
+	size_t	 len;
+	int	 fd, r;
+
+	if ((fd = pin_fd_number(source)) == -1) {
+		log_err("%s: '%s' is not fd:N with N >= 3", who, source);
+		return P11A_ERR_PIN_SOURCE;
+	}
+	snprintf(name, sizeof(name), "P11AGENT_PIN_FD_%d", fd);
+	r = pin_fd_read(fd, buf, sizeof(buf), &len, who);
+	(void)close(fd);
+	if (r != 0)
+		goto out;
+	if ((kv = pin_kv_new(name, buf, len)) == NULL ||
+	    asprintf(&src, "env:%s", name) == -1) {
+		src = NULL;
+		r = P11A_ERR_NOMEM;
+		goto out;
+	}
+	*kvp = kv;
+	*srcp = src;
+	kv = src = NULL;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	identity_pin_kv_free(kv);
+	free(src);
+	return r;
+}
+
+/* pin = fd:N: read once, then an env: PIN under P11AGENT_PIN_FD_N. */
+static int
+pin_fd_take(struct agent *a, struct cfg_identity *c)
+{
+	char	 who[128], name[32], *kv = NULL;
+	int	 r;
+
+	snprintf(name, sizeof(name), "P11AGENT_PIN_FD_%d",
+	    pin_fd_number(c->pin));
+	if (pin_env_has(a, name))
+		return asprintf(&c->pin_src, "env:%s", name) == -1 ?
+		    (c->pin_src = NULL, P11A_ERR_NOMEM) : 0;
+	snprintf(who, sizeof(who), "identity %s: pin = %s", c->name, c->pin);
+	if ((r = identity_pin_fd(c->pin, who, &kv, &c->pin_src)) != 0)
+		return r;
+	return pin_env_add(a, kv);
 }
 
 int
@@ -113,11 +254,24 @@ identity_take_env_pins(struct agent *a)
 	struct cfg_identity	*c;
 	int			 r;
 
-	for (c = a->cfg->identities; c != NULL; c = c->next)
-		if (c->pin != NULL && strncmp(c->pin, "env:", 4) == 0 &&
+	for (c = a->cfg->identities; c != NULL; c = c->next) {
+		if (c->pin == NULL)
+			continue;
+		if (strncmp(c->pin, "env:", 4) == 0 &&
 		    (r = pin_env_take(a, c->pin + 4)) != 0)
 			return r;
+		if (strncmp(c->pin, "fd:", 3) == 0 &&
+		    (r = pin_fd_take(a, c)) != 0)
+			return r;
+	}
 	return 0;
+}
+
+/* The PIN source the helper is given: env:NAME for fd:N. */
+static const char *
+pin_source(const struct cfg_identity *c)
+{
+	return c->pin_src != NULL ? c->pin_src : c->pin;
 }
 
 /* The PIN variables of the identities on this module, for its helper. */
@@ -125,6 +279,7 @@ static char **
 pin_env_for(struct agent *a, const char *module)
 {
 	struct cfg_identity	*c;
+	const char		 *src;
 	char			**env;
 	size_t			  n = 0, len;
 	int			  i;
@@ -133,11 +288,12 @@ pin_env_for(struct agent *a, const char *module)
 		return NULL;
 	for (i = 0; i < a->npin_env; i++)
 		for (c = a->cfg->identities; c != NULL; c = c->next) {
-			if (c->pin == NULL || strncmp(c->pin, "env:", 4) != 0 ||
+			src = pin_source(c);
+			if (src == NULL || strncmp(src, "env:", 4) != 0 ||
 			    !same_module(c->module, module))
 				continue;
-			len = strlen(c->pin + 4);
-			if (strncmp(a->pin_env[i], c->pin + 4, len) == 0 &&
+			len = strlen(src + 4);
+			if (strncmp(a->pin_env[i], src + 4, len) == 0 &&
 			    a->pin_env[i][len] == '=') {
 				env[n++] = a->pin_env[i];
 				break;
@@ -365,7 +521,7 @@ open_send(struct agent *a, struct identity *id)
 	int			 r;
 
 	pbuf_init(&req);
-	helper_put_open(&req, c->key, c->cert, c->pin);
+	helper_put_open(&req, c->key, c->cert, pin_source(c));
 	r = helper_request(id->mod->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 	    opened, id);
 	pbuf_clear(&req);
@@ -965,7 +1121,8 @@ restart(struct agent *a, struct module_rt *s)
 		ro->mod = s;
 		ro->id = id;
 		pbuf_init(&req);
-		helper_put_open(&req, id->cfg->key, id->cfg->cert, id->cfg->pin);
+		helper_put_open(&req, id->cfg->key, id->cfg->cert,
+		    pin_source(id->cfg));
 		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 		    reopened, ro) == 0)
 			s->reopening++;

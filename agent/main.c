@@ -284,7 +284,7 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	struct helper		*h = NULL;
 	struct helper_opts	 o;
 	struct pbuf		 req, reply;
-	char			 err[1024];
+	char			 err[1024], *env[2] = { NULL, NULL }, *src = NULL;
 	int			 r;
 
 	pbuf_init(&req);
@@ -293,8 +293,18 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	o.module = module;
 	o.allow = (char *const *)&module;	/* named right here: allowed */
 	o.nallow = module != NULL;
-	if (helper_start(&o, &h, err, sizeof(err)) != 0) {
+	/* --pin fd:N: read here, given to the helper as an env: PIN */
+	if (pin != NULL && strncmp(pin, "fd:", 3) == 0) {
+		if (identity_pin_fd(pin, "--pin", &env[0], &src) != 0)
+			return 1;
+		o.env = env;
+		pin = src;
+	}
+	r = helper_start(&o, &h, err, sizeof(err));
+	identity_pin_kv_free(env[0]);	/* the helper has its copy */
+	if (r != 0) {
 		log_err("%s", err);
+		free(src);
 		return 1;
 	}
 	pbuf_put_str(&req, pin);
@@ -306,6 +316,7 @@ cmd_tokens(const char *module, const char *pin, const char *filter)
 	pbuf_clear(&req);
 	pbuf_clear(&reply);
 	helper_free(h);
+	free(src);
 	return r != 0;
 }
 

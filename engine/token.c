@@ -489,6 +489,7 @@ find_token(struct token_ctx *ctx, P11KitUri *uri, const char *uristr,
 	k->slot = c.slot;
 	k->flags = c.ti.flags;
 	memcpy(k->label, c.ti.label, sizeof(c.ti.label));
+	memcpy(k->serial, c.ti.serialNumber, sizeof(k->serial));
 	return 0;
 }
 
@@ -561,11 +562,13 @@ int
 token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 {
 	struct pin	*pin = NULL;
-	char		 name[33], err[512];
+	struct pin_ask	 ask;
+	char		 name[33], serial[17], err[512];
 	CK_RV		 rv;
 	int		 r;
 
 	token_label(k->label, name);
+	TOKEN_UNPAD(k->serial, serial);
 	if (!(k->flags & CKF_LOGIN_REQUIRED))
 		return 0;
 	if (k->flags & CKF_USER_PIN_LOCKED) {
@@ -585,13 +588,16 @@ token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 		    "source and start p11agent again", name);
 		return P11A_ERR_PIN_INCORRECT;
 	}
-	if ((r = pin_read(source, &pin, err, sizeof(err))) != 0) {
+	memset(&ask, 0, sizeof(ask));
+	ask.label = name;
+	ask.serial = serial;
+	if ((r = pin_ask(source, &ask, &pin, err, sizeof(err))) != 0) {
 		token_seterr(ctx, 0, "token '%s': %s", name, err);
 		return r;
 	}
 	if (pin == NULL && !(k->flags & CKF_PROTECTED_AUTHENTICATION_PATH)) {
 		token_seterr(ctx, 0, "token '%s' needs a PIN: set pin = "
-		    "file:PATH or env:NAME", name);
+		    "file:PATH, env:NAME, fd:N or systemd-ask-password", name);
 		return P11A_ERR_PIN_SOURCE;
 	}
 	rv = k->mod->C_Login(k->session, CKU_USER,

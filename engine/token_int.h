@@ -14,6 +14,7 @@ struct token_key {
 	CK_SLOT_ID		 slot;
 	CK_FLAGS		 flags;		/* token flags at open */
 	CK_UTF8CHAR		 label[32];
+	CK_CHAR			 serial[16];
 	CK_SESSION_HANDLE	 session;
 	CK_OBJECT_HANDLE	 obj;
 	CK_KEY_TYPE		 keytype;

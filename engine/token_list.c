@@ -234,6 +234,7 @@ list_token(struct token_ctx *ctx, size_t i, CK_SLOT_ID slot,
 	k.slot = slot;
 	k.flags = ti.flags;
 	memcpy(k.label, ti.label, sizeof(k.label));
+	memcpy(k.serial, ti.serialNumber, sizeof(k.serial));
 	if (m->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
 	    &k.session) != CKR_OK)
 		return;

@@ -15,6 +15,11 @@
  *				0x20000, CKF_USER_PIN_FINAL_TRY)
  *   P11FAULT_SLOT_DESC		if set (even empty), replaces every slot's
  *				description
+ *   P11FAULT_PINPAD_PIN	a PIN pad: C_GetTokenInfo reports
+ *				CKF_PROTECTED_AUTHENTICATION_PATH and a
+ *				C_Login with a NULL PIN is forwarded with
+ *				this value, as if typed on the reader (the
+ *				log says "pin=NULL")
  *
  * PIN bytes and attribute values are never logged.
  */
@@ -107,6 +112,7 @@ static char		 absentpath[PATH_MAX];
 static int		 was_absent;
 static CK_FLAGS		 extra_flags;
 static const char	*slot_desc;	/* NULL: the real one */
+static const char	*pinpad_pin;	/* NULL: no PIN pad */
 
 /*
  * Configuration.
@@ -259,6 +265,7 @@ setup(void)
 		extra_flags = (CK_FLAGS)v;
 	}
 	slot_desc = getenv("P11FAULT_SLOT_DESC");
+	pinpad_pin = getenv("P11FAULT_PINPAD_PIN");
 	absentpath[0] = '\0';
 	was_absent = 0;
 	if ((s = getenv("P11FAULT_TOKEN_ABSENT_FILE")) != NULL &&
@@ -495,9 +502,21 @@ token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 	CK_RV	 rv;
 
 	rv = real->C_GetTokenInfo(slot, info);
-	if (rv == CKR_OK && info != NULL)
+	if (rv == CKR_OK && info != NULL) {
 		info->flags |= extra_flags;
+		if (pinpad_pin != NULL)
+			info->flags |= CKF_PROTECTED_AUTHENTICATION_PATH;
+	}
 	return rv;
+}
+
+static CK_RV
+login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_BYTE_PTR p, CK_ULONG pl)
+{
+	if (p == NULL && pinpad_pin != NULL)
+		return real->C_Login(h, u, (CK_BYTE_PTR)pinpad_pin,
+		    strlen(pinpad_pin));
+	return real->C_Login(h, u, p, pl);
 }
 
 static CK_RV
@@ -681,8 +700,9 @@ FWD(C_GetSessionInfo, F_SESS, (SH h, CK_SESSION_INFO_PTR i), NODET, (h, i))
 FWD(C_GetOperationState, F_SESS, (SH h, BP s, UP l), NODET, (h, s, l))
 FWD(C_SetOperationState, F_SESS, (SH h, BP s, CK_ULONG l, OH e, OH a),
     NODET, (h, s, l, e, a))
-FWD(C_Login, F_SESS, (SH h, CK_USER_TYPE u, BP p, CK_ULONG pl),
-    det_add(&c, " user=%lu pinlen=%lu", u, pl), (h, u, p, pl))
+WRAP(C_Login, F_SESS, (SH h, CK_USER_TYPE u, BP p, CK_ULONG pl),
+    p == NULL ? det_add(&c, " user=%lu pin=NULL", u) :
+    det_add(&c, " user=%lu pinlen=%lu", u, pl), login(h, u, p, pl))
 FWD(C_Logout, F_SESS, (SH h), NODET, (h))
 FWD(C_CreateObject, F_SESS, (SH h, CK_ATTRIBUTE_PTR t, CK_ULONG n, OH *o),
     ATTRS(t, n), (h, t, n, o))

@@ -23,7 +23,8 @@ struct cfg_identity {
 	char			*key;		/* pkcs11: URI of the private key */
 	int			 key_line;
 	char			*cert;		/* URI or file; NULL: same CKA_ID */
-	char			*pin;		/* PIN source */
+	char			*pin;		/* PIN source, as written */
+	char			*pin_src;	/* the agent's: fd:N as env: */
 	char			*module;	/* module path; NULL: p11-kit */
 	int			 sign_timeout;	/* seconds */
 	struct cfg_identity	*next;

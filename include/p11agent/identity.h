@@ -63,12 +63,22 @@ struct identity {
 };
 
 /*
- * Moves the PINs of pin = env:NAME into the agent's locked memory and out
+ * Moves the PINs of pin = env:NAME (and reads those of pin = fd:N) into the agent's locked memory and out
  * of its environment (the bytes are wiped too); each module's helper
  * gets the variables of its identities in its own environment.  Call it
  * first, before any helper starts.
  */
 int	 identity_take_env_pins(struct agent *);
+/*
+ * pin = fd:N and --pin fd:N: reads one PIN line from descriptor N and
+ * closes it; *kv is a locked "P11AGENT_PIN_FD_N=PIN" for a helper's
+ * environment (free with identity_pin_kv_free, which wipes it), *src the
+ * source to give that helper ("env:P11AGENT_PIN_FD_N").  Errors are
+ * logged, prefixed with who.
+ */
+int	 identity_pin_fd(const char *source, const char *who, char **kv,
+	    char **src);
+void	 identity_pin_kv_free(char *);
 /*
  * Starts opening every identity a tunnel uses, from the event loop; cb
  * runs once all have answered (failed: one or more could not be opened,

@@ -47,8 +47,8 @@ void	 token_clear_error(struct token_ctx *);
  * Opens the key named by key_uri: finds its token (exactly one token must
  * be a candidate, see token_probe; otherwise no PIN is sent anywhere and
  * the message names the candidates), logs in with the PIN from
- * pin_source ("file:PATH", "env:NAME", "none"), finds the private key,
- * and, unless cert_uri is "none", the certificate (cert_uri, or the one
+ * pin_source ("file:PATH", "env:NAME", "systemd-ask-password", "none"),
+ * finds the private key, and, unless cert_uri is "none", the certificate (cert_uri, or the one
  * with the key's CKA_ID when cert_uri is NULL).  The key stays owned by
  * the context.
  */
@@ -94,6 +94,21 @@ struct pin {
 	size_t	 len;
 };
 int	 pin_read(const char *source, struct pin **, char *err, size_t errlen);
+/* What an interactive source (systemd-ask-password) tells the user. */
+struct pin_ask {
+	const char	*label;		/* the token's label */
+	const char	*serial;	/* and serial number */
+	int		 timeout;	/* seconds; 0: PIN_ASK_TIMEOUT */
+};
+/* Under the agent's 60 s OPEN deadline: the helper answers first. */
+#define PIN_ASK_TIMEOUT	50
+/*
+ * pin_read, and "systemd-ask-password": runs that program from PATH (no
+ * descriptors but stdin /dev/null, stdout a pipe, stderr) with a prompt
+ * naming the token, reads one line, and kills it after the timeout.
+ */
+int	 pin_ask(const char *source, const struct pin_ask *, struct pin **,
+	    char *err, size_t errlen);
 void	 pin_free(struct pin *);
 
 #endif

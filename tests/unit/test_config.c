@@ -240,6 +240,49 @@ test_missing_file(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/agent.conf: No such"));
 }
 
+/* pin = SOURCE in an otherwise good file: 0 or the error */
+static int
+load_pin(const char *pin, char *err, size_t errlen)
+{
+	struct config	*cfg = NULL;
+	char		 text[1024];
+	int		 r;
+
+	snprintf(text, sizeof(text), "[identity a]\nkey = pkcs11:token=x\n"
+	    "pin = %s\n[tunnel t]\nlisten = tcp:127.0.0.1:1\nconnect = h:1\n"
+	    "identity = a\n", pin);
+	if ((r = config_load(test_write("pin.conf", text, 0644), &cfg, err,
+	    errlen)) == 0) {
+		CU_ASSERT_STRING_EQUAL(cfg->identities->pin, pin);
+		CU_ASSERT_PTR_NULL(cfg->identities->pin_src);
+	}
+	config_free(cfg);
+	return r;
+}
+
+static void
+test_pin_sources(void)
+{
+	static const char	*good[] = { "fd:3", "fd:9", "fd:65535",
+	    "systemd-ask-password", "env:PIN", "file:/p", "none" };
+	static const char	*bad[] = { "fd:", "fd:2", "fd:0", "fd:-4",
+	    "fd:3x", "fd:65536", "fd: 3", "fd:99999999999999999999",
+	    "systemd-ask-password:x", "systemd", "FD:3" };
+	char			 err[CONFIG_MAX_ERR];
+	size_t			 i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		CU_ASSERT_EQUAL(load_pin(good[i], err, sizeof(err)), 0);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CU_ASSERT_EQUAL(load_pin(bad[i], err, sizeof(err)),
+		    P11A_ERR_CONFIG);
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "pin.conf:3:"));
+		CU_ASSERT_PTR_NOT_NULL(strstr(err, "fd:N (N >= 3), "
+		    "systemd-ask-password or none"));
+	}
+}
+
 static void
 test_hostport(void)
 {
@@ -266,7 +309,9 @@ suite_config(void)
 	    CU_add_test(s, "allow-users, allow-groups", test_allow) == NULL ||
 	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
-	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL)
+	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL ||
+	    CU_add_test(s, "pin = fd:N, systemd-ask-password",
+	    test_pin_sources) == NULL)
 		return -1;
 	return 0;
 }

@@ -3,8 +3,10 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "p11agent/error.h"
 #include "p11agent/token.h"
@@ -79,6 +81,62 @@ test_env_and_bad(void)
 	    P11A_ERR_PIN_SOURCE);
 }
 
+/* pin_ask with a stand-in systemd-ask-password running script */
+static int
+ask(const char *script, int timeout, struct pin **p, char *err, size_t len)
+{
+	struct pin_ask	 a = { "tok", "0123", timeout };
+	char		*old, path[1200];
+	int		 r;
+
+	test_write("systemd-ask-password", script, 0755);
+	old = strdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+	snprintf(path, sizeof(path), "%s:/usr/bin:/bin", test_dir);
+	setenv("PATH", path, 1);
+	r = pin_ask("systemd-ask-password", &a, p, err, len);
+	setenv("PATH", old, 1);
+	free(old);
+	return r;
+}
+
+static void
+test_ask(void)
+{
+	struct pin	*p = NULL;
+	char		 err[512];
+	time_t		 t0;
+
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\n"
+	    "[ \"$2\" = \"--timeout=7\" ] || exit 2\n"
+	    "[ \"$3\" = \"PIN for token 'tok' (serial 0123):\" ] || exit 3\n"
+	    "echo 98765\n", 7, &p, err, sizeof(err)), 0);
+	CU_ASSERT(p != NULL && strcmp(p->value, "98765") == 0 && p->len == 5);
+	pin_free(p);
+	p = NULL;
+	/* cancelled, empty, too long */
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\necho 1234; exit 1\n", 5, &p, err,
+	    sizeof(err)), P11A_ERR_PIN_SOURCE);
+	CU_ASSERT_PTR_NULL(p);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "gave no PIN (cancelled"));
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\necho\n", 5, &p, err, sizeof(err)),
+	    P11A_ERR_PIN_SOURCE);
+	CU_ASSERT_PTR_NULL(p);
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\nhead -c 300 /dev/zero | tr '\\0' x\n",
+	    5, &p, err, sizeof(err)), P11A_ERR_PIN_SOURCE);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "longer than 256"));
+	CU_ASSERT_PTR_NULL(p);
+	/* a program that never answers is killed after its timeout (+2 s) */
+	t0 = time(NULL);
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\nexec sleep 100\n", 1, &p, err,
+	    sizeof(err)), P11A_ERR_PIN_SOURCE);
+	CU_ASSERT(time(NULL) - t0 <= 5);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "gave no PIN"));
+	CU_ASSERT_PTR_NULL(p);
+	/* other sources go to pin_read */
+	CU_ASSERT_EQUAL(pin_ask("none", NULL, &p, err, sizeof(err)), 0);
+	CU_ASSERT_PTR_NULL(p);
+}
+
 int
 suite_pin(void)
 {
@@ -87,7 +145,8 @@ suite_pin(void)
 	if (s == NULL ||
 	    CU_add_test(s, "file source", test_file) == NULL ||
 	    CU_add_test(s, "file with loose mode", test_loose_mode) == NULL ||
-	    CU_add_test(s, "env and bad sources", test_env_and_bad) == NULL)
+	    CU_add_test(s, "env and bad sources", test_env_and_bad) == NULL ||
+	    CU_add_test(s, "systemd-ask-password", test_ask) == NULL)
 		return -1;
 	return 0;
 }
