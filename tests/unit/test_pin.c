@@ -127,7 +127,7 @@ test_ask(void)
 	CU_ASSERT_PTR_NULL(p);
 	/* a program that never answers is killed after its timeout (+2 s) */
 	t0 = time(NULL);
-	CU_ASSERT_EQUAL(ask("#!/bin/sh\nexec sleep 100\n", 1, &p, err,
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\nexec tail -f /dev/null\n", 1, &p, err,
 	    sizeof(err)), P11A_ERR_PIN_SOURCE);
 	CU_ASSERT(time(NULL) - t0 <= 5);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "gave no PIN"));
