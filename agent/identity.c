@@ -382,6 +382,7 @@ static void
 module_remove(struct module_rt *s)
 {
 	struct agent	*a = s->agent;
+	pid_t		 pid;
 	int		 i;
 
 	for (i = 0; i < a->nmods && a->mods[i] != s; i++)
@@ -393,7 +394,12 @@ module_remove(struct module_rt *s)
 	a->nmods--;
 	loop_set(&s->w, 0);
 	loop_set(&s->pw, 0);
-	helper_discard(s->helper);
+	pid = helper_pid(s->helper);
+	log_debug("token helper for %s (pid %d): no identity needs it; "
+	    "stopping it", module_name(s), (int)pid);
+	if (helper_discard(s->helper))
+		log_debug("token helper (pid %d), not needed, is gone",
+		    (int)pid);
 	free(s->module);
 	free(s->registry_name);
 	free(s);
@@ -1136,9 +1142,12 @@ void
 helpers_tick(struct agent *a, long now)
 {
 	struct module_rt	*s;
+	pid_t			 gone[8];
 	int			 i;
 
-	helper_reap_orphans();
+	for (i = helper_reap_orphans(gone, 8); i > 0; i--)
+		log_debug("token helper (pid %d), not needed, is gone",
+		    (int)gone[i - 1]);
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
 		if (s->dead) {

@@ -600,36 +600,44 @@ helper_stop_all(struct helper *const *hs, int nh)
 /* Processes of discarded helpers, reaped by helper_reap_orphans(). */
 static struct child	*orphans;
 
-void
+int
 helper_discard(struct helper *h)
 {
 	struct child	*c;
+	int		 gone;
 
 	if (h == NULL)
-		return;
+		return 1;
 	helper_fail_all(h, P11A_ERR_CLOSED);
 	close_channel(h);
 	retire(h);		/* killed; it held nothing of ours */
+	gone = h->old == NULL;
 	while ((c = h->old) != NULL) {
 		h->old = c->next;
 		c->next = orphans;
 		orphans = c;
 	}
 	helper_release(h);
+	return gone;
 }
 
-void
-helper_reap_orphans(void)
+int
+helper_reap_orphans(pid_t *pids, int max)
 {
 	struct child	**pp, *c;
+	pid_t		  pid;
+	int		  n = 0;
 
-	for (pp = &orphans; (c = *pp) != NULL;) {
+	for (pp = &orphans; (c = *pp) != NULL && n < max;) {
+		pid = c->pid;
 		if (reap(c)) {
 			*pp = c->next;
 			free(c);
+			pids[n++] = pid;
 		} else
 			pp = &c->next;
 	}
+	return n;
 }
 
 void

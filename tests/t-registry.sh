@@ -30,6 +30,7 @@ EOT
 } >"$T/agent.conf"
 
 begin=$(date +%s%N)
+log_mark
 start_agent "$T/agent.conf" || fail "the agent did not start"
 ms=$(( ($(date +%s%N) - begin) / 1000000 ))
 [ "$ms" -lt 10000 ] || fail "the identity took $ms ms to open"
@@ -40,7 +41,12 @@ agent_log_has "identity reg: token '$P11TEST_TOKEN' .* in softhsm2" ||
 out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
     --expect-subject CN=p11agent-test-ec) || fail "through the tunnel: $out"
 ok "opened in $ms ms with opensc-pkcs11 hung; $(grep 'no answer to' "$T/agent.log" | head -n 1)"
-# only the helper of the module that holds the token is left
+# only the helper of the module that holds the token is left, once the
+# others (killed when the lookup ended) are reaped
+pid=$(sed -n 's/.*token helper for opensc-pkcs11 (pid \([0-9]*\)): no identity needs it; stopping it/\1/p' "$T/agent.log" | head -n 1)
+[ -n "$pid" ] || fail "opensc-pkcs11's helper was not stopped"
+wait_log "token helper \(pid $pid\), not needed, is gone" ||
+    fail "opensc-pkcs11's helper (pid $pid) was not reaped"
 n=$(pgrep -P "$AGENT_PID" | wc -l)
 [ "$n" = 1 ] || fail "$n helpers are left, wanted 1"
 grep -q -- "-r softhsm2" "/proc/$(pgrep -P "$AGENT_PID")/cmdline" 2>/dev/null ||

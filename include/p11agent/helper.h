@@ -61,10 +61,11 @@ void	 helper_stop_all(struct helper *const *, int n);
 /* Stops the helper as helper_stop_all does (unless it did) and frees. */
 void	 helper_free(struct helper *);
 /* While the loop runs: kills the helper (one that is not needed) and
- * frees it at once; its process is reaped by helper_reap_orphans(),
- * which a timer calls, never waiting. */
-void	 helper_discard(struct helper *);
-void	 helper_reap_orphans(void);
+ * frees it at once; its process is reaped now (returns 1) or later by
+ * helper_reap_orphans(), which a timer calls, never waiting (0). */
+int	 helper_discard(struct helper *);
+/* Fills pids with up to max processes it reaped; returns how many. */
+int	 helper_reap_orphans(pid_t *pids, int max);
 int	 helper_fd(const struct helper *);
 pid_t	 helper_pid(const struct helper *);
 /* A pidfd of the helper process (readable once it exits), or -1. */
