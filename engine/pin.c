@@ -279,6 +279,13 @@ ask_wait(pid_t pid, long deadline, int kill_now)
 			return st;
 		}
 		close(pfdn);
+	} else if (!kill_now) {
+		/* no pidfd (an old kernel, valgrind): look every 20 ms */
+		while (now_ms() < deadline) {
+			if (waitpid(pid, &st, WNOHANG) == pid)
+				return st;
+			poll(NULL, 0, 20);
+		}
 	}
 	kill(pid, SIGKILL);
 	while (waitpid(pid, &st, 0) == -1 && errno == EINTR)
