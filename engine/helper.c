@@ -70,6 +70,15 @@ reply_error(uint32_t id, int code, struct token_ctx *ctx, const char *msg)
 	return r;
 }
 
+/* The reply to a request that built out: it when r is 0, else the error. */
+static int
+reply(uint32_t id, uint32_t type, int r, struct token_ctx *ctx,
+    const struct pbuf *out)
+{
+	return r == 0 ? proto_send(HELPER_FD, type, id, out) :
+	    reply_error(id, r, ctx, NULL);
+}
+
 static int
 do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
@@ -147,10 +156,8 @@ do_list(struct helper_state *h, uint32_t id, struct pbuf *in)
 	if (hreq_list(in, &q) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	pbuf_init(&out);
-	if ((r = token_list(h->ctx, q.pin_source, q.filter, &out)) == 0)
-		r = proto_send(HELPER_FD, PROTO_LIST_OK, id, &out);
-	else
-		r = reply_error(id, r, h->ctx, NULL);
+	r = token_list(h->ctx, q.pin_source, q.filter, &out);
+	r = reply(id, PROTO_LIST_OK, r, h->ctx, &out);
 	hreq_list_clear(&q);
 	pbuf_clear(&out);
 	return r;
@@ -166,10 +173,8 @@ do_modules(struct helper_state *h, uint32_t id, struct pbuf *in)
 	if (hreq_modules(in) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	pbuf_init(&out);
-	if ((r = token_modules(h->ctx, &out)) == 0)
-		r = proto_send(HELPER_FD, PROTO_MODULES_OK, id, &out);
-	else
-		r = reply_error(id, r, h->ctx, NULL);
+	r = reply(id, PROTO_MODULES_OK, token_modules(h->ctx, &out), h->ctx,
+	    &out);
 	pbuf_clear(&out);
 	return r;
 }
@@ -185,10 +190,8 @@ do_probe(struct helper_state *h, uint32_t id, struct pbuf *in)
 	if (hreq_probe(in, &q) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	pbuf_init(&out);
-	if ((r = token_probe(h->ctx, q.key_uri, &out)) == 0)
-		r = proto_send(HELPER_FD, PROTO_PROBE_OK, id, &out);
-	else
-		r = reply_error(id, r, h->ctx, NULL);
+	r = token_probe(h->ctx, q.key_uri, &out);
+	r = reply(id, PROTO_PROBE_OK, r, h->ctx, &out);
 	hreq_probe_clear(&q);
 	pbuf_clear(&out);
 	return r;
