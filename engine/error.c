@@ -35,6 +35,10 @@ p11a_strerror(int err)
 	case P11A_ERR_PERM:		return "unsafe file permissions";
 	case P11A_ERR_TOKEN_ABSENT:	return "token not present";
 	case P11A_ERR_BUSY:		return "too many requests in flight";
+	case P11A_ERR_PIN_CANCELLED:	return "the PIN dialog was cancelled";
+	case P11A_ERR_PIN_CHANGE:	return "the token wants its PIN changed";
+	case P11A_ERR_LOCKED:		return "the agent is locked";
+	case P11A_ERR_READ_ONLY:	return "the token refuses new objects";
 	}
 	return "unknown error";
 }

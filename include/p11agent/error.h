@@ -35,6 +35,10 @@ enum p11a_err {
 	P11A_ERR_PERM = -23,		/* file permissions unsafe */
 	P11A_ERR_TOKEN_ABSENT = -24,	/* the token is not present */
 	P11A_ERR_BUSY = -25,		/* too many requests in flight */
+	P11A_ERR_PIN_CANCELLED = -26,	/* the PIN dialog was cancelled */
+	P11A_ERR_PIN_CHANGE = -27,	/* the token wants a new PIN first */
+	P11A_ERR_LOCKED = -28,		/* the agent is locked */
+	P11A_ERR_READ_ONLY = -29,	/* the token refuses new objects */
 };
 
 const char *p11a_strerror(int err);

@@ -29,12 +29,23 @@ enum proto_type {
 	PROTO_LIST = 3,		/* list modules, tokens, keys, certs */
 	PROTO_MODULES = 4,	/* the modules loaded, none initialised */
 	PROTO_PROBE = 5,	/* the tokens a key URI could mean, no login */
+	PROTO_GENKEY = 6,	/* generate a key pair on the token */
+	PROTO_IMPORT = 7,	/* write certificates beside a key */
+	PROTO_LOGOUT = 8,	/* log every token out, wipe cached PINs */
+	PROTO_UNLOCK = 9,	/* clear refusals, log in again now */
+	/* unsolicited: helper -> agent, id 0 or the request it concerns */
+	PROTO_EVENT = 0x40,	/* a token went away or came back */
+	PROTO_BUSY = 0x41,	/* a request waits for the user (a dialog) */
 	/* replies: helper -> agent, same request id */
 	PROTO_OPEN_OK = 0x81,
 	PROTO_SIGN_OK = 0x82,
 	PROTO_LIST_OK = 0x83,
 	PROTO_MODULES_OK = 0x84,
 	PROTO_PROBE_OK = 0x85,
+	PROTO_GENKEY_OK = 0x86,
+	PROTO_IMPORT_OK = 0x87,
+	PROTO_LOGOUT_OK = 0x88,
+	PROTO_UNLOCK_OK = 0x89,
 	PROTO_ERROR = 0xff,
 };
 
