@@ -38,6 +38,7 @@
 #define KILL_WAIT_MS	500	/* for killed helpers to go */
 #define NOPIDFD_POLL_MS	20	/* re-check a child we have no pidfd for */
 #define MAX_CANDIDATES	3
+#define BUSY_MAX_MS	(10 * 60 * 1000)	/* a dialog's longest wait */
 
 extern char	**environ;
 
@@ -81,6 +82,8 @@ struct helper {
 	struct helper_req	**tail;
 	int			 npending;
 	long			 last_reply;
+	helper_event_cb		 ev_cb;		/* PROTO_EVENT messages */
+	void			*ev_arg;
 	char			 err[1024];
 };
 
@@ -692,6 +695,20 @@ parse_error(struct pbuf *b, char *why, size_t len)
 	return -(int)code;
 }
 
+/*
+ * A PROTO_BUSY message: the request in service waits for the user (a PIN
+ * dialog) for up to the milliseconds it says, bounded.
+ */
+static int
+busy_ms(struct pbuf *b)
+{
+	uint32_t	 ms = pbuf_get_u32(b);
+
+	if (pbuf_end(b) != 0)
+		return 0;
+	return ms > BUSY_MAX_MS ? BUSY_MAX_MS : (int)ms;
+}
+
 int
 helper_call(struct helper *h, uint32_t type, const struct pbuf *req,
     struct pbuf *reply, int timeout_ms)
@@ -708,7 +725,9 @@ helper_call(struct helper *h, uint32_t type, const struct pbuf *req,
 			left = 0;
 		if ((r = proto_recv(h->fd, &rtype, &rid, reply, left)) != 0)
 			goto fail;
-	} while (rid != id);
+		if (rtype == PROTO_BUSY && rid == id)
+			deadline += busy_ms(reply);
+	} while (rid != id || proto_unsolicited(rtype));
 	if (rtype == PROTO_ERROR)
 		return parse_error(reply, h->err, sizeof(h->err));
 	if (rtype != (type | 0x80)) {
@@ -767,6 +786,33 @@ take(struct helper *h, uint32_t id)
 	return NULL;
 }
 
+/* Every request waiting behind a dialog gets its time too. */
+static void
+extend_pending(struct helper *h, int ms)
+{
+	struct helper_req	*q;
+
+	for (q = h->pending; q != NULL; q = q->next)
+		if (q->timeout_ms < INT_MAX - ms)
+			q->timeout_ms += ms;
+}
+
+static void
+unsolicited(struct helper *h, uint32_t type, uint32_t id, struct pbuf *msg)
+{
+	if (type == PROTO_BUSY)
+		extend_pending(h, busy_ms(msg));
+	else if (h->ev_cb != NULL)
+		h->ev_cb(h->ev_arg, type, id, msg);
+}
+
+void
+helper_set_event_cb(struct helper *h, helper_event_cb cb, void *arg)
+{
+	h->ev_cb = cb;
+	h->ev_arg = arg;
+}
+
 int
 helper_read(struct helper *h)
 {
@@ -783,6 +829,10 @@ helper_read(struct helper *h)
 		if (r != 0) {
 			helper_fail_all(h, P11A_ERR_HELPER);
 			return r;
+		}
+		if (proto_unsolicited(type)) {
+			unsolicited(h, type, id, &rx);
+			continue;
 		}
 		if ((q = take(h, id)) == NULL)
 			continue;	/* not ours: ignored */

@@ -80,6 +80,14 @@ int	 helper_call(struct helper *, uint32_t type, const struct pbuf *req,
 /* Asynchronous call: cb runs from helper_read() or helper_expire(). */
 int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
 	    int timeout_ms, helper_cb cb, void *arg);
+/*
+ * Messages the helper sends by itself: PROTO_EVENT (and any later kind)
+ * go to cb from helper_read(); PROTO_BUSY (a request waits for a dialog)
+ * is handled here: the deadlines of the requests in flight move on.
+ */
+typedef void (*helper_event_cb)(void *arg, uint32_t type, uint32_t id,
+	    struct pbuf *msg);
+void	 helper_set_event_cb(struct helper *, helper_event_cb, void *arg);
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */
 int	 helper_read(struct helper *);
 /* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC);

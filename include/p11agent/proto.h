@@ -49,6 +49,9 @@ enum proto_type {
 	PROTO_ERROR = 0xff,
 };
 
+/* Messages the helper sends by itself (0x40-0x7f), not replies. */
+#define proto_unsolicited(type)	(((type) & 0xc0) == 0x40)
+
 /* PROTO_SIGN algorithms */
 enum proto_alg {
 	PROTO_ALG_RSA_PKCS1 = 1,	/* data is a DigestInfo; CKM_RSA_PKCS */
