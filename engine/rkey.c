@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
@@ -36,6 +37,17 @@ struct sign_wait {
 };
 
 static const char	 wait_key[] = "p11agent-sign";
+
+/* who the next signatures are for (rkey_set_requester) */
+static char		 req_who[256];
+static char		 req_host[256];
+
+void
+rkey_set_requester(const char *who, const char *host)
+{
+	snprintf(req_who, sizeof(req_who), "%s", who ? who : "");
+	snprintf(req_host, sizeof(req_host), "%s", host ? host : "");
+}
 
 static void
 wait_unref(struct sign_wait *w)
@@ -163,6 +175,7 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	struct pbuf	 req;
 	ASYNC_JOB	*job;
 	char		 why[512] = "";
+	long		 now;
 	int		 r;
 
 	pbuf_init(&req);
@@ -171,6 +184,13 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	pbuf_put_u8(&req, (uint8_t)hash);
 	pbuf_put_u32(&req, saltlen);
 	pbuf_put_bytes(&req, data, len);
+	/* for a PIN dialog: who asks, and when (a dialog's answer also
+	 * serves the requests sent before it ended) */
+	now = clock_now_ms();
+	pbuf_put_str(&req, req_who);
+	pbuf_put_str(&req, req_host);
+	pbuf_put_u32(&req, (uint32_t)((uint64_t)now >> 32));
+	pbuf_put_u32(&req, (uint32_t)now);
 	if (req.err != 0)
 		r = req.err;
 	else if ((job = ASYNC_get_current_job()) != NULL)
