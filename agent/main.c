@@ -168,12 +168,15 @@ test_sign(struct identity *id)
 {
 	unsigned char	 msg[32], sig[1024];
 	size_t		 siglen = sizeof(sig);
+	char		 who[64];
 	EVP_MD_CTX	*md;
 	const char	*why = NULL;
 
 	if ((md = EVP_MD_CTX_new()) == NULL)
 		return "out of memory";
 	RAND_bytes(msg, sizeof(msg));
+	snprintf(who, sizeof(who), "p11agent check (pid %ld)", (long)getpid());
+	rkey_set_requester(who, "a test signature");
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
 	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
 		why = helper_error(id->mod->helper)[0] ?
