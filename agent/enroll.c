@@ -444,6 +444,26 @@ key_desc(const struct enroll_key *ek, char *buf, size_t size)
 	return buf;
 }
 
+/*
+ * -o FILE, before the key exists: can the request be written?  An
+ * existing file is kept as it is until the request is ready.
+ */
+static int
+open_output(const char *path, int *created)
+{
+	int	 fd;
+
+	*created = 0;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0644)) != -1)
+		*created = 1;
+	else if (errno == EEXIST)
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd == -1)
+		log_err_sys("-o %s", path);
+	return fd;
+}
+
 static int
 enroll_run(struct enroll_args *a)
 {
@@ -451,20 +471,13 @@ enroll_run(struct enroll_args *a)
 	struct enroll_key	 ek;
 	BIO			*out = NULL;
 	char			 desc[128];
-	int			 r = 1, fd = -1, made = 0;
+	int			 r = 1, fd = -1, made = 0, created = 0;
 
 	memset(&ek, 0, sizeof(ek));
 	memset(&s, 0, sizeof(s));
-	/* before the key exists: can the request be written? */
-	if (a->outfile != NULL && (fd = open(a->outfile, O_WRONLY | O_CREAT |
-	    O_TRUNC | O_CLOEXEC, 0644)) == -1) {
-		log_err_sys("-o %s", a->outfile);
+	if (a->outfile != NULL && (fd = open_output(a->outfile,
+	    &created)) == -1)
 		return 1;
-	}
-	if ((out = fd == -1 ? BIO_new_fp(stdout, BIO_NOCLOSE) :
-	    BIO_new_fd(fd, BIO_CLOSE)) == NULL)
-		goto out;
-	fd = -1;
 	if (session_start(&s, a->module, a->pin) != 0)
 		goto out;
 	if (helper_genkey(s.h, a->key, a->keytype, a->bits, s.pin,
@@ -475,6 +488,14 @@ enroll_run(struct enroll_args *a)
 	made = 1;
 	log_info("generated %s key %s on the token: %s", a->type, ek.uri,
 	    key_desc(&ek, desc, sizeof(desc)));
+	if (fd != -1 && ftruncate(fd, 0) == -1) {
+		log_err_sys("-o %s", a->outfile);
+		goto out;
+	}
+	if ((out = fd == -1 ? BIO_new_fp(stdout, BIO_NOCLOSE) :
+	    BIO_new_fd(fd, BIO_CLOSE)) == NULL)
+		goto out;
+	fd = -1;
 	if (write_csr(&s, a, &ek, out) != 0)
 		goto out;
 	log_info("certificate request for %s written to %s", a->subject,
@@ -485,7 +506,7 @@ out:
 		log_err("the key %s stays on the token; enroll again with "
 		    "another id= and object=, or delete it with the token's "
 		    "tool", ek.uri);
-	if (r != 0 && a->outfile != NULL)
+	if (r != 0 && created)
 		(void)unlink(a->outfile);
 	if (fd != -1)
 		close(fd);

@@ -241,13 +241,19 @@ refused wrongcert "the certificate's public key is not the key's" \
 refused wrongcert2 "the certificate's public key is not the key's" \
     import --key "$(uri 32 spare)" --pin "$PIN" "$TOK/client-ec.pem"
 # an id (or label) already taken: refused before generating
+echo keep >"$T/keep.csr"
 refused taken-id "already has an object with that id" \
-    enroll --key "$(uri 01 brand-new)" --type rsa:2048 --subject /CN=x --pin "$PIN"
+    enroll --key "$(uri 01 brand-new)" --type rsa:2048 --subject /CN=x --pin "$PIN" \
+    -o "$T/keep.csr"
+[ "$(cat "$T/keep.csr")" = keep ] || fail "a refused enrollment changed the existing -o file"
+refused no-outdir "-o $T/nodir/x.csr: No such file or directory" \
+    enroll --key "$(uri 35 x)" --type ec:p256 --subject /CN=x --pin "$PIN" -o "$T/nodir/x.csr"
+[ ! -s "$T/no-outdir.calls" ] || fail "no-outdir: a module was loaded before -o was checked"
 refused taken-label "already has a key with that label" \
     enroll --key "$(uri 33 ec-key)" --type ec:p256 --subject /CN=x --pin "$PIN"
 refused no-id "the URI must name the new key with id=" \
     enroll --key "pkcs11:token=$P11TEST_TOKEN;object=x" --type ec:p256 --subject /CN=x --pin "$PIN"
-ok "refused: another key's certificate, an id or label already taken, no id="
+ok "refused: another key's certificate, an id or label already taken (an existing -o file kept), no id=, an -o that cannot be written (before any module is loaded)"
 
 # bad options: usage errors (exit 2) naming the option, no helper started
 for spec in "--type|rsa:1024|--type rsa:1024" "--type|ec:p521|--type ec:p521" \
