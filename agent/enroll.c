@@ -33,7 +33,7 @@
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
 
-#define GENKEY_TIMEOUT_MS	180000	/* RSA on a slow card takes long */
+#define GENKEY_TIMEOUT_MS	180000	/* RSA keys on a slow card */
 #define OPEN_TIMEOUT_MS		60000
 #define SIGN_TIMEOUT_MS		30000
 #define IMPORT_TIMEOUT_MS	60000
@@ -80,7 +80,7 @@ import_usage(FILE *fp)
 /* A helper for the module (or the registry), with an fd: PIN given. */
 struct session {
 	struct helper	*h;
-	char		*src;		/* fd:N as env:P11AGENT_PIN_FD_N */
+	char		*src;		/* fd:N as an env: source */
 	const char	*pin;		/* what to send */
 };
 
@@ -262,8 +262,8 @@ parse_san(const char *arg, GENERAL_NAMES *names)
 	}
 	ERR_clear_error();
 	if (type == -1) {
-		log_err("--san '%s': not DNS:NAME, IP:ADDRESS, email:ADDRESS or "
-		    "URI:URI (a DNS name is letters, digits, '-' and dots)",
+		log_err("--san '%s': not DNS:NAME, IP:ADDRESS, email:ADDRESS "
+		    "or URI:URI (a DNS name is letters, digits, '-' and dots)",
 		    arg);
 		return -1;
 	}

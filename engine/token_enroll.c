@@ -43,11 +43,11 @@ static const uint8_t	oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00,
 /* What one request works on: the token, its session, the key's names. */
 struct enr {
 	struct token_ctx	*ctx;
-	struct token_key	 k;	/* mod, slot, flags, label, session */
+	struct token_key	 k;	/* mod, slot, flags, label, sess */
 	CK_TOKEN_INFO		 ti;
 	char			 name[33];	/* the token's label */
 	const char		*uristr;
-	CK_ATTRIBUTE		*id;		/* from the URI, or NULL */
+	CK_ATTRIBUTE		*id;		/* the URI's, or NULL */
 	CK_ATTRIBUTE		*label;
 };
 
@@ -274,8 +274,8 @@ token_pub(struct enr *e, CK_OBJECT_HANDLE h, CK_KEY_TYPE kt, EVP_PKEY **out)
 			pk = ec_pub(a, alen, b, blen);
 	}
 	if (pk == NULL) {
-		token_seterr(e->ctx, 0, "token '%s': cannot read the public key "
-		    "(%s)", e->name, kt == CKK_RSA ? "CKA_MODULUS, "
+		token_seterr(e->ctx, 0, "token '%s': cannot read the public "
+		    "key (%s)", e->name, kt == CKK_RSA ? "CKA_MODULUS, "
 		    "CKA_PUBLIC_EXPONENT" : "CKA_EC_PARAMS, CKA_EC_POINT");
 		goto out;
 	}
@@ -296,10 +296,10 @@ check_mech(struct enr *e, int keytype, uint32_t bits)
 	CK_MECHANISM_TYPE	 want, mechs[MAX_MECHS];
 	CK_MECHANISM_INFO	 mi;
 	CK_ULONG		 n = MAX_MECHS, i;
-	const char		*alg = keytype == PROTO_KEY_RSA ? "RSA" : "EC";
-	const char		*mname;
+	const char		*alg, *mname;
 	CK_RV			 rv;
 
+	alg = keytype == PROTO_KEY_RSA ? "RSA" : "EC";
 	want = keytype == PROTO_KEY_RSA ? CKM_RSA_PKCS_KEY_PAIR_GEN :
 	    CKM_EC_KEY_PAIR_GEN;
 	mname = keytype == PROTO_KEY_RSA ? "CKM_RSA_PKCS_KEY_PAIR_GEN" :
@@ -314,8 +314,8 @@ check_mech(struct enr *e, int keytype, uint32_t bits)
 		;
 	if (i == n) {
 		token_seterr(e->ctx, 0, "token '%s' offers no %s key-pair "
-		    "generation through PKCS#11 (C_GetMechanismList has no %s); "
-		    "generate the key with the card's own tool and use "
+		    "generation through PKCS#11 (C_GetMechanismList has no "
+		    "%s); generate the key with the card's own tool and use "
 		    "import-cert", e->name, alg, mname);
 		return P11A_ERR_MECHANISM;
 	}
@@ -334,9 +334,9 @@ check_mech(struct enr *e, int keytype, uint32_t bits)
 	}
 	if (mi.ulMaxKeySize != 0 && (bits < mi.ulMinKeySize ||
 	    bits > mi.ulMaxKeySize)) {
-		token_seterr(e->ctx, 0, "token '%s' generates %s keys of %lu to "
-		    "%lu bits only (CKM_INFO of %s), not %u: choose a --type "
-		    "in that range", e->name, alg,
+		token_seterr(e->ctx, 0, "token '%s' generates %s keys of %lu "
+		    "to %lu bits only (CKM_INFO of %s), not %u: choose a "
+		    "--type in that range", e->name, alg,
 		    (unsigned long)mi.ulMinKeySize,
 		    (unsigned long)mi.ulMaxKeySize, mname, (unsigned)bits);
 		return P11A_ERR_MECHANISM;
@@ -387,7 +387,8 @@ generate(struct enr *e, int keytype, uint32_t bits, CK_OBJECT_HANDLE *pub,
 {
 	static CK_BBOOL		 yes = CK_TRUE, no = CK_FALSE;
 	static CK_BYTE		 f4[] = { 0x01, 0x00, 0x01 };
-	CK_OBJECT_CLASS		 pubc = CKO_PUBLIC_KEY, privc = CKO_PRIVATE_KEY;
+	CK_OBJECT_CLASS		 pubc = CKO_PUBLIC_KEY;
+	CK_OBJECT_CLASS		 privc = CKO_PRIVATE_KEY;
 	CK_KEY_TYPE		 kt = keytype == PROTO_KEY_RSA ? CKK_RSA :
 	    CKK_EC;
 	CK_MECHANISM		 mech = { 0, NULL, 0 };
@@ -433,7 +434,8 @@ generate(struct enr *e, int keytype, uint32_t bits, CK_OBJECT_HANDLE *pub,
 	    pub, priv);
 	if (rv != CKR_OK) {
 		token_seterr(e->ctx, rv, "token '%s': C_GenerateKeyPair: %s%s",
-		    e->name, token_ckr_name(rv), rv == CKR_TOKEN_WRITE_PROTECTED ?
+		    e->name, token_ckr_name(rv),
+		    rv == CKR_TOKEN_WRITE_PROTECTED ?
 		    " (the token is read-only)" : "");
 		return rv == CKR_TOKEN_WRITE_PROTECTED ? P11A_ERR_READ_ONLY :
 		    token_rv_code(rv);
@@ -687,8 +689,8 @@ import_key(struct enr *e, CK_OBJECT_HANDLE *h, CK_KEY_TYPE *kt, uint8_t *id,
 		return P11A_ERR_MECHANISM;
 	}
 	if ((len = get_attr(e, *h, CKA_ID, id, 256)) <= 0) {
-		token_seterr(e->ctx, 0, "%s: the key has no CKA_ID to write its "
-		    "certificate with; use cert = FILE in its identity",
+		token_seterr(e->ctx, 0, "%s: the key has no CKA_ID to write "
+		    "its certificate with; use cert = FILE in its identity",
 		    e->uristr);
 		return P11A_ERR_NO_KEY;
 	}
@@ -756,9 +758,10 @@ import_check(struct enr *e, struct icert *c, uint8_t *id, CK_ULONG idlen)
 		return r;
 	if (count > 0) {
 		token_seterr(e->ctx, 0, "%s: token '%s' already has another "
-		    "certificate with the key's id; nothing was written (delete "
-		    "the old one first, e.g. with pkcs11-tool --delete-object "
-		    "--type cert --id ID)", e->uristr, e->name);
+		    "certificate with the key's id; nothing was written "
+		    "(delete the old one first, e.g. with pkcs11-tool "
+		    "--delete-object --type cert --id ID)", e->uristr,
+		    e->name);
 		return P11A_ERR_INVALID;
 	}
 	return 0;
@@ -790,10 +793,11 @@ import_write(struct enr *e, struct icert *c, uint8_t *id, CK_ULONG idlen,
 		t[n++] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
 	if ((rv = e->k.mod->C_CreateObject(e->k.session, t, n, &h)) == CKR_OK)
 		return 0;
-	token_seterr(e->ctx, rv, "token '%s' refused to store %s (C_CreateObject:"
-	    " %s)%s; write it with the card's own tool, or give the identity "
-	    "cert = FILE", e->name, i == 0 ? "the certificate" :
-	    "a chain certificate", token_ckr_name(rv), i == 0 ? "" :
+	token_seterr(e->ctx, rv, "token '%s' refused to store %s "
+	    "(C_CreateObject: %s)%s; write it with the card's own tool, or "
+	    "give the identity cert = FILE", e->name,
+	    i == 0 ? "the certificate" : "a chain certificate",
+	    token_ckr_name(rv), i == 0 ? "" :
 	    " after the key's certificate was written");
 	return rv == CKR_FUNCTION_NOT_SUPPORTED || rv ==
 	    CKR_TOKEN_WRITE_PROTECTED || rv == CKR_TEMPLATE_INCONSISTENT ||

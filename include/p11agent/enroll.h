@@ -27,7 +27,7 @@ struct pbuf;
 struct token_ctx;
 
 #define ENROLL_MAX_CERTS	8	/* certificates in one IMPORT */
-#define ENROLL_MAX_SPKI		2048	/* a GENKEY_OK public key, DER */
+#define ENROLL_MAX_SPKI		2048	/* GENKEY_OK public key */
 
 /* GENKEY_OK flags: what the token reports of the new private key. */
 #define ENROLL_KEY_SENSITIVE	0x01	/* CKA_SENSITIVE */

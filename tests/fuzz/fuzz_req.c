@@ -1,9 +1,9 @@
 /*
  * Fuzz target: what a token helper decodes from the agent: the packet
  * header, then the payload through every request decoder (OPEN, SIGN,
- * LIST, MODULES, PROBE, GENKEY, IMPORT) whatever the type says, so that a mutation of
- * one request exercises them all.  An input whose header does not parse
- * is tried as a bare payload.
+ * LIST, MODULES, PROBE, GENKEY, IMPORT) whatever the type says, so that
+ * a mutation of one request exercises them all.  An input whose header
+ * does not parse is tried as a bare payload.
  */
 #include "config.h"
 
