@@ -92,14 +92,12 @@ check_class(struct token_ctx *ctx, P11KitUri *u, const char *s)
 	return P11A_ERR_URI;
 }
 
-/* Selects the token (uri as token_select judges it), opens a R/W session
- * and logs in; checks the flags that forbid writing first. */
+/* Selects the token (uri as token_select judges it), before any login;
+ * refuses one whose flags forbid writing. */
 static int
-enr_open(struct enr *e, P11KitUri *sel, const char *pin_source,
-    const char *doing)
+enr_select(struct enr *e, P11KitUri *sel, const char *doing)
 {
 	struct token_cand	 c;
-	CK_RV			 rv;
 	int			 r;
 
 	if ((r = token_select(e->ctx, sel, e->uristr, &c)) != 0)
@@ -117,6 +115,15 @@ enr_open(struct enr *e, P11KitUri *sel, const char *pin_source,
 		    "tool or another token", e->name, doing);
 		return P11A_ERR_READ_ONLY;
 	}
+	return 0;
+}
+
+/* A read/write session on the selected token, logged in. */
+static int
+enr_login(struct enr *e, const char *pin_source)
+{
+	CK_RV	 rv;
+
 	rv = e->k.mod->C_OpenSession(e->k.slot, CKF_SERIAL_SESSION |
 	    CKF_RW_SESSION, NULL, NULL, &e->k.session);
 	if (rv != CKR_OK) {
@@ -570,9 +577,9 @@ token_genkey(struct token_ctx *ctx, const char *uristr, int keytype,
 	p11_kit_uri_clear_attribute(sel, CKA_ID);
 	p11_kit_uri_clear_attribute(sel, CKA_LABEL);
 	p11_kit_uri_clear_attribute(sel, CKA_CLASS);
-	if ((r = enr_open(&e, sel, pin_source, "store a new key")) != 0)
-		goto out;
-	if ((r = check_mech(&e, keytype, bits)) != 0 ||
+	if ((r = enr_select(&e, sel, "store a new key")) != 0 ||
+	    (r = check_mech(&e, keytype, bits)) != 0 ||
+	    (r = enr_login(&e, pin_source)) != 0 ||
 	    (r = check_free(&e)) != 0 ||
 	    (r = generate(&e, keytype, bits, &pubh, &privh)) != 0)
 		goto out;
@@ -878,7 +885,8 @@ token_import(struct token_ctx *ctx, const char *uristr,
 		goto out;
 	e.id = p11_kit_uri_get_attribute(u, CKA_ID);
 	e.label = p11_kit_uri_get_attribute(u, CKA_LABEL);
-	if ((r = enr_open(&e, u, pin_source, "store certificates")) != 0)
+	if ((r = enr_select(&e, u, "store certificates")) != 0 ||
+	    (r = enr_login(&e, pin_source)) != 0)
 		goto out;
 	r = import_all(&e, c, n, out);
 out:

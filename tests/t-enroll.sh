@@ -212,7 +212,11 @@ P11FAULT_TOKEN_FLAGS=0x2 refused ro-import "is write-protected (CKF_WRITE_PROTEC
     import --key "pkcs11:token=$P11TEST_TOKEN;id=%02" --pin "$PIN" "$TOK/client-ec.pem"
 [ "$(count C_Login "$T/ro-import.calls")" = 0 ] ||
     fail "ro-import: a login although the token is write-protected"
-ok "refused with what to do: no RSA/EC key-pair generation mechanism, a size out of CKM_INFO's range, CKF_WRITE_PROTECTED (enroll and import-cert)"
+for name in nogen-rsa nogen-ec size ro-enroll; do
+	[ "$(count C_Login "$T/$name.calls")" = 0 ] ||
+	    fail "$name: a login, although the token's mechanisms or flags refuse"
+done
+ok "refused with what to do, before any login: no RSA/EC key-pair generation mechanism, a size out of CKM_INFO's range, CKF_WRITE_PROTECTED (enroll and import-cert)"
 
 # C_CreateObject refused (0x54 CKR_FUNCTION_NOT_SUPPORTED): nothing
 # written (the fault module refuses without forwarding)
