@@ -22,6 +22,7 @@
 #include "p11agent/proto.h"
 #include "p11agent/agent.h"
 #include "p11agent/config.h"
+#include "p11agent/enroll.h"
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
 #include "p11agent/resolve.h"
@@ -39,6 +40,11 @@ usage(FILE *fp)
 	    "usage: p11agent run [-v] [-c FILE] [--ready-fd N]\n"
 	    "       p11agent check [-c FILE]\n"
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
+	    "       p11agent enroll --key URI --type TYPE --subject DN "
+	    "[--san NAME]...\n"
+	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
+	    "       p11agent import-cert --key URI [--pin SOURCE] [-m MODULE] "
+	    "FILE\n"
 	    "       p11agent --help | --version\n"
 	    "\n"
 	    "  run     serve the tunnels of the configuration\n"
@@ -48,6 +54,9 @@ usage(FILE *fp)
 	    "          with their pkcs11: URIs, or only the tokens matching\n"
 	    "          URI; private keys show after a login with --pin\n"
 	    "          file:PATH or env:NAME (to one token only)\n"
+	    "  enroll  generate a key pair on the token and write a\n"
+	    "          certificate request signed by it\n"
+	    "  import-cert  write a certificate and its chain beside its key\n"
 	    "\n"
 	    "The configuration is ~/.config/p11agent/agent.conf unless -c is\n"
 	    "given; see p11agent(1) and p11agent.conf(5).\n");
@@ -357,6 +366,11 @@ main(int argc, char *argv[])
 	cmd = argv[1];
 	argc--;
 	argv++;
+	/* enrollment: commands with options of their own (agent/enroll.c) */
+	if (strcmp(cmd, "enroll") == 0)
+		return enroll_main(argc, argv);
+	if (strcmp(cmd, "import-cert") == 0)
+		return import_cert_main(argc, argv);
 	while ((ch = getopt_long(argc, argv, "c:hm:p:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':	config = optarg; break;
