@@ -275,11 +275,13 @@ pe_line(struct pe *pe, const char *cmd, size_t *np, size_t *used)
 			return pe_fail(pe, P11A_ERR_PIN_SOURCE, "pinentry %s "
 			    "exited with status %d before it answered %s",
 			    pe->prog, WEXITSTATUS(st), cmd);
+		if (st != -1 && WIFSIGNALED(st))
+			return pe_fail(pe, P11A_ERR_PIN_SOURCE, "pinentry %s "
+			    "was killed by signal %d before it answered %s",
+			    pe->prog, WTERMSIG(st), cmd);
 		return pe_fail(pe, P11A_ERR_PIN_SOURCE, "pinentry %s closed "
-		    "the connection (%s %d) before it answered %s", pe->prog,
-		    st != -1 && WIFSIGNALED(st) ? "killed by signal" :
-		    "still running; stopped, status", st != -1 &&
-		    WIFSIGNALED(st) ? WTERMSIG(st) : -1, cmd);
+		    "the connection before it answered %s; it was stopped",
+		    pe->prog, cmd);
 	}
 	*used = (size_t)(nl - pe->buf) + 1;
 	*np = *used - 1;
@@ -488,7 +490,7 @@ static int
 pe_start(struct pe *pe, const char *program)
 {
 	char	 path[4096];
-	char	*argv[] = { PE_PROGRAM, NULL };
+	char	*argv[] = { path, NULL };
 	int	 sv[2], e;
 
 	if ((e = pin_child_find(program ? program : PE_PROGRAM, path,
@@ -538,11 +540,14 @@ int
 pin_from_pinentry(const struct pin_ask *ask, struct pin **out, char *err,
     size_t errlen)
 {
-	struct pe	 pe;
-	unsigned long	 code;
-	char		 text[128];
-	int		 r;
+	static const struct pin_ask	 none;
+	struct pe			 pe;
+	unsigned long			 code;
+	char				 text[128];
+	int				 r;
 
+	if (ask == NULL)
+		ask = &none;
 	memset(&pe, 0, sizeof(pe));
 	pe.fd = pe.pid = -1;
 	pe.err = err;
