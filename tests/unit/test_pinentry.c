@@ -24,7 +24,8 @@
 #include "p11agent/token.h"
 #include "tests.h"
 
-#define PIN_ODD	"a%b c\nd\xc3\xbc%25"
+/* nothing is trimmed or decoded twice */
+#define PIN_ODD	"a%b c\nd\r\xc3\xbc%25 \n"
 
 extern char	**environ;
 
@@ -386,7 +387,7 @@ test_empty_inquire(void)
 	struct pin_ask	 a = { "tok", "0123", 5, stub, NULL, NULL, NULL,
 			    NULL };
 	struct pin	*p;
-	char		 err[512];
+	char		 err[512], file[700];
 
 	stub_env("pin", "");
 	CU_ASSERT_EQUAL(entry(&a, &p, err, sizeof(err)), P11A_ERR_PIN_SOURCE);
@@ -398,6 +399,13 @@ test_empty_inquire(void)
 	CU_ASSERT(p != NULL && p->len == 4 && memcmp(p->value, "4321", 4) == 0);
 	pin_free(p);
 	CU_ASSERT_PTR_NOT_NULL(strstr(stub_log(), " CAN\n"));
+	/* wait:FILE says so in the log, and answers once FILE is there */
+	snprintf(file, sizeof(file), "wait:%s", test_write("go", "", 0600));
+	stub_env(file, "8765");
+	CU_ASSERT_EQUAL(entry(&a, &p, err, sizeof(err)), 0);
+	CU_ASSERT(p != NULL && p->len == 4 && memcmp(p->value, "8765", 4) == 0);
+	pin_free(p);
+	CU_ASSERT_PTR_NOT_NULL(strstr(stub_log(), " GETPIN waiting\n"));
 	CU_ASSERT(no_children());
 }
 
