@@ -577,3 +577,66 @@ out:
 	pe_end(&pe);
 	return r;
 }
+
+/* ---- a notice while the PIN pad is used */
+
+struct pin_notice {
+	struct pe	 pe;
+};
+
+int
+pin_notice_start(const struct pin_ask *ask, struct pin_notice **out,
+    char *err, size_t errlen)
+{
+	struct pin_notice	*n;
+	unsigned long		 code;
+	char			 text[128];
+	int			 r;
+
+	*out = NULL;
+	if (!env_set("DISPLAY") && !env_set("WAYLAND_DISPLAY") &&
+	    !env_set("GPG_TTY")) {
+		snprintf(err, errlen, NO_SCREEN);
+		return P11A_ERR_PIN_SOURCE;
+	}
+	if ((n = calloc(1, sizeof(*n))) == NULL)
+		return P11A_ERR_NOMEM;
+	n->pe.fd = n->pe.pid = -1;
+	n->pe.err = err;
+	n->pe.errlen = errlen;
+	n->pe.prog = ask->program ? ask->program : PE_PROGRAM;
+	n->pe.timeout = ask->timeout > 0 ? ask->timeout : PIN_ASK_TIMEOUT;
+	if ((r = pin_buf_new(PE_BUF, &n->pe.buf, err, errlen)) != 0 ||
+	    (r = pin_buf_new(PIN_MAX, &n->pe.data, err, errlen)) != 0 ||
+	    (r = pe_start(&n->pe, ask->program)) != 0)
+		goto fail;
+	n->pe.deadline = pin_now_ms() + PE_BYE_MS * 5;
+	if ((r = pe_reply(&n->pe, "the greeting", 0, &code, text,
+	    sizeof(text))) != 0)
+		goto fail;
+	if (code != 0) {
+		r = pe_fail(&n->pe, P11A_ERR_PIN_SOURCE, "pinentry %s did not "
+		    "start: ERR %lu %s", n->pe.prog, code, text);
+		goto fail;
+	}
+	if ((r = pe_options(&n->pe)) != 0 || (r = pe_texts(&n->pe, ask)) != 0 ||
+	    (r = pe_command(&n->pe, "MESSAGE", NULL)) != 0)
+		goto fail;
+	*out = n;
+	return 0;
+fail:
+	n->pe.broken = 1;
+	pe_end(&n->pe);
+	free(n);
+	return r;
+}
+
+void
+pin_notice_end(struct pin_notice *n)
+{
+	if (n == NULL)
+		return;
+	n->pe.broken = 1;	/* it is showing MESSAGE: no BYE, a kill */
+	pe_end(&n->pe);
+	free(n);
+}

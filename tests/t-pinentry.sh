@@ -115,7 +115,8 @@ for i in 1 2 3 4 5; do
 done
 wait_log_count "the handshake waits for the token" 5 ||
     fail "the five handshakes did not all wait for the token"
-grep -q 'GETPIN waiting' "$T/pe.log" || fail "the dialog is not open"
+timeout $((20 * SLOW)) tail -n +1 -f "$T/pe.log" | grep -q -m 1 'GETPIN waiting' ||
+    fail "the dialog is not open: $(cat "$T/pe.log")"
 touch "$T/go"
 for i in 1 2 3 4 5; do
 	wait "${pids[$((i - 1))]}" || fail "handshake $i: $(cat "$T/burst.$i")"
@@ -192,6 +193,22 @@ for cache in 0 60; do
 	ok "always-authenticate, pin-cache = $cache: 3 handshakes, $want dialogs, 3 context logins"
 done
 unset P11FAULT_ALWAYS_AUTH
+
+# ---- a PIN pad: the dialog says to use the reader, C_Login has no PIN
+stub pin
+conf
+: >"$T/calls.log"
+P11FAULT_PINPAD_PIN=$PIN2 start_agent "$T/agent.conf" ||
+    fail "the agent did not start (PIN pad)"
+out=$(connect 2>&1) || fail "with a PIN pad: $out"
+stop_agent || fail "the agent did not exit cleanly (PIN pad)"
+grep -q 'Enter your PIN on the reader' "$T/pe.log" ||
+    fail "the dialog does not say to use the reader: $(cat "$T/pe.log")"
+grep -q ' MESSAGE$' "$T/pe.log" || fail "no MESSAGE dialog"
+[ "$(dialogs)" = 0 ] || fail "a PIN was asked for a PIN pad"
+grep ' C_Login ' "$T/calls.log" | grep -q 'pin=NULL' ||
+    fail "the PIN pad login had a PIN: $(grep C_Login "$T/calls.log")"
+ok "PIN pad: a notice names who asks and says to use the reader; C_Login with no PIN"
 
 # ---- no display and no terminal: an error that says what to set
 sed -i '/^pinentry-program/d' "$T/agent.conf"

@@ -192,5 +192,14 @@ struct pin_ask {
 int	 pin_ask(const char *source, const struct pin_ask *, struct pin **,
 	    char *err, size_t errlen);
 void	 pin_free(struct pin *);
+/*
+ * While a PIN pad takes the PIN: pinentry shows ask's description with an
+ * OK button only (MESSAGE), and pin_notice_end() closes it (killed and
+ * reaped).  A failure is not fatal to the login: err says why.
+ */
+struct pin_notice;
+int	 pin_notice_start(const struct pin_ask *, struct pin_notice **,
+	    char *err, size_t errlen);
+void	 pin_notice_end(struct pin_notice *);
 
 #endif
