@@ -1342,7 +1342,8 @@ may_reopen(const struct identity *id, const struct token_event *ev)
 	if ((ev->flags & EV_PIN_FLAGS) && pin_is_stored(id->cfg)) {
 		log_err("identity %s: token %s reports a failed login (token "
 		    "flags 0x%x); the PIN from %s is not tried on it again: "
-		    "check the PIN, then restart p11agent", id->cfg->name,
+		    "check it, log in once with the token's own tool, then "
+		    "take the card out and put it back", id->cfg->name,
 		    card, ev->flags & EV_PIN_FLAGS, id->cfg->pin);
 		return 0;
 	}

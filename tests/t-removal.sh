@@ -9,6 +9,7 @@
 # - put back, the next connection succeeds: same agent, a new helper;
 # - 50 remove/insert cycles leave the agent's descriptors, helpers and
 #   RSS where they were after the first;
+# - a card whose flags report a failed login gets no stored PIN again;
 # - another card (same label and key id, another key and certificate):
 #   refused with on-reinsert = same-card (the default), taken and logged
 #   as another card with on-reinsert = any.
@@ -174,6 +175,26 @@ check_kids "after 50 cycles"
     fail "RSS: ${rss1} kB after cycle 1, ${RSS} kB after 50"
 ok "50 cycles in $((t1 - t0)) ms: $FDS descriptors (+$PIDFDS pidfds), $KIDS helper, RSS ${rss1} -> ${RSS} kB"
 stop_agent || fail "cycles: the agent did not exit cleanly"
+
+# ---- a card reporting a failed login: its file PIN is not tried again
+# (the fault module sets CKF_USER_PIN_COUNT_LOW, 0x10000)
+unset P11FAULT_SLOT_EVENTS
+rm -f "$T/absent" "$T/calls.log"
+P11FAULT_TOKEN_FLAGS=0x10000 start_agent "$T/cycles.conf" ||
+    fail "count-low: the agent did not start"
+logins=$(grep -c " C_Login " "$T/calls.log")
+log_mark
+: >"$T/absent"
+wait_log "identity ec: $CARD was removed" 10 || fail "count-low: no removal"
+rm -f "$T/absent"
+wait_log "identity ec: $CARD reports a failed login \(token flags 0x10000\); the PIN from file:.* is not tried on it again" 10 ||
+    fail "count-low: the stored PIN would be tried again"
+out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 5) ||
+    fail "count-low: a connection: $out"
+[ "$(grep -c " C_Login " "$T/calls.log")" = "$logins" ] ||
+    fail "count-low: a C_Login after the card came back"
+ok "a card reporting a failed login: its file PIN is not tried again ($logins C_Login in all)"
+stop_agent || fail "count-low: the agent did not exit cleanly"
 
 # ---- another card: same label and key id, another key and certificate
 "$top_srcdir/tests/mktoken.sh" "$T/tok2" || fail "a second token world"
