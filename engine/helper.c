@@ -243,8 +243,11 @@ send_event(void *arg, const struct pbuf *ev)
 /*
  * After each request and timeout: keys opened since are watched, a call
  * that found its token gone makes the watch look at once, and the watch
- * looks when it is due.  Returns < 0 only when an event could not be
- * sent (the channel is gone).
+ * looks when it is due.  A lost token or session that the watch does not
+ * explain (every token there, sessions alive: a module that lost its
+ * state) still ends the helper, as before the watch, so that the agent
+ * starts afresh.  Returns < 0 to end the helper: that, or an event that
+ * could not be sent (the channel is gone).
  */
 static int
 watch_step(struct helper_state *h, int call_lost)
@@ -256,6 +259,9 @@ watch_step(struct helper_state *h, int call_lost)
 	if (call_lost)
 		token_watch_lost(h->watch);
 	token_watch_run(h->watch, clock_now_ms());
+	if (h->event_err == 0 && call_lost &&
+	    token_watch_all_present(h->watch))
+		return P11A_ERR_TOKEN_ABSENT;
 	return h->event_err;
 }
 

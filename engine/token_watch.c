@@ -28,7 +28,7 @@
  * C_Finalize can stop, which modules implement unevenly: not used.
  *
  * A call that fails because the token or session is gone (token_watch_
- * lost) makes the next look happen at once.  After "removed" the keys of
+ * lost) makes the next look happen at once, a close one.  After "removed" the keys of
  * that slot are never used again by this process: the agent starts a new
  * helper for the card that comes back.
  */
@@ -307,6 +307,17 @@ drain_events(struct token_watch *w)
 				s->due = 1;
 		}
 	}
+}
+
+int
+token_watch_all_present(const struct token_watch *w)
+{
+	int	 i;
+
+	for (i = 0; i < w->nslots; i++)
+		if (w->slots[i].state != W_PRESENT)
+			return 0;
+	return 1;
 }
 
 int

@@ -113,6 +113,10 @@ int	 token_watch_timeout(const struct token_watch *, long now);
 void	 token_watch_lost(struct token_watch *);
 /* Looks at the slots when it is time (now: clock_now_ms()). */
 int	 token_watch_run(struct token_watch *, long now);
+/* Are all the watched tokens there, with their sessions? (A call that
+ * failed as if one were gone, with all of them there, is not explained
+ * by a removal.) */
+int	 token_watch_all_present(const struct token_watch *);
 
 /* The PIN: one owning type, wiped when freed. */
 struct pin {
