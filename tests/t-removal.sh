@@ -124,6 +124,34 @@ removal_case() {
 removal_case poll
 removal_case events
 
+# ---- the fault module's slot events, as a module's user sees them:
+# CKF_DONT_BLOCK with nothing new, then a blocking wait that a removal ends
+# slot_wait MODE: runs tests/slot-wait on the fault module; reads its
+# output from a fifo (ready, then the result), with a deadline
+export P11FAULT_SLOT_EVENTS=1
+rm -f "$T/absent" "$T/sw.fifo"
+mkfifo "$T/sw.fifo"
+slot_wait() {
+	"$top_builddir/tests/slot-wait" "$FAULT" "$1" >"$T/sw.fifo" &
+	PIDS+=($!)
+	exec {SW}<"$T/sw.fifo"
+	read -r -t $((10 * SLOW)) -u "$SW" line && [ "$line" = ready ] ||
+	    fail "slot-wait $1 did not start"
+}
+slot_wait dont-block
+read -r -t $((10 * SLOW)) -u "$SW" line || fail "slot-wait dont-block"
+exec {SW}<&-
+[ "$line" = "rv 0x8" ] || fail "dont-block with nothing new: $line"
+slot_wait block
+: >"$T/absent"
+read -r -t $((10 * SLOW)) -u "$SW" line || fail "the blocking wait did not end"
+exec {SW}<&-
+[[ $line == event\ [0-9]* ]] || fail "blocking wait: $line"
+grep -Eq "^[0-9]+ C_WaitForSlotEvent 0x0 flags=0x0$" "$T/calls.log" ||
+    fail "the blocking wait is not in the call log"
+rm -f "$T/absent"
+ok "slot events: CKF_DONT_BLOCK says CKR_NO_EVENT, a blocking wait ends at the removal ($line)"
+
 # ---- 50 cycles: no descriptors, helpers or memory lost (under valgrind,
 # where memcheck itself finds what leaks and a helper takes seconds to
 # start, 5: the counts are still asserted)
