@@ -208,7 +208,9 @@ check_kids "after $CYCLES cycles"
 # RSS: malloc arenas and OpenSSL's caches settle within a few cycles; a
 # leak of one connection's or helper's state per cycle (TLS buffers of
 # ~40 KB, a helper record) would grow it by MBs over 49 cycles
-[ "$RSS" -le $((rss1 + 1024)) ] ||
+# (under valgrind RSS is memcheck's own, which grows with the code it has
+# translated; memcheck's leak report stands in for it there)
+[ -n "${P11AGENT_VALGRIND:-}" ] || [ "$RSS" -le $((rss1 + 1024)) ] ||
     fail "RSS: ${rss1} kB after cycle 1, ${RSS} kB after $CYCLES"
 ok "$CYCLES cycles in $((t1 - t0)) ms: $FDS descriptors (+$PIDFDS pidfds), $KIDS helper, RSS ${rss1} -> ${RSS} kB"
 stop_agent || fail "cycles: the agent did not exit cleanly"
