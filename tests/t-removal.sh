@@ -157,6 +157,8 @@ ok "slot events: CKF_DONT_BLOCK says CKR_NO_EVENT, a blocking wait ends at the r
 # start, 5: the counts are still asserted)
 CYCLES=50
 [ -z "${P11AGENT_VALGRIND:-}" ] || CYCLES=5
+# (P11AGENT_REMOVAL_CYCLES=N: more, to see whether RSS settles)
+CYCLES=${P11AGENT_REMOVAL_CYCLES:-$CYCLES}
 export P11FAULT_SLOT_EVENTS=1
 rm -f "$T/absent"
 conf "$T/cycles.conf" "token-poll = 50"
