@@ -29,6 +29,8 @@ enum keyword {
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
 	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
 	K_ALLOW_GROUPS,
+	/* card removal (issue 6) */
+	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
 };
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
@@ -62,6 +64,10 @@ static const struct {
 	{ "max-connections",	S_TUNNEL,	K_MAX_CONNECTIONS },
 	{ "max-connections",	S_AGENT,	K_MAX_CONNECTIONS },
 	{ "module-allow",	S_AGENT,	K_MODULE_ALLOW },
+	/* card removal */
+	{ "on-removal",		S_IDENTITY,	K_ON_REMOVAL },
+	{ "on-reinsert",	S_IDENTITY,	K_ON_REINSERT },
+	{ "token-poll",		S_AGENT,	K_TOKEN_POLL },
 };
 
 struct parser {
@@ -275,6 +281,60 @@ pin_fd_ok(const char *v)
 	return errno == 0 && *end == '\0' && n >= 3 && n <= 65535;
 }
 
+/* ---- card removal: on-removal, on-reinsert, token-poll */
+
+static int
+parse_word(struct parser *p, const char *key, const char *v, int *out,
+    const char *w1, int v1, const char *w2, int v2)
+{
+	if (*out != 0)
+		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		    key);
+	if (strcmp(v, w1) == 0)
+		*out = v1;
+	else if (strcmp(v, w2) == 0)
+		*out = v2;
+	else
+		return perr(p, p->line, "[%s] %s: '%s' must be %s or %s",
+		    p->secname, key, v, w1, w2);
+	return 1;
+}
+
+static int
+parse_poll(struct parser *p, const char *key, const char *v, int *out)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v ||
+	    n < CONFIG_MIN_TOKEN_POLL || n > CONFIG_MAX_TOKEN_POLL)
+		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
+		    "milliseconds between %d and %d", p->secname, key, v,
+		    CONFIG_MIN_TOKEN_POLL, CONFIG_MAX_TOKEN_POLL);
+	*out = (int)n;
+	return 1;
+}
+
+static int
+removal_key(struct parser *p, enum keyword kw, const char *key,
+    const char *v)
+{
+	switch (kw) {
+	case K_ON_REMOVAL:
+		return parse_word(p, key, v, &p->id->on_removal, "keep",
+		    CFG_REMOVAL_KEEP, "close", CFG_REMOVAL_CLOSE);
+	case K_ON_REINSERT:
+		return parse_word(p, key, v, &p->id->on_reinsert, "same-card",
+		    CFG_REINSERT_SAME, "any", CFG_REINSERT_ANY);
+	case K_TOKEN_POLL:
+		return parse_poll(p, key, v, &p->cfg->agent.token_poll_ms);
+	default:
+		return 0;
+	}
+}
+
 static int
 identity_key(struct parser *p, enum keyword kw, const char *key,
     const char *v)
@@ -319,6 +379,9 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 			return 1;
 		}
 		return parse_seconds(p, key, v, &id->pin_cache);
+	case K_ON_REMOVAL:
+	case K_ON_REINSERT:
+		return removal_key(p, kw, key, v);
 	default:
 		return 0;
 	}
@@ -478,6 +541,8 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_count(p, key, v, &p->cfg->agent.max_connections);
 	case K_MODULE_ALLOW:
 		return module_allow(p, v);
+	case K_TOKEN_POLL:
+		return removal_key(p, kw, key, v);
 	default:
 		return 0;
 	}
@@ -636,6 +701,10 @@ finish(struct parser *p)
 			    "(key = pkcs11:...)", id->name);
 		if (id->sign_timeout == 0)
 			id->sign_timeout = 30;
+		if (id->on_removal == 0)
+			id->on_removal = CFG_REMOVAL_KEEP;
+		if (id->on_reinsert == 0)
+			id->on_reinsert = CFG_REINSERT_SAME;
 	}
 	for (t = p->cfg->tunnels; t != NULL; t = t->next) {
 		if (t->nlisten == 0)
@@ -670,6 +739,8 @@ finish(struct parser *p)
 	}
 	if (p->cfg->agent.max_connections == 0)
 		p->cfg->agent.max_connections = CONFIG_DEFAULT_CONNS;
+	if (p->cfg->agent.token_poll_ms == 0)
+		p->cfg->agent.token_poll_ms = CONFIG_DEFAULT_TOKEN_POLL;
 	return 1;
 }
 

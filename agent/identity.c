@@ -348,6 +348,7 @@ module_for(struct agent *a, const char *module, const char *name)
 	o.allow = a->cfg->agent.module_allow;
 	o.nallow = a->cfg->agent.nmodule_allow;
 	o.env = env;
+	o.token_poll_ms = a->cfg->agent.token_poll_ms;
 	r = helper_start(&o, &s->helper, err, sizeof(err));
 	free(env);	/* the strings are the agent's; the helper copied */
 	if (r != 0) {
@@ -356,6 +357,7 @@ module_for(struct agent *a, const char *module, const char *name)
 		goto fail;
 	}
 	s->backoff_ms = RESTART_MIN_MS;
+	helper_set_event_cb(s->helper, identity_event, s);
 	a->mods[a->nmods++] = s;
 	if (watch_module(s) != 0) {
 		module_remove(s);
@@ -894,6 +896,10 @@ identity_close_all(struct agent *a)
 
 /* ---- keeping helpers alive */
 
+static void	reopen_uri(const struct identity *, char *, size_t);
+static void	reinserted(struct identity *);
+static int	other_card(const struct identity *, int);
+
 static void
 module_died(struct module_rt *s, const char *why)
 {
@@ -1089,10 +1095,10 @@ reopened(void *arg, int err, const char *why, struct pbuf *reply)
 	if (err == P11A_ERR_HELPER || err == P11A_ERR_CLOSED)
 		;		/* the helper died meanwhile: said elsewhere */
 	else if (!ro->mod->dead) {
-		if (err != 0)
+		if (err != 0 && !other_card(id, err))
 			log_err("identity %s: cannot open it again: %s",
 			    id->cfg->name, why);
-		else
+		else if (err == 0)
 			err = reopen_check(id, reply);
 		if (err != 0) {
 			/* a PIN is never tried again by itself, nor is a
@@ -1100,10 +1106,13 @@ reopened(void *arg, int err, const char *why, struct pbuf *reply)
 			if (needs_user(err) || err == P11A_ERR_TLS)
 				ro->mod->given_up = 1;
 			helper_kill(ro->mod->helper);
-		} else if (--ro->mod->reopening == 0) {
-			log_info("token helper for %s is back",
-			    module_name(ro->mod));
-			ro->mod->backoff_ms = RESTART_MIN_MS;
+		} else {
+			reinserted(id);
+			if (--ro->mod->reopening == 0) {
+				log_info("token helper for %s is back",
+				    module_name(ro->mod));
+				ro->mod->backoff_ms = RESTART_MIN_MS;
+			}
 		}
 	}
 	free(ro);
@@ -1115,6 +1124,7 @@ restart(struct agent *a, struct module_rt *s)
 	struct identity	*id;
 	struct reopen	*ro;
 	struct pbuf	 req;
+	char		 uri[PROTO_MAX_STRING];
 	int		 r;
 
 	if ((r = helper_restart(s->helper)) != 0) {
@@ -1134,7 +1144,11 @@ restart(struct agent *a, struct module_rt *s)
 		ro->mod = s;
 		ro->id = id;
 		pbuf_init(&req);
-		put_open(&req, id->cfg);
+		reopen_uri(id, uri, sizeof(uri));
+		helper_put_open(&req, uri, id->cfg->cert,
+		    pin_source(id->cfg));
+		helper_put_open_login(&req, id->cfg->pinentry,
+		    id->cfg->pin_cache);
 		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 		    reopened, ro) == 0)
 			s->reopening++;
@@ -1180,4 +1194,294 @@ helpers_fail_all(struct agent *a)
 	a->stopping = 1;
 	for (i = 0; i < a->nmods; i++)
 		helper_fail_all(a->mods[i]->helper, P11A_ERR_CLOSED);
+}
+
+/* ---- card removal and reinsertion (PROTO_EVENT) */
+
+#define EVENT_MAX_HANDLES	1024
+
+/* A PROTO_EVENT payload (docs/helper-protocol.md), decoded and checked. */
+struct token_event {
+	int		 kind;		/* 1 removed, 2 inserted */
+	uint32_t	 n;
+	uint32_t	 handles[EVENT_MAX_HANDLES];
+	char		 label[33];
+	char		 serial[17];
+	uint32_t	 flags;		/* CKF_* token flags (inserted) */
+	uint32_t	 ckr;
+};
+
+#define EV_REMOVED	1
+#define EV_INSERTED	2
+/* token flags that say a login failed since the last good one */
+#define EV_PIN_FLAGS	(0x10000 | 0x20000 | 0x40000)	/* COUNT_LOW,
+					 * FINAL_TRY, LOCKED */
+
+/* A field of at most len - 1 printable bytes (untrusted), else "?". */
+static void
+event_str(struct pbuf *b, char *out, size_t len)
+{
+	char	*v = pbuf_get_str(b);
+	size_t	 i;
+
+	out[0] = '\0';
+	if (v != NULL && strlen(v) < len) {
+		for (i = 0; v[i] != '\0'; i++)
+			if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+				v[i] = '?';
+		memcpy(out, v, strlen(v) + 1);
+	} else if (v != NULL)
+		snprintf(out, len, "?");
+	free(v);
+}
+
+static int
+event_parse(struct pbuf *b, struct token_event *ev)
+{
+	uint32_t	 i;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->kind = pbuf_get_u8(b);
+	ev->n = pbuf_get_u32(b);
+	if (ev->n > EVENT_MAX_HANDLES)
+		return P11A_ERR_PROTOCOL;
+	for (i = 0; i < ev->n; i++)
+		ev->handles[i] = pbuf_get_u32(b);
+	event_str(b, ev->label, sizeof(ev->label));
+	event_str(b, ev->serial, sizeof(ev->serial));
+	ev->flags = pbuf_get_u32(b);
+	ev->ckr = pbuf_get_u32(b);
+	if (pbuf_end(b) != 0 || (ev->kind != EV_REMOVED &&
+	    ev->kind != EV_INSERTED))
+		return P11A_ERR_PROTOCOL;
+	return 0;
+}
+
+/* Is the (open) identity one of the event's keys? */
+static int
+event_has(const struct token_event *ev, const struct module_rt *s,
+    const struct identity *id)
+{
+	uint32_t	 i;
+
+	if (id->mod != s || id->pkey == NULL)
+		return 0;
+	for (i = 0; i < ev->n; i++)
+		if (ev->handles[i] == id->hid.handle)
+			return 1;
+	return 0;
+}
+
+/* "'LABEL' (serial S)" for the log. */
+static void
+card_name(const char *label, const char *serial, char *buf, size_t len)
+{
+	snprintf(buf, len, "'%s' (serial %s)", label[0] ? label : "?",
+	    serial[0] ? serial : "unknown");
+}
+
+static void
+on_removed(struct module_rt *s, const struct token_event *ev)
+{
+	struct agent	*a = s->agent;
+	struct identity	*id;
+	char		 card[96], why[160];
+	int		 n;
+
+	for (id = a->identities; id != NULL; id = id->next) {
+		if (!event_has(ev, s, id))
+			continue;
+		if (id->absent) {	/* another card, seen meanwhile */
+			log_info("identity %s: the card in its reader "
+			    "(serial %s) was removed too", id->cfg->name,
+			    ev->serial[0] ? ev->serial : "unknown");
+			continue;
+		}
+		id->absent = 1;
+		snprintf(id->tok_label, sizeof(id->tok_label), "%s",
+		    ev->label);
+		snprintf(id->tok_serial, sizeof(id->tok_serial), "%s",
+		    ev->serial);
+		card_name(id->tok_label, id->tok_serial, card, sizeof(card));
+		log_warn("identity %s: token %s was removed; insert it again "
+		    "(new connections fail until then)", id->cfg->name, card);
+		if (id->cfg->on_removal != CFG_REMOVAL_CLOSE)
+			continue;
+		snprintf(why, sizeof(why), "token %s was removed "
+		    "(on-removal = close)", card);
+		n = tunnels_close_identity(a, id, why);
+		log_info("identity %s: on-removal = close: %d open "
+		    "connection%s closed", id->cfg->name, n, n == 1 ? "" : "s");
+	}
+}
+
+/* A PIN from a file, the environment or a descriptor: asked of nobody. */
+static int
+pin_is_stored(const struct cfg_identity *c)
+{
+	const char	*p = pin_source(c);
+
+	return p != NULL && (strncmp(p, "file:", 5) == 0 ||
+	    strncmp(p, "env:", 4) == 0 || strncmp(p, "fd:", 3) == 0);
+}
+
+/*
+ * May this card bring the identity back?  The card removed (same
+ * serial), or with on-reinsert = any any card; a card this helper cannot
+ * read is left to the new helper, which is given the serial in the key
+ * URI (reopen_uri).  A stored PIN is not offered again to a card that
+ * reports a failed login.
+ */
+static int
+may_reopen(const struct identity *id, const struct token_event *ev)
+{
+	char	 card[96], was[96];
+
+	card_name(ev->label, ev->serial, card, sizeof(card));
+	card_name(id->tok_label, id->tok_serial, was, sizeof(was));
+	if (id->cfg->on_reinsert == CFG_REINSERT_SAME && ev->serial[0] &&
+	    strcmp(ev->serial, id->tok_serial) != 0) {
+		log_warn("identity %s: token %s was inserted, not the card "
+		    "that was removed (%s); waiting for that one "
+		    "(on-reinsert = same-card; set on-reinsert = any to take "
+		    "any card matching the key URI)", id->cfg->name, card,
+		    was);
+		return 0;
+	}
+	if ((ev->flags & EV_PIN_FLAGS) && pin_is_stored(id->cfg)) {
+		log_err("identity %s: token %s reports a failed login (token "
+		    "flags 0x%x); the PIN from %s is not tried on it again: "
+		    "check it, log in once with the token's own tool, then "
+		    "take the card out and put it back", id->cfg->name,
+		    card, ev->flags & EV_PIN_FLAGS, id->cfg->pin);
+		return 0;
+	}
+	if (ev->serial[0] == '\0')
+		log_info("identity %s: a token is back in the reader of %s "
+		    "(C_GetTokenInfo gave CKR 0x%x here); a new helper "
+		    "will look", id->cfg->name, was, ev->ckr);
+	else
+		log_info("identity %s: token %s was inserted; opening it "
+		    "again", id->cfg->name, card);
+	return 1;
+}
+
+static void
+reinsert_deferred(void *arg)
+{
+	struct module_rt	*s = arg;
+
+	s->reinserting = 0;
+	if (s->agent->stopping || s->given_up)
+		return;
+	/* as module_died does, without the back-off: the card is back */
+	loop_set(&s->w, 0);
+	loop_set(&s->pw, 0);
+	s->dead = 1;
+	s->reopening = 0;
+	log_info("token helper for %s (pid %d): a card was put in; a new "
+	    "helper opens its identities", module_name(s),
+	    (int)helper_pid(s->helper));
+	restart(s->agent, s);
+}
+
+static void
+on_inserted(struct module_rt *s, const struct token_event *ev)
+{
+	struct identity	*id;
+	int		 go = 0;
+
+	for (id = s->agent->identities; id != NULL; id = id->next)
+		if (event_has(ev, s, id) && id->absent && may_reopen(id, ev))
+			go = 1;
+	if (!go || s->reinserting)
+		return;
+	/* not from inside this helper's read loop */
+	s->reinserting = 1;
+	loop_defer(reinsert_deferred, s);
+}
+
+void
+identity_event(void *arg, uint32_t type, uint32_t rid, struct pbuf *msg)
+{
+	struct module_rt	*s = arg;
+	struct token_event	 ev;
+
+	if (type != PROTO_EVENT)
+		return;		/* a kind this agent does not know */
+	if (event_parse(msg, &ev) != 0) {
+		log_warn("token helper for %s: malformed event ignored",
+		    module_name(s));
+		return;
+	}
+	if (ev.kind == EV_REMOVED)
+		on_removed(s, &ev);
+	else
+		on_inserted(s, &ev);
+}
+
+/*
+ * The key URI of a reopen: with on-reinsert = same-card and the removed
+ * card's serial known, the serial is added to its path, so that the new
+ * helper's choice of token (made before any PIN is sent) takes that card
+ * only.  A URI that names a serial already is kept.
+ */
+static void
+reopen_uri(const struct identity *id, char *buf, size_t len)
+{
+	const char	*key = id->cfg->key, *rest = key + strlen("pkcs11:");
+	const char	*p;
+	size_t		 off;
+
+	snprintf(buf, len, "%s", key);
+	if (!id->absent || id->cfg->on_reinsert != CFG_REINSERT_SAME ||
+	    id->tok_serial[0] == '\0' || strstr(key, "serial=") != NULL)
+		return;
+	off = (size_t)snprintf(buf, len, "pkcs11:serial=");
+	for (p = id->tok_serial; *p != '\0' && off + 4 < len; p++) {
+		if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+		    (*p >= 'A' && *p <= 'Z') || *p == '-' || *p == '.' ||
+		    *p == '_')
+			buf[off++] = *p;
+		else
+			off += (size_t)snprintf(buf + off, len - off, "%%%02X",
+			    (unsigned char)*p);
+	}
+	snprintf(buf + off, len - off, "%s%s", *rest != '\0' && *rest != '?' ?
+	    ";" : "", rest);
+}
+
+/* A reopen worked: the identity's card is usable again. */
+static void
+reinserted(struct identity *id)
+{
+	char	 card[96];
+
+	if (!id->absent)
+		return;
+	id->absent = 0;
+	card_name(id->tok_label, id->tok_serial, card, sizeof(card));
+	log_info("identity %s: token %s is back; new connections use it",
+	    id->cfg->name, card);
+}
+
+/*
+ * A reopen with the removed card's serial in the URI found no token: the
+ * card in the reader is another one.  Said (instead of "no token
+ * matches"); the helper is restarted with back-off until that card is
+ * back.  1 if that was it.
+ */
+static int
+other_card(const struct identity *id, int err)
+{
+	if (err != P11A_ERR_NO_TOKEN || !id->absent ||
+	    id->cfg->on_reinsert != CFG_REINSERT_SAME ||
+	    id->tok_serial[0] == '\0' || strstr(id->cfg->key, "serial=") !=
+	    NULL)
+		return 0;
+	log_warn("identity %s: the card in the reader is not the one removed "
+	    "(serial %s); waiting for that one (on-reinsert = same-card; set "
+	    "on-reinsert = any to take any card matching the key URI)",
+	    id->cfg->name, id->tok_serial);
+	return 1;
 }

@@ -725,6 +725,42 @@ refuse(struct conn *c, struct listener *ln, int fd)
 	free(c);
 }
 
+/*
+ * The identity's card was pulled: the connection fails at once, before
+ * any upstream work (a resumed session would need no signature), and
+ * the log names the card.  Never a plaintext fallback.
+ */
+static int
+token_removed(struct conn *c)
+{
+	struct identity	*id = c->rt->id;
+
+	if (id == NULL || !id->absent)
+		return 0;
+	log_warn("conn %lu (%s): token '%s' (serial %s) was removed; insert "
+	    "it again", c->id, c->rt->cfg->name, id->tok_label[0] ?
+	    id->tok_label : "?", id->tok_serial[0] ? id->tok_serial :
+	    "unknown");
+	conn_fail(c, TFAIL_TOKEN, "token removed");
+	return 1;
+}
+
+int
+tunnels_close_identity(struct agent *a, struct identity *id, const char *why)
+{
+	struct conn	*c, *next;
+	int		 n = 0;
+
+	for (c = conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->rt->agent == a && c->rt->id == id && !c->closing) {
+			conn_close(c, why);
+			n++;
+		}
+	}
+	return n;
+}
+
 static void
 on_accept(struct listener *ln, int fd)
 {
@@ -765,6 +801,8 @@ on_accept(struct listener *ln, int fd)
 		    c->peer.pid, c->peer.exe[0] ? c->peer.exe :
 		    "(executable unknown)");
 	limits_update(rt->agent);
+	if (token_removed(c))
+		return;
 	/* the client is not watched until the tunnel is up */
 	start_upstream(c);
 }

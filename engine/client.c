@@ -424,6 +424,7 @@ strv_add(char ***v, size_t *n, const char *s)
 static int
 build_argv(struct helper *h, const struct helper_opts *o)
 {
+	char	 ms[16];
 	size_t	 n = 0, ne = 0;
 	int	 i, r;
 
@@ -433,6 +434,12 @@ build_argv(struct helper *h, const struct helper_opts *o)
 		if ((r = strv_add(&h->argv, &n, "-a")) != 0 ||
 		    (r = strv_add(&h->argv, &n, o->allow[i])) != 0)
 			return r;
+	if (o->token_poll_ms > 0) {
+		snprintf(ms, sizeof(ms), "%d", o->token_poll_ms);
+		if ((r = strv_add(&h->argv, &n, "-p")) != 0 ||
+		    (r = strv_add(&h->argv, &n, ms)) != 0)
+			return r;
+	}
 	if (o->registry_name != NULL &&
 	    ((r = strv_add(&h->argv, &n, "-r")) != 0 ||
 	    (r = strv_add(&h->argv, &n, o->registry_name)) != 0))

@@ -4,12 +4,15 @@
  * Started by the agent with one end of a SOCK_SEQPACKET socketpair as fd
  * 3.  It is the only process that loads a PKCS#11 module or holds a PIN.
  * It answers one request at a time (a token does one thing at a time);
+ * between requests it watches the presence of the tokens that hold its
+ * opened keys and tells the agent when one goes or comes (PROTO_EVENT);
  * docs/helper-protocol.md describes the messages.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +41,10 @@ struct helper_state {
 	struct token_key	*keys[MAX_KEYS];
 	int			 nkeys;
 	uint32_t		 busy_id;	/* the request in service */
+	/* the presence watch (token_watch.c) */
+	struct token_watch	*watch;
+	int			 nwatched;	/* keys[] handed to it */
+	int			 event_err;	/* a PROTO_EVENT not sent */
 };
 
 /* No core dumps, no ptrace by others of our uid; -1 if either fails. */
@@ -347,12 +354,75 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 	}
 }
 
+/* ---- card removal: the presence watch and its PROTO_EVENTs */
+
+static void
+send_event(void *arg, const struct pbuf *ev)
+{
+	struct helper_state	*h = arg;
+	int			 r;
+
+	if ((r = proto_send(HELPER_FD, PROTO_EVENT, 0, ev)) != 0 &&
+	    h->event_err == 0)
+		h->event_err = r;
+}
+
+/*
+ * After each request and timeout: keys opened since are watched, a call
+ * that found its token gone makes the watch look at once, and the watch
+ * looks when it is due.  A lost token or session that the watch does not
+ * explain (every token there, sessions alive: a module that lost its
+ * state) still ends the helper, as before the watch, so that the agent
+ * starts afresh.  Returns < 0 to end the helper: that, or an event that
+ * could not be sent (the channel is gone).
+ */
+static int
+watch_step(struct helper_state *h, int call_lost)
+{
+	for (; h->nwatched < h->nkeys; h->nwatched++)
+		if (h->keys[h->nwatched] != NULL)
+			(void)token_watch_add(h->watch, (uint32_t)h->nwatched,
+			    h->keys[h->nwatched]);
+	if (call_lost)
+		token_watch_lost(h->watch);
+	token_watch_run(h->watch, clock_now_ms());
+	if (h->event_err == 0 && call_lost &&
+	    token_watch_all_present(h->watch))
+		return P11A_ERR_TOKEN_ABSENT;
+	return h->event_err;
+}
+
+static int
+parse_poll_ms(const char *s, int *out)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s || n < 1 || n > INT_MAX)
+		return -1;
+	*out = (int)n;
+	return 0;
+}
+
+/* The sooner of two timeouts in ms, -1 meaning none. */
+static int
+soonest(int a, int b)
+{
+	if (a < 0)
+		return b;
+	return b < 0 || a < b ? a : b;
+}
+
 static int
 usage(void)
 {
-	fprintf(stderr, "usage: p11agent-helper [-a PATTERN]... [-r NAME] "
-	    "[MODULE-PATH]\n"
+	fprintf(stderr, "usage: p11agent-helper [-a PATTERN]... [-p MS] "
+	    "[-r NAME] [MODULE-PATH]\n"
 	    "  -a PATTERN  also allow module paths matching PATTERN\n"
+	    "  -p MS       look at the tokens' presence every MS ms "
+	    "(default 500)\n"
 	    "  -r NAME     registry mode: load only the p11-kit module NAME\n"
 	    "(started by p11agent; it speaks on fd 3)\n");
 	return 2;
@@ -366,7 +436,8 @@ main(int argc, char *argv[])
 	struct pbuf		 in;
 	char			*allow[MAX_ALLOW], msg[512];
 	uint32_t		 type, id;
-	int			 ch, r;
+	long			 now;
+	int			 ch, r, poll_ms = TOKEN_WATCH_DEFAULT_MS;
 
 	if (harden() != 0)
 		return 1;
@@ -376,7 +447,7 @@ main(int argc, char *argv[])
 	fcntl(HELPER_FD, F_SETFD, FD_CLOEXEC);
 	memset(&h, 0, sizeof(h));
 	memset(&o, 0, sizeof(o));
-	while ((ch = getopt(argc, argv, "+a:r:")) != -1) {
+	while ((ch = getopt(argc, argv, "+a:p:r:")) != -1) {
 		switch (ch) {
 		case 'a':
 			if (optarg[0] != '/') {
@@ -390,6 +461,13 @@ main(int argc, char *argv[])
 				return usage();
 			}
 			allow[o.nallow++] = optarg;
+			break;
+		case 'p':
+			if (parse_poll_ms(optarg, &poll_ms) != 0) {
+				fprintf(stderr, "p11agent-helper: -p %s: not a "
+				    "number of milliseconds\n", optarg);
+				return usage();
+			}
 			break;
 		case 'r':
 			if (optarg[0] == '\0')
@@ -418,18 +496,31 @@ main(int argc, char *argv[])
 	if (h.ctx == NULL)
 		return 1;
 	token_set_busy_cb(h.ctx, send_busy, &h);
+	if (token_watch_new(poll_ms, send_event, &h, &h.watch) != 0) {
+		token_ctx_free(h.ctx);
+		return 1;
+	}
 	pbuf_init(&in);
 	for (;;) {
-		r = proto_recv(HELPER_FD, &type, &id, &in, -1);
+		/* requests, and the tokens' presence between them */
+		now = clock_now_ms();
+		r = proto_recv(HELPER_FD, &type, &id, &in,
+		    soonest(token_watch_timeout(h.watch, now),
+		    token_housekeeping_timeout(h.ctx, now)));
 		if (r == P11A_ERR_CLOSED)
 			break;
 		if (r == 0)
 			r = dispatch(&h, type, id, &in);
 		token_housekeeping(h.ctx, clock_now_ms());
+		/* a lost token: said by the watch, the helper stays */
+		if (r == P11A_ERR_TIMEOUT || r == P11A_ERR_TOKEN_ABSENT ||
+		    r == 0)
+			r = watch_step(&h, r == P11A_ERR_TOKEN_ABSENT);
 		if (r != 0)
 			break;
 	}
 	pbuf_clear(&in);
+	token_watch_free(h.watch);
 	token_ctx_free(h.ctx);
 	return r == P11A_ERR_CLOSED || r == 0 ? 0 : 1;
 }

@@ -93,6 +93,23 @@ token_housekeeping(struct token_ctx *ctx, long now)
 			forget_pin(ts);
 }
 
+int
+token_housekeeping_timeout(const struct token_ctx *ctx, long now)
+{
+	const struct token_slot	*ts;
+	long			 t = 0;
+	int			 any = 0;
+
+	for (ts = ctx->slots; ts != NULL; ts = ts->next)
+		if (ts->pin != NULL && (!any || ts->pin_until - now < t)) {
+			t = ts->pin_until - now;
+			any = 1;
+		}
+	if (!any)
+		return -1;
+	return t < 0 ? 0 : t > 60000 ? 60000 : (int)t;
+}
+
 /* The token's flags now (a failed login changes them), else at open. */
 static CK_FLAGS
 fresh_flags(const struct token_key *k)

@@ -26,6 +26,17 @@
  *   P11FAULT_MECH_MAX_BITS	C_GetMechanismInfo reports at most this
  *				ulMaxKeySize (a token with smaller keys)
  *
+ * Card removal (slot events):
+ *   P11FAULT_SLOT_EVENTS	"1": C_WaitForSlotEvent is emulated from the
+ *				changes of P11FAULT_TOKEN_ABSENT_FILE (each
+ *				change is one event per initialised token's
+ *				slot); CKF_DONT_BLOCK answers CKR_NO_EVENT
+ *				when there is none, the blocking form waits
+ *				(looking every 10 ms) until there is one or
+ *				C_Finalize is called (then
+ *				CKR_CRYPTOKI_NOT_INITIALIZED).  Unset: the
+ *				call goes to the real module, as others do.
+ *
  * PIN bytes and attribute values are never logged.
  */
 
@@ -125,6 +136,12 @@ static const char	*always_pin;
 #define MAX_AUTH_SESSIONS	64
 static struct { CK_SESSION_HANDLE h; int state; } auth_sess[MAX_AUTH_SESSIONS];
 static unsigned long	 mech_max_bits;	/* 0: the real ulMaxKeySize */
+/* card removal: emulated slot events */
+#define MAXEVENTS	16
+static int		 slot_events;	/* P11FAULT_SLOT_EVENTS=1 */
+static int		 ev_absent;	/* the state last turned into events */
+static CK_SLOT_ID	 evq[MAXEVENTS];	/* slots with an event */
+static size_t		 nevq;
 
 /*
  * Configuration.
@@ -280,6 +297,11 @@ setup(void)
 	if ((s = getenv("P11FAULT_MECH_MAX_BITS")) != NULL &&
 	    parse_ulong(s, &mech_max_bits) == -1)
 		return cfgerr("P11FAULT_MECH_MAX_BITS: bad value", s);
+	/* card removal: slot events */
+	slot_events = (s = getenv("P11FAULT_SLOT_EVENTS")) != NULL &&
+	    strcmp(s, "1") == 0;
+	ev_absent = 0;
+	nevq = 0;
 	slot_desc = getenv("P11FAULT_SLOT_DESC");
 	pinpad_pin = getenv("P11FAULT_PINPAD_PIN");
 	always_pin = getenv("P11FAULT_ALWAYS_AUTH");
@@ -650,6 +672,76 @@ slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	return rv;
 }
 
+/*
+ * Emulated slot events: a change of the absent file since the last one
+ * queues an event for each slot with an initialised token.
+ */
+static void
+queue_events(void)
+{
+	CK_SLOT_ID	 slots[MAXEVENTS];
+	CK_TOKEN_INFO	 ti;
+	CK_ULONG	 i, n = MAXEVENTS;
+	int		 absent = token_absent();
+
+	pthread_mutex_lock(&mtx);
+	if (absent == ev_absent) {
+		pthread_mutex_unlock(&mtx);
+		return;
+	}
+	ev_absent = absent;
+	pthread_mutex_unlock(&mtx);
+	if (real->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
+		return;
+	pthread_mutex_lock(&mtx);
+	for (i = 0; i < n && nevq < MAXEVENTS; i++)
+		if (real->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+		    (ti.flags & CKF_TOKEN_INITIALIZED))
+			evq[nevq++] = slots[i];
+	pthread_mutex_unlock(&mtx);
+}
+
+/* Takes the oldest event; 1 if there was one. */
+static int
+take_event(CK_SLOT_ID_PTR slot)
+{
+	int	 got = 0;
+
+	pthread_mutex_lock(&mtx);
+	if (nevq > 0) {
+		*slot = evq[0];
+		memmove(evq, evq + 1, (nevq - 1) * sizeof(evq[0]));
+		nevq--;
+		got = 1;
+	}
+	pthread_mutex_unlock(&mtx);
+	return got;
+}
+
+static CK_RV
+wait_event(CK_FLAGS flags, CK_SLOT_ID_PTR slot, CK_VOID_PTR reserved)
+{
+	int	 live;
+
+	if (!slot_events)
+		return real->C_WaitForSlotEvent(flags, slot, reserved);
+	if (slot == NULL)
+		return CKR_ARGUMENTS_BAD;
+	for (;;) {
+		queue_events();
+		if (take_event(slot))
+			return CKR_OK;
+		if (flags & CKF_DONT_BLOCK)
+			return CKR_NO_EVENT;
+		sleep_ms(10);
+		pthread_mutex_lock(&mtx);
+		live = configured;
+		pthread_mutex_unlock(&mtx);
+		if (!live)
+			return CKR_CRYPTOKI_NOT_INITIALIZED;
+	}
+}
+
 /* Fetch the real mechanism list into a new buffer, without hidden ones. */
 static CK_RV
 visible_mechs(CK_SLOT_ID slot, CK_MECHANISM_TYPE **out, CK_ULONG *n)
@@ -916,8 +1008,8 @@ FWD(C_SeedRandom, F_SESS, (SH h, BP s, CK_ULONG sl), LEN(sl), (h, s, sl))
 FWD(C_GenerateRandom, F_SESS, (SH h, BP r, CK_ULONG rl), LEN(rl), (h, r, rl))
 FWD(C_GetFunctionStatus, 0, (SH h), NODET, (h))
 FWD(C_CancelFunction, 0, (SH h), NODET, (h))
-FWD(C_WaitForSlotEvent, 0, (CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r),
-    det_add(&c, " flags=0x%lx", f), (f, s, r))
+WRAP(C_WaitForSlotEvent, 0, (CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r),
+    det_add(&c, " flags=0x%lx", f), wait_event(f, s, r))
 
 static CK_RV
 w_C_Initialize(CK_VOID_PTR args)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The token helper's command line (p11agent-helper [-a PATTERN]...
-# [-r NAME] [MODULE-PATH]): a bad one is a usage error (exit 2); -r NAME
+# [-p MS] [-r NAME] [MODULE-PATH]): a bad one is a usage error (exit 2); -r NAME
 # loads only that module of p11-kit's registry, and a NAME not there is
 # an error listing the registered ones; -a adds allowed module paths.
 # A helper that cannot disable core dumps or ptrace does not start.
@@ -11,12 +11,14 @@ make_token
 usage_case() {
 	local out rc=0
 	out=$("$P11AGENT_HELPER" "$@" 2>&1 3</dev/null) || rc=$?
-	[ "$rc" = 2 ] && grep -Fq "usage: p11agent-helper [-a PATTERN]... [-r NAME] [MODULE-PATH]" <<<"$out" ||
+	[ "$rc" = 2 ] && grep -Fq "usage: p11agent-helper [-a PATTERN]... [-p MS] [-r NAME] [MODULE-PATH]" <<<"$out" ||
 	    fail "p11agent-helper $* ($rc): $out"
 	ok "p11agent-helper $*: exit 2: $(head -n 1 <<<"$out")"
 }
 usage_case -x
 usage_case -r
+usage_case -p 0 "$FAULT"
+usage_case -p 5ms "$FAULT"
 usage_case -a relative/x.so "$FAULT"
 usage_case -r softhsm2 "$SOFTHSM"
 usage_case "$FAULT" "$FAULT"

@@ -210,6 +210,30 @@ grep ' C_Login ' "$T/calls.log" | grep -q 'pin=NULL' ||
     fail "the PIN pad login had a PIN: $(grep C_Login "$T/calls.log")"
 ok "PIN pad: a notice names who asks and says to use the reader; C_Login with no PIN"
 
+# ---- the PIN in the helper's memory: gone after C_Login with pin-cache
+# = 0; kept with pin-cache = 3, and gone once the 3 s are over
+if [ "$(id -u)" = 0 ]; then
+	for cache in 0 3; do
+		stub pin
+		conf "pin-cache = $cache"
+		start_agent "$T/agent.conf" || fail "the agent did not start (memory, $cache)"
+		out=$(connect 2>&1) || fail "memory test, pin-cache $cache: $out"
+		helper=$(pgrep -P "$AGENT_PID") || fail "no helper"
+		n=$("$top_srcdir/tests/memscan" "$helper" "$T/pin2") ||
+		    fail "cannot scan the helper's memory"
+		if [ "$cache" = 0 ]; then
+			[ "$n" = 0 ] || fail "the PIN is in the helper's memory $n times after C_Login"
+		else
+			[ "$n" -ge 1 ] || fail "the cached PIN is not in the helper's memory (the scan sees nothing)"
+			sleep 4		# the cache time, and the helper's next tick
+			n=$("$top_srcdir/tests/memscan" "$helper" "$T/pin2")
+			[ "$n" = 0 ] || fail "the PIN is still in the helper's memory $n times after pin-cache"
+		fi
+		stop_agent || fail "the agent did not exit cleanly (memory, $cache)"
+	done
+	ok "helper memory: no PIN after C_Login; a cached PIN is there for pin-cache and wiped after"
+fi
+
 # ---- no display and no terminal: an error that says what to set
 sed -i '/^pinentry-program/d' "$T/agent.conf"
 out=$(env -u DISPLAY -u WAYLAND_DISPLAY -u GPG_TTY "$P11AGENT" check \

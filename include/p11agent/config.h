@@ -16,6 +16,21 @@
 #define CONFIG_MAX_ERR		1024
 #define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
 #define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
+/* card removal: how often the helper looks at its tokens (ms) */
+#define CONFIG_DEFAULT_TOKEN_POLL	500
+#define CONFIG_MIN_TOKEN_POLL		50
+#define CONFIG_MAX_TOKEN_POLL		60000
+
+/* on-removal: what the open tunnels of a removed card's identity do */
+enum cfg_removal {
+	CFG_REMOVAL_KEEP = 1,	/* keep flowing (they need no signature) */
+	CFG_REMOVAL_CLOSE = 2,	/* closed at once */
+};
+/* on-reinsert: which card brings the identity back */
+enum cfg_reinsert {
+	CFG_REINSERT_SAME = 1,	/* the card removed (its serial) */
+	CFG_REINSERT_ANY = 2,	/* any card matching the key URI */
+};
 
 struct cfg_identity {
 	char			*name;
@@ -29,6 +44,9 @@ struct cfg_identity {
 	int			 sign_timeout;	/* seconds */
 	char			*pinentry;	/* pinentry-program, or NULL */
 	int			 pin_cache;	/* seconds; 0: not kept */
+	/* card removal */
+	int			 on_removal;	/* CFG_REMOVAL_* */
+	int			 on_reinsert;	/* CFG_REINSERT_* */
 	struct cfg_identity	*next;
 };
 
@@ -81,6 +99,7 @@ struct cfg_agent {
 	char			*module_allow[CONFIG_MAX_ALLOW];
 	int			 nmodule_allow;
 	int			 max_connections;	/* all tunnels */
+	int			 token_poll_ms;	/* token-poll: card presence */
 };
 
 struct config {

@@ -32,7 +32,7 @@ typedef void (*helper_cb)(void *arg, int err, const char *why,
 
 /*
  * How to start a helper.  It runs as
- *	p11agent-helper [-a PATTERN]... [-r NAME] [MODULE-PATH]
+ *	p11agent-helper [-a PATTERN]... [-p MS] [-r NAME] [MODULE-PATH]
  * (docs/helper-protocol.md); everything is copied, also for restarts.
  */
 struct helper_opts {
@@ -42,6 +42,7 @@ struct helper_opts {
 	int		 nallow;
 	char *const	*env;		/* "NAME=VALUE" for the helper only
 					 * (PINs from env:); NULL-terminated */
+	int		 token_poll_ms;	/* -p: presence looks; 0: default */
 };
 
 /*

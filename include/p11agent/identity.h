@@ -38,6 +38,7 @@ struct module_rt {
 	int			 retiring;	/* to be removed: not needed */
 	long			 restart_at;
 	int			 backoff_ms;
+	int			 reinserting;	/* a card came back: restart */
 };
 
 /* A token that a registry identity's key URI could mean (PROBE). */
@@ -59,6 +60,11 @@ struct identity {
 	struct probe_hit	*hits;
 	int			 nhits;
 	char			 probe_err[1024];	/* modules that failed */
+	/* its card was pulled (PROTO_EVENT): new connections fail at once
+	 * until it is open again; the card's label and serial */
+	int			 absent;
+	char			 tok_label[33];
+	char			 tok_serial[17];
 	struct identity		*next;
 };
 
@@ -88,6 +94,16 @@ int	 identity_open_start(struct agent *,
 	    void (*cb)(struct agent *, int failed));
 void	 identity_close_all(struct agent *);
 struct identity *identity_find(struct agent *, struct cfg_identity *);
+/*
+ * Card removal: a helper's PROTO_EVENT "removed" marks the identities on
+ * that card absent (tunnel_*: new connections fail at once, naming the
+ * card; with on-removal = close their open tunnels are closed); an
+ * "inserted" with the same card (its serial), or any card matching the
+ * key URI with on-reinsert = any, starts a new helper whose reopen of the
+ * identities clears the mark.  Set up by the agent for each helper.
+ */
+void	 identity_event(void *module_rt, uint32_t type, uint32_t id,
+	    struct pbuf *msg);
 /* Restarts dead helpers (at a bounded rate) and kills hung ones. */
 void	 helpers_tick(struct agent *, long now);
 void	 helpers_fail_all(struct agent *);

@@ -105,6 +105,8 @@ int	 token_logout_all(struct token_ctx *, int *n);
 int	 token_unlock(struct token_ctx *, const struct token_req *, int *n);
 /* Wipes cached PINs whose time has come; now in ms (CLOCK_MONOTONIC). */
 void	 token_housekeeping(struct token_ctx *, long now);
+/* Milliseconds until token_housekeeping has a PIN to wipe; -1: none. */
+int	 token_housekeeping_timeout(const struct token_ctx *, long now);
 /* 1 for the sources that ask the user (pinentry, systemd-ask-password). */
 int	 token_source_interactive(const char *);
 int	 token_key_type(const struct token_key *);	/* PROTO_KEY_* */
@@ -140,6 +142,36 @@ int	 token_probe(struct token_ctx *, const char *key_uri, struct pbuf *);
  * filename); initialises no module. */
 int	 token_modules(struct token_ctx *, struct pbuf *);
 
+/*
+ * The presence watch (engine/token_watch.c): the slots holding opened
+ * keys are looked at every poll_ms (C_GetSlotInfo, C_GetSessionInfo,
+ * C_GetTokenInfo, and C_WaitForSlotEvent with CKF_DONT_BLOCK where the
+ * module has it); each change is handed to cb as a PROTO_EVENT payload:
+ *	u8 kind (TOKEN_EVENT_*), u32 n, n x u32 handle (the keys on that
+ *	token), str label, str serial, u32 token flags, u32 ckr
+ * (docs/helper-protocol.md).  Nothing here blocks or sends.
+ */
+#define TOKEN_EVENT_REMOVED	1
+#define TOKEN_EVENT_INSERTED	2
+#define TOKEN_WATCH_DEFAULT_MS	500
+struct token_watch;
+typedef void (*token_watch_cb)(void *arg, const struct pbuf *event);
+int	 token_watch_new(int poll_ms, token_watch_cb, void *arg,
+	    struct token_watch **);
+void	 token_watch_free(struct token_watch *);
+/* A key opened under the helper's handle: its slot is watched. */
+int	 token_watch_add(struct token_watch *, uint32_t handle,
+	    struct token_key *);
+/* Milliseconds until the next look (0: now), -1 when nothing is watched. */
+int	 token_watch_timeout(const struct token_watch *, long now);
+/* A call failed as if a token were gone: look closely, at once. */
+void	 token_watch_lost(struct token_watch *);
+/* Looks at the slots when it is time (now: clock_now_ms()). */
+int	 token_watch_run(struct token_watch *, long now);
+/* Are all the watched tokens there, with their sessions? (A call that
+ * failed as if one were gone, with all of them there, is not explained
+ * by a removal.) */
+int	 token_watch_all_present(const struct token_watch *);
 
 /* The PIN: one owning type, wiped when freed. */
 struct pin {

@@ -64,5 +64,9 @@ void	 tunnels_reap(void);
  * tunnels (open connections keep theirs); 0 or P11A_ERR_TLS (logged),
  * and then nothing changed. */
 int	 tunnels_rebuild_tls(struct agent *, struct identity *);
+/* The identity's card was pulled and on-removal = close: closes its
+ * open connections (each logged with why); returns how many. */
+int	 tunnels_close_identity(struct agent *, struct identity *,
+	    const char *why);
 
 #endif

@@ -169,6 +169,45 @@ test_agent_section(void)
 	config_free(cfg);
 }
 
+/* Card removal: on-removal, on-reinsert, [agent] token-poll. */
+static void
+test_removal(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path;
+
+	path = test_write("plain.conf", GOOD, 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->identities->on_removal, CFG_REMOVAL_KEEP);
+	CU_ASSERT_EQUAL(cfg->identities->on_reinsert, CFG_REINSERT_SAME);
+	CU_ASSERT_EQUAL(cfg->agent.token_poll_ms, CONFIG_DEFAULT_TOKEN_POLL);
+	config_free(cfg);
+	path = test_write("removal.conf", "[agent]\ntoken-poll = 50\n"
+	    "[identity corp]\nkey = pkcs11:token=corp\non-removal = close\n"
+	    "on-reinsert = any\n[tunnel t]\nlisten = tcp:127.0.0.1:1\n"
+	    "connect = h:1\nidentity = corp\n", 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->identities->on_removal, CFG_REMOVAL_CLOSE);
+	CU_ASSERT_EQUAL(cfg->identities->on_reinsert, CFG_REINSERT_ANY);
+	CU_ASSERT_EQUAL(cfg->agent.token_poll_ms, 50);
+	config_free(cfg);
+	expect_error("[identity a]\nkey = pkcs11:token=x\non-removal = drop\n",
+	    "bad.conf:3:", "[identity a] on-removal: 'drop' must be keep or "
+	    "close");
+	expect_error("[identity a]\nkey = pkcs11:token=x\non-reinsert = any\n"
+	    "on-reinsert = any\n", "bad.conf:4:", "[identity a] on-reinsert: "
+	    "given twice");
+	expect_error("[identity a]\nkey = pkcs11:token=x\non-reinsert = "
+	    "serial\n", "bad.conf:3:", "must be same-card or any");
+	expect_error(GOOD "[agent]\ntoken-poll = 10\n", "bad.conf:17:",
+	    "[agent] token-poll: '10' is not a number of milliseconds between "
+	    "50 and 60000");
+	expect_error(GOOD "token-poll = 100\n", "bad.conf:16:",
+	    "[tunnel second] token-poll: this key belongs in a [agent] "
+	    "section");
+}
+
 /* allow-users / allow-groups: names (resolved at load) and numbers. */
 static void
 test_allow(void)
@@ -307,6 +346,8 @@ suite_config(void)
 	    CU_add_test(s, "errors name file:line:key", test_errors) == NULL ||
 	    CU_add_test(s, "the [agent] section", test_agent_section) == NULL ||
 	    CU_add_test(s, "allow-users, allow-groups", test_allow) == NULL ||
+	    CU_add_test(s, "on-removal, on-reinsert, token-poll",
+	    test_removal) == NULL ||
 	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
 	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL ||
