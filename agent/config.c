@@ -28,6 +28,7 @@ enum keyword {
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
 	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
 	K_ALLOW_GROUPS,
+	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
 };
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
@@ -59,6 +60,8 @@ static const struct {
 	{ "max-connections",	S_TUNNEL,	K_MAX_CONNECTIONS },
 	{ "max-connections",	S_AGENT,	K_MAX_CONNECTIONS },
 	{ "module-allow",	S_AGENT,	K_MODULE_ALLOW },
+	{ "control",		S_AGENT,	K_CONTROL },
+	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
 };
 
 struct parser {
@@ -454,6 +457,37 @@ module_allow(struct parser *p, const char *v)
 	return !p->failed;
 }
 
+/* ---- [agent] control = PATH, lock-after = SECONDS (agent/control.c) */
+static int
+control_key(struct parser *p, enum keyword kw, const char *key,
+    const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+	char			*end;
+	long			 n;
+
+	if (kw == K_CONTROL) {
+		if (v[0] != '/' || strlen(v) >= 108)
+			return perr(p, p->line, "[agent] control: '%s' must be "
+			    "an absolute path shorter than 108 bytes, such as "
+			    "/run/user/UID/p11agent/control", v);
+		return set_str(p, key, &a->control, v);
+	}
+	if (a->lock_after_line != 0)
+		return perr(p, p->line, "[agent] lock-after: given twice (also "
+		    "line %d)", a->lock_after_line);
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < 0 ||
+	    n > CONFIG_MAX_LOCK_AFTER)
+		return perr(p, p->line, "[agent] lock-after: '%s' is not a "
+		    "number of seconds between 0 (off) and %d", v,
+		    CONFIG_MAX_LOCK_AFTER);
+	a->lock_after = (int)n;
+	a->lock_after_line = p->line;
+	return 1;
+}
+
 static int
 agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
@@ -462,6 +496,9 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_count(p, key, v, &p->cfg->agent.max_connections);
 	case K_MODULE_ALLOW:
 		return module_allow(p, v);
+	case K_CONTROL:
+	case K_LOCK_AFTER:
+		return control_key(p, kw, key, v);
 	default:
 		return 0;
 	}
@@ -732,6 +769,7 @@ config_free(struct config *cfg)
 	}
 	for (i = 0; i < cfg->agent.nmodule_allow; i++)
 		free(cfg->agent.module_allow[i]);
+	free(cfg->agent.control);
 	free(cfg->path);
 	free(cfg);
 }

@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
@@ -36,6 +37,7 @@ struct sign_wait {
 };
 
 static const char	 wait_key[] = "p11agent-sign";
+static long		 last_sign_ms;	/* of the last good signature */
 
 static void
 wait_unref(struct sign_wait *w)
@@ -178,8 +180,10 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	else
 		r = sign_blocking(rk, &req, sig, siglen, why, sizeof(why));
 	pbuf_clear(&req);
-	if (r == 0)
+	if (r == 0) {
+		last_sign_ms = clock_now_ms();
 		return 0;
+	}
 	/* for the connection's log line: this request's own reason */
 	if (r == P11A_ERR_TIMEOUT)
 		snprintf(why, sizeof(why), "no answer within sign-timeout");
@@ -189,6 +193,12 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 		snprintf(why, sizeof(why), "%s", p11a_strerror(r));
 	ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s", why);
 	return r;
+}
+
+long
+rkey_last_sign_ms(void)
+{
+	return last_sign_ms;
 }
 
 int

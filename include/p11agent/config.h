@@ -16,6 +16,7 @@
 #define CONFIG_MAX_ERR		1024
 #define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
 #define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
+#define CONFIG_MAX_LOCK_AFTER	86400	/* lock-after, seconds */
 
 struct cfg_identity {
 	char			*name;
@@ -79,6 +80,11 @@ struct cfg_agent {
 	char			*module_allow[CONFIG_MAX_ALLOW];
 	int			 nmodule_allow;
 	int			 max_connections;	/* all tunnels */
+	/* the control socket (NULL: $XDG_RUNTIME_DIR/p11agent/control)
+	 * and lock-after = SECONDS (0, the default: off); agent/control.c */
+	char			*control;
+	int			 lock_after;
+	int			 lock_after_line;
 };
 
 struct config {
