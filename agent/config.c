@@ -24,6 +24,7 @@
 
 enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
+	K_PINENTRY_PROGRAM, K_PIN_CACHE,
 	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
 	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
@@ -43,6 +44,8 @@ static const struct {
 	{ "pin",		S_IDENTITY,	K_PIN },
 	{ "module",		S_IDENTITY,	K_MODULE },
 	{ "sign-timeout",	S_IDENTITY,	K_SIGN_TIMEOUT },
+	{ "pinentry-program",	S_IDENTITY,	K_PINENTRY_PROGRAM },
+	{ "pin-cache",		S_IDENTITY,	K_PIN_CACHE },
 	{ "listen",		S_TUNNEL,	K_LISTEN },
 	{ "connect",		S_TUNNEL,	K_CONNECT },
 	{ "identity",		S_TUNNEL,	K_IDENTITY },
@@ -294,10 +297,11 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 	case K_PIN:
 		if (strncmp(v, "file:/", 6) != 0 && strncmp(v, "env:", 4) !=
 		    0 && !pin_fd_ok(v) && strcmp(v, "systemd-ask-password") !=
-		    0 && strcmp(v, "none") != 0)
+		    0 && strcmp(v, "pinentry") != 0 && strcmp(v, "none") != 0)
 			return perr(p, p->line, "[%s] pin: '%s' must be "
-			    "file:/ABSOLUTE/PATH, env:NAME, fd:N (N >= 3), "
-			    "systemd-ask-password or none", p->secname, v);
+			    "pinentry, file:/ABSOLUTE/PATH, env:NAME, fd:N "
+			    "(N >= 3), systemd-ask-password or none",
+			    p->secname, v);
 		return set_str(p, key, &id->pin, v);
 	case K_MODULE:
 		if (v[0] != '/')
@@ -306,6 +310,18 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		return set_str(p, key, &id->module, v);
 	case K_SIGN_TIMEOUT:
 		return parse_seconds(p, key, v, &id->sign_timeout);
+	case K_PINENTRY_PROGRAM:
+		if (v[0] != '/' && strchr(v, '/') != NULL)
+			return perr(p, p->line, "[%s] pinentry-program: '%s' "
+			    "must be an absolute path or a program name "
+			    "looked up in PATH", p->secname, v);
+		return set_str(p, key, &id->pinentry, v);
+	case K_PIN_CACHE:
+		if (strcmp(v, "0") == 0) {
+			id->pin_cache = 0;
+			return 1;
+		}
+		return parse_seconds(p, key, v, &id->pin_cache);
 	default:
 		return 0;
 	}
@@ -749,6 +765,7 @@ config_free(struct config *cfg)
 		free(id->cert);
 		free(id->pin);
 		free(id->pin_src);
+		free(id->pinentry);
 		free(id->module);
 		free(id);
 	}

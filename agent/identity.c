@@ -274,6 +274,13 @@ pin_source(const struct cfg_identity *c)
 	return c->pin_src != NULL ? c->pin_src : c->pin;
 }
 
+static void
+put_open(struct pbuf *req, const struct cfg_identity *c)
+{
+	helper_put_open(req, c->key, c->cert, pin_source(c));
+	helper_put_open_login(req, c->pinentry, c->pin_cache);
+}
+
 /* The PIN variables of the identities on this module, for its helper. */
 static char **
 pin_env_for(struct agent *a, const char *module)
@@ -527,7 +534,7 @@ open_send(struct agent *a, struct identity *id)
 	int			 r;
 
 	pbuf_init(&req);
-	helper_put_open(&req, c->key, c->cert, pin_source(c));
+	put_open(&req, c);
 	r = helper_request(id->mod->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 	    opened, id);
 	pbuf_clear(&req);
@@ -1127,8 +1134,7 @@ restart(struct agent *a, struct module_rt *s)
 		ro->mod = s;
 		ro->id = id;
 		pbuf_init(&req);
-		helper_put_open(&req, id->cfg->key, id->cfg->cert,
-		    pin_source(id->cfg));
+		put_open(&req, id->cfg);
 		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 		    reopened, ro) == 0)
 			s->reopening++;

@@ -325,6 +325,29 @@ peer_describe(const struct peer *p, char *out, size_t len)
 		    p->exe[0] ? p->exe : "(executable unknown)");
 }
 
+void
+peer_requester(const struct peer *p, char *out, size_t len)
+{
+	struct passwd	 pw, *res = NULL;
+	char		 buf[4096], user[64];
+	const char	*prog = strrchr(p->exe, '/');
+
+	prog = prog != NULL ? prog + 1 : p->exe[0] ? p->exe : NULL;
+	if (p->uid != -1 && getpwuid_r((uid_t)p->uid, &pw, buf, sizeof(buf),
+	    &res) == 0 && res != NULL)
+		snprintf(user, sizeof(user), "%s", pw.pw_name);
+	else if (p->uid != -1)
+		snprintf(user, sizeof(user), "uid %ld", p->uid);
+	else
+		snprintf(user, sizeof(user), "an unknown user");
+	if (prog != NULL && p->pid != -1)
+		snprintf(out, len, "%s (pid %ld, %s)", prog, p->pid, user);
+	else if (p->pid != -1)
+		snprintf(out, len, "a program (pid %ld, %s)", p->pid, user);
+	else
+		snprintf(out, len, "a program of %s", user);
+}
+
 /* Is gid the peer's gid or one of the groups of its uid's account? */
 static int
 in_group(const struct peer *p, long gid)

@@ -57,6 +57,7 @@ struct conn {
 	size_t			 u2c_off, u2c_len;
 	unsigned long long	 up_bytes, down_bytes;
 	struct peer		 peer;
+	char			 who[160];	/* for a PIN dialog */
 	struct conn		*prev, *next;
 };
 
@@ -394,7 +395,12 @@ handshake(struct conn *c)
 	/* the job closes its wait fd when it resumes: unwatch it first */
 	loop_set(&c->aw, 0);
 	ERR_clear_error();
+	if (c->who[0] == '\0')
+		peer_requester(&c->peer, c->who, sizeof(c->who));
+	rkey_set_requester(c->who, c->rt->cfg->server_name ?
+	    c->rt->cfg->server_name : c->rt->cfg->connect_host);
 	r = SSL_do_handshake(c->ssl);
+	rkey_set_requester(NULL, NULL);
 	if (r == 1) {
 		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
 		c->rt->stats.handshakes++;

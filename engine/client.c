@@ -900,6 +900,13 @@ helper_put_open(struct pbuf *req, const char *key_uri, const char *cert,
 	pbuf_put_str(req, pin_source);
 }
 
+void
+helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache)
+{
+	pbuf_put_str(req, pinentry);
+	pbuf_put_u32(req, pin_cache > 0 ? (uint32_t)pin_cache : 0);
+}
+
 int
 helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {

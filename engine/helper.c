@@ -17,6 +17,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/proto.h"
 #include "p11agent/token.h"
@@ -31,6 +34,7 @@ struct helper_state {
 	int			 load_err;
 	struct token_key	*keys[MAX_KEYS];
 	int			 nkeys;
+	uint32_t		 busy_id;	/* the request in service */
 };
 
 /* No core dumps, no ptrace by others of our uid; -1 if either fails. */
@@ -83,6 +87,7 @@ static int
 do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
 	struct hreq_open	 q;
+	struct token_open_opts	 o;
 	struct token_key	*k;
 	struct pbuf		 out;
 	const uint8_t		*cert;
@@ -98,8 +103,14 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	}
 	/* every OPEN takes the next handle, even a failed one, so the
 	 * handles of an agent reopening its identities stay the same */
-	if ((r = token_open(h->ctx, q.key_uri, q.cert, q.pin_source,
-	    &k)) != 0) {
+	memset(&o, 0, sizeof(o));
+	o.key_uri = q.key_uri;
+	o.cert_uri = q.cert;
+	o.pin_source = q.pin_source;
+	o.pinentry = q.pinentry;
+	o.pin_cache = (int)q.pin_cache;
+	h->busy_id = id;
+	if ((r = token_open_opts(h->ctx, &o, &k)) != 0) {
 		h->keys[h->nkeys++] = NULL;
 		r = reply_error(id, r, h->ctx, NULL);
 		goto out;
@@ -122,28 +133,96 @@ static int
 do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 {
 	struct hreq_sign q;
+	struct token_req rq;
 	uint8_t		 sig[PROTO_MAX_SIG];
 	size_t		 siglen = sizeof(sig);
 	struct pbuf	 out;
 	int		 r;
 
-	if (hreq_sign(in, &q) != 0 || q.handle >= (uint32_t)h->nkeys)
+	if (hreq_sign(in, &q) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
-	if (h->keys[q.handle] == NULL)
-		return reply_error(id, P11A_ERR_NO_KEY, NULL,
+	if (q.handle >= (uint32_t)h->nkeys) {
+		r = reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+		goto out;
+	}
+	if (h->keys[q.handle] == NULL) {
+		r = reply_error(id, P11A_ERR_NO_KEY, NULL,
 		    "that identity could not be opened");
-	r = token_sign(h->ctx, h->keys[q.handle], q.alg, q.hash, q.saltlen,
-	    q.data, q.len, sig, &siglen);
+		goto out;
+	}
+	rq.who = q.who;
+	rq.host = q.host;
+	rq.sent_ms = q.sent_ms;
+	h->busy_id = id;
+	r = token_sign_for(h->ctx, h->keys[q.handle], &rq, q.alg, q.hash,
+	    q.saltlen, q.data, q.len, sig, &siglen);
 	if (r != 0) {
 		reply_error(id, r, h->ctx, NULL);
 		/* a lost token or session: exit so the agent starts afresh */
-		return r == P11A_ERR_TOKEN_ABSENT ? r : 0;
+		r = r == P11A_ERR_TOKEN_ABSENT ? r : 0;
+		goto out;
 	}
 	pbuf_init(&out);
 	pbuf_put_bytes(&out, sig, siglen);
 	r = proto_send(HELPER_FD, PROTO_SIGN_OK, id, &out);
 	pbuf_clear(&out);
+	OPENSSL_cleanse(sig, sizeof(sig));
+out:
+	hreq_sign_clear(&q);
 	return r;
+}
+
+/* lock: every token logged out, every cached PIN wiped */
+static int
+do_logout(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct pbuf	 out;
+	int		 n, r;
+
+	if (hreq_logout(in) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	r = token_logout_all(h->ctx, &n);
+	pbuf_init(&out);
+	pbuf_put_u32(&out, (uint32_t)n);
+	r = reply(id, PROTO_LOGOUT_OK, r, h->ctx, &out);
+	pbuf_clear(&out);
+	return r;
+}
+
+/* unlock: refusals forgotten, every opened token logged in now */
+static int
+do_unlock(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct hreq_unlock q;
+	struct token_req rq;
+	struct pbuf	 out;
+	int		 n, r;
+
+	if (hreq_unlock(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	memset(&rq, 0, sizeof(rq));
+	rq.who = q.who;
+	h->busy_id = id;
+	r = token_unlock(h->ctx, &rq, &n);
+	pbuf_init(&out);
+	pbuf_put_u32(&out, (uint32_t)n);
+	r = reply(id, PROTO_UNLOCK_OK, r, h->ctx, &out);
+	pbuf_clear(&out);
+	hreq_unlock_clear(&q);
+	return r;
+}
+
+/* Before a dialog: the agent moves the deadlines of what waits on it. */
+static void
+send_busy(void *arg, int ms)
+{
+	struct helper_state	*h = arg;
+	struct pbuf		 out;
+
+	pbuf_init(&out);
+	pbuf_put_u32(&out, (uint32_t)ms);
+	proto_send(HELPER_FD, PROTO_BUSY, h->busy_id, &out);
+	pbuf_clear(&out);
 }
 
 static int
@@ -213,6 +292,10 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 		return do_modules(h, id, in);
 	case PROTO_PROBE:
 		return do_probe(h, id, in);
+	case PROTO_LOGOUT:
+		return do_logout(h, id, in);
+	case PROTO_UNLOCK:
+		return do_unlock(h, id, in);
 	default:
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL,
 		    "unknown request type");
@@ -287,6 +370,7 @@ main(int argc, char *argv[])
 	h.load_err = token_ctx_new(&o, &h.ctx);
 	if (h.ctx == NULL)
 		return 1;
+	token_set_busy_cb(h.ctx, send_busy, &h);
 	pbuf_init(&in);
 	for (;;) {
 		r = proto_recv(HELPER_FD, &type, &id, &in, -1);
@@ -294,6 +378,7 @@ main(int argc, char *argv[])
 			break;
 		if (r == 0)
 			r = dispatch(&h, type, id, &in);
+		token_housekeeping(h.ctx, clock_now_ms());
 		if (r != 0)
 			break;
 	}

@@ -19,6 +19,7 @@ hreq_open_clear(struct hreq_open *q)
 	free(q->key_uri);
 	free(q->cert);
 	free(q->pin_source);
+	free(q->pinentry);
 	memset(q, 0, sizeof(*q));
 }
 
@@ -30,6 +31,14 @@ hreq_open(struct pbuf *b, struct hreq_open *q)
 	q->key_uri = pbuf_get_str(b);
 	q->cert = pbuf_get_str(b);
 	q->pin_source = pbuf_get_str(b);
+	q->pinentry = NULL;
+	q->pin_cache = 0;
+	if (b->err == 0 && b->off < b->len) {	/* the login settings */
+		q->pinentry = pbuf_get_str(b);
+		q->pin_cache = pbuf_get_u32(b);
+		if (b->err == 0 && q->pin_cache > PROTO_MAX_PIN_CACHE)
+			b->err = P11A_ERR_TOO_LARGE;
+	}
 	if ((r = pbuf_end(b)) == 0 && q->key_uri == NULL)
 		r = P11A_ERR_PROTOCOL;
 	if (r != 0)
@@ -40,6 +49,7 @@ hreq_open(struct pbuf *b, struct hreq_open *q)
 int
 hreq_sign(struct pbuf *b, struct hreq_sign *q)
 {
+	uint32_t hi;
 	int	 r;
 
 	q->handle = pbuf_get_u32(b);
@@ -47,10 +57,52 @@ hreq_sign(struct pbuf *b, struct hreq_sign *q)
 	q->hash = pbuf_get_u8(b);
 	q->saltlen = pbuf_get_u32(b);
 	q->data = pbuf_get_bytes(b, &q->len, PROTO_MAX_SIGN_DATA);
+	q->who = q->host = NULL;
+	q->sent_ms = 0;
+	if (b->err == 0 && b->off < b->len) {	/* who asks */
+		q->who = pbuf_get_str(b);
+		q->host = pbuf_get_str(b);
+		hi = pbuf_get_u32(b);
+		q->sent_ms = (long)(((uint64_t)hi << 32) | pbuf_get_u32(b));
+		if (q->sent_ms < 0)
+			b->err = P11A_ERR_PROTOCOL;
+	}
 	if ((r = pbuf_end(b)) == 0 && q->len == 0)
 		r = P11A_ERR_PROTOCOL;
 	if (r != 0)
-		memset(q, 0, sizeof(*q));
+		hreq_sign_clear(q);
+	return r;
+}
+
+void
+hreq_sign_clear(struct hreq_sign *q)
+{
+	free(q->who);
+	free(q->host);
+	memset(q, 0, sizeof(*q));
+}
+
+int
+hreq_logout(struct pbuf *b)
+{
+	return pbuf_end(b);
+}
+
+void
+hreq_unlock_clear(struct hreq_unlock *q)
+{
+	free(q->who);
+	q->who = NULL;
+}
+
+int
+hreq_unlock(struct pbuf *b, struct hreq_unlock *q)
+{
+	int	 r;
+
+	q->who = pbuf_get_str(b);
+	if ((r = pbuf_end(b)) != 0)
+		hreq_unlock_clear(q);
 	return r;
 }
 

@@ -21,6 +21,9 @@ struct hreq_open {
 	char		*key_uri;
 	char		*cert;
 	char		*pin_source;
+	/* optional, since issue 6: the identity's login settings */
+	char		*pinentry;	/* pinentry-program, or NULL */
+	uint32_t	 pin_cache;	/* seconds */
 };
 
 /* SIGN: data points into the payload's buffer, 1..PROTO_MAX_SIGN_DATA. */
@@ -31,6 +34,15 @@ struct hreq_sign {
 	uint32_t	 saltlen;
 	const uint8_t	*data;
 	size_t		 len;
+	/* optional: who asks, for a PIN dialog (hreq_sign_clear frees) */
+	char		*who;
+	char		*host;
+	long		 sent_ms;	/* CLOCK_MONOTONIC; 0: unknown */
+};
+
+/* UNLOCK: who asks (NULL when empty). */
+struct hreq_unlock {
+	char		*who;
 };
 
 /* LIST: PIN source and filter URI, each NULL when absent. */
@@ -49,6 +61,10 @@ int	 hreq_sign(struct pbuf *, struct hreq_sign *);
 int	 hreq_list(struct pbuf *, struct hreq_list *);
 int	 hreq_modules(struct pbuf *);		/* an empty payload */
 int	 hreq_probe(struct pbuf *, struct hreq_probe *);
+int	 hreq_logout(struct pbuf *);		/* an empty payload */
+int	 hreq_unlock(struct pbuf *, struct hreq_unlock *);
+void	 hreq_unlock_clear(struct hreq_unlock *);
+void	 hreq_sign_clear(struct hreq_sign *);
 void	 hreq_open_clear(struct hreq_open *);
 void	 hreq_list_clear(struct hreq_list *);
 void	 hreq_probe_clear(struct hreq_probe *);

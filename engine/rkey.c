@@ -39,6 +39,17 @@ struct sign_wait {
 static const char	 wait_key[] = "p11agent-sign";
 static long		 last_sign_ms;	/* of the last good signature */
 
+/* who the next signatures are for (rkey_set_requester) */
+static char		 req_who[256];
+static char		 req_host[256];
+
+void
+rkey_set_requester(const char *who, const char *host)
+{
+	snprintf(req_who, sizeof(req_who), "%s", who ? who : "");
+	snprintf(req_host, sizeof(req_host), "%s", host ? host : "");
+}
+
 static void
 wait_unref(struct sign_wait *w)
 {
@@ -165,6 +176,7 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	struct pbuf	 req;
 	ASYNC_JOB	*job;
 	char		 why[512] = "";
+	long		 now;
 	int		 r;
 
 	pbuf_init(&req);
@@ -173,6 +185,13 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	pbuf_put_u8(&req, (uint8_t)hash);
 	pbuf_put_u32(&req, saltlen);
 	pbuf_put_bytes(&req, data, len);
+	/* for a PIN dialog: who asks, and when (a dialog's answer also
+	 * serves the requests sent before it ended) */
+	now = clock_now_ms();
+	pbuf_put_str(&req, req_who);
+	pbuf_put_str(&req, req_host);
+	pbuf_put_u32(&req, (uint32_t)((uint64_t)now >> 32));
+	pbuf_put_u32(&req, (uint32_t)now);
 	if (req.err != 0)
 		r = req.err;
 	else if ((job = ASYNC_get_current_job()) != NULL)
@@ -185,7 +204,7 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 		return 0;
 	}
 	/* for the connection's log line: this request's own reason */
-	if (r == P11A_ERR_TIMEOUT)
+	if (r == P11A_ERR_TIMEOUT && why[0] == '\0')
 		snprintf(why, sizeof(why), "no answer within sign-timeout");
 	else if (r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED)
 		snprintf(why, sizeof(why), "the token helper is gone");

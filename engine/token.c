@@ -20,6 +20,8 @@
 #include <p11-kit/uri.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "p11agent/error.h"
 #include "p11agent/proto.h"
@@ -369,6 +371,9 @@ key_free(struct token_key *k)
 	if (k == NULL)
 		return;
 	free(k->cert);
+	free(k->key_uri);
+	free(k->pin_source);
+	free(k->pinentry);
 	free(k);
 }
 
@@ -384,6 +389,7 @@ token_ctx_free(struct token_ctx *ctx)
 		next = k->next;
 		key_free(k);
 	}
+	token_slots_free(ctx);
 	for (i = 0; i < ctx->nmods; i++)
 		if (ctx->inited[i])
 			p11_kit_module_finalize(ctx->mods[i]);
@@ -510,111 +516,6 @@ token_label(const CK_UTF8CHAR *label, char *out)
 	token_unpad(label, 32, out);
 }
 
-static void
-pin_incorrect(struct token_ctx *ctx, struct token_key *k, const char *name,
-    const char *source)
-{
-	CK_TOKEN_INFO	 ti;
-	const char	*left = "the token does not say how many tries are left";
-
-	if (k->mod->C_GetTokenInfo(k->slot, &ti) == CKR_OK) {
-		if (ti.flags & CKF_USER_PIN_LOCKED)
-			left = "the PIN is now LOCKED; unblock it with the SO PIN";
-		else if (ti.flags & CKF_USER_PIN_FINAL_TRY)
-			left = "ONE try is left: the next wrong PIN locks it";
-		else if (ti.flags & CKF_USER_PIN_COUNT_LOW)
-			left = "the token reports few tries left";
-	}
-	token_seterr(ctx, CKR_PIN_INCORRECT, "token '%s' rejected the PIN "
-	    "from %s (%s); p11agent does not retry: fix the PIN source", name,
-	    source, left);
-}
-
-/*
- * Did this token reject a PIN before, in this process?  Another identity
- * on the same card must not spend a second try with the same PIN.
- */
-static int
-pin_was_rejected(struct token_ctx *ctx, const struct token_key *k)
-{
-	int	 i;
-
-	if (ctx->nrejected == (int)(sizeof(ctx->rejected) /
-	    sizeof(ctx->rejected[0])))
-		return 1;	/* too many to tell apart: none is tried */
-	for (i = 0; i < ctx->nrejected; i++)
-		if (ctx->rejected[i].mod == k->mod &&
-		    ctx->rejected[i].slot == k->slot)
-			return 1;
-	return 0;
-}
-
-static void
-pin_rejected(struct token_ctx *ctx, const struct token_key *k)
-{
-	if (pin_was_rejected(ctx, k))
-		return;
-	ctx->rejected[ctx->nrejected].mod = k->mod;
-	ctx->rejected[ctx->nrejected++].slot = k->slot;
-}
-
-int
-token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
-{
-	struct pin	*pin = NULL;
-	struct pin_ask	 ask;
-	char		 name[33], serial[17], err[512];
-	CK_RV		 rv;
-	int		 r;
-
-	token_label(k->label, name);
-	TOKEN_UNPAD(k->serial, serial);
-	if (!(k->flags & CKF_LOGIN_REQUIRED))
-		return 0;
-	if (k->flags & CKF_USER_PIN_LOCKED) {
-		token_seterr(ctx, CKR_PIN_LOCKED, "token '%s': the user PIN is "
-		    "locked; unblock it with the SO PIN", name);
-		return P11A_ERR_PIN_LOCKED;
-	}
-	if (k->flags & CKF_USER_PIN_FINAL_TRY) {
-		token_seterr(ctx, 0, "token '%s': only one PIN try is left; "
-		    "p11agent will not risk it without you: log in once with "
-		    "the token's own tool to reset the counter", name);
-		return P11A_ERR_PIN_FINAL_TRY;
-	}
-	if (pin_was_rejected(ctx, k)) {
-		token_seterr(ctx, 0, "token '%s' rejected a PIN already; "
-		    "p11agent does not try another login on it: fix the PIN "
-		    "source and start p11agent again", name);
-		return P11A_ERR_PIN_INCORRECT;
-	}
-	memset(&ask, 0, sizeof(ask));
-	ask.label = name;
-	ask.serial = serial;
-	if ((r = pin_ask(source, &ask, &pin, err, sizeof(err))) != 0) {
-		token_seterr(ctx, 0, "token '%s': %s", name, err);
-		return r;
-	}
-	if (pin == NULL && !(k->flags & CKF_PROTECTED_AUTHENTICATION_PATH)) {
-		token_seterr(ctx, 0, "token '%s' needs a PIN: set pin = "
-		    "file:PATH, env:NAME, fd:N or systemd-ask-password", name);
-		return P11A_ERR_PIN_SOURCE;
-	}
-	rv = k->mod->C_Login(k->session, CKU_USER,
-	    pin ? (CK_UTF8CHAR_PTR)pin->value : NULL, pin ? pin->len : 0);
-	pin_free(pin);
-	if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
-		return 0;
-	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
-		pin_rejected(ctx, k);
-		pin_incorrect(ctx, k, name, source);
-		return P11A_ERR_PIN_INCORRECT;
-	}
-	token_seterr(ctx, rv, "token '%s': C_Login: %s", name,
-	    token_ckr_name(rv));
-	return token_rv_code(rv);
-}
-
 /* Finds exactly one object of class cls matching tmpl; 0 or an error. */
 int
 token_find_one(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
@@ -701,13 +602,8 @@ find_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	ta.type = CKA_ALWAYS_AUTHENTICATE;
 	ta.pValue = &always;
 	ta.ulValueLen = sizeof(always);
-	if (k->mod->C_GetAttributeValue(k->session, k->obj, &ta, 1) == CKR_OK &&
-	    ta.ulValueLen == sizeof(always) && always) {
-		token_seterr(ctx, 0, "%s: the key wants the PIN for every "
-		    "signature (CKA_ALWAYS_AUTHENTICATE), which p11agent does "
-		    "not support yet; use another key", uristr);
-		return P11A_ERR_MECHANISM;
-	}
+	k->always_auth = k->mod->C_GetAttributeValue(k->session, k->obj, &ta,
+	    1) == CKR_OK && ta.ulValueLen == sizeof(always) && always;
 	ta.type = CKA_ID;
 	ta.pValue = k->id;
 	ta.ulValueLen = sizeof(k->id);
@@ -809,15 +705,105 @@ read_caps(struct token_key *k)
 	}
 }
 
+/*
+ * Without a login: the key's type and CKA_ID from its public key or, when
+ * the token shows none, its certificate (found by the URI's id= and
+ * object=).  0, P11A_ERR_NO_KEY when neither shows, or an error.
+ */
+static int
+find_public(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri)
+{
+	CK_OBJECT_CLASS	 cls = CKO_PUBLIC_KEY;
+	CK_ATTRIBUTE	 tmpl[4], ta[2];
+	CK_OBJECT_HANDLE h;
+	CK_ULONG	 n, count;
+	const uint8_t	*p;
+	uint8_t		*der;
+	size_t		 len;
+	X509		*x;
+	int		 r, type;
+
+	if (uri_template(uri, &cls, tmpl, &n) != 0)
+		return P11A_ERR_NO_KEY;
+	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
+	    &count)) != 0)
+		return r;
+	ta[0] = (CK_ATTRIBUTE){ CKA_KEY_TYPE, &k->keytype, sizeof(k->keytype) };
+	ta[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, sizeof(k->id) };
+	if (count == 1 && k->mod->C_GetAttributeValue(k->session, h, ta, 2) ==
+	    CKR_OK) {
+		k->idlen = ta[1].ulValueLen;
+		return 0;
+	}
+	cls = CKO_CERTIFICATE;
+	if (uri_template(uri, &cls, tmpl, &n) != 0)
+		return P11A_ERR_NO_KEY;
+	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
+	    &count)) != 0)
+		return r;
+	if (count != 1 || k->mod->C_GetAttributeValue(k->session, h, &ta[1],
+	    1) != CKR_OK)
+		return P11A_ERR_NO_KEY;
+	k->idlen = ta[1].ulValueLen;
+	if ((r = token_read_cert(ctx, k->mod, k->session, h, &der, &len)) != 0)
+		return r;
+	p = der;
+	x = d2i_X509(NULL, &p, (long)len);
+	type = x != NULL ? EVP_PKEY_get_base_id(X509_get0_pubkey(x)) : 0;
+	X509_free(x);
+	free(der);
+	if (type != EVP_PKEY_RSA && type != EVP_PKEY_EC)
+		return P11A_ERR_NO_KEY;
+	k->keytype = type == EVP_PKEY_RSA ? CKK_RSA : CKK_EC;
+	return 0;
+}
+
+/*
+ * The private key, after a deferred login: the same URI must now give a
+ * key of the type and CKA_ID that its public objects showed.
+ */
+static int
+find_deferred(struct token_ctx *ctx, struct token_key *k)
+{
+	P11KitUri	*uri;
+	CK_KEY_TYPE	 type = k->keytype;
+	uint8_t		 id[sizeof(k->id)];
+	size_t		 idlen = k->idlen;
+	int		 r;
+
+	memcpy(id, k->id, idlen);
+	if ((uri = p11_kit_uri_new()) == NULL)
+		return P11A_ERR_NOMEM;
+	if (p11_kit_uri_parse(k->key_uri, P11_KIT_URI_FOR_ANY, uri) !=
+	    P11_KIT_URI_OK)
+		r = P11A_ERR_URI;
+	else
+		r = find_key(ctx, k, uri, k->key_uri);
+	p11_kit_uri_free(uri);
+	if (r == 0 && (k->keytype != type || k->idlen != idlen ||
+	    memcmp(k->id, id, idlen) != 0)) {
+		token_seterr(ctx, 0, "%s: after login the private key is not "
+		    "the one its certificate or public key named (another key "
+		    "type or CKA_ID); add id= to the key URI", k->key_uri);
+		r = P11A_ERR_NO_KEY;
+	}
+	if (r == 0)
+		k->deferred = 0;
+	return r;
+}
+
 static int
 open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
-    const char *key_uri, const char *cert_uri, const char *pin_source)
+    const struct token_open_opts *o)
 {
-	CK_RV	 rv;
-	int	 r;
+	const char	*key_uri = o->key_uri, *cert_uri = o->cert_uri;
+	CK_RV		 rv;
+	int		 r;
 
 	if ((r = find_token(ctx, uri, key_uri, k)) != 0)
 		return r;
+	if ((k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
+		return P11A_ERR_NOMEM;
 	rv = k->mod->C_OpenSession(k->slot, CKF_SERIAL_SESSION, NULL, NULL,
 	    &k->session);
 	if (rv != CKR_OK) {
@@ -825,9 +811,26 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 		    token_ckr_name(rv));
 		return token_rv_code(rv);
 	}
-	if ((r = token_login(ctx, k, pin_source)) != 0 ||
-	    (r = find_key(ctx, k, uri, key_uri)) != 0)
+	if (!token_source_interactive(o->pin_source) || k->ts->logged_in ||
+	    !(k->flags & CKF_LOGIN_REQUIRED))
+		r = token_login_for(ctx, k, NULL, NULL);
+	else if ((r = find_key(ctx, k, uri, key_uri)) == P11A_ERR_NO_KEY) {
+		/* not visible before login: the first signature logs in */
+		token_clear_error(ctx);
+		if ((r = find_public(ctx, k, uri)) == 0)
+			k->deferred = 1;
+		else if (r == P11A_ERR_NO_KEY) {
+			token_clear_error(ctx);
+			r = token_login_for(ctx, k, NULL, NULL);
+		}
+	} else if (r == 0)
+		k->deferred = -1;	/* found already */
+	if (r != 0)
 		return r;
+	if (k->deferred == 0 && (r = find_key(ctx, k, uri, key_uri)) != 0)
+		return r;
+	if (k->deferred == -1)
+		k->deferred = 0;
 	if (k->keytype != CKK_RSA && k->keytype != CKK_EC) {
 		token_seterr(ctx, 0, "%s: key type %lu is neither RSA nor EC",
 		    key_uri, (unsigned long)k->keytype);
@@ -840,26 +843,47 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	return 0;
 }
 
+static char *
+dup_or_null(const char *s, int *failed)
+{
+	char	*d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		*failed = 1;
+	return d;
+}
+
 int
-token_open(struct token_ctx *ctx, const char *key_uri, const char *cert_uri,
-    const char *pin_source, struct token_key **out)
+token_open_opts(struct token_ctx *ctx, const struct token_open_opts *o,
+    struct token_key **out)
 {
 	struct token_key	*k = NULL;
 	P11KitUri		*uri = NULL;
-	int			 r, pr;
+	int			 r, pr, nomem = 0;
 
 	if ((uri = p11_kit_uri_new()) == NULL ||
 	    (k = calloc(1, sizeof(*k))) == NULL) {
 		r = P11A_ERR_NOMEM;
 		goto out;
 	}
-	pr = p11_kit_uri_parse(key_uri, P11_KIT_URI_FOR_ANY, uri);
+	k->key_uri = dup_or_null(o->key_uri, &nomem);
+	k->pin_source = dup_or_null(o->pin_source, &nomem);
+	k->pinentry = dup_or_null(o->pinentry, &nomem);
+	k->pin_cache = o->pin_cache;
+	if (nomem) {
+		r = P11A_ERR_NOMEM;
+		goto out;
+	}
+	pr = p11_kit_uri_parse(o->key_uri, P11_KIT_URI_FOR_ANY, uri);
 	if (pr != P11_KIT_URI_OK) {
-		token_seterr(ctx, 0, "%s: %s", key_uri, p11_kit_uri_message(pr));
+		token_seterr(ctx, 0, "%s: %s", o->key_uri,
+		    p11_kit_uri_message(pr));
 		r = P11A_ERR_URI;
 		goto out;
 	}
-	if ((r = open_key(ctx, k, uri, key_uri, cert_uri, pin_source)) != 0) {
+	if ((r = open_key(ctx, k, uri, o)) != 0) {
 		if (k->session != 0)
 			k->mod->C_CloseSession(k->session);
 		goto out;
@@ -872,6 +896,19 @@ out:
 	key_free(k);
 	p11_kit_uri_free(uri);
 	return r;
+}
+
+int
+token_open(struct token_ctx *ctx, const char *key_uri, const char *cert_uri,
+    const char *pin_source, struct token_key **out)
+{
+	struct token_open_opts	 o;
+
+	memset(&o, 0, sizeof(o));
+	o.key_uri = key_uri;
+	o.cert_uri = cert_uri;
+	o.pin_source = pin_source;
+	return token_open_opts(ctx, &o, out);
 }
 
 int
@@ -916,15 +953,58 @@ pss_params(int hash, uint32_t saltlen, CK_RSA_PKCS_PSS_PARAMS *p)
 	return 0;
 }
 
+/*
+ * A new session in place of one left with an operation active (a failed
+ * context login): opened first, so the token stays logged in.
+ */
+static void
+renew_session(struct token_key *k)
+{
+	CK_SESSION_HANDLE	 s;
+
+	if (k->mod->C_OpenSession(k->slot, CKF_SERIAL_SESSION, NULL, NULL,
+	    &s) != CKR_OK)
+		return;
+	k->mod->C_CloseSession(k->session);
+	k->session = s;
+}
+
+static int
+sign_once(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, struct pin *pin, CK_MECHANISM *mech,
+    const uint8_t *data, size_t len, uint8_t *sig, size_t *siglen)
+{
+	CK_ULONG	 n = *siglen;
+	CK_RV		 rv;
+	int		 r;
+
+	if ((rv = k->mod->C_SignInit(k->session, mech, k->obj)) != CKR_OK)
+		goto fail;
+	if (k->always_auth &&
+	    (r = token_login_context(ctx, k, rq, pin)) != 0) {
+		renew_session(k);
+		return r;
+	}
+	rv = k->mod->C_Sign(k->session, (CK_BYTE_PTR)data, len, sig, &n);
+	if (rv != CKR_OK)
+		goto fail;
+	*siglen = n;
+	return 0;
+fail:
+	token_seterr(ctx, rv, "signing (mechanism 0x%lx): %s",
+	    (unsigned long)mech->mechanism, token_ckr_name(rv));
+	return token_rv_code(rv);
+}
+
 int
-token_sign(struct token_ctx *ctx, struct token_key *k, int alg, int hash,
-    uint32_t saltlen, const uint8_t *data, size_t len, uint8_t *sig,
-    size_t *siglen)
+token_sign_for(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, int alg, int hash, uint32_t saltlen,
+    const uint8_t *data, size_t len, uint8_t *sig, size_t *siglen)
 {
 	CK_RSA_PKCS_PSS_PARAMS	 pss;
 	CK_MECHANISM		 mech = { 0, NULL, 0 };
-	CK_ULONG		 n = *siglen;
-	CK_RV			 rv;
+	struct pin		*pin = NULL;
+	int			 r;
 
 	switch (alg) {
 	case PROTO_ALG_RSA_PKCS1:	mech.mechanism = CKM_RSA_PKCS; break;
@@ -944,14 +1024,33 @@ token_sign(struct token_ctx *ctx, struct token_key *k, int alg, int hash,
 		token_seterr(ctx, 0, "unknown signature algorithm %d", alg);
 		return P11A_ERR_INVALID;
 	}
-	rv = k->mod->C_SignInit(k->session, &mech, k->obj);
-	if (rv == CKR_OK)
-		rv = k->mod->C_Sign(k->session, (CK_BYTE_PTR)data, len, sig, &n);
-	if (rv != CKR_OK) {
-		token_seterr(ctx, rv, "signing (mechanism 0x%lx): %s",
-		    (unsigned long)mech.mechanism, token_ckr_name(rv));
-		return token_rv_code(rv);
+	/* the PIN typed for this login also serves its context login */
+	if ((r = token_login_for(ctx, k, rq, k->always_auth || k->deferred ?
+	    &pin : NULL)) != 0)
+		goto out;
+	if (k->deferred && (r = find_deferred(ctx, k)) != 0)
+		goto out;
+	r = sign_once(ctx, k, rq, pin, &mech, data, len, sig, siglen);
+	if (r != 0 && token_error_ckr(ctx) == CKR_USER_NOT_LOGGED_IN &&
+	    k->ts->logged_in) {
+		/* logged out behind our back (another program, the card
+		 * reset): once more, after a new login */
+		token_clear_error(ctx);
+		k->ts->logged_in = 0;
+		if ((r = token_login_for(ctx, k, rq, &pin)) == 0)
+			r = sign_once(ctx, k, rq, pin, &mech, data, len, sig,
+			    siglen);
 	}
-	*siglen = n;
-	return 0;
+out:
+	pin_free(pin);
+	return r;
+}
+
+int
+token_sign(struct token_ctx *ctx, struct token_key *k, int alg, int hash,
+    uint32_t saltlen, const uint8_t *data, size_t len, uint8_t *sig,
+    size_t *siglen)
+{
+	return token_sign_for(ctx, k, NULL, alg, hash, saltlen, data, len,
+	    sig, siglen);
 }

@@ -8,6 +8,30 @@
 #include <p11-kit/uri.h>
 
 #include "p11agent/proto.h"
+#include "p11agent/token.h"
+
+/*
+ * What the helper knows of one token (a slot of a module), shared by the
+ * keys on it: whether it is logged in, the cached PIN, why no login may be
+ * tried (until unlock), and how the last PIN dialog ended.
+ */
+struct token_slot {
+	CK_FUNCTION_LIST	*mod;
+	CK_SLOT_ID		 slot;
+	int			 logged_in;
+	int			 rejected;	/* a PIN from a file, env or fd
+						 * was refused: not again */
+	int			 wrong;		/* a typed PIN was refused */
+	int			 blocked;	/* P11A_ERR_PIN_LOCKED or
+						 * _PIN_CHANGE: no login */
+	struct pin		*pin;		/* pin-cache */
+	long			 pin_until;	/* ms */
+	long			 dialog_end;	/* a dialog ended without a
+						 * login at this time (ms) */
+	int			 dialog_err;	/* and why */
+	char			 dialog_why[512];
+	struct token_slot	*next;
+};
 
 struct token_key {
 	CK_FUNCTION_LIST	*mod;
@@ -23,6 +47,14 @@ struct token_key {
 	uint32_t		 caps;
 	uint8_t			*cert;
 	size_t			 certlen;
+	/* logging in (engine/token_login.c) */
+	struct token_slot	*ts;		/* its token's state */
+	char			*key_uri;	/* to find it after login */
+	char			*pin_source;	/* NULL: pinentry */
+	char			*pinentry;	/* pinentry-program */
+	int			 pin_cache;	/* seconds */
+	int			 always_auth;	/* CKA_ALWAYS_AUTHENTICATE */
+	int			 deferred;	/* obj found after login */
 	struct token_key	*next;
 };
 
@@ -35,12 +67,10 @@ struct token_ctx {
 						 * real path (p11-kit knows
 						 * it as /proc/self/fd/N) */
 	struct token_key	 *keys;
-	/* tokens that rejected a PIN: no login is tried on them again */
-	struct {
-		CK_FUNCTION_LIST	*mod;
-		CK_SLOT_ID		 slot;
-	}			  rejected[8];
-	int			  nrejected;
+	struct token_slot	 *slots;	/* tokens logged in to */
+	int			  nslots;
+	void			(*busy_cb)(void *, int);
+	void			 *busy_arg;
 	unsigned long		  ckr;
 	char			  err[1024];
 };
@@ -55,7 +85,18 @@ char	*token_module_file(struct token_ctx *, size_t);
 int	 token_module_init(struct token_ctx *, size_t);
 int	 token_slots(struct token_ctx *, size_t, CK_SLOT_ID *);
 int	 token_module_matches(struct token_ctx *, size_t, P11KitUri *);
-int	 token_login(struct token_ctx *, struct token_key *, const char *);
+/* Logs in to k's token with source (NULL: k->pin_source) unless it is
+ * logged in; req says who asks (for a dialog), or NULL. */
+int	 token_login(struct token_ctx *, struct token_key *, const char *source);
+int	 token_login_for(struct token_ctx *, struct token_key *,
+	    const struct token_req *, struct pin **keep);
+/* CKU_CONTEXT_SPECIFIC after C_SignInit; pin: the request's PIN or NULL */
+int	 token_login_context(struct token_ctx *, struct token_key *,
+	    const struct token_req *, struct pin *pin);
+/* The state of (mod, slot), created on first use; NULL when out of memory */
+struct token_slot *token_slot_get(struct token_ctx *, CK_FUNCTION_LIST *,
+	    CK_SLOT_ID);
+void	 token_slots_free(struct token_ctx *);
 void	 token_label(const CK_UTF8CHAR *, char *);
 void	 token_unpad(const CK_UTF8CHAR *, size_t, char *);
 #define TOKEN_UNPAD(field, out)	token_unpad((field), sizeof(field), (out))

@@ -15,6 +15,9 @@
  *				0x20000, CKF_USER_PIN_FINAL_TRY)
  *   P11FAULT_SLOT_DESC		if set (even empty), replaces every slot's
  *				description
+ *   P11FAULT_ALWAYS_AUTH	a PIN: private keys have CKA_ALWAYS_AUTHENTICATE
+ *				and every C_Sign needs C_Login(CKU_CONTEXT_
+ *				SPECIFIC) with it after its C_SignInit
  *   P11FAULT_PINPAD_PIN	a PIN pad: C_GetTokenInfo reports
  *				CKF_PROTECTED_AUTHENTICATION_PATH and a
  *				C_Login with a NULL PIN is forwarded with
@@ -113,6 +116,12 @@ static int		 was_absent;
 static CK_FLAGS		 extra_flags;
 static const char	*slot_desc;	/* NULL: the real one */
 static const char	*pinpad_pin;	/* NULL: no PIN pad */
+/* P11FAULT_ALWAYS_AUTH: private keys say CKA_ALWAYS_AUTHENTICATE and each
+ * C_Sign needs a C_Login(CKU_CONTEXT_SPECIFIC) with this PIN after its
+ * C_SignInit; per session: 1 = waiting for it, 2 = given */
+static const char	*always_pin;
+#define MAX_AUTH_SESSIONS	64
+static struct { CK_SESSION_HANDLE h; int state; } auth_sess[MAX_AUTH_SESSIONS];
 
 /*
  * Configuration.
@@ -266,6 +275,7 @@ setup(void)
 	}
 	slot_desc = getenv("P11FAULT_SLOT_DESC");
 	pinpad_pin = getenv("P11FAULT_PINPAD_PIN");
+	always_pin = getenv("P11FAULT_ALWAYS_AUTH");
 	absentpath[0] = '\0';
 	was_absent = 0;
 	if ((s = getenv("P11FAULT_TOKEN_ABSENT_FILE")) != NULL &&
@@ -510,9 +520,94 @@ token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 	return rv;
 }
 
+/* The always-authenticate state of session h (NULL: no room). */
+static int *
+auth_state(CK_SESSION_HANDLE h)
+{
+	int	 i, fr = -1;
+
+	for (i = 0; i < MAX_AUTH_SESSIONS; i++) {
+		if (auth_sess[i].state != 0 && auth_sess[i].h == h)
+			return &auth_sess[i].state;
+		if (auth_sess[i].state == 0 && fr == -1)
+			fr = i;
+	}
+	if (fr == -1)
+		return NULL;
+	auth_sess[fr].h = h;
+	return &auth_sess[fr].state;
+}
+
+static CK_RV
+get_attrs(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE o, CK_ATTRIBUTE_PTR t,
+    CK_ULONG n)
+{
+	CK_OBJECT_CLASS	 cls;
+	CK_ATTRIBUTE	 a = { CKA_CLASS, &cls, sizeof(cls) };
+	CK_ULONG	 i;
+	CK_RV		 rv;
+
+	rv = real->C_GetAttributeValue(h, o, t, n);
+	if (always_pin == NULL || (rv != CKR_OK &&
+	    rv != CKR_ATTRIBUTE_TYPE_INVALID) ||
+	    real->C_GetAttributeValue(h, o, &a, 1) != CKR_OK ||
+	    cls != CKO_PRIVATE_KEY)
+		return rv;
+	for (i = 0; i < n; i++) {
+		if (t[i].type != CKA_ALWAYS_AUTHENTICATE)
+			continue;
+		if (t[i].pValue != NULL && t[i].ulValueLen >= sizeof(CK_BBOOL))
+			*(CK_BBOOL *)t[i].pValue = CK_TRUE;
+		t[i].ulValueLen = sizeof(CK_BBOOL);
+	}
+	return rv;
+}
+
+static CK_RV
+sign_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE k)
+{
+	CK_RV	 rv = real->C_SignInit(h, m, k);
+	int	*st;
+
+	if (rv == CKR_OK && always_pin != NULL && (st = auth_state(h)) != NULL)
+		*st = 1;
+	return rv;
+}
+
+/* C_Sign without the context login fails, as on a real card. */
+static CK_RV
+sign(CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_PTR s,
+    CK_ULONG_PTR sl)
+{
+	int	*st = always_pin != NULL ? auth_state(h) : NULL;
+	CK_RV	 rv;
+
+	if (st != NULL && *st == 1)
+		return CKR_USER_NOT_LOGGED_IN;
+	rv = real->C_Sign(h, d, dl, s, sl);
+	if (st != NULL && !(rv == CKR_OK && s == NULL) &&
+	    rv != CKR_BUFFER_TOO_SMALL)
+		*st = 0;	/* the operation is over */
+	return rv;
+}
+
 static CK_RV
 login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_BYTE_PTR p, CK_ULONG pl)
 {
+	int	*st;
+
+	if (u == CKU_CONTEXT_SPECIFIC && always_pin != NULL) {
+		if ((st = auth_state(h)) == NULL || *st != 1) {
+			if (st != NULL)
+				*st = 0;
+			return CKR_OPERATION_NOT_INITIALIZED;
+		}
+		if (p == NULL || pl != strlen(always_pin) ||
+		    memcmp(p, always_pin, pl) != 0)
+			return CKR_PIN_INCORRECT;
+		*st = 2;
+		return CKR_OK;
+	}
 	if (p == NULL && pinpad_pin != NULL)
 		return real->C_Login(h, u, (CK_BYTE_PTR)pinpad_pin,
 		    strlen(pinpad_pin));
@@ -710,8 +805,8 @@ FWD(C_CopyObject, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n, OH *no),
     (OBJ(o), ATTRS(t, n)), (h, o, t, n, no))
 FWD(C_DestroyObject, F_SESS, (SH h, OH o), OBJ(o), (h, o))
 FWD(C_GetObjectSize, F_SESS, (SH h, OH o, UP s), OBJ(o), (h, o, s))
-FWD(C_GetAttributeValue, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n),
-    (OBJ(o), det_class(&c, h, o), ATTRS(t, n)), (h, o, t, n))
+WRAP(C_GetAttributeValue, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n),
+    (OBJ(o), det_class(&c, h, o), ATTRS(t, n)), get_attrs(h, o, t, n))
 FWD(C_SetAttributeValue, F_SESS, (SH h, OH o, CK_ATTRIBUTE_PTR t, CK_ULONG n),
     (OBJ(o), ATTRS(t, n)), (h, o, t, n))
 FWD(C_FindObjectsInit, F_SESS, (SH h, CK_ATTRIBUTE_PTR t, CK_ULONG n),
@@ -744,10 +839,10 @@ FWDT(C_DigestKey, F_SESS, (SH h, OH k), OBJ(k), (h, k),
     ENDF(C_DigestFinal, h))
 FWDT(C_DigestFinal, F_SESS, (SH h, BP o, UP ol), NODET, (h, o, ol),
     ENDF(C_DigestFinal, h))
-FWD(C_SignInit, F_SESS, (SH h, CK_MECHANISM_PTR m, OH k), KEY(m, k),
-    (h, m, k))
-FWDT(C_Sign, F_SESS | F_DELAY, (SH h, BP d, CK_ULONG dl, BP s, UP sl),
-    LEN(dl), (h, d, dl, s, sl), END1(C_Sign, h, d, dl))
+WRAP(C_SignInit, F_SESS, (SH h, CK_MECHANISM_PTR m, OH k), KEY(m, k),
+    sign_init(h, m, k))
+WRAPT(C_Sign, F_SESS | F_DELAY, (SH h, BP d, CK_ULONG dl, BP s, UP sl),
+    LEN(dl), sign(h, d, dl, s, sl), END1(C_Sign, h, d, dl))
 FWDT(C_SignUpdate, F_SESS, (SH h, BP d, CK_ULONG dl), LEN(dl), (h, d, dl),
     ENDF(C_SignFinal, h))
 FWDT(C_SignFinal, F_SESS | F_DELAY, (SH h, BP s, UP sl), NODET, (h, s, sl),

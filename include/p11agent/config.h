@@ -28,6 +28,8 @@ struct cfg_identity {
 	char			*pin_src;	/* the agent's: fd:N as env: */
 	char			*module;	/* module path; NULL: p11-kit */
 	int			 sign_timeout;	/* seconds */
+	char			*pinentry;	/* pinentry-program, or NULL */
+	int			 pin_cache;	/* seconds; 0: not kept */
 	struct cfg_identity	*next;
 };
 

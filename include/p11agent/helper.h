@@ -117,6 +117,9 @@ int	 helper_open(struct helper *, const char *key_uri, const char *cert,
 /* Encodes an OPEN request (for helper_open or an asynchronous reopen). */
 void	 helper_put_open(struct pbuf *, const char *key_uri, const char *cert,
 	    const char *pin_source);
+/* Appends the identity's login settings to an OPEN request. */
+void	 helper_put_open_login(struct pbuf *, const char *pinentry,
+	    int pin_cache);
 /* Decodes an OPEN_OK payload (untrusted input: checked and bounded). */
 int	 helper_parse_open(struct pbuf *, struct helper_identity *);
 
@@ -163,6 +166,12 @@ int	 rkey_new(struct helper *, const struct helper_identity *,
 /* CLOCK_MONOTONIC ms (clock_now_ms) of the last successful signature
  * by any such key, or 0 if none yet (lock-after, agent/control.c). */
 long	 rkey_last_sign_ms(void);
+/*
+ * Who the signatures requested from now on are for (what a PIN dialog
+ * tells the user): set by the tunnel around its handshake steps; NULL
+ * for none.  The strings are copied.
+ */
+void	 rkey_set_requester(const char *who, const char *host);
 /* Unloads the provider behind those keys, once they are all freed. */
 void	 rkey_cleanup(void);
 

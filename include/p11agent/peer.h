@@ -38,6 +38,8 @@ struct peer {
 
 /* Fills p from an accepted socket; never fails (unknowns stay -1/""). */
 void	 peer_from_fd(int fd, struct peer *p);
+/* For a PIN dialog: "curl (pid 4242, alice)", or what is known. */
+void	 peer_requester(const struct peer *, char *, size_t);
 /* "uid 1000 pid 4242 /usr/bin/curl" or "127.0.0.1 port 53422". */
 void	 peer_describe(const struct peer *, char *, size_t);
 

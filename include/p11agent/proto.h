@@ -21,6 +21,7 @@
 #define PROTO_MAX_SIG		1024
 #define PROTO_MAX_MODULES	256	/* modules in a MODULES_OK reply */
 #define PROTO_MAX_CANDIDATES	32	/* tokens in a PROBE_OK reply */
+#define PROTO_MAX_PIN_CACHE	86400	/* seconds a PIN may be kept */
 
 enum proto_type {
 	/* requests: agent -> helper */

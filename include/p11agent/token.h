@@ -54,6 +54,58 @@ void	 token_clear_error(struct token_ctx *);
  */
 int	 token_open(struct token_ctx *, const char *key_uri,
 	    const char *cert_uri, const char *pin_source, struct token_key **);
+
+/*
+ * token_open with the login settings of the identity.  An interactive
+ * source ("pinentry", the default when pin_source is NULL, and
+ * "systemd-ask-password") does not log in at open: the key is found by
+ * its public objects (the private key itself, its public key or its
+ * certificate) and the first signature logs in, so that the dialog can
+ * say who asks.  Only when nothing of the key shows without a login does
+ * the open log in (and ask) at once.
+ */
+struct token_open_opts {
+	const char	*key_uri;
+	const char	*cert_uri;
+	const char	*pin_source;
+	const char	*pinentry;	/* pinentry-program; NULL: "pinentry" */
+	int		 pin_cache;	/* seconds the PIN is kept; 0: none */
+};
+int	 token_open_opts(struct token_ctx *, const struct token_open_opts *,
+	    struct token_key **);
+
+/* Who a signature is for: what a PIN dialog tells the user. */
+struct token_req {
+	const char	*who;		/* "curl (pid 4242, alice)"; NULL */
+	const char	*host;		/* the upstream; NULL */
+	long		 sent_ms;	/* when the agent sent it
+					 * (CLOCK_MONOTONIC); 0: unknown */
+};
+
+/*
+ * Called before a request waits for the user (a PIN dialog), with the
+ * longest wait in ms: the helper tells the agent (PROTO_BUSY).
+ */
+void	 token_set_busy_cb(struct token_ctx *, void (*)(void *, int),
+	    void *);
+
+/* token_sign for a request: logs in first when the token needs it. */
+int	 token_sign_for(struct token_ctx *, struct token_key *,
+	    const struct token_req *, int alg, int hash, uint32_t saltlen,
+	    const uint8_t *data, size_t len, uint8_t *sig, size_t *siglen);
+
+/* Logs every token out and wipes every cached PIN; *n: tokens logged out. */
+int	 token_logout_all(struct token_ctx *, int *n);
+/*
+ * Forgets that a token rejected a PIN or is locked, and logs in to every
+ * opened token now (asking, for an interactive source); *n: tokens logged
+ * in.  Fails only when none could be.
+ */
+int	 token_unlock(struct token_ctx *, const struct token_req *, int *n);
+/* Wipes cached PINs whose time has come; now in ms (CLOCK_MONOTONIC). */
+void	 token_housekeeping(struct token_ctx *, long now);
+/* 1 for the sources that ask the user (pinentry, systemd-ask-password). */
+int	 token_source_interactive(const char *);
 int	 token_key_type(const struct token_key *);	/* PROTO_KEY_* */
 uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
 /* The certificate's DER, or NULL with *len 0 when none was asked for. */
@@ -99,6 +151,12 @@ struct pin_ask {
 	const char	*label;		/* the token's label */
 	const char	*serial;	/* and serial number */
 	int		 timeout;	/* seconds; 0: PIN_ASK_TIMEOUT */
+	/* pinentry: plain text, escaped by the client */
+	const char	*program;	/* pinentry-program; NULL: pinentry */
+	const char	*title;
+	const char	*description;
+	const char	*prompt;
+	const char	*error;		/* SETERROR, or NULL */
 };
 /* Under the agent's 60 s OPEN deadline: the helper answers first. */
 #define PIN_ASK_TIMEOUT	50

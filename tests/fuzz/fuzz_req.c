@@ -22,6 +22,7 @@ decode_all(const uint8_t *p, size_t n)
 	struct hreq_sign	 s;
 	struct hreq_list	 l;
 	struct hreq_probe	 q;
+	struct hreq_unlock	 u;
 	struct pbuf		 b;
 	volatile uint8_t	 sink = 0;
 	size_t			 i;
@@ -30,9 +31,16 @@ decode_all(const uint8_t *p, size_t n)
 	if (hreq_open(&b, &o) == 0)
 		hreq_open_clear(&o);
 	pbuf_view(&b, p, n);
-	if (hreq_sign(&b, &s) == 0)	/* data must point into the input */
+	if (hreq_sign(&b, &s) == 0) {	/* data must point into the input */
 		for (i = 0; i < s.len; i++)
 			sink ^= s.data[i];
+		hreq_sign_clear(&s);
+	}
+	pbuf_view(&b, p, n);
+	hreq_logout(&b);
+	pbuf_view(&b, p, n);
+	if (hreq_unlock(&b, &u) == 0)
+		hreq_unlock_clear(&u);
 	pbuf_view(&b, p, n);
 	if (hreq_list(&b, &l) == 0)
 		hreq_list_clear(&l);

@@ -85,7 +85,8 @@ test_env_and_bad(void)
 static int
 ask(const char *script, int timeout, struct pin **p, char *err, size_t len)
 {
-	struct pin_ask	 a = { "tok", "0123", timeout };
+	struct pin_ask	 a = { .label = "tok", .serial = "0123",
+	    .timeout = timeout };
 	char		*old, path[1200];
 	int		 r;
 

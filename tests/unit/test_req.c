@@ -87,6 +87,29 @@ test_sign(void)
 	CU_ASSERT_EQUAL(q.len, 48);
 	/* the data is not copied: it points into the payload */
 	CU_ASSERT(q.data == b.data + b.len - 48);
+	CU_ASSERT_PTR_NULL(q.who);
+	CU_ASSERT_EQUAL(q.sent_ms, 0);
+	pbuf_clear(&b);
+	/* with who asks, for a PIN dialog */
+	put_sign(&b, 7, data, 32);
+	pbuf_put_str(&b, "curl (pid 42, alice)");
+	pbuf_put_str(&b, "api.bank.example");
+	pbuf_put_u32(&b, 1);
+	pbuf_put_u32(&b, 5);
+	CU_ASSERT_EQUAL_FATAL(hreq_sign(reread(&b, &r), &q), 0);
+	CU_ASSERT_STRING_EQUAL(q.who, "curl (pid 42, alice)");
+	CU_ASSERT_STRING_EQUAL(q.host, "api.bank.example");
+	CU_ASSERT_EQUAL(q.sent_ms, (1L << 32) + 5);
+	hreq_sign_clear(&q);
+	pbuf_clear(&b);
+	/* a time that does not fit a long's positive range */
+	put_sign(&b, 7, data, 32);
+	pbuf_put_str(&b, "x");
+	pbuf_put_str(&b, NULL);
+	pbuf_put_u32(&b, 0x80000000u);
+	pbuf_put_u32(&b, 0);
+	CU_ASSERT_EQUAL(hreq_sign(reread(&b, &r), &q), P11A_ERR_PROTOCOL);
+	CU_ASSERT_PTR_NULL(q.who);
 	pbuf_clear(&b);
 	/* nothing to sign */
 	put_sign(&b, 0, data, 0);

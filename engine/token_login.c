@@ -1,0 +1,427 @@
+/*
+ * p11agent: logging in to tokens.  Runs only in the token helper.
+ *
+ * The state of each token (struct token_slot) lives here: logged in or
+ * not, the PIN kept for pin-cache, and the refusals that stop any further
+ * login: a PIN from a file, env or fd that the token rejected (never sent
+ * again), a locked PIN or one the token wants changed (no login at all)
+ * until token_unlock().  The PIN flags are read fresh before every login;
+ * a non-interactive source is never used on a final try.  A PIN dialog
+ * names who asks; the requests that were waiting for a dialog that ended
+ * without a login fail with it instead of opening one dialog each.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include <openssl/crypto.h>
+
+#include "p11agent/clock.h"
+#include "p11agent/error.h"
+#include "p11agent/token.h"
+#include "token_int.h"
+
+#define MAX_TOKEN_SLOTS	64
+#define DIALOG_SLACK_MS	10000	/* beyond the dialog's own timeout */
+
+int
+token_source_interactive(const char *source)
+{
+	return source == NULL || strcmp(source, "pinentry") == 0 ||
+	    strcmp(source, "systemd-ask-password") == 0;
+}
+
+struct token_slot *
+token_slot_get(struct token_ctx *ctx, CK_FUNCTION_LIST *mod, CK_SLOT_ID slot)
+{
+	struct token_slot	*ts;
+
+	for (ts = ctx->slots; ts != NULL; ts = ts->next)
+		if (ts->mod == mod && ts->slot == slot)
+			return ts;
+	if (ctx->nslots == MAX_TOKEN_SLOTS ||
+	    (ts = calloc(1, sizeof(*ts))) == NULL)
+		return NULL;
+	ts->mod = mod;
+	ts->slot = slot;
+	ts->next = ctx->slots;
+	ctx->slots = ts;
+	ctx->nslots++;
+	return ts;
+}
+
+static void
+forget_pin(struct token_slot *ts)
+{
+	pin_free(ts->pin);
+	ts->pin = NULL;
+	ts->pin_until = 0;
+}
+
+void
+token_slots_free(struct token_ctx *ctx)
+{
+	struct token_slot	*ts;
+
+	while ((ts = ctx->slots) != NULL) {
+		ctx->slots = ts->next;
+		forget_pin(ts);
+		OPENSSL_cleanse(ts, sizeof(*ts));
+		free(ts);
+	}
+	ctx->nslots = 0;
+}
+
+void
+token_set_busy_cb(struct token_ctx *ctx, void (*cb)(void *, int), void *arg)
+{
+	ctx->busy_cb = cb;
+	ctx->busy_arg = arg;
+}
+
+void
+token_housekeeping(struct token_ctx *ctx, long now)
+{
+	struct token_slot	*ts;
+
+	for (ts = ctx->slots; ts != NULL; ts = ts->next)
+		if (ts->pin != NULL && now >= ts->pin_until)
+			forget_pin(ts);
+}
+
+/* The token's flags now (a failed login changes them), else at open. */
+static CK_FLAGS
+fresh_flags(const struct token_key *k)
+{
+	CK_TOKEN_INFO	 ti;
+
+	if (k->mod->C_GetTokenInfo(k->slot, &ti) == CKR_OK)
+		return ti.flags;
+	return k->flags;
+}
+
+static const char *
+tries_left(CK_FLAGS flags)
+{
+	if (flags & CKF_USER_PIN_LOCKED)
+		return "the PIN is now LOCKED; unblock it with the PUK or SO "
+		    "PIN, then run 'p11agent unlock' or reinsert the card";
+	if (flags & CKF_USER_PIN_FINAL_TRY)
+		return "ONE try is left: the next wrong PIN locks it";
+	if (flags & CKF_USER_PIN_COUNT_LOW)
+		return "the token reports few tries left";
+	return "the token does not say how many tries are left";
+}
+
+/*
+ * What the dialog says: who wants the card for which server, and how
+ * many tries are left when the token tells.
+ */
+static void
+describe(char *out, size_t len, const struct token_key *k,
+    const struct token_req *rq, CK_FLAGS flags, CK_USER_TYPE ut)
+{
+	char		 name[33], serial[17], host[300] = "";
+	const char	*who, *tries = "";
+
+	token_label(k->label, name);
+	TOKEN_UNPAD(k->serial, serial);
+	who = rq != NULL && rq->who != NULL && rq->who[0] != '\0' ? rq->who :
+	    "p11agent";
+	if (rq != NULL && rq->host != NULL && rq->host[0] != '\0')
+		snprintf(host, sizeof(host), " for %s", rq->host);
+	if (flags & CKF_USER_PIN_FINAL_TRY)
+		tries = "\n\nThis is the LAST try before the card locks.";
+	else if (flags & CKF_USER_PIN_COUNT_LOW)
+		tries = "\n\nFew tries are left before the card locks.";
+	snprintf(out, len, "%s wants to use your card '%s'%s%s%s%s.%s%s", who,
+	    name, serial[0] ? " (serial " : "", serial, serial[0] ? ")" : "",
+	    host, ut == CKU_CONTEXT_SPECIFIC ? "\n\nThis key asks for the PIN "
+	    "for every signature." : "", tries);
+}
+
+/* Asks the user, telling the agent first that this request will wait. */
+static int
+ask_user(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, const char *source, CK_FLAGS flags,
+    CK_USER_TYPE ut, struct pin **pin, char *err, size_t errlen)
+{
+	struct pin_ask	 ask;
+	char		 name[33], serial[17], desc[1024];
+	const char	*src = source ? source : "pinentry";
+
+	token_label(k->label, name);
+	TOKEN_UNPAD(k->serial, serial);
+	describe(desc, sizeof(desc), k, rq, flags, ut);
+	memset(&ask, 0, sizeof(ask));
+	ask.label = name;
+	ask.serial = serial;
+	ask.timeout = PIN_ASK_TIMEOUT;
+	ask.program = k->pinentry;
+	ask.title = "p11agent: smartcard PIN";
+	ask.description = desc;
+	ask.prompt = "PIN:";
+	if (flags & CKF_USER_PIN_FINAL_TRY)
+		ask.error = "Last try before the card locks";
+	else if (k->ts->wrong)
+		ask.error = "The card rejected the last PIN";
+	if (ctx->busy_cb != NULL)
+		ctx->busy_cb(ctx->busy_arg, PIN_ASK_TIMEOUT * 1000 +
+		    DIALOG_SLACK_MS);
+	return pin_ask(src, &ask, pin, err, errlen);
+}
+
+static void
+pin_incorrect(struct token_ctx *ctx, struct token_key *k, const char *name,
+    const char *source, int interactive)
+{
+	token_seterr(ctx, CKR_PIN_INCORRECT, "token '%s' rejected the PIN "
+	    "from %s (%s); %s", name, source ? source : "pinentry",
+	    tries_left(fresh_flags(k)), interactive ? "the next connection "
+	    "asks again" : "p11agent does not retry: fix the PIN source, "
+	    "then run 'p11agent unlock'");
+}
+
+/* The refusals that hold until unlock, decided before any PIN is read. */
+static int
+refuse_login(struct token_ctx *ctx, struct token_key *k, CK_FLAGS flags,
+    int interactive, CK_USER_TYPE ut, const char *name)
+{
+	struct token_slot	*ts = k->ts;
+
+	if (flags & CKF_USER_PIN_LOCKED)
+		ts->blocked = P11A_ERR_PIN_LOCKED;
+	else if ((flags & CKF_USER_PIN_TO_BE_CHANGED) && ut == CKU_USER)
+		ts->blocked = P11A_ERR_PIN_CHANGE;
+	if (ts->blocked == P11A_ERR_PIN_LOCKED) {
+		token_seterr(ctx, CKR_PIN_LOCKED, "token '%s': the user PIN is "
+		    "locked; p11agent will not try to log in: unblock it with "
+		    "the PUK or SO PIN (e.g. pkcs11-tool --init-pin --login "
+		    "--login-type so), then run 'p11agent unlock' or reinsert "
+		    "the card", name);
+		return P11A_ERR_PIN_LOCKED;
+	}
+	if (ts->blocked == P11A_ERR_PIN_CHANGE) {
+		token_seterr(ctx, 0, "token '%s' wants its PIN changed before "
+		    "it is used; change it with the card's own tool (e.g. "
+		    "pkcs11-tool --change-pin), then run 'p11agent unlock'",
+		    name);
+		return P11A_ERR_PIN_CHANGE;
+	}
+	if (ts->rejected && !interactive) {
+		token_seterr(ctx, 0, "token '%s' rejected a PIN already; "
+		    "p11agent does not try another login on it: fix the PIN "
+		    "source, then run 'p11agent unlock'", name);
+		return P11A_ERR_PIN_INCORRECT;
+	}
+	if ((flags & CKF_USER_PIN_FINAL_TRY) && !interactive) {
+		token_seterr(ctx, 0, "token '%s': only one PIN try is left; "
+		    "p11agent will not risk it without you: log in once with "
+		    "the token's own tool to reset the counter, or use pin = "
+		    "pinentry", name);
+		return P11A_ERR_PIN_FINAL_TRY;
+	}
+	return 0;
+}
+
+/*
+ * One login of type ut.  The PIN comes from the cache, from *keep (the
+ * request's own, for a context login right after the user login), or
+ * from the source; with keep, the PIN read is handed back instead of
+ * being wiped.
+ */
+static int
+login(struct token_ctx *ctx, struct token_key *k, const struct token_req *rq,
+    const char *source, CK_USER_TYPE ut, struct pin **keep)
+{
+	struct token_slot	*ts = k->ts;
+	struct pin		*pin = NULL, *use;
+	char			 name[33], err[512];
+	CK_FLAGS		 flags;
+	CK_RV			 rv;
+	long			 now = clock_now_ms();
+	int			 inter = token_source_interactive(source);
+	int			 r, asked = 0;
+
+	token_label(k->label, name);
+	flags = fresh_flags(k);
+	if ((r = refuse_login(ctx, k, flags, inter, ut, name)) != 0)
+		return r;
+	if (inter && rq != NULL && rq->sent_ms != 0 && ts->dialog_err != 0 &&
+	    rq->sent_ms <= ts->dialog_end) {
+		/* it waited for that dialog: the same answer, no new one */
+		token_seterr(ctx, 0, "%s", ts->dialog_why);
+		return ts->dialog_err;
+	}
+	if (ts->pin != NULL && now < ts->pin_until)
+		use = ts->pin;
+	else if (keep != NULL && *keep != NULL)
+		use = *keep;
+	else if ((flags & CKF_PROTECTED_AUTHENTICATION_PATH) && (inter ||
+	    strcmp(source, "none") == 0))
+		use = NULL;	/* the PIN pad asks */
+	else {
+		if (inter) {
+			r = ask_user(ctx, k, rq, source, flags, ut, &pin, err,
+			    sizeof(err));
+			asked = 1;
+		} else {
+			memset(err, 0, sizeof(err));
+			r = pin_read(source, &pin, err, sizeof(err));
+		}
+		if (r != 0) {
+			token_seterr(ctx, 0, "token '%s': %s", name, err);
+			goto failed;
+		}
+		if (pin == NULL) {
+			token_seterr(ctx, 0, "token '%s' needs a PIN: set pin "
+			    "= pinentry, file:PATH, env:NAME, fd:N or "
+			    "systemd-ask-password", name);
+			r = P11A_ERR_PIN_SOURCE;
+			goto failed;
+		}
+		use = pin;
+	}
+	rv = k->mod->C_Login(k->session, ut, use ? (CK_UTF8CHAR_PTR)use->value
+	    : NULL, use ? use->len : 0);
+	if (rv == CKR_OK || (rv == CKR_USER_ALREADY_LOGGED_IN &&
+	    ut == CKU_USER)) {
+		if (ut == CKU_USER)
+			ts->logged_in = 1;
+		ts->wrong = 0;
+		ts->dialog_err = 0;
+		if (pin != NULL && k->pin_cache > 0) {
+			forget_pin(ts);
+			ts->pin = pin;
+			ts->pin_until = now + (long)k->pin_cache * 1000;
+			pin = NULL;
+		} else if (pin != NULL && keep != NULL) {
+			*keep = pin;
+			pin = NULL;
+		}
+		pin_free(pin);
+		return 0;
+	}
+	if (use != NULL && use == ts->pin)
+		forget_pin(ts);		/* the card does not take it now */
+	if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LEN_RANGE) {
+		if (inter)
+			ts->wrong = 1;
+		else
+			ts->rejected = 1;
+		pin_incorrect(ctx, k, name, source, inter);
+		r = P11A_ERR_PIN_INCORRECT;
+	} else if (rv == CKR_PIN_LOCKED) {
+		ts->blocked = P11A_ERR_PIN_LOCKED;
+		refuse_login(ctx, k, 0, inter, ut, name);
+		r = P11A_ERR_PIN_LOCKED;
+	} else {
+		token_seterr(ctx, rv, "token '%s': C_Login: %s", name,
+		    token_ckr_name(rv));
+		r = token_rv_code(rv);
+	}
+failed:
+	pin_free(pin);
+	if (asked) {	/* the requests that waited fail with this one */
+		ts->dialog_end = clock_now_ms();
+		ts->dialog_err = r;
+		snprintf(ts->dialog_why, sizeof(ts->dialog_why), "%s (the PIN "
+		    "dialog this connection waited for)", token_error(ctx));
+	}
+	return r;
+}
+
+int
+token_login_for(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, struct pin **keep)
+{
+	if (k->ts == NULL &&
+	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
+		return P11A_ERR_NOMEM;
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || k->ts->logged_in)
+		return 0;
+	return login(ctx, k, rq, k->pin_source, CKU_USER, keep);
+}
+
+int
+token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
+{
+	if (k->ts == NULL &&
+	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
+		return P11A_ERR_NOMEM;
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || k->ts->logged_in)
+		return 0;
+	return login(ctx, k, NULL, source, CKU_USER, NULL);
+}
+
+int
+token_login_context(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, struct pin *pin)
+{
+	struct pin	*keep = pin;
+
+	return login(ctx, k, rq, k->pin_source, CKU_CONTEXT_SPECIFIC,
+	    pin != NULL ? &keep : NULL);
+}
+
+int
+token_logout_all(struct token_ctx *ctx, int *n)
+{
+	struct token_slot	*ts;
+	struct token_key	*k;
+
+	*n = 0;
+	for (ts = ctx->slots; ts != NULL; ts = ts->next) {
+		forget_pin(ts);
+		ts->dialog_err = 0;
+		if (!ts->logged_in)
+			continue;
+		for (k = ctx->keys; k != NULL; k = k->next)
+			if (k->ts == ts && k->session != CK_INVALID_HANDLE)
+				break;
+		if (k != NULL)
+			k->mod->C_Logout(k->session);
+		ts->logged_in = 0;
+		(*n)++;
+	}
+	return 0;
+}
+
+int
+token_unlock(struct token_ctx *ctx, const struct token_req *rq, int *n)
+{
+	struct token_slot	*ts;
+	struct token_key	*k;
+	char			 first[1024] = "";
+	int			 r, err = 0, tried = 0;
+
+	*n = 0;
+	for (ts = ctx->slots; ts != NULL; ts = ts->next) {
+		ts->rejected = ts->wrong = ts->blocked = 0;
+		ts->dialog_err = 0;
+	}
+	for (k = ctx->keys; k != NULL; k = k->next) {
+		if (k->ts == NULL || !(k->flags & CKF_LOGIN_REQUIRED) ||
+		    k->ts->logged_in)
+			continue;
+		tried++;
+		if ((r = token_login_for(ctx, k, rq, NULL)) == 0) {
+			(*n)++;
+			continue;
+		}
+		if (err == 0) {
+			err = r;
+			snprintf(first, sizeof(first), "%s", token_error(ctx));
+		}
+		token_clear_error(ctx);
+	}
+	if (tried > 0 && *n == 0 && err != 0) {
+		token_seterr(ctx, 0, "%s", first);
+		return err;
+	}
+	return 0;
+}
