@@ -175,7 +175,7 @@ exec {hold}<>"$T/hold"
 log_mark
 held=()
 for i in 1 2 3 4 5 6 7 8; do
-	"$UNIXCAT" "$sock" $((30 * SLOW)) <"$T/hold" >"$T/held.$i" &
+	"$UNIXCAT" "$sock" $((30 * SLOW)) <"$T/hold" >"$T/held.$i" {hold}>&- &
 	held+=($!)
 done
 wait_log_count "control: a client: uid $me pid [0-9]+ \([0-9] of at most 8\)" 8 10 ||
@@ -246,8 +246,7 @@ ok "the socket is gone after a clean exit"
 
 # ---- a stale socket (an agent killed) is replaced at the next start
 start_agent "$T/agent.conf" || fail "the agent did not start"
-kill -KILL "$AGENT_PID"
-wait "$AGENT_PID" 2>/dev/null
+{ kill -KILL "$AGENT_PID"; wait "$AGENT_PID"; } 2>/dev/null
 AGENT_PID=
 [ -S "$sock" ] || fail "SIGKILL left no socket behind: nothing stale to test"
 ctl lock
@@ -268,7 +267,7 @@ conf "$T/after.conf" "control = $T/ctl/control" "lock-after = 1"
 AGENT_WRAP=(env -u XDG_RUNTIME_DIR)
 start_agent "$T/after.conf" || fail "the agent did not start with lock-after = 1"
 AGENT_WRAP=()
-[ "$(stat -c '%a %a' "$T/ctl" "$T/ctl/control" | tr '\n' ' ')" = "700 600 " ] ||
+[ "$(stat -c %a "$T/ctl" "$T/ctl/control" | tr '\n' ' ')" = "700 600 " ] ||
     fail "control = PATH: modes $(stat -c '%a' "$T/ctl" "$T/ctl/control")"
 log_mark
 t0=$(date +%s%N)

@@ -2,7 +2,8 @@
  * unix-cat: a raw client of a Unix stream socket, for tests.  Sends all
  * of stdin, then copies what the server says to stdout until the server
  * closes.  Exits 0 when it closed (or reset) the connection, 1 when it
- * did not within SECONDS (default 10) or on an error, 2 on usage.
+ * did not within SECONDS (default 10) or on an error, 2 on usage; a
+ * stdin still open a second after that ends it by SIGALRM.
  *
  *	unix-cat PATH [SECONDS] <request
  */
@@ -59,6 +60,8 @@ main(int argc, char *argv[])
 		return 2;
 	}
 	end = now_ms() + 1000L * (argc == 3 ? atoi(argv[2]) : 10);
+	/* the bound on everything, also on reading stdin */
+	alarm((unsigned)((end - now_ms()) / 1000 + 1));
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	memcpy(sun.sun_path, argv[1], strlen(argv[1]));
