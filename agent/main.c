@@ -452,11 +452,6 @@ main(int argc, char *argv[])
 	if (strcmp(cmd, "tokens") == 0)
 		return cmd_tokens(module, pin, filter);
 	/* ---- requests to the running agent (agent/control.c) */
-	if ((control != NULL || idle != NULL) && strcmp(cmd, "lock") != 0 &&
-	    (strcmp(cmd, "unlock") != 0 || idle != NULL)) {
-		usage(stderr);
-		return 2;
-	}
 	if (strcmp(cmd, "lock") == 0 && idle != NULL) {
 		if (strlen(idle) > 16 || strspn(idle, "0123456789") !=
 		    strlen(idle) || *idle == '\0') {
