@@ -84,6 +84,7 @@ struct ctl_answer {
 	struct ctl_op	*op;
 	char		 who[320];	/* "token helper for M (pid N)" */
 	int		 asked;		/* 0: it was not running */
+	int		 restarted;	/* unlock: it is started again */
 	int		 err;
 	uint32_t	 tokens;
 	char		 why[512];
@@ -291,11 +292,13 @@ op_done(struct ctl_op *op)
 	struct ctl_answer	*a;
 	unsigned long		 tokens = 0;
 	char			 sum[CTL_LINE];
-	int			 i, asked = 0, failed = 0;
+	size_t			 len;
+	int			 i, asked = 0, failed = 0, restarted = 0;
 
 	for (i = 0; i < op->n; i++) {
 		a = &op->ans[i];
 		if (!a->asked) {
+			restarted += a->restarted;
 			if (c != NULL)
 				say(c, "* %s: %s", a->who, a->why);
 			continue;
@@ -325,6 +328,10 @@ op_done(struct ctl_op *op)
 	else
 		snprintf(sum, sizeof(sum), "%lu token%s %s", tokens,
 		    tokens == 1 ? "" : "s", op->ask->did);
+	len = strlen(sum);
+	if (restarted > 0)
+		snprintf(sum + len, sizeof(sum) - len, "; %d token helper%s "
+		    "started again", restarted, restarted == 1 ? "" : "s");
 	if (failed == 0 && op->automatic)
 		log_info("%s: %s; %s", op->ask->done, op->by, sum);
 	else if (failed == 0)
@@ -388,6 +395,7 @@ not_running(struct ctl_op *op, struct ctl_answer *a, struct module_rt *s)
 		s->given_up = 0;
 		s->backoff_ms = 1000;
 		s->restart_at = clock_now_ms();
+		a->restarted = 1;
 		snprintf(a->why, sizeof(a->why), "was stopped after the token "
 		    "refused its PIN; starting it again (it logs in as it "
 		    "opens its identities)");

@@ -117,6 +117,23 @@ handshake "the handshake after unlock"
 [ "$(logins)" = $((n + 1)) ] || fail "the handshake after unlock logged in again"
 ok "unlock: $(tail -n1 <<<"$OUT"); one C_Login at once, none at the next handshake"
 
+# ---- unlock starts again a helper that was stopped after a refused PIN
+cp "$TOK/pin" "$T/pin.good"
+printf '0000\n' >"$TOK/pin"
+log_mark
+kill -KILL "$(pgrep -P "$AGENT_PID")"
+wait_log "token helper for .* exited; not restarting it" 20 ||
+    fail "a wrong PIN at the reopen did not stop the restarts"
+cp "$T/pin.good" "$TOK/pin"
+log_mark
+ctl unlock
+[ "$RC" = 0 ] && grep -qx "token helper for .* (pid [0-9]*): was stopped after the token refused its PIN; starting it again (it logs in as it opens its identities)" <<<"$OUT" &&
+    grep -qx "unlocked: no token helper is running, so no token was logged in; 1 token helper started again" <<<"$OUT" ||
+    fail "unlock of a stopped helper: exit $RC: $OUT"
+wait_log "token helper for .* is back" 20 || fail "unlock did not start the helper again"
+handshake "the handshake after unlock started the helper again"
+ok "unlock starts a helper stopped after a refused PIN again: $(tail -n1 <<<"$OUT")"
+
 # ---- lock --idle N at run time
 ctl lock --idle 1
 [ "$RC" = 0 ] && [ "$OUT" = "lock-after 1 s (was 0 s): the agent locks when no signature happened for 1 s" ] ||
