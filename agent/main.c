@@ -23,6 +23,7 @@
 #include "p11agent/agent.h"
 #include "p11agent/config.h"
 #include "p11agent/control.h"
+#include "p11agent/enroll.h"
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
 #include "p11agent/resolve.h"
@@ -42,6 +43,11 @@ usage(FILE *fp)
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
 	    "       p11agent unlock [-c FILE] [--control PATH]\n"
+	    "       p11agent enroll --key URI --type TYPE --subject DN "
+	    "[--san NAME]...\n"
+	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
+	    "       p11agent import-cert --key URI [--pin SOURCE] [-m MODULE] "
+	    "FILE\n"
 	    "       p11agent --help | --version\n"
 	    "\n"
 	    "  run     serve the tunnels of the configuration\n"
@@ -55,6 +61,9 @@ usage(FILE *fp)
 	    "          asks for the PIN again); --idle SECONDS: lock after that\n"
 	    "          long without a signature (0: never)\n"
 	    "  unlock  log the running agent's tokens in again now\n"
+	    "  enroll  generate a key pair on the token and write a\n"
+	    "          certificate request signed by it\n"
+	    "  import-cert  write a certificate and its chain beside its key\n"
 	    "\n"
 	    "The configuration is ~/.config/p11agent/agent.conf unless -c is\n"
 	    "given; see p11agent(1) and p11agent.conf(5).\n");
@@ -224,12 +233,15 @@ test_sign(struct identity *id)
 {
 	unsigned char	 msg[32], sig[1024];
 	size_t		 siglen = sizeof(sig);
+	char		 who[64];
 	EVP_MD_CTX	*md;
 	const char	*why = NULL;
 
 	if ((md = EVP_MD_CTX_new()) == NULL)
 		return "out of memory";
 	RAND_bytes(msg, sizeof(msg));
+	snprintf(who, sizeof(who), "p11agent check (pid %ld)", (long)getpid());
+	rkey_set_requester(who, "a test signature");
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
 	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
 		why = helper_error(id->mod->helper)[0] ?
@@ -412,6 +424,11 @@ main(int argc, char *argv[])
 	cmd = argv[1];
 	argc--;
 	argv++;
+	/* enrollment: commands with options of their own (agent/enroll.c) */
+	if (strcmp(cmd, "enroll") == 0)
+		return enroll_main(argc, argv);
+	if (strcmp(cmd, "import-cert") == 0)
+		return import_cert_main(argc, argv);
 	while ((ch = getopt_long(argc, argv, "c:hm:p:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':	config = optarg; break;

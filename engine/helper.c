@@ -20,12 +20,15 @@
 #include <openssl/crypto.h>
 
 #include "p11agent/clock.h"
+#include "p11agent/enroll.h"
 #include "p11agent/error.h"
 #include "p11agent/proto.h"
 #include "p11agent/token.h"
 #include "helper_req.h"
 
 #define HELPER_FD	3
+
+_Static_assert(HREQ_MAX_CERTS == ENROLL_MAX_CERTS, "IMPORT certificate limit");
 #define MAX_KEYS	64
 #define MAX_ALLOW	64	/* -a patterns (the config allows 16) */
 
@@ -276,6 +279,44 @@ do_probe(struct helper_state *h, uint32_t id, struct pbuf *in)
 	return r;
 }
 
+/* A key pair generated on the token (enrollment). */
+static int
+do_genkey(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct hreq_genkey q;
+	struct pbuf	 out;
+	int		 r;
+
+	if (hreq_genkey(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	pbuf_init(&out);
+	r = token_genkey(h->ctx, q.key_uri, q.keytype, q.bits, q.pin_source,
+	    &out);
+	r = reply(id, PROTO_GENKEY_OK, r, h->ctx, &out);
+	hreq_genkey_clear(&q);
+	pbuf_clear(&out);
+	return r;
+}
+
+/* Certificates written beside a key (enrollment). */
+static int
+do_import(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct hreq_import q;
+	struct pbuf	 out;
+	int		 r;
+
+	if (hreq_import(in, &q) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	pbuf_init(&out);
+	r = token_import(h->ctx, q.key_uri, q.pin_source, q.cert, q.len, q.n,
+	    &out);
+	r = reply(id, PROTO_IMPORT_OK, r, h->ctx, &out);
+	hreq_import_clear(&q);
+	pbuf_clear(&out);
+	return r;
+}
+
 static int
 dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 {
@@ -296,6 +337,10 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 		return do_logout(h, id, in);
 	case PROTO_UNLOCK:
 		return do_unlock(h, id, in);
+	case PROTO_GENKEY:
+		return do_genkey(h, id, in);
+	case PROTO_IMPORT:
+		return do_import(h, id, in);
 	default:
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL,
 		    "unknown request type");

@@ -151,3 +151,62 @@ hreq_probe(struct pbuf *b, struct hreq_probe *q)
 		hreq_probe_clear(q);
 	return r;
 }
+
+void
+hreq_genkey_clear(struct hreq_genkey *q)
+{
+	free(q->key_uri);
+	free(q->pin_source);
+	memset(q, 0, sizeof(*q));
+}
+
+int
+hreq_genkey(struct pbuf *b, struct hreq_genkey *q)
+{
+	int	 r;
+
+	q->key_uri = pbuf_get_str(b);
+	q->keytype = pbuf_get_u8(b);
+	q->bits = pbuf_get_u32(b);
+	q->pin_source = pbuf_get_str(b);
+	if ((r = pbuf_end(b)) == 0 && (q->key_uri == NULL ||
+	    (q->keytype != PROTO_KEY_RSA && q->keytype != PROTO_KEY_EC)))
+		r = P11A_ERR_PROTOCOL;
+	if (r != 0)
+		hreq_genkey_clear(q);
+	return r;
+}
+
+void
+hreq_import_clear(struct hreq_import *q)
+{
+	free(q->key_uri);
+	free(q->pin_source);
+	memset(q, 0, sizeof(*q));
+}
+
+int
+hreq_import(struct pbuf *b, struct hreq_import *q)
+{
+	uint32_t n, i;
+	int	 r;
+
+	memset(q, 0, sizeof(*q));
+	q->key_uri = pbuf_get_str(b);
+	q->pin_source = pbuf_get_str(b);
+	n = pbuf_get_u32(b);
+	if (b->err == 0 && (n == 0 || n > HREQ_MAX_CERTS))
+		b->err = n == 0 ? P11A_ERR_PROTOCOL : P11A_ERR_TOO_LARGE;
+	for (i = 0; i < n && b->err == 0; i++) {
+		q->cert[i] = pbuf_get_bytes(b, &q->len[i], PROTO_MAX_FIELD);
+		if (b->err == 0 && q->len[i] == 0)
+			b->err = P11A_ERR_PROTOCOL;
+	}
+	if ((r = pbuf_end(b)) == 0 && q->key_uri == NULL)
+		r = P11A_ERR_PROTOCOL;
+	if (r != 0)
+		hreq_import_clear(q);
+	else
+		q->n = (int)n;
+	return r;
+}

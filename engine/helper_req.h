@@ -56,6 +56,24 @@ struct hreq_probe {
 	char		*key_uri;
 };
 
+/* GENKEY: the new key's URI (required), key type and size, PIN source. */
+struct hreq_genkey {
+	char		*key_uri;
+	int		 keytype;	/* PROTO_KEY_* */
+	uint32_t	 bits;
+	char		*pin_source;
+};
+
+/* IMPORT: certificates point into the payload's buffer. */
+#define HREQ_MAX_CERTS	8	/* ENROLL_MAX_CERTS */
+struct hreq_import {
+	char		*key_uri;
+	char		*pin_source;
+	int		 n;		/* 1..HREQ_MAX_CERTS */
+	const uint8_t	*cert[HREQ_MAX_CERTS];
+	size_t		 len[HREQ_MAX_CERTS];
+};
+
 int	 hreq_open(struct pbuf *, struct hreq_open *);
 int	 hreq_sign(struct pbuf *, struct hreq_sign *);
 int	 hreq_list(struct pbuf *, struct hreq_list *);
@@ -68,5 +86,9 @@ void	 hreq_sign_clear(struct hreq_sign *);
 void	 hreq_open_clear(struct hreq_open *);
 void	 hreq_list_clear(struct hreq_list *);
 void	 hreq_probe_clear(struct hreq_probe *);
+int	 hreq_genkey(struct pbuf *, struct hreq_genkey *);
+int	 hreq_import(struct pbuf *, struct hreq_import *);
+void	 hreq_genkey_clear(struct hreq_genkey *);
+void	 hreq_import_clear(struct hreq_import *);
 
 #endif

@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 
 #include "p11agent/clock.h"
+#include "p11agent/enroll.h"
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
@@ -235,6 +236,32 @@ rkey_new(struct helper *h, const struct helper_identity *id,
 	if (!(EVP_PKEY_is_a(pub, "RSA") && id->keytype == PROTO_KEY_RSA) &&
 	    !(EVP_PKEY_is_a(pub, "EC") && id->keytype == PROTO_KEY_EC))
 		return P11A_ERR_NO_CERT;	/* not a key of this type */
+	memset(&rk, 0, sizeof(rk));
+	rk.helper = h;
+	rk.handle = id->handle;
+	rk.caps = id->caps;
+	rk.timeout_ms = sign_timeout_ms;
+	if ((pk = rkey_provider_key(id->keytype, pub, &rk)) == NULL)
+		return P11A_ERR_NOMEM;
+	*out = pk;
+	return 0;
+}
+
+/* As rkey_new, the public half given (enrollment: no certificate yet). */
+int
+rkey_new_pub(struct helper *h, const struct helper_identity *id,
+    EVP_PKEY *pub, int sign_timeout_ms, EVP_PKEY **out)
+{
+	struct rkey	 rk;
+	EVP_PKEY	*pk;
+	int		 r;
+
+	if ((r = rkey_provider_load()) != 0)
+		return r;
+	if (pub == NULL ||
+	    (!(EVP_PKEY_is_a(pub, "RSA") && id->keytype == PROTO_KEY_RSA) &&
+	    !(EVP_PKEY_is_a(pub, "EC") && id->keytype == PROTO_KEY_EC)))
+		return P11A_ERR_INVALID;
 	memset(&rk, 0, sizeof(rk));
 	rk.helper = h;
 	rk.handle = id->handle;

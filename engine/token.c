@@ -811,8 +811,8 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 		    token_ckr_name(rv));
 		return token_rv_code(rv);
 	}
-	if (!token_source_interactive(o->pin_source) || k->ts->logged_in ||
-	    !(k->flags & CKF_LOGIN_REQUIRED))
+	if (!token_source_interactive(o->pin_source) ||
+	    !(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
 		r = token_login_for(ctx, k, NULL, NULL);
 	else if ((r = find_key(ctx, k, uri, key_uri)) == P11A_ERR_NO_KEY) {
 		/* not visible before login: the first signature logs in */

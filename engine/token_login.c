@@ -335,6 +335,26 @@ failed:
 	return r;
 }
 
+/*
+ * Is k's token logged in?  What we remember, checked on k's session: the
+ * token logs out by itself when its last session closes (a short-lived
+ * session of enroll or tokens, say), or when another program logs out.
+ */
+int
+token_logged_in(struct token_key *k)
+{
+	CK_SESSION_INFO	 si;
+
+	if (!k->ts->logged_in)
+		return 0;
+	if (k->mod->C_GetSessionInfo(k->session, &si) == CKR_OK &&
+	    (si.state == CKS_RO_USER_FUNCTIONS ||
+	    si.state == CKS_RW_USER_FUNCTIONS))
+		return 1;
+	k->ts->logged_in = 0;
+	return 0;
+}
+
 int
 token_login_for(struct token_ctx *ctx, struct token_key *k,
     const struct token_req *rq, struct pin **keep)
@@ -342,7 +362,7 @@ token_login_for(struct token_ctx *ctx, struct token_key *k,
 	if (k->ts == NULL &&
 	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
 		return P11A_ERR_NOMEM;
-	if (!(k->flags & CKF_LOGIN_REQUIRED) || k->ts->logged_in)
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
 		return 0;
 	return login(ctx, k, rq, k->pin_source, CKU_USER, keep);
 }
@@ -353,7 +373,7 @@ token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 	if (k->ts == NULL &&
 	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
 		return P11A_ERR_NOMEM;
-	if (!(k->flags & CKF_LOGIN_REQUIRED) || k->ts->logged_in)
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
 		return 0;
 	return login(ctx, k, NULL, source, CKU_USER, NULL);
 }

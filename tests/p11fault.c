@@ -23,6 +23,8 @@
  *				C_Login with a NULL PIN is forwarded with
  *				this value, as if typed on the reader (the
  *				log says "pin=NULL")
+ *   P11FAULT_MECH_MAX_BITS	C_GetMechanismInfo reports at most this
+ *				ulMaxKeySize (a token with smaller keys)
  *
  * PIN bytes and attribute values are never logged.
  */
@@ -122,6 +124,7 @@ static const char	*pinpad_pin;	/* NULL: no PIN pad */
 static const char	*always_pin;
 #define MAX_AUTH_SESSIONS	64
 static struct { CK_SESSION_HANDLE h; int state; } auth_sess[MAX_AUTH_SESSIONS];
+static unsigned long	 mech_max_bits;	/* 0: the real ulMaxKeySize */
 
 /*
  * Configuration.
@@ -273,6 +276,10 @@ setup(void)
 			return cfgerr("P11FAULT_TOKEN_FLAGS: bad value", s);
 		extra_flags = (CK_FLAGS)v;
 	}
+	mech_max_bits = 0;
+	if ((s = getenv("P11FAULT_MECH_MAX_BITS")) != NULL &&
+	    parse_ulong(s, &mech_max_bits) == -1)
+		return cfgerr("P11FAULT_MECH_MAX_BITS: bad value", s);
 	slot_desc = getenv("P11FAULT_SLOT_DESC");
 	pinpad_pin = getenv("P11FAULT_PINPAD_PIN");
 	always_pin = getenv("P11FAULT_ALWAYS_AUTH");
@@ -615,6 +622,18 @@ login(CK_SESSION_HANDLE h, CK_USER_TYPE u, CK_BYTE_PTR p, CK_ULONG pl)
 }
 
 static CK_RV
+mech_info(CK_SLOT_ID slot, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO_PTR info)
+{
+	CK_RV	 rv;
+
+	rv = real->C_GetMechanismInfo(slot, t, info);
+	if (rv == CKR_OK && info != NULL && mech_max_bits != 0 &&
+	    info->ulMaxKeySize > mech_max_bits)
+		info->ulMaxKeySize = mech_max_bits;
+	return rv;
+}
+
+static CK_RV
 slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 {
 	CK_RV	 rv;
@@ -776,9 +795,9 @@ WRAP(C_GetTokenInfo, F_SLOT, (CK_SLOT_ID s, CK_TOKEN_INFO_PTR i),
     det_add(&c, " slot=%lu", s), token_info(s, i))
 WRAP(C_GetMechanismList, F_SLOT, (CK_SLOT_ID s, CK_MECHANISM_TYPE_PTR l, UP n),
     det_add(&c, " slot=%lu", s), mech_list(s, l, n))
-FWD(C_GetMechanismInfo, F_SLOT,
+WRAP(C_GetMechanismInfo, F_SLOT,
     (CK_SLOT_ID s, CK_MECHANISM_TYPE t, CK_MECHANISM_INFO_PTR i),
-    det_mtype(&c, t), (s, t, i))
+    det_mtype(&c, t), mech_info(s, t, i))
 FWD(C_InitToken, F_SLOT, (CK_SLOT_ID s, BP p, CK_ULONG pl, BP l),
     det_add(&c, " pinlen=%lu", pl), (s, p, pl, l))
 FWD(C_InitPIN, F_SESS, (SH h, BP p, CK_ULONG pl),

@@ -1,9 +1,9 @@
 /*
  * Fuzz target: what a token helper decodes from the agent: the packet
  * header, then the payload through every request decoder (OPEN, SIGN,
- * LIST, MODULES, PROBE) whatever the type says, so that a mutation of
- * one request exercises them all.  An input whose header does not parse
- * is tried as a bare payload.
+ * LIST, MODULES, PROBE, GENKEY, IMPORT) whatever the type says, so that
+ * a mutation of one request exercises them all.  An input whose header
+ * does not parse is tried as a bare payload.
  */
 #include "config.h"
 
@@ -23,6 +23,8 @@ decode_all(const uint8_t *p, size_t n)
 	struct hreq_list	 l;
 	struct hreq_probe	 q;
 	struct hreq_unlock	 u;
+	struct hreq_genkey	 g;
+	struct hreq_import	 im;
 	struct pbuf		 b;
 	volatile uint8_t	 sink = 0;
 	size_t			 i;
@@ -49,6 +51,15 @@ decode_all(const uint8_t *p, size_t n)
 	pbuf_view(&b, p, n);
 	if (hreq_probe(&b, &q) == 0)
 		hreq_probe_clear(&q);
+	pbuf_view(&b, p, n);
+	if (hreq_genkey(&b, &g) == 0)
+		hreq_genkey_clear(&g);
+	pbuf_view(&b, p, n);
+	if (hreq_import(&b, &im) == 0) {	/* certificates point into it */
+		for (i = 0; i < (size_t)im.n; i++)
+			sink ^= im.cert[i][0] ^ im.cert[i][im.len[i] - 1];
+		hreq_import_clear(&im);
+	}
 	(void)sink;
 }
 

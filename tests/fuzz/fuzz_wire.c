@@ -1,7 +1,8 @@
 /*
  * Fuzz target: what the agent decodes from a token helper: the packet
  * header, an ERROR payload's fields, an OPEN_OK payload (with its
- * certificate) and a SIGN_OK payload.  The first byte picks the decoder.
+ * certificate), a SIGN_OK payload, and the enrollment replies GENKEY_OK
+ * (with its public key) and IMPORT_OK.  The first byte picks the decoder.
  */
 #include "config.h"
 
@@ -10,6 +11,7 @@
 
 #include <openssl/x509.h>
 
+#include "p11agent/enroll.h"
 #include "p11agent/helper.h"
 #include "p11agent/proto.h"
 
@@ -53,20 +55,52 @@ open_ok(const uint8_t *data, size_t size)
 		X509_free(id.cert);
 }
 
+static void
+genkey_ok(const uint8_t *data, size_t size)
+{
+	struct enroll_key	 k;
+	struct pbuf		 b;
+
+	pbuf_view(&b, data, size);
+	if (helper_parse_genkey(&b, &k) == 0)
+		enroll_key_clear(&k);
+}
+
+static void
+import_ok(const uint8_t *data, size_t size)
+{
+	struct enroll_import	 im;
+	struct pbuf		 b;
+	uint32_t		 want;
+
+	if (size < 1)
+		return;
+	want = data[0] % (ENROLL_MAX_CERTS + 2);	/* also a bad one */
+	pbuf_view(&b, data + 1, size - 1);
+	if (helper_parse_import(&b, want, &im) == 0)
+		enroll_import_clear(&im);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size == 0)
 		return 0;
-	switch (data[0] % 3) {
+	switch (data[0] % 5) {
 	case 0:
 		packet(data + 1, size - 1);
 		break;
 	case 1:
 		fields(data + 1, size - 1);
 		break;
-	default:
+	case 2:
 		open_ok(data + 1, size - 1);
+		break;
+	case 3:
+		genkey_ok(data + 1, size - 1);
+		break;
+	default:
+		import_ok(data + 1, size - 1);
 		break;
 	}
 	return 0;
