@@ -864,8 +864,7 @@ helper_expire(struct helper *h, long now)
 	for (q = h->pending; q != NULL; q = q->next) {
 		if (q->cb == NULL || now < q->sent + q->timeout_ms)
 			continue;
-		q->cb(q->arg, P11A_ERR_TIMEOUT, "the token did not answer in "
-		    "time", NULL);
+		q->cb(q->arg, P11A_ERR_TIMEOUT, HELPER_EXPIRED, NULL);
 		q->cb = NULL;
 	}
 	if ((q = h->pending) == NULL)

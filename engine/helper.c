@@ -364,12 +364,14 @@ main(int argc, char *argv[])
 	struct helper_state	 h;
 	struct token_opts	 o;
 	struct pbuf		 in;
-	char			*allow[MAX_ALLOW];
+	char			*allow[MAX_ALLOW], msg[512];
 	uint32_t		 type, id;
 	int			 ch, r;
 
 	if (harden() != 0)
 		return 1;
+	if (pin_memory_init(msg, sizeof(msg)) != 0)
+		fprintf(stderr, "p11agent-helper: %s\n", msg);
 	/* a child process of the module must not keep the channel open */
 	fcntl(HELPER_FD, F_SETFD, FD_CLOEXEC);
 	memset(&h, 0, sizeof(h));

@@ -1,8 +1,14 @@
 /*
  * p11agent: PIN sources.  Runs only in the token helper.
+ *
+ * Every byte that may be a PIN (the PIN itself, and each buffer a source
+ * is read into) lives in OpenSSL's secure heap: pages locked against
+ * swap with mlock, left out of core dumps, wiped when freed.  If the
+ * pages cannot be locked, no PIN is held at all.
  */
 #include "config.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,51 +28,130 @@
 
 #include "p11agent/error.h"
 #include "p11agent/token.h"
+#include "pinentry.h"
 
-#define PIN_MAX	256
 #define ASK_PROGRAM	"systemd-ask-password"
 #define ASK_NOPIN	ASK_PROGRAM " gave no PIN (cancelled or timed out)"
+/* the secure heap: a few PINs and their read buffers (and what OpenSSL
+ * itself keeps there in this process, such as its DRBG seed pools) */
+#define PIN_ARENA	(32 * 1024)
 
 extern char	**environ;
+
+static int	 pin_mem_state;		/* 0 not tried, 1 locked, -1 not */
+static char	 pin_mem_err[320];
+
+/* ---- locked memory */
+
+static int
+pin_mem_setup(void)
+{
+	struct rlimit	 rl;
+	int		 r;
+
+	if (CRYPTO_secure_malloc_initialized())
+		return 1;	/* someone in this process set it up */
+	if ((r = CRYPTO_secure_malloc_init(PIN_ARENA, 16)) == 1)
+		return 1;
+	if (r == 2)
+		CRYPTO_secure_malloc_done();	/* there, but not locked */
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		snprintf(pin_mem_err, sizeof(pin_mem_err), "cannot lock memory "
+		    "for PINs against swap (mlock: RLIMIT_MEMLOCK is %llu "
+		    "KiB, %d KiB needed); p11agent keeps no PIN in swappable "
+		    "memory, so no PIN can be used: raise the limit (ulimit "
+		    "-l, LimitMEMLOCK= in a systemd unit) or use a PIN pad "
+		    "(pin = none)", (unsigned long long)rl.rlim_cur / 1024,
+		    PIN_ARENA / 1024);
+	else
+		snprintf(pin_mem_err, sizeof(pin_mem_err), "cannot set up "
+		    "memory locked against swap for PINs (OpenSSL's secure "
+		    "heap); p11agent keeps no PIN in swappable memory, so no "
+		    "PIN can be used");
+	return -1;
+}
+
+/*
+ * Sets up the locked memory once: the helper calls it at start to say
+ * at once when it cannot; the first PIN would otherwise.
+ */
+int
+pin_memory_init(char *err, size_t errlen)
+{
+	if (pin_mem_state == 0)
+		pin_mem_state = pin_mem_setup();
+	if (pin_mem_state < 0) {
+		snprintf(err, errlen, "%s", pin_mem_err);
+		return P11A_ERR_SYSTEM;
+	}
+	return 0;
+}
+
+int
+pin_buf_new(size_t n, char **out, char *err, size_t errlen)
+{
+	int	 r;
+
+	if ((r = pin_memory_init(err, errlen)) != 0)
+		return r;
+	if ((*out = OPENSSL_secure_zalloc(n)) == NULL) {
+		snprintf(err, errlen, "out of locked memory for a PIN");
+		return P11A_ERR_NOMEM;
+	}
+	return 0;
+}
+
+void
+pin_buf_free(char *b, size_t n)
+{
+	if (b != NULL)
+		OPENSSL_secure_clear_free(b, n);
+}
 
 void
 pin_free(struct pin *p)
 {
 	if (p == NULL)
 		return;
-	if (p->value != NULL) {
-		OPENSSL_cleanse(p->value, p->len);
-		free(p->value);
-	}
-	OPENSSL_cleanse(p, sizeof(*p));
-	free(p);
+	pin_buf_free(p->value, p->len + 1);
+	OPENSSL_secure_clear_free(p, sizeof(*p));
 }
 
-static int
-pin_new(const char *s, size_t len, struct pin **out)
+int
+pin_new(const char *s, size_t len, struct pin **out, char *err,
+    size_t errlen)
 {
-	struct pin	*p;
+	struct pin	*p = NULL;
+	char		*v = NULL;
+	int		 r;
 
-	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
-		len--;
 	if (len == 0)
 		return P11A_ERR_PIN_SOURCE;
-	if ((p = calloc(1, sizeof(*p))) == NULL ||
-	    (p->value = malloc(len + 1)) == NULL) {
-		free(p);
-		return P11A_ERR_NOMEM;
+	if ((r = pin_buf_new(sizeof(*p), (char **)&p, err, errlen)) != 0 ||
+	    (r = pin_buf_new(len + 1, &v, err, errlen)) != 0) {
+		pin_buf_free((char *)p, sizeof(*p));
+		return r;
 	}
-	memcpy(p->value, s, len);
-	p->value[len] = '\0';
+	memcpy(v, s, len);
+	p->value = v;
 	p->len = len;
 	*out = p;
 	return 0;
 }
 
+/* Without the trailing newlines and carriage returns of a file or line. */
+static size_t
+pin_trim(const char *s, size_t len)
+{
+	while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
+		len--;
+	return len;
+}
+
 static int
 pin_from_file(const char *path, struct pin **out, char *err, size_t errlen)
 {
-	char		 buf[PIN_MAX + 2];
+	char		*buf = NULL;
 	struct stat	 st;
 	ssize_t		 n;
 	int		 fd, r = P11A_ERR_PIN_SOURCE;
@@ -87,24 +172,28 @@ pin_from_file(const char *path, struct pin **out, char *err, size_t errlen)
 		r = P11A_ERR_PERM;
 		goto out;
 	}
-	n = read(fd, buf, sizeof(buf));
+	if ((r = pin_buf_new(PIN_MAX + 2, &buf, err, errlen)) != 0)
+		goto out;
+	r = P11A_ERR_PIN_SOURCE;
+	n = read(fd, buf, PIN_MAX + 2);
 	if (n < 0 || n > PIN_MAX) {
 		snprintf(err, errlen, "PIN file %s: %s", path,
 		    n < 0 ? strerror(errno) : "longer than 256 bytes");
 		goto out;
 	}
-	if ((r = pin_new(buf, (size_t)n, out)) == P11A_ERR_PIN_SOURCE)
+	if ((r = pin_new(buf, pin_trim(buf, (size_t)n), out, err, errlen)) ==
+	    P11A_ERR_PIN_SOURCE)
 		snprintf(err, errlen, "PIN file %s is empty", path);
 out:
-	OPENSSL_cleanse(buf, sizeof(buf));
+	pin_buf_free(buf, PIN_MAX + 2);
 	close(fd);
 	return r;
 }
 
 /*
  * Reads the PIN named by source: "file:PATH" or "env:NAME" (pin_ask also
- * runs systemd-ask-password).  "none" gives *out = NULL and 0 (the token
- * needs no PIN or has a PIN pad).
+ * runs systemd-ask-password and pinentry).  "none" gives *out = NULL and
+ * 0 (the token needs no PIN or has a PIN pad).
  */
 int
 pin_read(const char *source, struct pin **out, char *err, size_t errlen)
@@ -128,20 +217,21 @@ pin_read(const char *source, struct pin **out, char *err, size_t errlen)
 			    "bytes", source);
 			return P11A_ERR_PIN_SOURCE;
 		}
-		if ((r = pin_new(v, strlen(v), out)) != 0)
+		if ((r = pin_new(v, pin_trim(v, strlen(v)), out, err,
+		    errlen)) == P11A_ERR_PIN_SOURCE)
 			snprintf(err, errlen, "PIN source %s: %s", source,
 			    p11a_strerror(r));
 		return r;
 	}
 	snprintf(err, errlen, "PIN source '%s' is not one of file:PATH, "
-	    "env:NAME, " ASK_PROGRAM ", none", source);
+	    "env:NAME, pinentry, " ASK_PROGRAM ", none", source);
 	return P11A_ERR_PIN_SOURCE;
 }
 
-/* ---- systemd-ask-password, run by the helper */
+/* ---- the programs that ask: systemd-ask-password and pinentry */
 
-static long
-now_ms(void)
+long
+pin_now_ms(void)
 {
 	struct timespec	 ts;
 
@@ -149,13 +239,18 @@ now_ms(void)
 	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The variables the program may need; never the helper's PIN variables. */
+/*
+ * The variables such a program may need (a display, a terminal, a
+ * locale, its session bus; PINENTRY_USER_DATA and the like); never the
+ * helper's PIN variables.
+ */
 static int
-ask_env_ok(const char *kv)
+child_env_ok(const char *kv)
 {
 	static const char	*keep[] = { "PATH=", "HOME=", "USER=", "LOGNAME=",
-	    "LANG=", "LC_", "TERM=", "XDG_RUNTIME_DIR=", "SYSTEMD_",
-	    "DBUS_SESSION_BUS_ADDRESS=" };
+	    "LANG=", "LC_", "TERM=", "XDG_", "SYSTEMD_",
+	    "DBUS_SESSION_BUS_ADDRESS=", "DISPLAY=", "WAYLAND_DISPLAY=",
+	    "XAUTHORITY=", "GPG_TTY=", "PINENTRY_" };
 	size_t			 i;
 
 	for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
@@ -165,7 +260,7 @@ ask_env_ok(const char *kv)
 }
 
 static char **
-ask_envp(void)
+child_envp(void)
 {
 	char	**envp;
 	size_t	  i, n = 0;
@@ -175,93 +270,123 @@ ask_envp(void)
 	if ((envp = calloc(n + 1, sizeof(*envp))) == NULL)
 		return NULL;
 	for (i = n = 0; environ != NULL && environ[i] != NULL; i++)
-		if (ask_env_ok(environ[i]))
+		if (child_env_ok(environ[i]))
 			envp[n++] = environ[i];
 	return envp;
 }
 
-/* Starts the program with stdin /dev/null, stdout the pipe *rfd. */
 static int
-ask_spawn(const struct pin_ask *ask, int timeout, pid_t *pidp, int *rfdp,
-    char *err, size_t errlen)
+child_exec_ok(const char *path)
 {
-	posix_spawn_file_actions_t	 fa;
-	char				 prompt[128], tmo[32], id[64];
-	char				*argv[] = { ASK_PROGRAM, id, tmo, prompt,
-					    NULL };
-	char				**envp = NULL;
-	int				 p[2] = { -1, -1 }, e = ENOMEM;
+	struct stat	 st;
 
-	snprintf(prompt, sizeof(prompt), "PIN for token '%s' (serial %s):",
-	    ask->label, ask->serial);
-	snprintf(tmo, sizeof(tmo), "--timeout=%d", timeout);
-	snprintf(id, sizeof(id), "--id=p11agent:%s", ask->serial);
-	if (pipe2(p, O_CLOEXEC) == -1) {
-		snprintf(err, errlen, "pipe: %s", strerror(errno));
-		return P11A_ERR_SYSTEM;
-	}
-	if ((envp = ask_envp()) != NULL &&
-	    posix_spawn_file_actions_init(&fa) == 0) {
-		if ((e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null",
-		    O_RDONLY, 0)) == 0 &&
-		    (e = posix_spawn_file_actions_adddup2(&fa, p[1], 1)) == 0 &&
-		    (e = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) == 0)
-			e = posix_spawnp(pidp, ASK_PROGRAM, &fa, NULL, argv,
-			    envp);
-		posix_spawn_file_actions_destroy(&fa);
-	}
-	free(envp);
-	close(p[1]);
-	if (e != 0) {
-		close(p[0]);
-		if (e == ENOENT)
-			snprintf(err, errlen, "pin = " ASK_PROGRAM ": the "
-			    "program is not on PATH; install systemd or choose "
-			    "another pin source (file:, env:, fd:, none)");
-		else
-			snprintf(err, errlen, "cannot run " ASK_PROGRAM ": %s",
-			    strerror(e));
-		return P11A_ERR_PIN_SOURCE;
-	}
-	*rfdp = p[0];
+	if (stat(path, &st) == -1)
+		return errno;
+	if (!S_ISREG(st.st_mode) || access(path, X_OK) == -1)
+		return EACCES;
 	return 0;
 }
 
-/* Reads up to a newline, end of file, a full buffer or the deadline. */
-static int
-ask_read(int fd, char *buf, size_t bufsz, size_t *lenp, long deadline)
+/*
+ * Looked up here, not by posix_spawnp: under valgrind posix_spawn is a
+ * fork and a missing program would show only as a child that exits.
+ */
+int
+pin_child_find(const char *prog, char *path, size_t pathsz)
+{
+	const char	*dirs, *p, *end;
+	size_t		 n;
+	int		 e = ENOENT;
+
+	if (strchr(prog, '/') != NULL) {
+		if (strlen(prog) >= pathsz)
+			return ENAMETOOLONG;
+		snprintf(path, pathsz, "%s", prog);
+		return child_exec_ok(path);
+	}
+	if ((dirs = getenv("PATH")) == NULL)
+		dirs = "/usr/local/bin:/usr/bin:/bin";
+	for (p = dirs; ; p = end + 1) {
+		if ((end = strchr(p, ':')) == NULL)
+			end = p + strlen(p);
+		n = (size_t)(end - p);
+		if ((size_t)snprintf(path, pathsz, "%.*s%s%s", (int)n, p,
+		    n > 0 ? "/" : "", prog) < pathsz &&
+		    (e = child_exec_ok(path)) == 0)
+			return 0;
+		if (*end == '\0')
+			break;
+	}
+	return e == EACCES ? EACCES : ENOENT;
+}
+
+int
+pin_child_spawn(const char *path, char *const argv[], int fd0, int fd1,
+    pid_t *pidp)
+{
+	posix_spawn_file_actions_t	 fa;
+	posix_spawnattr_t		 sa;
+	sigset_t			 none, all;
+	char				**envp;
+	int				 e = ENOMEM;
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	if ((envp = child_envp()) == NULL)
+		return ENOMEM;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		goto out_env;
+	if ((e = posix_spawnattr_init(&sa)) != 0)
+		goto out_fa;
+	if ((e = fd0 == -1 ? posix_spawn_file_actions_addopen(&fa, 0,
+	    "/dev/null", O_RDONLY, 0) : posix_spawn_file_actions_adddup2(&fa,
+	    fd0, 0)) == 0 &&
+	    (e = posix_spawn_file_actions_adddup2(&fa, fd1, 1)) == 0 &&
+	    (e = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) == 0 &&
+	    (e = posix_spawnattr_setsigmask(&sa, &none)) == 0 &&
+	    (e = posix_spawnattr_setsigdefault(&sa, &all)) == 0 &&
+	    (e = posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETSIGDEF)) == 0)
+		e = posix_spawn(pidp, path, &fa, &sa, argv, envp);
+	posix_spawnattr_destroy(&sa);
+out_fa:
+	posix_spawn_file_actions_destroy(&fa);
+out_env:
+	free(envp);
+	return e;
+}
+
+int
+pin_child_read(int fd, char *buf, size_t bufsz, size_t *lenp, long deadline)
 {
 	struct pollfd	 pfd = { fd, POLLIN, 0 };
 	ssize_t		 n;
 	long		 left;
 
-	*lenp = 0;
-	for (;;) {
-		if ((left = deadline - now_ms()) <= 0)
-			return -1;
+	while (*lenp < bufsz && memchr(buf, '\n', *lenp) == NULL) {
+		if ((left = deadline - pin_now_ms()) <= 0)
+			return P11A_ERR_TIMEOUT;
 		if (poll(&pfd, 1, (int)left) == -1) {
 			if (errno == EINTR)
 				continue;
-			return -1;
+			return P11A_ERR_SYSTEM;
 		}
 		if (pfd.revents == 0)
 			continue;
-		if ((n = read(fd, buf + *lenp, bufsz - *lenp)) == -1 &&
-		    errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n == 0 ? 0 : -1;
+		if ((n = read(fd, buf + *lenp, bufsz - *lenp)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return errno == ECONNRESET ? 0 : P11A_ERR_SYSTEM;
+		}
+		if (n == 0)
+			break;
 		*lenp += (size_t)n;
-		if (*lenp == bufsz)
-			return 0;	/* too long: the caller says so */
-		if (memchr(buf, '\n', *lenp) != NULL)
-			return 0;
 	}
+	return 0;
 }
 
-/* Waits for the child until the deadline, then kills it; its status. */
-static int
-ask_wait(pid_t pid, long deadline, int kill_now)
+int
+pin_child_wait(pid_t pid, long deadline, int kill_now)
 {
 	struct pollfd	 pfd;
 	long		 left;
@@ -271,7 +396,7 @@ ask_wait(pid_t pid, long deadline, int kill_now)
 	    (pfdn = (int)syscall(SYS_pidfd_open, pid, 0)) != -1) {
 		pfd.fd = pfdn;
 		pfd.events = POLLIN;
-		while ((left = deadline - now_ms()) > 0 &&
+		while ((left = deadline - pin_now_ms()) > 0 &&
 		    poll(&pfd, 1, (int)left) == -1 && errno == EINTR)
 			;
 		if (waitpid(pid, &st, WNOHANG) == pid) {
@@ -281,7 +406,7 @@ ask_wait(pid_t pid, long deadline, int kill_now)
 		close(pfdn);
 	} else if (!kill_now) {
 		/* no pidfd (an old kernel, valgrind): look every 20 ms */
-		while (now_ms() < deadline) {
+		while (pin_now_ms() < deadline) {
 			if (waitpid(pid, &st, WNOHANG) == pid)
 				return st;
 			poll(NULL, 0, 20);
@@ -293,26 +418,62 @@ ask_wait(pid_t pid, long deadline, int kill_now)
 	return -1;
 }
 
+/* Starts systemd-ask-password with stdout the pipe *rfdp. */
+static int
+ask_spawn(const struct pin_ask *ask, int timeout, pid_t *pidp, int *rfdp,
+    char *err, size_t errlen)
+{
+	char		 prompt[128], tmo[32], id[64], path[4096];
+	char		*argv[] = { ASK_PROGRAM, id, tmo, prompt, NULL };
+	int		 p[2] = { -1, -1 }, e;
+
+	snprintf(prompt, sizeof(prompt), "PIN for token '%s' (serial %s):",
+	    ask->label, ask->serial);
+	snprintf(tmo, sizeof(tmo), "--timeout=%d", timeout);
+	snprintf(id, sizeof(id), "--id=p11agent:%s", ask->serial);
+	if ((e = pin_child_find(ASK_PROGRAM, path, sizeof(path))) != 0) {
+		snprintf(err, errlen, "pin = " ASK_PROGRAM ": the program is "
+		    "not on PATH; install systemd or choose another pin source "
+		    "(pinentry, file:, env:, fd:, none)");
+		return P11A_ERR_PIN_SOURCE;
+	}
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		return P11A_ERR_SYSTEM;
+	}
+	e = pin_child_spawn(path, argv, -1, p[1], pidp);
+	close(p[1]);
+	if (e != 0) {
+		close(p[0]);
+		snprintf(err, errlen, "cannot run %s: %s", path, strerror(e));
+		return P11A_ERR_PIN_SOURCE;
+	}
+	*rfdp = p[0];
+	return 0;
+}
+
 static int
 pin_from_ask(const struct pin_ask *ask, struct pin **out, char *err,
     size_t errlen)
 {
-	char	 buf[PIN_MAX + 2], *nl;
+	char	*buf = NULL, *nl;
 	size_t	 len = 0;
 	long	 deadline;
 	pid_t	 pid;
 	int	 fd = -1, timeout, rr, st, r;
 
 	timeout = ask->timeout > 0 ? ask->timeout : PIN_ASK_TIMEOUT;
-	if ((r = ask_spawn(ask, timeout, &pid, &fd, err, errlen)) != 0)
+	if ((r = pin_buf_new(PIN_MAX + 2, &buf, err, errlen)) != 0)
 		return r;
+	if ((r = ask_spawn(ask, timeout, &pid, &fd, err, errlen)) != 0)
+		goto out;
 	/* a moment beyond its own timeout, for it to say so */
-	deadline = now_ms() + (long)timeout * 1000 + 2000;
-	rr = ask_read(fd, buf, sizeof(buf), &len, deadline);
+	deadline = pin_now_ms() + (long)timeout * 1000 + 2000;
+	rr = pin_child_read(fd, buf, PIN_MAX + 2, &len, deadline);
 	close(fd);
-	st = ask_wait(pid, deadline, rr != 0 || len == sizeof(buf));
+	st = pin_child_wait(pid, deadline, rr != 0 || len == PIN_MAX + 2);
 	r = P11A_ERR_PIN_SOURCE;
-	if (len == sizeof(buf)) {
+	if (len == PIN_MAX + 2) {
 		snprintf(err, errlen, ASK_PROGRAM " gave a PIN longer than "
 		    "256 bytes");
 		goto out;
@@ -324,10 +485,11 @@ pin_from_ask(const struct pin_ask *ask, struct pin **out, char *err,
 		snprintf(err, errlen, ASK_NOPIN);
 		goto out;
 	}
-	if ((r = pin_new(buf, len, out)) == P11A_ERR_PIN_SOURCE)
+	if ((r = pin_new(buf, pin_trim(buf, len), out, err, errlen)) ==
+	    P11A_ERR_PIN_SOURCE)
 		snprintf(err, errlen, ASK_NOPIN);
 out:
-	OPENSSL_cleanse(buf, sizeof(buf));
+	pin_buf_free(buf, PIN_MAX + 2);
 	return r;
 }
 
@@ -335,9 +497,10 @@ int
 pin_ask(const char *source, const struct pin_ask *ask, struct pin **out,
     char *err, size_t errlen)
 {
-	if (source != NULL && strcmp(source, ASK_PROGRAM) == 0) {
-		*out = NULL;
+	*out = NULL;
+	if (source != NULL && strcmp(source, ASK_PROGRAM) == 0)
 		return pin_from_ask(ask, out, err, errlen);
-	}
+	if (source != NULL && strcmp(source, "pinentry") == 0)
+		return pin_from_pinentry(ask, out, err, errlen);
 	return pin_read(source, out, err, errlen);
 }

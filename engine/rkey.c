@@ -205,7 +205,8 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 		return 0;
 	}
 	/* for the connection's log line: this request's own reason */
-	if (r == P11A_ERR_TIMEOUT && why[0] == '\0')
+	if (r == P11A_ERR_TIMEOUT && (why[0] == '\0' ||
+	    strcmp(why, HELPER_EXPIRED) == 0))
 		snprintf(why, sizeof(why), "no answer within sign-timeout");
 	else if (r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED)
 		snprintf(why, sizeof(why), "the token helper is gone");

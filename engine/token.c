@@ -541,10 +541,24 @@ token_find_one(struct token_ctx *ctx, CK_FUNCTION_LIST *m, CK_SESSION_HANDLE s,
 	return 0;
 }
 
+static int	 uri_template_as(P11KitUri *, CK_OBJECT_CLASS *, CK_ATTRIBUTE *,
+		    CK_ULONG *, int);
+
 /* Builds a search template from the URI's attributes with class cls. */
 static int
 uri_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *tmpl,
     CK_ULONG *n)
+{
+	return uri_template_as(uri, cls, tmpl, n, 0);
+}
+
+/*
+ * As uri_template; with other_class, the URI's own class (type=private)
+ * is left out: the key's public key or certificate is looked for.
+ */
+static int
+uri_template_as(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *tmpl,
+    CK_ULONG *n, int other_class)
 {
 	CK_ATTRIBUTE	*a;
 	CK_ULONG	 i, na;
@@ -556,6 +570,8 @@ uri_template(P11KitUri *uri, CK_OBJECT_CLASS *cls, CK_ATTRIBUTE *tmpl,
 	*n = 1;
 	for (i = 0; i < na && *n < 4; i++) {
 		if (a[i].type == CKA_CLASS) {
+			if (other_class)
+				continue;
 			if (a[i].ulValueLen != sizeof(CK_OBJECT_CLASS) ||
 			    *(CK_OBJECT_CLASS *)a[i].pValue != *cls)
 				return P11A_ERR_URI;
@@ -723,7 +739,7 @@ find_public(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri)
 	X509		*x;
 	int		 r, type;
 
-	if (uri_template(uri, &cls, tmpl, &n) != 0)
+	if (uri_template_as(uri, &cls, tmpl, &n, 1) != 0)
 		return P11A_ERR_NO_KEY;
 	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
 	    &count)) != 0)
@@ -736,7 +752,7 @@ find_public(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri)
 		return 0;
 	}
 	cls = CKO_CERTIFICATE;
-	if (uri_template(uri, &cls, tmpl, &n) != 0)
+	if (uri_template_as(uri, &cls, tmpl, &n, 1) != 0)
 		return P11A_ERR_NO_KEY;
 	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
 	    &count)) != 0)

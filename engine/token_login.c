@@ -175,6 +175,37 @@ ask_user(struct token_ctx *ctx, struct token_key *k,
 	return pin_ask(src, &ask, pin, err, errlen);
 }
 
+/*
+ * A PIN pad login: with pinentry, a dialog that says to enter the PIN on
+ * the reader, closed when the login returns; the agent is told the login
+ * may take a while.  NULL without one (any other source, or no display).
+ */
+static struct pin_notice *
+pinpad_notice(struct token_ctx *ctx, struct token_key *k,
+    const struct token_req *rq, const char *source, CK_FLAGS flags,
+    CK_USER_TYPE ut)
+{
+	struct pin_notice	*n = NULL;
+	struct pin_ask		 ask;
+	char			 desc[1024], full[1200], err[512];
+
+	if (ctx->busy_cb != NULL)
+		ctx->busy_cb(ctx->busy_arg, PIN_ASK_TIMEOUT * 1000 +
+		    DIALOG_SLACK_MS);
+	if (source != NULL && strcmp(source, "pinentry") != 0)
+		return NULL;
+	describe(desc, sizeof(desc), k, rq, flags, ut);
+	snprintf(full, sizeof(full), "%s\n\nEnter your PIN on the reader's "
+	    "keypad.", desc);
+	memset(&ask, 0, sizeof(ask));
+	ask.timeout = PIN_ASK_TIMEOUT;
+	ask.program = k->pinentry;
+	ask.title = "p11agent: smartcard PIN";
+	ask.description = full;
+	(void)pin_notice_start(&ask, &n, err, sizeof(err));
+	return n;
+}
+
 static void
 pin_incorrect(struct token_ctx *ctx, struct token_key *k, const char *name,
     const char *source, int interactive)
@@ -240,6 +271,7 @@ login(struct token_ctx *ctx, struct token_key *k, const struct token_req *rq,
 {
 	struct token_slot	*ts = k->ts;
 	struct pin		*pin = NULL, *use;
+	struct pin_notice	*notice = NULL;
 	char			 name[33], err[512];
 	CK_FLAGS		 flags;
 	CK_RV			 rv;
@@ -286,8 +318,11 @@ login(struct token_ctx *ctx, struct token_key *k, const struct token_req *rq,
 		}
 		use = pin;
 	}
+	if (use == NULL)
+		notice = pinpad_notice(ctx, k, rq, source, flags, ut);
 	rv = k->mod->C_Login(k->session, ut, use ? (CK_UTF8CHAR_PTR)use->value
 	    : NULL, use ? use->len : 0);
+	pin_notice_end(notice);
 	if (rv == CKR_OK || (rv == CKR_USER_ALREADY_LOGGED_IN &&
 	    ut == CKU_USER)) {
 		if (ut == CKU_USER)

@@ -65,7 +65,7 @@ stub pin
 conf
 : >"$T/calls.log"
 start_agent "$T/agent.conf" || fail "the agent did not start"
-[ "$(dialogs)" = 0 ] || fail "a dialog at start-up"
+[ "$(dialogs)" = 0 ] || fail "a dialog at start-up: $(cat "$T/pe.log")"
 out=$(connect 2>&1) || fail "through the tunnel after the dialog: $out"
 [ "$(dialogs)" = 1 ] || fail "dialogs: $(dialogs), wanted 1: $(cat "$T/pe.log")"
 grep -Eq "SETDESC cli%41 x \(pid [0-9]+, $(id -un)\) wants to use your card '$P11TEST_TOKEN' \(serial [0-9a-f]+\) for localhost\." "$T/pe.log" ||
@@ -99,7 +99,7 @@ for mode in cancel timeout; do
 	esac
 	[ "$(logins)" = 0 ] || fail "C_Login after $mode"
 	stop_agent || fail "the agent did not exit cleanly ($mode)"
-	ok "pinentry $mode: $(grep 'TLS handshake failed' "$T/agent.log" | tail -n 1 | sed 's/.*failed: //')"
+	ok "pinentry $mode: $(grep 'TLS handshake failed: ' "$T/agent.log" | tail -n 1 | sed 's/.*failed: //')"
 done
 
 # ---- five handshakes while the dialog is open: one dialog, one login
@@ -115,7 +115,8 @@ for i in 1 2 3 4 5; do
 done
 wait_log_count "the handshake waits for the token" 5 ||
     fail "the five handshakes did not all wait for the token"
-grep -q 'GETPIN waiting' "$T/pe.log" || fail "the dialog is not open"
+timeout $((20 * SLOW)) tail -n +1 -f "$T/pe.log" | grep -q -m 1 'GETPIN waiting' ||
+    fail "the dialog is not open: $(cat "$T/pe.log")"
 touch "$T/go"
 for i in 1 2 3 4 5; do
 	wait "${pids[$((i - 1))]}" || fail "handshake $i: $(cat "$T/burst.$i")"
@@ -124,6 +125,36 @@ done
 [ "$(logins)" = 1 ] || fail "C_Login calls for 5 handshakes: $(logins)"
 stop_agent || fail "the agent did not exit cleanly (burst)"
 ok "5 handshakes during one open dialog: 1 dialog, 1 C_Login, 5 tunnels"
+
+# ---- three handshakes wait for a dialog that is cancelled: all three
+# fail with it, and no second dialog opens
+rm -f "$T/go"
+stub "waitcancel:$T/go"
+: >"$T/calls.log"
+start_agent "$T/agent.conf" || fail "the agent did not start (shared cancel)"
+log_mark
+pids=()
+for i in 1 2 3; do
+	connect >"$T/burst.$i" 2>&1 &
+	pids+=($!)
+done
+wait_log_count "the handshake waits for the token" 3 ||
+    fail "the three handshakes did not all wait for the token"
+touch "$T/go"
+for i in 1 2 3; do
+	wait "${pids[$((i - 1))]}" && fail "handshake $i went through after a cancel"
+done
+wait_log_count "PIN dialog was cancelled" 3 ||
+    fail "not all three failed with the cancel: $(grep 'handshake failed' "$T/agent.log")"
+[ "$(dialogs)" = 1 ] || fail "dialogs after a shared cancel: $(dialogs)"
+[ "$(logins)" = 0 ] || fail "C_Login after a cancel"
+# a connection after the cancel is a new attempt: it asks again
+stub pin
+out=$(connect 2>&1) || fail "after the cancel: $out"
+[ "$(dialogs)" = 1 ] || fail "no new dialog after the cancel"
+[ "$(logins)" = 1 ] || fail "C_Login calls after the new dialog: $(logins)"
+stop_agent || fail "the agent did not exit cleanly (shared cancel)"
+ok "3 handshakes waiting on a cancelled dialog: all fail with it, 1 dialog, 0 C_Login; the next one asks again"
 
 # ---- the final try is said, and an interactive PIN may use it
 stub pin
@@ -135,7 +166,7 @@ stop_agent || fail "the agent did not exit cleanly (final try)"
 unset P11FAULT_TOKEN_FLAGS
 grep -q 'SETERROR Last try before the card locks' "$T/pe.log" ||
     fail "the dialog does not say last try: $(cat "$T/pe.log")"
-grep -q 'SETDESC .*LAST try before the card locks' "$T/pe.log" ||
+grep -q 'This is the LAST try before the card locks' "$T/pe.log" ||
     fail "the description does not say last try"
 [ "$(logins)" = 1 ] || fail "C_Login calls on the final try: $(logins)"
 ok "final try: the dialog says so, the typed PIN logs in"
@@ -157,11 +188,27 @@ for cache in 0 60; do
 	[ "$(logins 1)" = 1 ] || fail "user logins: $(logins 1)"
 	[ "$(logins 2)" = 3 ] || fail "context logins: $(logins 2)"
 	[ "$cache" = 60 ] ||
-	    grep -q 'SETDESC .*asks for the PIN for every signature' "$T/pe.log" ||
+	    grep -q 'This key asks for the PIN for every signature' "$T/pe.log" ||
 	    fail "the dialog does not say why it asks again"
 	ok "always-authenticate, pin-cache = $cache: 3 handshakes, $want dialogs, 3 context logins"
 done
 unset P11FAULT_ALWAYS_AUTH
+
+# ---- a PIN pad: the dialog says to use the reader, C_Login has no PIN
+stub pin
+conf
+: >"$T/calls.log"
+P11FAULT_PINPAD_PIN=$PIN2 start_agent "$T/agent.conf" ||
+    fail "the agent did not start (PIN pad)"
+out=$(connect 2>&1) || fail "with a PIN pad: $out"
+stop_agent || fail "the agent did not exit cleanly (PIN pad)"
+grep -q 'Enter your PIN on the reader' "$T/pe.log" ||
+    fail "the dialog does not say to use the reader: $(cat "$T/pe.log")"
+grep -q ' MESSAGE$' "$T/pe.log" || fail "no MESSAGE dialog"
+[ "$(dialogs)" = 0 ] || fail "a PIN was asked for a PIN pad"
+grep ' C_Login ' "$T/calls.log" | grep -q 'pin=NULL' ||
+    fail "the PIN pad login had a PIN: $(grep C_Login "$T/calls.log")"
+ok "PIN pad: a notice names who asks and says to use the reader; C_Login with no PIN"
 
 # ---- no display and no terminal: an error that says what to set
 sed -i '/^pinentry-program/d' "$T/agent.conf"

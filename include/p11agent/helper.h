@@ -90,6 +90,8 @@ typedef void (*helper_event_cb)(void *arg, uint32_t type, uint32_t id,
 void	 helper_set_event_cb(struct helper *, helper_event_cb, void *arg);
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */
 int	 helper_read(struct helper *);
+/* The reason helper_expire() gives a request whose deadline passed. */
+#define HELPER_EXPIRED	"the token did not answer in time"
 /* Fails requests whose deadline passed (now in ms, CLOCK_MONOTONIC);
  * returns 1 when the helper looks hung (no progress on its oldest
  * request for that request's timeout), else 0.  Also reaps replaced

@@ -47,7 +47,8 @@ void	 token_clear_error(struct token_ctx *);
  * Opens the key named by key_uri: finds its token (exactly one token must
  * be a candidate, see token_probe; otherwise no PIN is sent anywhere and
  * the message names the candidates), logs in with the PIN from
- * pin_source ("file:PATH", "env:NAME", "systemd-ask-password", "none"),
+ * pin_source ("file:PATH", "env:NAME", "pinentry", "systemd-ask-password",
+ * "none"),
  * finds the private key, and, unless cert_uri is "none", the certificate (cert_uri, or the one
  * with the key's CKA_ID when cert_uri is NULL).  The key stays owned by
  * the context.
@@ -146,27 +147,59 @@ struct pin {
 	size_t	 len;
 };
 int	 pin_read(const char *source, struct pin **, char *err, size_t errlen);
-/* What an interactive source (systemd-ask-password) tells the user. */
+/*
+ * Sets up the memory PINs live in (OpenSSL's secure heap: locked against
+ * swap, out of core dumps, wiped on free).  The helper calls it once at
+ * start and logs the message if it fails; then every PIN source but
+ * "none" fails with that message, rather than hold a PIN in swappable
+ * memory.  The first PIN would set it up otherwise.
+ */
+int	 pin_memory_init(char *err, size_t errlen);
+/* What an interactive source (pinentry, systemd-ask-password) shows. */
 struct pin_ask {
 	const char	*label;		/* the token's label */
 	const char	*serial;	/* and serial number */
 	int		 timeout;	/* seconds; 0: PIN_ASK_TIMEOUT */
-	/* pinentry: plain text, escaped by the client */
-	const char	*program;	/* pinentry-program; NULL: pinentry */
-	const char	*title;
-	const char	*description;
-	const char	*prompt;
-	const char	*error;		/* SETERROR, or NULL */
+	/* pinentry only; plain UTF-8 text, unescaped; NULL: a default */
+	const char	*program;	/* pinentry-program; NULL: "pinentry"
+					 * from PATH */
+	const char	*title;		/* SETTITLE; default "p11agent" */
+	const char	*description;	/* SETDESC; default names the token;
+					 * cut to fit the 1000-byte line */
+	const char	*prompt;	/* SETPROMPT; default "PIN:" */
+	const char	*error;		/* SETERROR; NULL: none */
 };
 /* Under the agent's 60 s OPEN deadline: the helper answers first. */
 #define PIN_ASK_TIMEOUT	50
 /*
- * pin_read, and "systemd-ask-password": runs that program from PATH (no
- * descriptors but stdin /dev/null, stdout a pipe, stderr) with a prompt
- * naming the token, reads one line, and kills it after the timeout.
+ * pin_read, and two programs that ask the user, each started with no
+ * descriptors but its stdin, stdout and stderr, an empty signal mask,
+ * default signal dispositions and a few named environment variables, and
+ * killed and reaped after the timeout:
+ * "systemd-ask-password": from PATH, stdin /dev/null, stdout a pipe, a
+ * prompt naming the token; reads one line.
+ * "pinentry": ask->program or pinentry from PATH, speaking Assuan on a
+ * socket (its stdin and stdout): OPTION ttyname/ttytype/display/lc-ctype/
+ * lc-messages from GPG_TTY, TERM, DISPLAY and the locale variables, the
+ * texts, GETPIN; the PIN comes back byte for byte.  Fails with
+ * P11A_ERR_PIN_CANCELLED (the user cancelled), P11A_ERR_TIMEOUT
+ * (pinentry's timeout, or it did not answer within the timeout plus a
+ * second), P11A_ERR_PIN_SOURCE (no DISPLAY, WAYLAND_DISPLAY or GPG_TTY;
+ * the program is missing; no PIN entered; a protocol error; the message
+ * says which).
+ * No message holds the PIN.
  */
 int	 pin_ask(const char *source, const struct pin_ask *, struct pin **,
 	    char *err, size_t errlen);
 void	 pin_free(struct pin *);
+/*
+ * While a PIN pad takes the PIN: pinentry shows ask's description with an
+ * OK button only (MESSAGE), and pin_notice_end() closes it (killed and
+ * reaped).  A failure is not fatal to the login: err says why.
+ */
+struct pin_notice;
+int	 pin_notice_start(const struct pin_ask *, struct pin_notice **,
+	    char *err, size_t errlen);
+void	 pin_notice_end(struct pin_notice *);
 
 #endif

@@ -63,11 +63,13 @@ main(int argc, char *argv[])
 	/* started by the spawn suite as a token helper */
 	if (argc > 0 && strcmp(argv[0], "p11agent-helper") == 0)
 		return spawn_child();
+	if (argc > 0 && strcmp(argv[0], "pin-nolock") == 0)
+		return pin_nolock_child();
 	if (CU_initialize_registry() != CUE_SUCCESS)
 		return 99;
 	if (suite_proto() != 0 || suite_config() != 0 || suite_pin() != 0 ||
 	    suite_req() != 0 || suite_spawn() != 0 ||
-	    suite_resolve() != 0) {
+	    suite_resolve() != 0 || suite_pinentry() != 0) {
 		CU_cleanup_registry();
 		return 99;
 	}

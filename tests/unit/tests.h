@@ -10,6 +10,9 @@ int	 suite_pin(void);
 int	 suite_req(void);
 int	 suite_spawn(void);
 int	 suite_resolve(void);
+int	 suite_pinentry(void);
+/* The pinentry suite's child without locked memory (argv[0] pin-nolock). */
+int	 pin_nolock_child(void);
 /* The spawn suite's token helper (argv[0] p11agent-helper). */
 int	 spawn_child(void);
 
