@@ -3,7 +3,9 @@
 # $XDG_RUNTIME_DIR/p11agent/control (or control = PATH), mode 0600 in a
 # 0700 directory, for its own uid only; `p11agent lock` logs every token
 # out (C_Logout) and the next handshake logs in once again; `unlock` logs
-# in at once; `lock --idle N` and lock-after = N lock by themselves once
+# in at once (with pin = pinentry: a dialog at once, naming "p11agent
+# unlock"), and starts again a helper stopped after a refused PIN;
+# `lock --idle N` and lock-after = N lock by themselves once
 # no signature happened for N s, and not again before the next one.  Bad
 # requests (unknown, over 4096 bytes, none at all, too many clients) get
 # an ERR line and leave the agent serving; a second agent, a stale socket,
@@ -302,3 +304,48 @@ ctl lock --control "$T/ctl/control"
 stop_agent || fail "the agent did not exit cleanly"
 [ -e "$T/ctl/control" ] && fail "control = PATH: the socket is left after a clean exit"
 ok "lock-after = 1: locked by itself $ms ms after the handshake began; the next handshake logged in once again"
+
+# ---- pin = pinentry: unlock asks at once, in a dialog that names
+# "p11agent unlock" as who wants the card; a lock makes the next
+# handshake ask again
+STUB=$top_srcdir/tests/pinentry-stub
+[ -x "$STUB" ] || fail "no $STUB"
+cat >"$T/pe" <<EOT
+#!/bin/sh
+PINENTRY_STUB_LOG='$T/pe.log' PINENTRY_STUB_PIN='$P11TEST_PIN' exec '$STUB' "\$@"
+EOT
+chmod 755 "$T/pe"
+: >"$T/pe.log"
+{
+	agent_section
+	identity ec 02 | sed "s|^pin = .*|pin = pinentry\\
+pinentry-program = $T/pe|"
+	tunnel t "localhost:$s_port" ec
+} >"$T/pe.conf"
+dialogs() {
+	grep -c 'GETPIN$' "$T/pe.log" || :
+}
+export DISPLAY=:97
+: >"$P11FAULT_LOG"
+start_agent "$T/pe.conf" || fail "the agent did not start with pin = pinentry"
+handshake "pinentry: the first handshake"
+[ "$(dialogs) $(logins)" = "1 1" ] ||
+    fail "pinentry: dialogs and C_Login calls $(dialogs) $(logins), wanted 1 1"
+ctl lock
+[ "$RC" = 0 ] || fail "pinentry: lock: exit $RC: $OUT"
+ctl unlock
+[ "$RC" = 0 ] && [ "$(tail -n1 <<<"$OUT")" = "unlocked: 1 token logged in (1 token helper)" ] ||
+    fail "pinentry: unlock: exit $RC: $OUT"
+[ "$(dialogs) $(logins)" = "2 2" ] ||
+    fail "pinentry: after unlock, dialogs and C_Login calls $(dialogs) $(logins), wanted 2 2"
+grep -Eq "SETDESC p11agent unlock \(pid [0-9]+, $(id -un)\) wants to use your card '$P11TEST_TOKEN'" "$T/pe.log" ||
+    fail "the unlock dialog's description: $(grep SETDESC "$T/pe.log")"
+handshake "pinentry: the handshake after unlock"
+[ "$(dialogs) $(logins)" = "2 2" ] || fail "pinentry: the handshake after unlock asked again"
+ctl lock
+[ "$RC" = 0 ] || fail "pinentry: the second lock: exit $RC: $OUT"
+handshake "pinentry: the handshake after the second lock"
+[ "$(dialogs) $(logins)" = "3 3" ] ||
+    fail "pinentry: after the second lock, dialogs and C_Login calls $(dialogs) $(logins), wanted 3 3"
+stop_agent || fail "the agent did not exit cleanly"
+ok "pin = pinentry: unlock opens the dialog at once ($(grep -m1 'SETDESC p11agent unlock' "$T/pe.log" | cut -d' ' -f2- | tr '\n' ' ')); after a lock the next handshake asks again"
