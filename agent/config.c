@@ -31,6 +31,7 @@ enum keyword {
 	K_ALLOW_GROUPS,
 	/* card removal (issue 6) */
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
+	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
 };
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
@@ -68,6 +69,8 @@ static const struct {
 	{ "on-removal",		S_IDENTITY,	K_ON_REMOVAL },
 	{ "on-reinsert",	S_IDENTITY,	K_ON_REINSERT },
 	{ "token-poll",		S_AGENT,	K_TOKEN_POLL },
+	{ "control",		S_AGENT,	K_CONTROL },
+	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
 };
 
 struct parser {
@@ -533,6 +536,37 @@ module_allow(struct parser *p, const char *v)
 	return !p->failed;
 }
 
+/* ---- [agent] control = PATH, lock-after = SECONDS (agent/control.c) */
+static int
+control_key(struct parser *p, enum keyword kw, const char *key,
+    const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+	char			*end;
+	long			 n;
+
+	if (kw == K_CONTROL) {
+		if (v[0] != '/' || strlen(v) >= 108)
+			return perr(p, p->line, "[agent] control: '%s' must be "
+			    "an absolute path shorter than 108 bytes, such as "
+			    "/run/user/UID/p11agent/control", v);
+		return set_str(p, key, &a->control, v);
+	}
+	if (a->lock_after_line != 0)
+		return perr(p, p->line, "[agent] lock-after: given twice (also "
+		    "line %d)", a->lock_after_line);
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < 0 ||
+	    n > CONFIG_MAX_LOCK_AFTER)
+		return perr(p, p->line, "[agent] lock-after: '%s' is not a "
+		    "number of seconds between 0 (off) and %d", v,
+		    CONFIG_MAX_LOCK_AFTER);
+	a->lock_after = (int)n;
+	a->lock_after_line = p->line;
+	return 1;
+}
+
 static int
 agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
@@ -543,6 +577,9 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return module_allow(p, v);
 	case K_TOKEN_POLL:
 		return removal_key(p, kw, key, v);
+	case K_CONTROL:
+	case K_LOCK_AFTER:
+		return control_key(p, kw, key, v);
 	default:
 		return 0;
 	}
@@ -820,6 +857,7 @@ config_free(struct config *cfg)
 	}
 	for (i = 0; i < cfg->agent.nmodule_allow; i++)
 		free(cfg->agent.module_allow[i]);
+	free(cfg->agent.control);
 	free(cfg->path);
 	free(cfg);
 }

@@ -916,7 +916,8 @@ module_died(struct module_rt *s, const char *why)
 	}
 	if (s->given_up) {
 		log_err("token helper for %s (pid %d) %s; not restarting it: "
-		    "fix its identities as said above and restart p11agent",
+		    "fix its identities as said above, then run 'p11agent "
+		    "unlock' (or restart p11agent)",
 		    module_name(s), (int)helper_pid(s->helper), why);
 		return;
 	}

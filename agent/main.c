@@ -22,6 +22,7 @@
 #include "p11agent/proto.h"
 #include "p11agent/agent.h"
 #include "p11agent/config.h"
+#include "p11agent/control.h"
 #include "p11agent/enroll.h"
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
@@ -40,6 +41,8 @@ usage(FILE *fp)
 	    "usage: p11agent run [-v] [-c FILE] [--ready-fd N]\n"
 	    "       p11agent check [-c FILE]\n"
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
+	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
+	    "       p11agent unlock [-c FILE] [--control PATH]\n"
 	    "       p11agent enroll --key URI --type TYPE --subject DN "
 	    "[--san NAME]...\n"
 	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
@@ -54,6 +57,10 @@ usage(FILE *fp)
 	    "          with their pkcs11: URIs, or only the tokens matching\n"
 	    "          URI; private keys show after a login with --pin\n"
 	    "          file:PATH or env:NAME (to one token only)\n"
+	    "  lock    log the running agent's tokens out (the next signature\n"
+	    "          asks for the PIN again); --idle SECONDS: lock after that\n"
+	    "          long without a signature (0: never)\n"
+	    "  unlock  log the running agent's tokens in again now\n"
 	    "  enroll  generate a key pair on the token and write a\n"
 	    "          certificate request signed by it\n"
 	    "  import-cert  write a certificate and its chain beside its key\n"
@@ -105,6 +112,7 @@ tick(long now)
 {
 	helpers_tick(&agent, now);
 	tunnels_tick(&agent, now);
+	control_tick(&agent, now);
 }
 
 /* Every identity has answered: serve, or stop if one could not open. */
@@ -136,15 +144,69 @@ harden(void)
 	return 0;
 }
 
+/* ---- the control socket (agent/control.c): run serves it */
+static int
+serve_control(void)
+{
+	char	 err[512], *path = NULL;
+	int	 r;
+
+	if ((r = control_path(agent.cfg, NULL, &path, err,
+	    sizeof(err))) == P11A_ERR_CONFIG) {
+		/* a CI job or a service with no session: tunnels still work */
+		log_warn("%s; running without a control socket, so p11agent "
+		    "lock and unlock cannot reach this agent", err);
+		return 0;
+	}
+	if (r != 0) {
+		log_err("%s", err);
+		return -1;
+	}
+	r = control_open(&agent, path);
+	free(path);
+	return r;
+}
+
+/* lock, unlock: one request to the running agent */
+static int
+cmd_control(const char *config, const char *opt, const char *req,
+    int timeout_ms)
+{
+	char	 err[CONFIG_MAX_ERR], *path = NULL, *def = NULL;
+	int	 r = CONTROL_EXIT_FAILED;
+
+	/* without --control, the configuration may name the socket */
+	if (opt == NULL && config == NULL && (def = default_config()) !=
+	    NULL && access(def, F_OK) == 0)
+		config = def;
+	if (opt == NULL && config != NULL &&
+	    config_load(config, &agent.cfg, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	if (control_path(agent.cfg, opt, &path, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
+	r = control_request(path, req, timeout_ms);
+out:
+	free(path);
+	free(def);
+	config_free(agent.cfg);
+	agent.cfg = NULL;
+	return r;
+}
+/* ---- */
+
 /* Loads the configuration and starts opening its identities. */
 static int
-start(const char *path, void (*opened)(struct agent *, int))
+start(const char *path, void (*opened)(struct agent *, int), int control)
 {
 	if (load_config(path) != 0)
 		return -1;
 	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
-	    loop_init() != 0 || resolve_init() != 0 ||
-	    identity_open_start(&agent, opened) != 0)
+	    loop_init() != 0 || (control && serve_control() != 0) ||
+	    resolve_init() != 0 || identity_open_start(&agent, opened) != 0)
 		return -1;
 	return 0;
 }
@@ -154,7 +216,7 @@ cmd_run(const char *path)
 {
 	int	 r = 1;
 
-	if (start(path, run_opened) != 0)
+	if (start(path, run_opened, 1) != 0)
 		goto out;
 	/* a signal stops the agent at once, also while identities open */
 	r = loop_run(tick) == 0 ? exit_status : 1;
@@ -162,6 +224,7 @@ out:
 	tunnels_stop(&agent);
 	helpers_fail_all(&agent);
 	tunnels_reap();
+	control_close(&agent);
 	loop_run_deferred();
 	identity_close_all(&agent);
 	config_free(agent.cfg);
@@ -219,7 +282,7 @@ cmd_check(const char *path)
 	const char		*why;
 	int			 bad = 1;
 
-	if (start(path, check_opened) != 0 || loop_run(tick) != 0)
+	if (start(path, check_opened, 0) != 0 || loop_run(tick) != 0)
 		goto out;
 	bad = exit_status;
 	for (id = agent.identities; id != NULL; id = id->next) {
@@ -337,6 +400,8 @@ main(int argc, char *argv[])
 {
 	static const struct option	 opts[] = {
 		{ "config", required_argument, NULL, 'c' },
+		{ "control", required_argument, NULL, 'C' },
+		{ "idle", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "module", required_argument, NULL, 'm' },
 		{ "pin", required_argument, NULL, 'p' },
@@ -346,8 +411,8 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
-	const char	*filter = NULL;
-	char		*end;
+	const char	*filter = NULL, *control = NULL, *idle = NULL;
+	char		*end, req[64];
 	int		 ch, verbose = 0;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
@@ -374,6 +439,8 @@ main(int argc, char *argv[])
 	while ((ch = getopt_long(argc, argv, "c:hm:p:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':	config = optarg; break;
+		case 'C':	control = optarg; break;
+		case 'I':	idle = optarg; break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
 		case 'v':	verbose++; break;
@@ -408,6 +475,21 @@ main(int argc, char *argv[])
 		return cmd_check(config);
 	if (strcmp(cmd, "tokens") == 0)
 		return cmd_tokens(module, pin, filter);
+	/* ---- requests to the running agent (agent/control.c) */
+	if (strcmp(cmd, "lock") == 0 && idle != NULL) {
+		if (strlen(idle) > 16 || strspn(idle, "0123456789") !=
+		    strlen(idle) || *idle == '\0') {
+			log_err("--idle: '%s' is not a number of seconds", idle);
+			return 2;
+		}
+		snprintf(req, sizeof(req), "lock --idle %s", idle);
+		return cmd_control(config, control, req, 60000);
+	}
+	if (strcmp(cmd, "lock") == 0)
+		return cmd_control(config, control, "lock", 60000);
+	if (strcmp(cmd, "unlock") == 0)
+		return cmd_control(config, control, "unlock", 180000);
+	/* ---- */
 	log_err("unknown command '%s'", cmd);
 	usage(stderr);
 	return 2;

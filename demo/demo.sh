@@ -26,6 +26,9 @@ read -r -t 20 -u 4 port
 echo "upstream: localhost:$port"
 
 cat >"$d/agent.conf" <<EOT
+[agent]
+control = $d/run/control
+
 [identity demo]
 key = pkcs11:token=p11agent-test;object=rsa-key;type=private
 pin = file:$d/tok/pin

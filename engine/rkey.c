@@ -38,6 +38,7 @@ struct sign_wait {
 };
 
 static const char	 wait_key[] = "p11agent-sign";
+static long		 last_sign_ms;	/* of the last good signature */
 
 /* who the next signatures are for (rkey_set_requester) */
 static char		 req_who[256];
@@ -199,8 +200,10 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	else
 		r = sign_blocking(rk, &req, sig, siglen, why, sizeof(why));
 	pbuf_clear(&req);
-	if (r == 0)
+	if (r == 0) {
+		last_sign_ms = clock_now_ms();
 		return 0;
+	}
 	/* for the connection's log line: this request's own reason */
 	if (r == P11A_ERR_TIMEOUT && (why[0] == '\0' ||
 	    strcmp(why, HELPER_EXPIRED) == 0))
@@ -211,6 +214,12 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 		snprintf(why, sizeof(why), "%s", p11a_strerror(r));
 	ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s", why);
 	return r;
+}
+
+long
+rkey_last_sign_ms(void)
+{
+	return last_sign_ms;
 }
 
 int

@@ -458,6 +458,12 @@ token_logout_all(struct token_ctx *ctx, int *n)
 		if (k != NULL)
 			k->mod->C_Logout(k->session);
 		ts->logged_in = 0;
+		/* the handles of private objects may go with the login
+		 * (SoftHSM drops them): each key is found again after the
+		 * next login, as a deferred one is */
+		for (k = ctx->keys; k != NULL; k = k->next)
+			if (k->ts == ts)
+				k->deferred = 1;
 		(*n)++;
 	}
 	return 0;

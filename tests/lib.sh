@@ -25,6 +25,10 @@ SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 
 T=$(mktemp -d /tmp/p11agent-test.XXXXXX)
 chmod 700 "$T"
+# the agent's control socket is $XDG_RUNTIME_DIR/p11agent/control unless
+# the config says control = PATH: a runtime directory of the test's own
+export XDG_RUNTIME_DIR=$T/run
+mkdir -m 700 "$XDG_RUNTIME_DIR"
 # in a --enable-sanitizers build, reports land in $T/san.* (checked on exit)
 export ASAN_OPTIONS=log_path=$T/san.asan:detect_leaks=1
 export UBSAN_OPTIONS=log_path=$T/san.ubsan:print_stacktrace=1

@@ -45,7 +45,9 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	chown nobody "$T/env.conf"
 	mkfifo "$T/nready"
 	chown nobody "$T/nready"
-	P11AGENT_TEST_PIN=$P11TEST_PIN P11FAULT_LOG= setpriv --reuid="$nobody" \
+	mkdir -m 700 "$T/nrun"	# its control socket's runtime directory
+	chown nobody "$T/nrun"
+	XDG_RUNTIME_DIR=$T/nrun P11AGENT_TEST_PIN=$P11TEST_PIN P11FAULT_LOG= setpriv --reuid="$nobody" \
 	    --regid="$nobody" --clear-groups "$P11AGENT" run -c "$T/env.conf" \
 	    --ready-fd 3 3>"$T/nready" 2>>"$T/agent.log" &
 	npid=$!

@@ -31,6 +31,7 @@ enum cfg_reinsert {
 	CFG_REINSERT_SAME = 1,	/* the card removed (its serial) */
 	CFG_REINSERT_ANY = 2,	/* any card matching the key URI */
 };
+#define CONFIG_MAX_LOCK_AFTER	86400	/* lock-after, seconds */
 
 struct cfg_identity {
 	char			*name;
@@ -100,6 +101,11 @@ struct cfg_agent {
 	int			 nmodule_allow;
 	int			 max_connections;	/* all tunnels */
 	int			 token_poll_ms;	/* token-poll: card presence */
+	/* the control socket (NULL: $XDG_RUNTIME_DIR/p11agent/control)
+	 * and lock-after = SECONDS (0, the default: off); agent/control.c */
+	char			*control;
+	int			 lock_after;
+	int			 lock_after_line;
 };
 
 struct config {

@@ -166,6 +166,9 @@ void	 helper_modules_clear(struct helper_modules *);
  */
 int	 rkey_new(struct helper *, const struct helper_identity *,
 	    int sign_timeout_ms, EVP_PKEY **);
+/* CLOCK_MONOTONIC ms (clock_now_ms) of the last successful signature
+ * by any such key, or 0 if none yet (lock-after, agent/control.c). */
+long	 rkey_last_sign_ms(void);
 /*
  * Who the signatures requested from now on are for (what a PIN dialog
  * tells the user): set by the tunnel around its handshake steps; NULL
