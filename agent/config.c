@@ -32,7 +32,23 @@ enum keyword {
 	/* card removal (issue 6) */
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
+	K_COUNT
 };
+
+/* Keys whose value is a number: one per section (strings: set_str). */
+static int
+once_only(enum keyword kw)
+{
+	switch (kw) {
+	case K_SIGN_TIMEOUT: case K_PIN_CACHE: case K_CONNECT_TIMEOUT:
+	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
+	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
+	case K_ALLOW_REMOTE:
+		return 1;
+	default:
+		return 0;
+	}
+}
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
 
@@ -82,6 +98,7 @@ struct parser {
 	int			 section_headers; /* headers at section start */
 	int			 failed;
 	enum section		 section;
+	unsigned char		 seen[K_COUNT];	/* once_only keys */
 	char			 secname[128];
 	struct cfg_identity	*id;
 	struct cfg_tunnel	*tun;
@@ -604,6 +621,7 @@ new_section(struct parser *p, const char *section)
 	p->id = NULL;
 	p->tun = NULL;
 	p->section = S_NONE;
+	memset(p->seen, 0, sizeof(p->seen));
 	if (strcmp(section, "agent") == 0) {
 		if (p->cfg->agent.line != 0)
 			return perr(p, p->section_line, "[agent]: defined "
@@ -678,6 +696,10 @@ handler(void *arg, const char *section, const char *key, const char *value)
 			    keywords[i].section == S_AGENT ? "[agent]" :
 			    "[identity NAME]");
 		}
+		/* a number or word given twice: the second would win */
+		if (once_only(keywords[i].kw) && p->seen[keywords[i].kw]++)
+			return perr(p, p->line, "[%s] %s: given twice",
+			    p->secname, key);
 		switch (p->section) {
 		case S_IDENTITY:
 			return identity_key(p, keywords[i].kw, key, value);

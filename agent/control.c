@@ -123,7 +123,8 @@ static struct {
 	int			 nclients;
 	int			 ops;		/* requests waiting for helpers */
 	int			 lock_after;	/* seconds; 0: off */
-	long			 lock_mark;	/* last signature at the lock */
+	long			 lock_mark;	/* last activity at the lock */
+	long			 last_unlock;	/* an unlock logs in too */
 	char			 user[64];	/* the agent's user's name */
 } ctl;
 
@@ -295,6 +296,9 @@ op_done(struct ctl_op *op)
 	size_t			 len;
 	int			 i, asked = 0, failed = 0, restarted = 0;
 
+	if (op->ask == &ask_unlock)	/* counted from when it logged in */
+		ctl.last_unlock = clock_now_ms();
+
 	for (i = 0; i < op->n; i++) {
 		a = &op->ans[i];
 		if (!a->asked) {
@@ -406,6 +410,15 @@ not_running(struct ctl_op *op, struct ctl_answer *a, struct module_rt *s)
 		    "restarted); nothing to ask it");
 }
 
+/* The last signature or unlock: lock-after counts from it. */
+static long
+last_activity(void)
+{
+	long	 sign = rkey_last_sign_ms();
+
+	return sign > ctl.last_unlock ? sign : ctl.last_unlock;
+}
+
 /*
  * Sends ask to every token helper; the answer (to c, or only to the log
  * when c is NULL) follows when all have answered.
@@ -470,7 +483,7 @@ op_start(struct ctl_client *c, const struct helper_ask *ask, const char *by)
 		    p11a_strerror(r));
 	}
 	if (ask == &ask_lock)
-		ctl.lock_mark = rkey_last_sign_ms();
+		ctl.lock_mark = last_activity();
 	if (c != NULL) {
 		c->op = op;
 		c->state = C_WORK;
@@ -779,7 +792,7 @@ control_tick(struct agent *a, long now)
 			client_free(c);
 		}
 	}
-	last = rkey_last_sign_ms();
+	last = last_activity();
 	if (ctl.lock_after > 0 && ctl.ops == 0 && !a->stopping &&
 	    last > ctl.lock_mark && now - last >= ctl.lock_after * 1000L) {
 		snprintf(by, sizeof(by), "no signature for %d s",

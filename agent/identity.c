@@ -35,6 +35,8 @@
 #include "p11agent/tunnel.h"
 
 #define OPEN_TIMEOUT_MS		60000
+#define CARD_PROBE_MS		2000	/* looking for a card still out */
+#define PROBE_WAIT_MS		10000
 #define PROBE_TIMEOUT_MS	6000	/* a registry module that hangs */
 #define RESTART_MIN_MS		1000
 #define RESTART_MAX_MS		60000
@@ -899,6 +901,9 @@ identity_close_all(struct agent *a)
 static void	reopen_uri(const struct identity *, char *, size_t);
 static void	reinserted(struct identity *);
 static int	other_card(const struct identity *, int);
+static void	card_name(const char *, const char *, char *, size_t);
+static void	reinsert_deferred(void *);
+static void	reopen_uri(const struct identity *, char *, size_t);
 
 static void
 module_died(struct module_rt *s, const char *why)
@@ -1087,6 +1092,34 @@ reopen_check(struct identity *id, struct pbuf *reply)
 	return r;
 }
 
+static int	other_card(const struct identity *, int);
+
+/*
+ * A reopen of a card that is still out (another card of the module came
+ * back, or the helper was restarted for another reason): the helper is
+ * kept for the others, and the card is looked for by PROBE.  1 if so.
+ */
+static int
+still_out(struct identity *id, int err)
+{
+	char	 card[96];
+
+	if (!id->absent ||
+	    (err != P11A_ERR_NO_TOKEN && err != P11A_ERR_TOKEN_ABSENT))
+		return 0;
+	if (err == P11A_ERR_NO_TOKEN)
+		(void)other_card(id, err);
+	card_name(id->tok_label, id->tok_serial, card, sizeof(card));
+	if (!id->card_wait)
+		log_info("identity %s: token %s is still out; the other "
+		    "identities of its module go on, and p11agent looks for "
+		    "the card every %d s", id->cfg->name, card,
+		    CARD_PROBE_MS / 1000);
+	id->card_wait = 1;
+	id->probe_at = clock_now_ms() + CARD_PROBE_MS;
+	return 1;
+}
+
 static void
 reopened(void *arg, int err, const char *why, struct pbuf *reply)
 {
@@ -1095,7 +1128,12 @@ reopened(void *arg, int err, const char *why, struct pbuf *reply)
 
 	if (err == P11A_ERR_HELPER || err == P11A_ERR_CLOSED)
 		;		/* the helper died meanwhile: said elsewhere */
-	else if (!ro->mod->dead) {
+	else if (!ro->mod->dead && still_out(id, err)) {
+		/* the other identities of this helper go on */
+		if (--ro->mod->reopening == 0)
+			log_info("token helper for %s is back",
+			    module_name(ro->mod));
+	} else if (!ro->mod->dead) {
 		if (err != 0 && !other_card(id, err))
 			log_err("identity %s: cannot open it again: %s",
 			    id->cfg->name, why);
@@ -1159,9 +1197,55 @@ restart(struct agent *a, struct module_rt *s)
 	}
 }
 
+/* The answer to a card_wait PROBE: the card is back when it shows. */
+static void
+card_probed(void *arg, int err, const char *why, struct pbuf *reply)
+{
+	struct identity		*id = arg;
+	struct module_rt	*s = id->mod;
+	struct helper_probe	 p;
+	char			 card[96];
+
+	(void)why;
+	id->probing = 0;
+	id->probe_at = clock_now_ms() + CARD_PROBE_MS;
+	memset(&p, 0, sizeof(p));
+	if (err != 0 || helper_parse_probe(reply, &p) != 0 || p.n == 0) {
+		helper_probe_clear(&p);
+		return;
+	}
+	helper_probe_clear(&p);
+	if (!id->card_wait || s->dead || s->reinserting || s->agent->stopping)
+		return;
+	id->card_wait = 0;
+	card_name(id->tok_label, id->tok_serial, card, sizeof(card));
+	log_info("identity %s: token %s shows in a reader again", id->cfg->name,
+	    card);
+	s->reinserting = 1;
+	loop_defer(reinsert_deferred, s);
+}
+
+static void
+card_probe(struct identity *id)
+{
+	struct pbuf	 req;
+	char		 uri[PROTO_MAX_STRING];
+
+	pbuf_init(&req);
+	reopen_uri(id, uri, sizeof(uri));
+	helper_put_probe(&req, uri);
+	if (helper_request(id->mod->helper, PROTO_PROBE, &req, PROBE_WAIT_MS,
+	    card_probed, id) == 0)
+		id->probing = 1;
+	else
+		id->probe_at = clock_now_ms() + CARD_PROBE_MS;
+	pbuf_clear(&req);
+}
+
 void
 helpers_tick(struct agent *a, long now)
 {
+	struct identity		*id;
 	struct module_rt	*s;
 	pid_t			 gone[8];
 	int			 i;
@@ -1169,6 +1253,10 @@ helpers_tick(struct agent *a, long now)
 	for (i = helper_reap_orphans(gone, 8); i > 0; i--)
 		log_debug("token helper (pid %d), not needed, is gone",
 		    (int)gone[i - 1]);
+	for (id = a->identities; id != NULL; id = id->next)
+		if (id->card_wait && !id->probing && now >= id->probe_at &&
+		    id->mod != NULL && !id->mod->dead && !id->mod->reinserting)
+			card_probe(id);
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
 		if (s->dead) {

@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "p11agent/clock.h"
 #include "p11agent/config.h"
 #include "p11agent/peer.h"
 
@@ -325,17 +326,50 @@ peer_describe(const struct peer *p, char *out, size_t len)
 		    p->exe[0] ? p->exe : "(executable unknown)");
 }
 
+/*
+ * A uid's login name, for the PIN dialog; the lookup (NSS: maybe sssd or
+ * LDAP) is made once per uid in a while, not for every connection.
+ */
+static int
+user_name(long uid, char *out, size_t len)
+{
+	static struct {
+		long	 uid;
+		long	 at;
+		char	 name[64];
+	}		 cache[16];
+	static int	 next;
+	struct passwd	 pw, *res = NULL;
+	char		 buf[4096];
+	long		 now = clock_now_ms();
+	int		 i;
+
+	for (i = 0; i < 16; i++)
+		if (cache[i].at != 0 && cache[i].uid == uid &&
+		    now - cache[i].at < 600000) {
+			snprintf(out, len, "%s", cache[i].name);
+			return out[0] != '\0';
+		}
+	if (getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &res) != 0 ||
+	    res == NULL)
+		pw.pw_name = "";
+	i = next++ % 16;
+	cache[i].uid = uid;
+	cache[i].at = now;
+	snprintf(cache[i].name, sizeof(cache[i].name), "%s", pw.pw_name);
+	snprintf(out, len, "%s", cache[i].name);
+	return out[0] != '\0';
+}
+
 void
 peer_requester(const struct peer *p, char *out, size_t len)
 {
-	struct passwd	 pw, *res = NULL;
-	char		 buf[4096], user[64];
+	char		 user[64];
 	const char	*prog = strrchr(p->exe, '/');
 
 	prog = prog != NULL ? prog + 1 : p->exe[0] ? p->exe : NULL;
-	if (p->uid != -1 && getpwuid_r((uid_t)p->uid, &pw, buf, sizeof(buf),
-	    &res) == 0 && res != NULL)
-		snprintf(user, sizeof(user), "%s", pw.pw_name);
+	if (p->uid != -1 && user_name(p->uid, user, sizeof(user)))
+		;
 	else if (p->uid != -1)
 		snprintf(user, sizeof(user), "uid %ld", p->uid);
 	else

@@ -82,6 +82,8 @@ struct helper {
 	struct helper_req	**tail;
 	int			 npending;
 	long			 last_reply;
+	long			 busy_until;	/* a dialog may be open */
+	uint32_t		 busy_id;	/* for this request */
 	helper_event_cb		 ev_cb;		/* PROTO_EVENT messages */
 	void			*ev_arg;
 	char			 err[1024];
@@ -754,6 +756,7 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
     int timeout_ms, helper_cb cb, void *arg)
 {
 	struct helper_req	*q;
+	long			 left;
 	int			 r;
 
 	if (h->npending >= MAX_PENDING)
@@ -765,6 +768,9 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	q->timeout_ms = timeout_ms;
 	q->cb = cb;
 	q->arg = arg;
+	/* queued behind a dialog that may still be open: its time too */
+	if ((left = h->busy_until - q->sent) > 0 && left < BUSY_MAX_MS)
+		q->timeout_ms += (int)left;
 	if ((r = proto_send(h->fd, type, q->id, req)) != 0) {
 		free(q);
 		return r;
@@ -807,8 +813,18 @@ extend_pending(struct helper *h, int ms)
 static void
 unsolicited(struct helper *h, uint32_t type, uint32_t id, struct pbuf *msg)
 {
-	if (type == PROTO_BUSY)
-		extend_pending(h, busy_ms(msg));
+	long	 until;
+	int	 ms;
+
+	if (type == PROTO_BUSY) {
+		ms = busy_ms(msg);
+		extend_pending(h, ms);
+		/* and the requests sent while the dialog is open */
+		until = clock_now_ms() + ms;
+		if (until > h->busy_until)
+			h->busy_until = until;
+		h->busy_id = id;
+	}
 	else if (h->ev_cb != NULL)
 		h->ev_cb(h->ev_arg, type, id, msg);
 }
@@ -843,6 +859,8 @@ helper_read(struct helper *h)
 		}
 		if ((q = take(h, id)) == NULL)
 			continue;	/* not ours: ignored */
+		if (id == h->busy_id)
+			h->busy_until = 0;	/* its dialog is over */
 		h->last_reply = clock_now_ms();
 		if (q->cb == NULL)
 			;		/* late reply to an expired request */

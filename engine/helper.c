@@ -212,7 +212,7 @@ do_unlock(struct helper_state *h, uint32_t id, struct pbuf *in)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
 	memset(&rq, 0, sizeof(rq));
 	rq.who = q.who;
-	h->busy_id = id;
+	rq.sent_ms = clock_now_ms();	/* one dialog per token, as for SIGN */
 	r = token_unlock(h->ctx, &rq, &n);
 	pbuf_init(&out);
 	pbuf_put_u32(&out, (uint32_t)n);
@@ -327,6 +327,7 @@ do_import(struct helper_state *h, uint32_t id, struct pbuf *in)
 static int
 dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 {
+	h->busy_id = id;	/* a PROTO_BUSY concerns this request */
 	if (h->load_err != 0)	/* the module did not load: say why */
 		return reply_error(id, h->load_err, h->ctx, NULL);
 	switch (type) {

@@ -244,6 +244,39 @@ pin_now_ms(void)
  * locale, its session bus; PINENTRY_USER_DATA and the like); never the
  * helper's PIN variables.
  */
+/* The variables named by env: PIN sources: never passed on. */
+#define MAX_HIDDEN	64
+static char	*hidden[MAX_HIDDEN];
+static int	 nhidden;
+
+int
+pin_env_hide(const char *name)
+{
+	int	 i;
+
+	for (i = 0; i < nhidden; i++)
+		if (strcmp(hidden[i], name) == 0)
+			return 0;
+	if (nhidden == MAX_HIDDEN || (hidden[nhidden] = strdup(name)) == NULL)
+		return P11A_ERR_NOMEM;
+	nhidden++;
+	return 0;
+}
+
+static int
+env_hidden(const char *kv)
+{
+	size_t	 len;
+	int	 i;
+
+	for (i = 0; i < nhidden; i++) {
+		len = strlen(hidden[i]);
+		if (strncmp(kv, hidden[i], len) == 0 && kv[len] == '=')
+			return 1;
+	}
+	return 0;
+}
+
 static int
 child_env_ok(const char *kv)
 {
@@ -253,6 +286,8 @@ child_env_ok(const char *kv)
 	    "XAUTHORITY=", "GPG_TTY=", "PINENTRY_" };
 	size_t			 i;
 
+	if (env_hidden(kv))
+		return 0;
 	for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
 		if (strncmp(kv, keep[i], strlen(keep[i])) == 0)
 			return 1;

@@ -78,7 +78,6 @@ token_rv_code(CK_RV rv)
 	case CKR_SESSION_HANDLE_INVALID:
 	case CKR_SESSION_CLOSED:
 	case CKR_DEVICE_ERROR:
-	case CKR_USER_NOT_LOGGED_IN:
 	case CKR_CRYPTOKI_NOT_INITIALIZED:
 		return P11A_ERR_TOKEN_ABSENT;
 	case CKR_MECHANISM_INVALID:
@@ -747,7 +746,7 @@ find_public(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri)
 	ta[0] = (CK_ATTRIBUTE){ CKA_KEY_TYPE, &k->keytype, sizeof(k->keytype) };
 	ta[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, sizeof(k->id) };
 	if (count == 1 && k->mod->C_GetAttributeValue(k->session, h, ta, 2) ==
-	    CKR_OK) {
+	    CKR_OK && ta[1].ulValueLen <= sizeof(k->id)) {
 		k->idlen = ta[1].ulValueLen;
 		return 0;
 	}
@@ -757,8 +756,10 @@ find_public(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri)
 	if ((r = token_find_one(ctx, k->mod, k->session, tmpl, n, &h,
 	    &count)) != 0)
 		return r;
+	/* the first call may have set the length to "unavailable" */
+	ta[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, sizeof(k->id) };
 	if (count != 1 || k->mod->C_GetAttributeValue(k->session, h, &ta[1],
-	    1) != CKR_OK)
+	    1) != CKR_OK || ta[1].ulValueLen > sizeof(k->id))
 		return P11A_ERR_NO_KEY;
 	k->idlen = ta[1].ulValueLen;
 	if ((r = token_read_cert(ctx, k->mod, k->session, h, &der, &len)) != 0)
@@ -783,9 +784,10 @@ find_deferred(struct token_ctx *ctx, struct token_key *k)
 {
 	P11KitUri	*uri;
 	CK_KEY_TYPE	 type = k->keytype;
+	CK_OBJECT_HANDLE obj = k->obj;
 	uint8_t		 id[sizeof(k->id)];
 	size_t		 idlen = k->idlen;
-	int		 r;
+	int		 r, always = k->always_auth;
 
 	memcpy(id, k->id, idlen);
 	if ((uri = p11_kit_uri_new()) == NULL)
@@ -805,6 +807,13 @@ find_deferred(struct token_ctx *ctx, struct token_key *k)
 	}
 	if (r == 0)
 		k->deferred = 0;
+	else {	/* as it was: the next signature checks again */
+		k->keytype = type;
+		k->obj = obj;
+		memcpy(k->id, id, idlen);
+		k->idlen = idlen;
+		k->always_auth = always;
+	}
 	return r;
 }
 
@@ -828,7 +837,7 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 		return token_rv_code(rv);
 	}
 	if (!token_source_interactive(o->pin_source) ||
-	    !(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
+	    !(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(ctx, k))
 		r = token_login_for(ctx, k, NULL, NULL);
 	else if ((r = find_key(ctx, k, uri, key_uri)) == P11A_ERR_NO_KEY) {
 		/* not visible before login: the first signature logs in */
@@ -888,6 +897,9 @@ token_open_opts(struct token_ctx *ctx, const struct token_open_opts *o,
 	k->pin_source = dup_or_null(o->pin_source, &nomem);
 	k->pinentry = dup_or_null(o->pinentry, &nomem);
 	k->pin_cache = o->pin_cache;
+	if (o->pin_source != NULL && strncmp(o->pin_source, "env:", 4) == 0 &&
+	    pin_env_hide(o->pin_source + 4) != 0)
+		nomem = 1;
 	if (nomem) {
 		r = P11A_ERR_NOMEM;
 		goto out;
@@ -974,13 +986,22 @@ pss_params(int hash, uint32_t saltlen, CK_RSA_PKCS_PSS_PARAMS *p)
  * context login): opened first, so the token stays logged in.
  */
 static void
-renew_session(struct token_key *k)
+renew_session(struct token_ctx *ctx, struct token_key *k)
 {
 	CK_SESSION_HANDLE	 s;
 
 	if (k->mod->C_OpenSession(k->slot, CKF_SERIAL_SESSION, NULL, NULL,
-	    &s) != CKR_OK)
+	    &s) != CKR_OK) {
+		/* no second session: the old one must go all the same,
+		 * and the token may log out with it */
+		k->mod->C_CloseSession(k->session);
+		if (k->mod->C_OpenSession(k->slot, CKF_SERIAL_SESSION, NULL,
+		    NULL, &s) != CKR_OK)
+			s = CK_INVALID_HANDLE;
+		k->session = s;
+		token_slot_logged_out(ctx, k->ts);
 		return;
+	}
 	k->mod->C_CloseSession(k->session);
 	k->session = s;
 }
@@ -998,7 +1019,7 @@ sign_once(struct token_ctx *ctx, struct token_key *k,
 		goto fail;
 	if (k->always_auth &&
 	    (r = token_login_context(ctx, k, rq, pin)) != 0) {
-		renew_session(k);
+		renew_session(ctx, k);
 		return r;
 	}
 	rv = k->mod->C_Sign(k->session, (CK_BYTE_PTR)data, len, sig, &n);
@@ -1052,8 +1073,9 @@ token_sign_for(struct token_ctx *ctx, struct token_key *k,
 		/* logged out behind our back (another program, the card
 		 * reset): once more, after a new login */
 		token_clear_error(ctx);
-		k->ts->logged_in = 0;
-		if ((r = token_login_for(ctx, k, rq, &pin)) == 0)
+		token_slot_logged_out(ctx, k->ts);
+		if ((r = token_login_for(ctx, k, rq, &pin)) == 0 &&
+		    (r = find_deferred(ctx, k)) == 0)
 			r = sign_once(ctx, k, rq, pin, &mech, data, len, sig,
 			    siglen);
 	}

@@ -91,7 +91,9 @@ int	 token_login(struct token_ctx *, struct token_key *, const char *source);
 int	 token_login_for(struct token_ctx *, struct token_key *,
 	    const struct token_req *, struct pin **keep);
 /* What k's token state says, checked on k's session (C_GetSessionInfo). */
-int	 token_logged_in(struct token_key *);
+int	 token_logged_in(struct token_ctx *, struct token_key *);
+/* The token is not logged in (any more): its keys are found again. */
+void	 token_slot_logged_out(struct token_ctx *, struct token_slot *);
 /* CKU_CONTEXT_SPECIFIC after C_SignInit; pin: the request's PIN or NULL */
 int	 token_login_context(struct token_ctx *, struct token_key *,
 	    const struct token_req *, struct pin *pin);

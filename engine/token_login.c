@@ -121,6 +121,21 @@ fresh_flags(const struct token_key *k)
 	return k->flags;
 }
 
+/* Is the card gone?  Then no PIN is asked for it, nor sent. */
+static int
+card_gone(struct token_ctx *ctx, const struct token_key *k, const char *name)
+{
+	CK_TOKEN_INFO	 ti;
+	CK_RV		 rv = k->mod->C_GetTokenInfo(k->slot, &ti);
+
+	if (rv != CKR_TOKEN_NOT_PRESENT && rv != CKR_DEVICE_REMOVED &&
+	    rv != CKR_SLOT_ID_INVALID)
+		return 0;
+	token_seterr(ctx, rv, "token '%s' is not in its reader; no PIN is "
+	    "asked for it (insert it again)", name);
+	return 1;
+}
+
 static const char *
 tries_left(CK_FLAGS flags)
 {
@@ -297,9 +312,17 @@ login(struct token_ctx *ctx, struct token_key *k, const struct token_req *rq,
 	int			 r, asked = 0;
 
 	token_label(k->label, name);
+	if (card_gone(ctx, k, name))
+		return P11A_ERR_TOKEN_ABSENT;
 	flags = fresh_flags(k);
-	if ((r = refuse_login(ctx, k, flags, inter, ut, name)) != 0)
+	/* a PIN pad (pin = none) is the user typing, as a dialog is */
+	if ((r = refuse_login(ctx, k, flags, inter || ((flags &
+	    CKF_PROTECTED_AUTHENTICATION_PATH) && strcmp(source, "none") == 0),
+	    ut, name)) != 0)
 		return r;
+	/* few tries left: a kept PIN is not sent without the user */
+	if (flags & (CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_COUNT_LOW))
+		forget_pin(ts);
 	if (inter && rq != NULL && rq->sent_ms != 0 && ts->dialog_err != 0 &&
 	    rq->sent_ms <= ts->dialog_end) {
 		/* it waited for that dialog: the same answer, no new one */
@@ -392,8 +415,22 @@ failed:
  * token logs out by itself when its last session closes (a short-lived
  * session of enroll or tokens, say), or when another program logs out.
  */
+void
+token_slot_logged_out(struct token_ctx *ctx, struct token_slot *ts)
+{
+	struct token_key	*k;
+
+	ts->logged_in = 0;
+	/* the handles of private objects may go with the login (SoftHSM
+	 * drops them): each key is found again after the next login, as
+	 * a deferred one is */
+	for (k = ctx->keys; k != NULL; k = k->next)
+		if (k->ts == ts)
+			k->deferred = 1;
+}
+
 int
-token_logged_in(struct token_key *k)
+token_logged_in(struct token_ctx *ctx, struct token_key *k)
 {
 	CK_SESSION_INFO	 si;
 
@@ -403,7 +440,7 @@ token_logged_in(struct token_key *k)
 	    (si.state == CKS_RO_USER_FUNCTIONS ||
 	    si.state == CKS_RW_USER_FUNCTIONS))
 		return 1;
-	k->ts->logged_in = 0;
+	token_slot_logged_out(ctx, k->ts);
 	return 0;
 }
 
@@ -414,7 +451,7 @@ token_login_for(struct token_ctx *ctx, struct token_key *k,
 	if (k->ts == NULL &&
 	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
 		return P11A_ERR_NOMEM;
-	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(ctx, k))
 		return 0;
 	return login(ctx, k, rq, k->pin_source, CKU_USER, keep);
 }
@@ -425,7 +462,7 @@ token_login(struct token_ctx *ctx, struct token_key *k, const char *source)
 	if (k->ts == NULL &&
 	    (k->ts = token_slot_get(ctx, k->mod, k->slot)) == NULL)
 		return P11A_ERR_NOMEM;
-	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(k))
+	if (!(k->flags & CKF_LOGIN_REQUIRED) || token_logged_in(ctx, k))
 		return 0;
 	return login(ctx, k, NULL, source, CKU_USER, NULL);
 }
@@ -457,13 +494,7 @@ token_logout_all(struct token_ctx *ctx, int *n)
 				break;
 		if (k != NULL)
 			k->mod->C_Logout(k->session);
-		ts->logged_in = 0;
-		/* the handles of private objects may go with the login
-		 * (SoftHSM drops them): each key is found again after the
-		 * next login, as a deferred one is */
-		for (k = ctx->keys; k != NULL; k = k->next)
-			if (k->ts == ts)
-				k->deferred = 1;
+		token_slot_logged_out(ctx, ts);
 		(*n)++;
 	}
 	return 0;

@@ -18,6 +18,9 @@
  *   P11FAULT_ALWAYS_AUTH	a PIN: private keys have CKA_ALWAYS_AUTHENTICATE
  *				and every C_Sign needs C_Login(CKU_CONTEXT_
  *				SPECIFIC) with it after its C_SignInit
+ *   P11FAULT_ABSENT_SERIALS	a file: the tokens whose serials it lists (one
+ *				per line) are out of their readers for the slot
+ *				calls (slot list, infos, C_OpenSession)
  *   P11FAULT_PINPAD_PIN	a PIN pad: C_GetTokenInfo reports
  *				CKF_PROTECTED_AUTHENTICATION_PATH and a
  *				C_Login with a NULL PIN is forwarded with
@@ -129,6 +132,9 @@ static int		 was_absent;
 static CK_FLAGS		 extra_flags;
 static const char	*slot_desc;	/* NULL: the real one */
 static const char	*pinpad_pin;	/* NULL: no PIN pad */
+/* P11FAULT_ABSENT_SERIALS: a file; while it lists a token's serial (one
+ * per line), that token alone is out of its reader for the slot calls */
+static const char	*absent_serials;
 /* P11FAULT_ALWAYS_AUTH: private keys say CKA_ALWAYS_AUTHENTICATE and each
  * C_Sign needs a C_Login(CKU_CONTEXT_SPECIFIC) with this PIN after its
  * C_SignInit; per session: 1 = waiting for it, 2 = given */
@@ -304,6 +310,7 @@ setup(void)
 	nevq = 0;
 	slot_desc = getenv("P11FAULT_SLOT_DESC");
 	pinpad_pin = getenv("P11FAULT_PINPAD_PIN");
+	absent_serials = getenv("P11FAULT_ABSENT_SERIALS");
 	always_pin = getenv("P11FAULT_ALWAYS_AUTH");
 	absentpath[0] = '\0';
 	was_absent = 0;
@@ -524,15 +531,61 @@ post(struct call *c, CK_RV rv)
  * Calls that need more than forwarding.
  */
 
+/* Is this slot's token listed in P11FAULT_ABSENT_SERIALS now? */
+static int
+serial_absent(CK_SLOT_ID slot)
+{
+	CK_TOKEN_INFO	 ti;
+	FILE		*fp;
+	char		 line[64], serial[17];
+	size_t		 n;
+	int		 hit = 0;
+
+	if (absent_serials == NULL || (fp = fopen(absent_serials, "r")) == NULL)
+		return 0;
+	if (real->C_GetTokenInfo(slot, &ti) != CKR_OK) {
+		fclose(fp);
+		return 0;
+	}
+	memcpy(serial, ti.serialNumber, 16);
+	for (n = 16; n > 0 && serial[n - 1] == ' '; n--)
+		;
+	serial[n] = '\0';
+	while (!hit && fgets(line, sizeof(line), fp) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
+		hit = strcmp(line, serial) == 0;
+	}
+	fclose(fp);
+	return hit;
+}
+
 static CK_RV
 slot_list(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
 {
-	if (!present || !token_absent())
+	CK_SLOT_ID	 all[64];
+	CK_ULONG	 n = 64, i, k = 0;
+	CK_RV		 rv;
+
+	if (!present || (!token_absent() && absent_serials == NULL))
 		return real->C_GetSlotList(present, list, count);
 	if (count == NULL)
 		return CKR_ARGUMENTS_BAD;
-	*count = 0;
-	return CKR_OK;
+	if (token_absent()) {
+		*count = 0;
+		return CKR_OK;
+	}
+	if ((rv = real->C_GetSlotList(present, all, &n)) != CKR_OK)
+		return rv;
+	for (i = 0; i < n; i++) {
+		if (serial_absent(all[i]))
+			continue;
+		if (list != NULL && k < *count)
+			list[k] = all[i];
+		k++;
+	}
+	rv = list != NULL && k > *count ? CKR_BUFFER_TOO_SMALL : CKR_OK;
+	*count = k;
+	return rv;
 }
 
 static CK_RV
@@ -540,6 +593,8 @@ token_info(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
 	CK_RV	 rv;
 
+	if (serial_absent(slot))
+		return CKR_TOKEN_NOT_PRESENT;
 	rv = real->C_GetTokenInfo(slot, info);
 	if (rv == CKR_OK && info != NULL) {
 		info->flags |= extra_flags;
@@ -661,7 +716,8 @@ slot_info(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	CK_RV	 rv;
 
 	rv = real->C_GetSlotInfo(slot, info);
-	if (rv == CKR_OK && info != NULL && token_absent())
+	if (rv == CKR_OK && info != NULL && (token_absent() ||
+	    serial_absent(slot)))
 		info->flags &= ~CKF_TOKEN_PRESENT;
 	if (rv == CKR_OK && info != NULL && slot_desc != NULL) {
 		memset(info->slotDescription, ' ',
@@ -896,10 +952,11 @@ FWD(C_InitPIN, F_SESS, (SH h, BP p, CK_ULONG pl),
     det_add(&c, " pinlen=%lu", pl), (h, p, pl))
 FWD(C_SetPIN, F_SESS, (SH h, BP o, CK_ULONG ol, BP n, CK_ULONG nl),
     det_add(&c, " oldlen=%lu newlen=%lu", ol, nl), (h, o, ol, n, nl))
-FWD(C_OpenSession, F_SLOT,
+WRAP(C_OpenSession, F_SLOT,
     (CK_SLOT_ID s, CK_FLAGS f, CK_VOID_PTR a, CK_NOTIFY n,
     CK_SESSION_HANDLE_PTR h),
-    det_add(&c, " slot=%lu flags=0x%lx", s, f), (s, f, a, n, h))
+    det_add(&c, " slot=%lu flags=0x%lx", s, f), serial_absent(s) ?
+    CKR_TOKEN_NOT_PRESENT : real->C_OpenSession(s, f, a, n, h))
 FWD(C_CloseSession, 0, (SH h), NODET, (h))
 FWD(C_CloseAllSessions, 0, (CK_SLOT_ID s), NODET, (s))
 FWD(C_GetSessionInfo, F_SESS, (SH h, CK_SESSION_INFO_PTR i), NODET, (h, i))

@@ -307,6 +307,15 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$(logouts)" -ge 1 ] || fail "lock-after: no C_Logout in the call log"
 handshake "the handshake after lock-after"
 [ "$(logins)" = 2 ] || fail "C_Login calls after lock-after: $(logins), wanted 2"
+# an unlock logs in too: lock-after counts from it, with no signature
+wait_log_count "locked: no signature for 1 s" 2 4 ||
+    fail "lock-after = 1: no second lock"
+ctl unlock --control "$T/ctl/control"
+[ "$RC" = 0 ] || fail "unlock --control: exit $RC: $OUT"
+n=$(logouts)
+wait_log_count "locked: no signature for 1 s" 3 4 ||
+    fail "lock-after = 1: no lock after an unlock with no signature since"
+[ "$(logouts)" -gt "$n" ] || fail "no C_Logout after the unlock"
 ctl lock --control "$T/ctl/control"
 [ "$RC" = 0 ] || fail "lock --control $T/ctl/control: exit $RC: $OUT"
 stop_agent || fail "the agent did not exit cleanly"

@@ -94,7 +94,7 @@ for mode in cancel timeout; do
 	case $mode in
 	cancel) log_since_has "PIN dialog was cancelled|cancelled" ||
 		    fail "the log does not say cancelled: $(tail -n 3 "$T/agent.log")" ;;
-	timeout) log_since_has "time" ||
+	timeout) log_since_has "the PIN dialog timed out" ||
 		    fail "the log does not say timed out: $(tail -n 3 "$T/agent.log")" ;;
 	esac
 	[ "$(logins)" = 0 ] || fail "C_Login after $mode"
@@ -156,6 +156,58 @@ out=$(connect 2>&1) || fail "after the cancel: $out"
 stop_agent || fail "the agent did not exit cleanly (shared cancel)"
 ok "3 handshakes waiting on a cancelled dialog: all fail with it, 1 dialog, 0 C_Login; the next one asks again"
 
+# ---- a handshake that starts while the dialog is open waits for it,
+# beyond its sign-timeout (3 s here; the user answers after 5 s)
+rm -f "$T/go"
+stub "wait:$T/go"
+conf "sign-timeout = 3"
+: >"$T/calls.log"
+start_agent "$T/agent.conf" || fail "the agent did not start (late handshake)"
+log_mark
+connect >"$T/late.1" 2>&1 &
+p1=$!
+timeout $((20 * SLOW)) tail -n +1 -f "$T/pe.log" | grep -q -m 1 'GETPIN waiting' ||
+    fail "the dialog is not open"
+connect >"$T/late.2" 2>&1 &
+p2=$!
+wait_log_count "the handshake waits for the token" 2 ||
+    fail "the second handshake does not wait for the token"
+sleep 5		# the user takes longer than sign-timeout
+touch "$T/go"
+wait "$p1" || fail "the first handshake: $(cat "$T/late.1")"
+wait "$p2" || fail "the handshake started during the dialog: $(cat "$T/late.2")"
+[ "$(dialogs)" = 1 ] && [ "$(logins)" = 1 ] ||
+    fail "dialogs $(dialogs), logins $(logins)"
+stop_agent || fail "the agent did not exit cleanly (late handshake)"
+conf
+ok "a handshake started during an open dialog waits for it past sign-timeout"
+
+# ---- few tries left: said in the dialog
+stub pin
+: >"$T/calls.log"
+export P11FAULT_TOKEN_FLAGS=0x10000
+start_agent "$T/agent.conf" || fail "the agent did not start (count low)"
+out=$(connect 2>&1) || fail "count low: $out"
+stop_agent || fail "the agent did not exit cleanly (count low)"
+unset P11FAULT_TOKEN_FLAGS
+grep -q 'Few tries are left before the card locks' "$T/pe.log" ||
+    fail "the dialog does not say few tries are left: $(cat "$T/pe.log")"
+ok "few tries left: the dialog says so"
+
+# ---- lock wipes a kept PIN: the next handshake asks again
+stub pin
+conf "pin-cache = 60"
+: >"$T/calls.log"
+start_agent "$T/agent.conf" || fail "the agent did not start (lock)"
+out=$(connect 2>&1) || fail "before the lock: $out"
+out=$("$P11AGENT" lock 2>&1) || fail "p11agent lock: $out"
+out=$(connect 2>&1) || fail "after the lock: $out"
+stop_agent || fail "the agent did not exit cleanly (lock)"
+[ "$(dialogs)" = 2 ] || fail "dialogs with pin-cache across a lock: $(dialogs), wanted 2"
+[ "$(logins)" = 2 ] || fail "logins across a lock: $(logins), wanted 2"
+conf
+ok "p11agent lock wipes the kept PIN: the next handshake asks again"
+
 # ---- the final try is said, and an interactive PIN may use it
 stub pin
 : >"$T/calls.log"
@@ -204,7 +256,6 @@ out=$(connect 2>&1) || fail "with a PIN pad: $out"
 stop_agent || fail "the agent did not exit cleanly (PIN pad)"
 grep -q 'Enter your PIN on the reader' "$T/pe.log" ||
     fail "the dialog does not say to use the reader: $(cat "$T/pe.log")"
-grep -q ' MESSAGE$' "$T/pe.log" || fail "no MESSAGE dialog"
 [ "$(dialogs)" = 0 ] || fail "a PIN was asked for a PIN pad"
 grep ' C_Login ' "$T/calls.log" | grep -q 'pin=NULL' ||
     fail "the PIN pad login had a PIN: $(grep C_Login "$T/calls.log")"

@@ -65,6 +65,11 @@ struct identity {
 	int			 absent;
 	char			 tok_label[33];
 	char			 tok_serial[17];
+	/* its card is still out after a restart of its helper: a PROBE
+	 * (no login) looks for it every CARD_PROBE_MS */
+	int			 card_wait;
+	int			 probing;
+	long			 probe_at;
 	struct identity		*next;
 };
 

@@ -224,6 +224,8 @@ struct pin_ask {
 int	 pin_ask(const char *source, const struct pin_ask *, struct pin **,
 	    char *err, size_t errlen);
 void	 pin_free(struct pin *);
+/* The programs pin_ask runs never get the variable name (an env: PIN). */
+int	 pin_env_hide(const char *name);
 /*
  * While a PIN pad takes the PIN: pinentry shows ask's description with an
  * OK button only (MESSAGE), and pin_notice_end() closes it (killed and

@@ -122,6 +122,18 @@ test_errors(void)
 	    "bad.conf:2:", "syntax error");
 	expect_error("[identity a]\nkey = pkcs11:token=x\nkey = pkcs11:y\n",
 	    "bad.conf:3:", "key: given twice");
+	/* a number given twice, also 0 then another: refused */
+	expect_error("[identity a]\nkey = pkcs11:token=x\npin-cache = 0\n"
+	    "pin-cache = 30\n", "bad.conf:4:", "[identity a] pin-cache: given "
+	    "twice");
+	expect_error("[agent]\ntoken-poll = 100\ntoken-poll = 200\n",
+	    "bad.conf:3:", "[agent] token-poll: given twice");
+	expect_error("[identity a]\nkey = pkcs11:token=x\npin-cache = "
+	    "forever\n", "bad.conf:3:", "pin-cache: 'forever' is not a number "
+	    "of seconds");
+	expect_error("[identity a]\nkey = pkcs11:token=x\npinentry-program = "
+	    "bin/pinentry\n", "bad.conf:3:", "pinentry-program: 'bin/pinentry' "
+	    "must be an absolute path or a program name");
 	expect_error("[identity a]\npin = none\n[tunnel t]\n"
 	    "listen = tcp:127.0.0.1:1\nconnect = h:1\nidentity = a\n",
 	    "bad.conf:1:", "[identity a]: missing key");
