@@ -1096,28 +1096,59 @@ static int	other_card(const struct identity *, int);
 
 /*
  * A reopen of a card that is still out (another card of the module came
- * back, or the helper was restarted for another reason): the helper is
- * kept for the others, and the card is looked for by PROBE.  1 if so.
+ * back, or the helper was restarted for another reason): marked, and
+ * decided when every reopen of this restart has answered (round_done).
+ * 1 if so.
  */
 static int
 still_out(struct identity *id, int err)
 {
-	char	 card[96];
-
 	if (!id->absent ||
 	    (err != P11A_ERR_NO_TOKEN && err != P11A_ERR_TOKEN_ABSENT))
 		return 0;
 	if (err == P11A_ERR_NO_TOKEN)
 		(void)other_card(id, err);
-	card_name(id->tok_label, id->tok_serial, card, sizeof(card));
-	if (!id->card_wait)
+	id->card_wait = 1;
+	id->probe_at = clock_now_ms() + CARD_PROBE_MS;
+	return 1;
+}
+
+/*
+ * Every reopen of a restart has answered.  Cards still out while another
+ * identity of the helper works: the helper stays for that one, and they
+ * are looked for by PROBE.  All out: the helper is replaced with the
+ * back-off (a fresh C_Initialize also sees a module's changed slots).
+ */
+static void
+round_done(struct module_rt *s)
+{
+	struct agent	*a = s->agent;
+	struct identity	*id;
+	char		 card[96];
+	int		 present = 0;
+
+	for (id = a->identities; id != NULL; id = id->next)
+		if (id->mod == s && !id->absent)
+			present = 1;
+	for (id = a->identities; id != NULL; id = id->next) {
+		if (id->mod != s || !id->card_wait)
+			continue;
+		if (!present) {
+			id->card_wait = 0;
+			continue;
+		}
+		card_name(id->tok_label, id->tok_serial, card, sizeof(card));
 		log_info("identity %s: token %s is still out; the other "
 		    "identities of its module go on, and p11agent looks for "
 		    "the card every %d s", id->cfg->name, card,
 		    CARD_PROBE_MS / 1000);
-	id->card_wait = 1;
-	id->probe_at = clock_now_ms() + CARD_PROBE_MS;
-	return 1;
+	}
+	if (!present) {
+		helper_kill(s->helper);
+		return;
+	}
+	log_info("token helper for %s is back", module_name(s));
+	s->backoff_ms = RESTART_MIN_MS;
 }
 
 static void
@@ -1129,10 +1160,8 @@ reopened(void *arg, int err, const char *why, struct pbuf *reply)
 	if (err == P11A_ERR_HELPER || err == P11A_ERR_CLOSED)
 		;		/* the helper died meanwhile: said elsewhere */
 	else if (!ro->mod->dead && still_out(id, err)) {
-		/* the other identities of this helper go on */
 		if (--ro->mod->reopening == 0)
-			log_info("token helper for %s is back",
-			    module_name(ro->mod));
+			round_done(ro->mod);
 	} else if (!ro->mod->dead) {
 		if (err != 0 && !other_card(id, err))
 			log_err("identity %s: cannot open it again: %s",
@@ -1147,11 +1176,8 @@ reopened(void *arg, int err, const char *why, struct pbuf *reply)
 			helper_kill(ro->mod->helper);
 		} else {
 			reinserted(id);
-			if (--ro->mod->reopening == 0) {
-				log_info("token helper for %s is back",
-				    module_name(ro->mod));
-				ro->mod->backoff_ms = RESTART_MIN_MS;
-			}
+			if (--ro->mod->reopening == 0)
+				round_done(ro->mod);
 		}
 	}
 	free(ro);

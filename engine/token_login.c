@@ -131,8 +131,8 @@ card_gone(struct token_ctx *ctx, const struct token_key *k, const char *name)
 	if (rv != CKR_TOKEN_NOT_PRESENT && rv != CKR_DEVICE_REMOVED &&
 	    rv != CKR_SLOT_ID_INVALID)
 		return 0;
-	token_seterr(ctx, rv, "token '%s' is not in its reader; no PIN is "
-	    "asked for it (insert it again)", name);
+	token_seterr(ctx, rv, "token '%s' is not in its reader (%s); no PIN "
+	    "is asked for it: insert it again", name, token_ckr_name(rv));
 	return 1;
 }
 
