@@ -19,6 +19,7 @@
 
 #include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/session.h"
 
 #define INI_LINE_MAX	200	/* inih as built by Debian */
 
@@ -32,6 +33,8 @@ enum keyword {
 	/* card removal (issue 6) */
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
+	/* TLS session resumption (tunnel) */
+	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
 	K_COUNT
 };
 
@@ -43,6 +46,7 @@ once_only(enum keyword kw)
 	case K_SIGN_TIMEOUT: case K_PIN_CACHE: case K_CONNECT_TIMEOUT:
 	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
+	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
 	case K_ALLOW_REMOTE:
 		return 1;
 	default:
@@ -77,6 +81,9 @@ static const struct {
 	{ "idle-timeout",	S_TUNNEL,	K_IDLE_TIMEOUT },
 	{ "allow-users",	S_TUNNEL,	K_ALLOW_USERS },
 	{ "allow-groups",	S_TUNNEL,	K_ALLOW_GROUPS },
+	{ "session-cache",	S_TUNNEL,	K_SESSION_CACHE },
+	{ "session-cache-size",	S_TUNNEL,	K_SESSION_CACHE_SIZE },
+	{ "session-lifetime",	S_TUNNEL,	K_SESSION_LIFETIME },
 	/* a key in two sections: its entries next to each other */
 	{ "max-connections",	S_TUNNEL,	K_MAX_CONNECTIONS },
 	{ "max-connections",	S_AGENT,	K_MAX_CONNECTIONS },
@@ -166,6 +173,22 @@ parse_seconds(struct parser *p, const char *key, const char *v, int *out)
 	if (errno != 0 || *end != '\0' || end == v || n < 1 || n > 86400)
 		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
 		    "seconds between 1 and 86400", p->secname, key, v);
+	*out = (int)n;
+	return 1;
+}
+
+static int
+parse_range(struct parser *p, const char *key, const char *v, long lo,
+    long hi, int *out)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < lo || n > hi)
+		return perr(p, p->line, "[%s] %s: '%s' is not a number between "
+		    "%ld and %ld", p->secname, key, v, lo, hi);
 	*out = (int)n;
 	return 1;
 }
@@ -504,6 +527,14 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_tls(p, key, v, &t->tls_max);
 	case K_ALLOW_REMOTE:
 		return parse_bool(p, key, v, &t->allow_remote);
+	case K_SESSION_CACHE:
+		return parse_word(p, key, v, &t->session_cache, "yes",
+		    CFG_SESSION_YES, "no", CFG_SESSION_NO);
+	case K_SESSION_CACHE_SIZE:
+		return parse_range(p, key, v, 1, SESS_MAX_SIZE,
+		    &t->session_cache_size);
+	case K_SESSION_LIFETIME:
+		return parse_seconds(p, key, v, &t->session_lifetime);
 	case K_CONNECT_TIMEOUT:
 		return parse_seconds(p, key, v, &t->connect_timeout);
 	case K_HANDSHAKE_TIMEOUT:

@@ -32,6 +32,7 @@
 #include "p11agent/identity.h"
 #include "p11agent/listen.h"
 #include "p11agent/log.h"
+#include "p11agent/tunnel.h"
 #include "p11agent/peer.h"
 #include "p11agent/proto.h"
 
@@ -482,8 +483,11 @@ op_start(struct ctl_client *c, const struct helper_ask *ask, const char *by)
 		snprintf(a->why, sizeof(a->why), "cannot ask it: %s",
 		    p11a_strerror(r));
 	}
-	if (ask == &ask_lock)
+	if (ask == &ask_lock) {
 		ctl.lock_mark = last_activity();
+		/* resuming a session would need no login: none are kept */
+		tunnels_flush_sessions(ag, NULL, "the agent is locked");
+	}
 	if (c != NULL) {
 		c->op = op;
 		c->state = C_WORK;

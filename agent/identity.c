@@ -1420,6 +1420,8 @@ on_removed(struct module_rt *s, const struct token_event *ev)
 		card_name(id->tok_label, id->tok_serial, card, sizeof(card));
 		log_warn("identity %s: token %s was removed; insert it again "
 		    "(new connections fail until then)", id->cfg->name, card);
+		/* a session must not outlive its card */
+		tunnels_flush_sessions(a, id, "its identity's card was pulled");
 		if (id->cfg->on_removal != CFG_REMOVAL_CLOSE)
 			continue;
 		snprintf(why, sizeof(why), "token %s was removed "

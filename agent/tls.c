@@ -18,6 +18,7 @@
 #include "p11agent/proto.h"
 #include "p11agent/config.h"
 #include "p11agent/identity.h"
+#include "p11agent/session.h"
 #include "p11agent/tls.h"
 
 /* Sigalgs a token can do without RSA-PSS: PKCS#1 v1.5 only. */
@@ -78,7 +79,10 @@ tls_ctx_new(struct cfg_tunnel *t, struct identity *id, char *err,
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (t->session_cache == CFG_SESSION_NO)
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	else
+		sess_ctx_setup(ctx);	/* resumption: agent/session.c */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (t->ca != NULL) {
 		if (!SSL_CTX_load_verify_locations(ctx, t->ca, NULL)) {

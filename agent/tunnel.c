@@ -303,6 +303,7 @@ ssl_setup(struct conn *c)
 	    !SSL_set1_host(c->ssl, name))
 		return -1;
 	SSL_set_connect_state(c->ssl);
+	sess_offer(&c->rt->sess, c->ssl);
 	return 0;
 }
 
@@ -379,9 +380,10 @@ log_handshake(struct conn *c)
 	if (peer != NULL)
 		X509_NAME_oneline(X509_get_subject_name(peer), subj,
 		    sizeof(subj));
-	log_info("conn %lu (%s): %s to %s in %ld ms, server %s", c->id,
+	log_info("conn %lu (%s): %s to %s in %ld ms%s, server %s", c->id,
 	    c->rt->cfg->name, SSL_get_version(c->ssl),
 	    upstream_name(c, up, sizeof(up)), clock_now_ms() - c->started,
+	    SSL_session_reused(c->ssl) ? ", resumed (no signature)" : "",
 	    subj);
 }
 
@@ -404,6 +406,8 @@ handshake(struct conn *c)
 	if (r == 1) {
 		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
 		c->rt->stats.handshakes++;
+		if (SSL_session_reused(c->ssl))
+			c->rt->stats.resumed++;
 		log_handshake(c);
 		c->state = C_PUMP;
 		c->active = clock_now_ms();
@@ -877,6 +881,8 @@ tunnels_start(struct agent *a, int ready_fd)
 		rt->id = identity_find(a, t->identity);
 		*tail = rt;	/* in config order */
 		tail = &rt->next;
+		if (sess_cache_init(&rt->sess, t) != 0)
+			return P11A_ERR_NOMEM;
 		if ((rt->ssl_ctx = tls_ctx_new(t, rt->id, err,
 		    sizeof(err))) == NULL) {
 			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
@@ -905,10 +911,10 @@ tunnel_log_stats(const struct tunnel_rt *rt)
 		snprintf(fails + n, sizeof(fails) - n, "%s%s %llu",
 		    n ? ", " : "", tunnel_fail_name(f), st->failed[f]);
 	}
-	log_info("tunnel %s: %llu connections, %llu handshakes, %llu bytes "
-	    "up, %llu down, failed: %s", rt->cfg->name, st->accepted,
-	    st->handshakes, st->bytes_up, st->bytes_down,
-	    fails[0] ? fails : "none");
+	log_info("tunnel %s: %llu connections, %llu handshakes (%llu resumed), "
+	    "%llu bytes up, %llu down, failed: %s", rt->cfg->name,
+	    st->accepted, st->handshakes, st->resumed, st->bytes_up,
+	    st->bytes_down, fails[0] ? fails : "none");
 }
 
 int
@@ -941,6 +947,8 @@ tunnels_rebuild_tls(struct agent *a, struct identity *id)
 		if (r == 0) {
 			SSL_CTX_free(rt->ssl_ctx);	/* open SSLs hold it */
 			rt->ssl_ctx = ctx[i];
+			sess_flush(&rt->sess, rt->cfg->name, "the identity's "
+			    "key or certificate changed");
 		} else
 			SSL_CTX_free(ctx[i]);
 	}
@@ -970,6 +978,17 @@ tunnels_stop(struct agent *a)
 		for (i = 0; i < rt->nlisten; i++)
 			listen_close(&rt->listen[i]);
 		SSL_CTX_free(rt->ssl_ctx);
+		sess_cache_free(&rt->sess);
 		free(rt);
 	}
+}
+
+void
+tunnels_flush_sessions(struct agent *a, struct identity *id, const char *why)
+{
+	struct tunnel_rt	*rt;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		if (id == NULL || rt->id == id)
+			sess_flush(&rt->sess, rt->cfg->name, why);
 }

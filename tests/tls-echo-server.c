@@ -66,6 +66,7 @@ struct options {
 	const char	*ca;
 	const char	*port_file;
 	int		 require_cert;
+	int		 resume;	/* --resume: tickets and a cache */
 	int		 version;	/* 0: TLS 1.2 .. 1.3 */
 	int		 plain;
 	int		 silent;	/* plain, and never says a word */
@@ -102,7 +103,7 @@ static _Noreturn void
 usage(void)
 {
 	fprintf(stderr,
-	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert]\n"
+	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert] [--resume]\n"
 	    "           [--tls1.2 | --tls1.3] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
 	    "           [--send N --close notify|fin|rst]\n"
@@ -221,6 +222,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "key", required_argument, NULL, 'k' },
 		{ "ca", required_argument, NULL, 'a' },
 		{ "require-cert", no_argument, NULL, 'r' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "tls1.2", no_argument, NULL, '2' },
 		{ "tls1.3", no_argument, NULL, '3' },
 		{ "plain", no_argument, NULL, 'p' },
@@ -252,6 +254,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'r':
 			o->require_cert = 1;
+			break;
+		case 'R':
+			o->resume = 1;
 			break;
 		case '2':
 			o->version = TLS1_2_VERSION;
@@ -337,6 +342,14 @@ make_ctx(const struct options *o)
 			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
 	}
 	SSL_CTX_set_verify(ctx, mode, NULL);
+	if (o->resume) {
+		/* tickets (shared by the forked children: the keys are made
+		 * here) and the session IDs of this process */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+		SSL_CTX_set_session_id_context(ctx, (const unsigned char *)
+		    PROG, sizeof(PROG) - 1);
+		return ctx;
+	}
 	/* Every connection must be a full handshake (the client signs). */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
@@ -831,8 +844,9 @@ serve_tls(struct conn *c)
 		conn_log(c, "handshake ok, then %s", c->err);
 		return 1;
 	}
-	conn_log(c, "handshake ok %s %s subject=%s", SSL_get_version(c->ssl),
-	    SSL_get_cipher_name(c->ssl), subject);
+	conn_log(c, "handshake ok %s %s %s subject=%s",
+	    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+	    SSL_session_reused(c->ssl) ? "resumed" : "full", subject);
 	return 0;
 }
 

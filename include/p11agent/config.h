@@ -26,6 +26,11 @@ enum cfg_removal {
 	CFG_REMOVAL_KEEP = 1,	/* keep flowing (they need no signature) */
 	CFG_REMOVAL_CLOSE = 2,	/* closed at once */
 };
+/* session-cache */
+enum cfg_session {
+	CFG_SESSION_YES = 1,
+	CFG_SESSION_NO = 2,
+};
 /* on-reinsert: which card brings the identity back */
 enum cfg_reinsert {
 	CFG_REINSERT_SAME = 1,	/* the card removed (its serial) */
@@ -89,6 +94,10 @@ struct cfg_tunnel {
 	int			 nallow_users;
 	gid_t			 allow_groups[CONFIG_MAX_ALLOW];
 	int			 nallow_groups;
+	/* TLS session resumption (agent/session.c) */
+	int			 session_cache;	/* CFG_SESSION_*; 0: yes */
+	int			 session_cache_size;	/* 0: the default */
+	int			 session_lifetime;	/* seconds; 0: default */
 	struct cfg_tunnel	*next;
 };
 

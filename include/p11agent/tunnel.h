@@ -12,6 +12,7 @@
 
 #include "p11agent/config.h"
 #include "p11agent/listen.h"
+#include "p11agent/session.h"
 
 struct agent;
 struct identity;
@@ -32,6 +33,7 @@ enum tunnel_fail {
 struct tunnel_stats {
 	unsigned long long	 accepted;
 	unsigned long long	 handshakes;	/* completed */
+	unsigned long long	 resumed;	/* of them, without a signature */
 	unsigned long long	 bytes_up;	/* client to upstream */
 	unsigned long long	 bytes_down;
 	unsigned long long	 failed[TFAIL_MAX];
@@ -43,6 +45,7 @@ struct tunnel_rt {
 	struct cfg_tunnel	*cfg;
 	struct identity		*id;
 	SSL_CTX			*ssl_ctx;
+	struct sess_cache	 sess;		/* sessions to resume */
 	int			 nlisten;
 	struct listener		 listen[CONFIG_MAX_LISTEN];
 	struct tunnel_stats	 stats;
@@ -67,6 +70,10 @@ int	 tunnels_rebuild_tls(struct agent *, struct identity *);
 /* The identity's card was pulled and on-removal = close: closes its
  * open connections (each logged with why); returns how many. */
 int	 tunnels_close_identity(struct agent *, struct identity *,
+	    const char *why);
+/* The TLS sessions of the identity's tunnels (NULL: of every tunnel) are
+ * dropped: its card was pulled, the agent locked (why: for the log). */
+void	 tunnels_flush_sessions(struct agent *, struct identity *,
 	    const char *why);
 
 #endif
