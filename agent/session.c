@@ -104,6 +104,8 @@ new_session(SSL *ssl, SSL_SESSION *s)
 	c->s[0] = s;
 	c->n++;
 	c->stored++;
+	if (c->ready != NULL)
+		c->ready(c->ready_arg);
 	return 1;		/* ours now */
 }
 
@@ -115,20 +117,36 @@ sess_ctx_setup(SSL_CTX *ctx)
 	SSL_CTX_sess_set_new_cb(ctx, new_session);
 }
 
-void
-sess_offer(struct sess_cache *c, SSL *ssl)
+/* The newest session that may be offered now, or NULL. */
+static SSL_SESSION *
+newest(struct sess_cache *c)
 {
 	time_t	 now = time(NULL);
 	int	 i;
 
-	if (!c->enabled)
-		return;
-	SSL_set_ex_data(ssl, idx_cache, c);
-	SSL_set_ex_data(ssl, idx_gen, (void *)(uintptr_t)c->gen);
 	expire(c, now);
 	for (i = 0; i < c->n; i++)
-		if (usable(c, c->s[i], now)) {
-			(void)SSL_set_session(ssl, c->s[i]);
-			break;
-		}
+		if (usable(c, c->s[i], now))
+			return c->s[i];
+	return NULL;
+}
+
+int
+sess_usable(struct sess_cache *c)
+{
+	return c->enabled && newest(c) != NULL;
+}
+
+int
+sess_offer(struct sess_cache *c, SSL *ssl)
+{
+	SSL_SESSION	*s;
+
+	if (!c->enabled)
+		return 0;
+	SSL_set_ex_data(ssl, idx_cache, c);
+	SSL_set_ex_data(ssl, idx_gen, (void *)(uintptr_t)c->gen);
+	if ((s = newest(c)) == NULL)
+		return 0;
+	return SSL_set_session(ssl, s) == 1;
 }

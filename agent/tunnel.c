@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,7 +33,11 @@
 #define BUF_SIZE	(16 * 1024)
 #define PUMP_BUDGET	16	/* steps per wake-up: others get a turn */
 
-enum conn_state { C_RESOLVING, C_CONNECTING, C_HANDSHAKE, C_PUMP };
+enum conn_state { C_RESOLVING, C_CONNECTING, C_WAITSESS, C_HANDSHAKE, C_PUMP };
+
+/* After a full handshake without a session: how long a TLS 1.3 ticket
+ * may take to come before the waiting connections give up on it. */
+#define TICKET_GRACE_MS	300
 
 struct conn {
 	unsigned long		 id;
@@ -51,6 +56,10 @@ struct conn {
 	int			 up_dead;	/* closed without close_notify */
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
+	int			 leader;	/* a full handshake others wait
+						 * for (tunnel_rt.leaders) */
+	int			 token_failed;	/* the token did not sign */
+	char			 why[300];	/* and why */
 	uint8_t			 c2u[BUF_SIZE];
 	size_t			 c2u_off, c2u_len;
 	uint8_t			 u2c[BUF_SIZE];
@@ -71,6 +80,10 @@ static int	watch_async(struct conn *);
 static void	on_upstream(struct watch *, uint32_t);
 static void	handshake(struct conn *);
 static void	pump(struct conn *);
+static void	tls_start(struct conn *);
+static int	coalesce_wait(struct conn *);
+static void	waiters_kick(void *);
+static void	leader_done(struct conn *, int);
 
 static void
 conn_free(void *arg)
@@ -173,6 +186,7 @@ conn_close(struct conn *c, const char *why)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	leader_done(c, 0);
 	st->open--;
 	c->rt->agent->nconns--;
 	st->bytes_up += c->up_bytes;
@@ -303,8 +317,47 @@ ssl_setup(struct conn *c)
 	    !SSL_set1_host(c->ssl, name))
 		return -1;
 	SSL_set_connect_state(c->ssl);
-	sess_offer(&c->rt->sess, c->ssl);
+	if (!sess_offer(&c->rt->sess, c->ssl) && c->rt->sess.enabled) {
+		c->leader = 1;	/* a full handshake: a signature */
+		c->rt->leaders++;
+	}
 	return 0;
+}
+
+/*
+ * The leader's handshake is over (done, failed or closed): the waiting
+ * connections resume with its session, or, without one, one of them
+ * becomes the next leader (after a grace time for a TLS 1.3 ticket when
+ * it succeeded).
+ */
+static void
+leader_done(struct conn *c, int ok)
+{
+	struct tunnel_rt	*rt = c->rt;
+
+	struct conn		*w, *next;
+
+	if (!c->leader)
+		return;
+	c->leader = 0;
+	rt->leaders--;
+	if (!ok && c->token_failed) {
+		/* a cancelled PIN dialog, a locked card: those who waited
+		 * fail with it, rather than each asking the card again */
+		for (w = conns; w != NULL; w = next) {
+			next = w->next;
+			if (w->rt != rt || w->state != C_WAITSESS || w->closing)
+				continue;
+			log_warn("conn %lu: the handshake it waited for failed "
+			    "on the token: %s", w->id, c->why);
+			conn_fail(w, TFAIL_TOKEN, "TLS handshake failed");
+		}
+		return;
+	}
+	if (ok && !sess_usable(&rt->sess))
+		rt->grace_until = clock_now_ms() + TICKET_GRACE_MS;
+	else
+		waiters_kick(rt);
 }
 
 static void
@@ -334,14 +387,115 @@ connected(struct conn *c)
 		return;
 	}
 	set_nodelay(c->uw.fd);
+	c->deadline = clock_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
+	if (coalesce_wait(c))
+		return;
+	tls_start(c);
+}
+
+/* The TLS handshake begins (its deadline runs from the TCP connect). */
+static void
+tls_start(struct conn *c)
+{
 	if (ssl_setup(c) != 0) {
 		log_ssl(LOG_LVL_ERR, __func__, "conn %lu: TLS setup", c->id);
 		conn_fail(c, TFAIL_TLS, "TLS setup failed");
 		return;
 	}
 	c->state = C_HANDSHAKE;
-	c->deadline = clock_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
 	handshake(c);
+}
+
+/*
+ * A full handshake of this tunnel is in flight and no session is there
+ * to resume: this connection waits for the session it yields instead of
+ * queueing a signature of its own on the card.  1 if it waits.
+ */
+static int
+coalesce_wait(struct conn *c)
+{
+	struct tunnel_rt	*rt = c->rt;
+
+	if (!rt->sess.enabled || rt->no_sessions || rt->leaders == 0 ||
+	    sess_usable(&rt->sess))
+		return 0;
+	c->state = C_WAITSESS;
+	loop_set(&c->uw, 0);
+	rt->stats.coalesced++;
+	log_debug("conn %lu (%s): waits for the session of a handshake in "
+	    "flight", c->id, rt->cfg->name);
+	return 1;
+}
+
+/* At most this many waiting connections start per loop turn: the loop
+ * serves the open tunnels between the batches. */
+#define KICK_BUDGET	8
+
+static struct watch	 kickw = { .fd = -1 };	/* an eventfd */
+static struct agent	*kick_agent;
+
+static void
+kick_rt(struct tunnel_rt *rt)
+{
+	struct conn	*c, *next;
+	int		 n = 0;
+
+	rt->kick_pending = 0;
+	for (c = conns; c != NULL; c = next) {
+		next = c->next;		/* tls_start touches c only */
+		if (c->rt != rt || c->state != C_WAITSESS || c->closing)
+			continue;
+		/* with a session all resume; without, one leads */
+		if (!sess_usable(&rt->sess) && !rt->no_sessions &&
+		    rt->leaders > 0)
+			break;
+		if (n++ == KICK_BUDGET) {
+			waiters_kick(rt);	/* the rest next turn */
+			break;
+		}
+		tls_start(c);
+	}
+}
+
+static void
+on_kick(struct watch *w, uint32_t events)
+{
+	struct tunnel_rt	*rt;
+	uint64_t		 v;
+
+	(void)events;
+	if (read(w->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn_sys("tunnels: eventfd read");
+	for (rt = kick_agent != NULL ? kick_agent->tunnels : NULL; rt != NULL;
+	    rt = rt->next)
+		if (rt->kick_pending)
+			kick_rt(rt);
+}
+
+/* Wakes the waiting connections at the loop's next turn (not from inside
+ * an OpenSSL callback of another connection). */
+static void
+waiters_kick(void *arg)
+{
+	struct tunnel_rt	*rt = arg;
+	uint64_t		 one = 1;
+
+	if (rt->kick_pending || rt->agent->stopping)
+		return;
+	rt->kick_pending = 1;
+	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
+		kick_rt(rt);	/* no eventfd: at once */
+}
+
+/* A session was stored (agent/session.c): the waiting ones resume. */
+static void
+session_ready(void *arg)
+{
+	struct tunnel_rt	*rt = arg;
+
+	rt->no_sessions = 0;
+	rt->grace_until = 0;
+	waiters_kick(rt);
 }
 
 /* ---- the handshake */
@@ -408,6 +562,7 @@ handshake(struct conn *c)
 		c->rt->stats.handshakes++;
 		if (SSL_session_reused(c->ssl))
 			c->rt->stats.resumed++;
+		leader_done(c, 1);
 		log_handshake(c);
 		c->state = C_PUMP;
 		c->active = clock_now_ms();
@@ -438,6 +593,10 @@ handshake(struct conn *c)
 	}
 	log_warn("conn %lu: upstream %s: TLS handshake failed: %s", c->id,
 	    upstream_name(c, up, sizeof(up)), why);
+	if (f == TFAIL_TOKEN) {
+		c->token_failed = 1;
+		snprintf(c->why, sizeof(c->why), "%s", why);
+	}
 	conn_fail(c, f, "TLS handshake failed");
 }
 
@@ -820,9 +979,23 @@ tunnels_tick(struct agent *a, long now)
 	struct conn		*c, *next;
 	int			 i;
 
-	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
 		for (i = 0; i < rt->nlisten; i++)
 			listen_tick(&rt->listen[i], now);
+		if (rt->grace_until != 0 && now >= rt->grace_until) {
+			/* a full handshake gave no session: do not wait */
+			rt->grace_until = 0;
+			if (!sess_usable(&rt->sess)) {
+				if (!rt->no_sessions)
+					log_info("tunnel %s: the upstream gave "
+					    "no session to resume; each "
+					    "connection makes a full handshake",
+					    rt->cfg->name);
+				rt->no_sessions = 1;
+			}
+			waiters_kick(rt);
+		}
+	}
 
 	for (c = conns; c != NULL; c = next) {
 		next = c->next;
@@ -833,7 +1006,8 @@ tunnels_tick(struct agent *a, long now)
 			log_warn("conn %lu: upstream %s:%s: %s timed out",
 			    c->id, c->rt->cfg->connect_host,
 			    c->rt->cfg->connect_port, c->state ==
-			    C_HANDSHAKE ? "TLS handshake" : "connect");
+			    C_HANDSHAKE || c->state == C_WAITSESS ?
+			    "TLS handshake" : "connect");
 			conn_fail(c, TFAIL_TIMEOUT, "timeout");
 		}
 	}
@@ -873,6 +1047,14 @@ tunnels_start(struct agent *a, int ready_fd)
 	char			 err[512];
 	int			 r;
 
+	kick_agent = a;
+	if (kickw.fd == -1) {
+		loop_watch_init(&kickw, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
+		    on_kick, NULL);
+		if (kickw.fd == -1 || loop_set(&kickw, EPOLLIN) != 0)
+			log_warn_sys("tunnels: eventfd (waiting connections "
+			    "start all at once)");
+	}
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if ((rt = calloc(1, sizeof(*rt))) == NULL)
 			return P11A_ERR_NOMEM;
@@ -883,6 +1065,8 @@ tunnels_start(struct agent *a, int ready_fd)
 		tail = &rt->next;
 		if (sess_cache_init(&rt->sess, t) != 0)
 			return P11A_ERR_NOMEM;
+		rt->sess.ready = session_ready;
+		rt->sess.ready_arg = rt;
 		if ((rt->ssl_ctx = tls_ctx_new(t, rt->id, err,
 		    sizeof(err))) == NULL) {
 			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
@@ -972,6 +1156,12 @@ tunnels_stop(struct agent *a)
 
 	while (conns != NULL)
 		conn_close(conns, "agent stopping");
+	if (kickw.fd != -1) {
+		loop_set(&kickw, 0);
+		close(kickw.fd);
+		kickw.fd = -1;
+	}
+	kick_agent = NULL;
 	while ((rt = a->tunnels) != NULL) {
 		a->tunnels = rt->next;
 		tunnel_log_stats(rt);

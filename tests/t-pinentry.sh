@@ -113,7 +113,7 @@ for i in 1 2 3 4 5; do
 	connect >"$T/burst.$i" 2>&1 &
 	pids+=($!)
 done
-wait_log_count "the handshake waits for the token" 5 ||
+wait_log_count "the handshake waits for the token|waits for the session of a handshake in flight" 5 ||
     fail "the five handshakes did not all wait for the token"
 timeout $((20 * SLOW)) tail -n +1 -f "$T/pe.log" | grep -q -m 1 'GETPIN waiting' ||
     fail "the dialog is not open: $(cat "$T/pe.log")"
@@ -138,7 +138,7 @@ for i in 1 2 3; do
 	connect >"$T/burst.$i" 2>&1 &
 	pids+=($!)
 done
-wait_log_count "the handshake waits for the token" 3 ||
+wait_log_count "the handshake waits for the token|waits for the session of a handshake in flight" 3 ||
     fail "the three handshakes did not all wait for the token"
 touch "$T/go"
 for i in 1 2 3; do
@@ -170,7 +170,7 @@ timeout $((20 * SLOW)) tail -n +1 -f "$T/pe.log" | grep -q -m 1 'GETPIN waiting'
     fail "the dialog is not open"
 connect >"$T/late.2" 2>&1 &
 p2=$!
-wait_log_count "the handshake waits for the token" 2 ||
+wait_log_count "the handshake waits for the token|waits for the session of a handshake in flight" 2 ||
     fail "the second handshake does not wait for the token"
 sleep 5		# the user takes longer than sign-timeout
 touch "$T/go"

@@ -29,6 +29,10 @@ struct sess_cache {
 	int		 n;
 	unsigned int	 gen;		/* flushes so far */
 	unsigned long long stored;
+	/* called after a session is stored (agent/tunnel.c: connections
+	 * waiting for one go on) */
+	void		(*ready)(void *);
+	void		*ready_arg;
 };
 
 int	 sess_cache_init(struct sess_cache *, const struct cfg_tunnel *);
@@ -39,7 +43,9 @@ void	 sess_ctx_setup(SSL_CTX *);
  * Before ssl's handshake: the newest usable session, if any, is offered,
  * and the sessions the server gives this connection go to cache.
  */
-void	 sess_offer(struct sess_cache *, SSL *);
+int	 sess_offer(struct sess_cache *, SSL *);	/* 1: one offered */
+/* 1 if a session could be offered now. */
+int	 sess_usable(struct sess_cache *);
 /* Every session dropped (why: for the log, or NULL to say nothing). */
 void	 sess_flush(struct sess_cache *, const char *tunnel, const char *why);
 

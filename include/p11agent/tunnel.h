@@ -34,6 +34,7 @@ struct tunnel_stats {
 	unsigned long long	 accepted;
 	unsigned long long	 handshakes;	/* completed */
 	unsigned long long	 resumed;	/* of them, without a signature */
+	unsigned long long	 coalesced;	/* waited for another's session */
 	unsigned long long	 bytes_up;	/* client to upstream */
 	unsigned long long	 bytes_down;
 	unsigned long long	 failed[TFAIL_MAX];
@@ -46,6 +47,12 @@ struct tunnel_rt {
 	struct identity		*id;
 	SSL_CTX			*ssl_ctx;
 	struct sess_cache	 sess;		/* sessions to resume */
+	/* handshake coalescing: full handshakes in flight (no session was
+	 * offered); new connections wait for the session they yield */
+	int			 leaders;
+	int			 kick_pending;
+	long			 grace_until;	/* a ticket may still come */
+	int			 no_sessions;	/* the upstream gives none */
 	int			 nlisten;
 	struct listener		 listen[CONFIG_MAX_LISTEN];
 	struct tunnel_stats	 stats;
