@@ -415,9 +415,11 @@ not_running(struct ctl_op *op, struct ctl_answer *a, struct module_rt *s)
 static long
 last_activity(void)
 {
-	long	 sign = rkey_last_sign_ms();
+	long	 sign = rkey_last_sign_ms(), t;
 
-	return sign > ctl.last_unlock ? sign : ctl.last_unlock;
+	t = sign > ctl.last_unlock ? sign : ctl.last_unlock;
+	/* a resumed handshake uses the login too, without a signature */
+	return tunnels_last_handshake > t ? tunnels_last_handshake : t;
 }
 
 /*

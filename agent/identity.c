@@ -908,12 +908,19 @@ static void	reopen_uri(const struct identity *, char *, size_t);
 static void
 module_died(struct module_rt *s, const char *why)
 {
+	struct identity	*id;
+
 	if (s->dead)
 		return;
 	s->dead = 1;
 	s->reopening = 0;
 	loop_set(&s->w, 0);
 	loop_set(&s->pw, 0);
+	/* its logins are over: so are the TLS sessions they made */
+	for (id = s->agent->identities; id != NULL; id = id->next)
+		if (id->mod == s)
+			tunnels_flush_sessions(s->agent, id, "its token helper "
+			    "is gone (a new one logs in again)");
 	if (!module_in_use(s->agent, s)) {
 		log_warn("token helper for %s (pid %d) %s", module_name(s),
 		    (int)helper_pid(s->helper), why);
@@ -1042,6 +1049,8 @@ identity_replace(struct identity *id, struct helper_identity *hid,
 	if ((r = tunnels_rebuild_tls(id->agent, id)) != 0) {
 		id->hid = old;
 		id->pkey = oldkey;
+		tunnels_flush_sessions(id->agent, id, "its token came back with "
+		    "a key its tunnels cannot use");
 		log_err("identity %s: the token came back with a different "
 		    "key (%s changed; certificate was %s, now %s) that its "
 		    "tunnels cannot use; refusing it", id->cfg->name, what,

@@ -21,7 +21,7 @@
 #include "p11agent/log.h"
 #include "p11agent/session.h"
 
-static int	 idx_cache = -1, idx_gen = -1;
+static int	 idx_cache = -1, idx_gen = -1, idx_offered = -1;
 
 int
 sess_cache_init(struct sess_cache *c, const struct cfg_tunnel *t)
@@ -39,8 +39,9 @@ sess_cache_init(struct sess_cache *c, const struct cfg_tunnel *t)
 	if (idx_cache == -1) {
 		idx_cache = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 		idx_gen = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+		idx_offered = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	}
-	return idx_cache == -1 || idx_gen == -1 ? -1 : 0;
+	return idx_cache == -1 || idx_gen == -1 || idx_offered == -1 ? -1 : 0;
 }
 
 void
@@ -76,7 +77,9 @@ usable(const struct sess_cache *c, SSL_SESSION *s, time_t now)
 	long	 age = (long)(now - SSL_SESSION_get_time(s));
 	long	 life = SSL_SESSION_get_timeout(s);
 
-	if (life <= 0 || life > c->lifetime)
+	if (life <= 0)
+		return 0;	/* a TLS 1.3 lifetime of 0: not to be used */
+	if (life > c->lifetime)
 		life = c->lifetime;
 	return SSL_SESSION_is_resumable(s) && age >= 0 && age < life;
 }
@@ -146,7 +149,39 @@ sess_offer(struct sess_cache *c, SSL *ssl)
 		return 0;
 	SSL_set_ex_data(ssl, idx_cache, c);
 	SSL_set_ex_data(ssl, idx_gen, (void *)(uintptr_t)c->gen);
-	if ((s = newest(c)) == NULL)
+	if ((s = newest(c)) == NULL || SSL_set_session(ssl, s) != 1)
 		return 0;
-	return SSL_set_session(ssl, s) == 1;
+	SSL_set_ex_data(ssl, idx_offered, s);
+	return 1;
+}
+
+int
+sess_stale(const struct sess_cache *c, SSL *ssl)
+{
+	return c->enabled && SSL_get_ex_data(ssl, idx_cache) == c &&
+	    (uintptr_t)SSL_get_ex_data(ssl, idx_gen) != c->gen;
+}
+
+void
+sess_refused(struct sess_cache *c, SSL *ssl)
+{
+	SSL_SESSION	*s;
+	int		 i;
+
+	if (!c->enabled || sess_stale(c, ssl) ||
+	    (s = SSL_get_ex_data(ssl, idx_offered)) == NULL)
+		return;
+	for (i = 0; i < c->n; i++)
+		if (c->s[i] == s)
+			break;
+	/* it, and the older ones the server would refuse as well */
+	while (c->n > i)
+		SSL_SESSION_free(c->s[--c->n]);
+}
+
+void
+sess_detach(SSL *ssl)
+{
+	if (idx_cache != -1)
+		SSL_set_ex_data(ssl, idx_cache, NULL);
 }

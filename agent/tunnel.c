@@ -70,6 +70,7 @@ struct conn {
 	struct conn		*prev, *next;
 };
 
+long			 tunnels_last_handshake;	/* for lock-after */
 static struct conn	*conns;
 static struct conn	*zombies;	/* closed while the token signs */
 static unsigned long	 next_id = 1;
@@ -84,6 +85,7 @@ static void	tls_start(struct conn *);
 static int	coalesce_wait(struct conn *);
 static void	waiters_kick(void *);
 static void	leader_done(struct conn *, int);
+static int	token_removed(struct conn *);
 
 static void
 conn_free(void *arg)
@@ -187,6 +189,8 @@ conn_close(struct conn *c, const char *why)
 		return;
 	c->closing = 1;
 	leader_done(c, 0);
+	if (c->ssl != NULL)
+		sess_detach(c->ssl);
 	st->open--;
 	c->rt->agent->nconns--;
 	st->bytes_up += c->up_bytes;
@@ -341,7 +345,7 @@ leader_done(struct conn *c, int ok)
 		return;
 	c->leader = 0;
 	rt->leaders--;
-	if (!ok && c->token_failed) {
+	if (!ok && c->token_failed && !sess_usable(&rt->sess)) {
 		/* a cancelled PIN dialog, a locked card: those who waited
 		 * fail with it, rather than each asking the card again */
 		for (w = conns; w != NULL; w = next) {
@@ -354,7 +358,9 @@ leader_done(struct conn *c, int ok)
 		}
 		return;
 	}
-	if (ok && !sess_usable(&rt->sess))
+	/* a leader set up before a flush: its session is not kept, and
+	 * that says nothing of the upstream */
+	if (ok && !sess_usable(&rt->sess) && !sess_stale(&rt->sess, c->ssl))
 		rt->grace_until = clock_now_ms() + TICKET_GRACE_MS;
 	else
 		waiters_kick(rt);
@@ -453,8 +459,18 @@ kick_rt(struct tunnel_rt *rt)
 			waiters_kick(rt);	/* the rest next turn */
 			break;
 		}
-		tls_start(c);
+		if (!token_removed(c))
+			tls_start(c);
 	}
+}
+
+static void
+kick_later(void *arg)
+{
+	struct tunnel_rt	*rt = arg;
+
+	if (rt->kick_pending && kick_agent != NULL)
+		kick_rt(rt);
 }
 
 static void
@@ -484,7 +500,7 @@ waiters_kick(void *arg)
 		return;
 	rt->kick_pending = 1;
 	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
-		kick_rt(rt);	/* no eventfd: at once */
+		loop_defer(kick_later, rt);	/* no eventfd */
 }
 
 /* A session was stored (agent/session.c): the waiting ones resume. */
@@ -557,9 +573,20 @@ handshake(struct conn *c)
 	    c->rt->cfg->server_name : c->rt->cfg->connect_host);
 	r = SSL_do_handshake(c->ssl);
 	rkey_set_requester(NULL, NULL);
+	if (r == 1 && SSL_session_reused(c->ssl) &&
+	    sess_stale(&c->rt->sess, c->ssl)) {
+		/* resumed a session dropped meanwhile (lock, card pulled) */
+		log_warn("conn %lu (%s): resumed a TLS session that was dropped "
+		    "during its handshake; closed", c->id, c->rt->cfg->name);
+		conn_fail(c, TFAIL_TOKEN, "session dropped");
+		return;
+	}
+	if (r == 1 && !SSL_session_reused(c->ssl))
+		sess_refused(&c->rt->sess, c->ssl);
 	if (r == 1) {
 		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
 		c->rt->stats.handshakes++;
+		tunnels_last_handshake = clock_now_ms();
 		if (SSL_session_reused(c->ssl))
 			c->rt->stats.resumed++;
 		leader_done(c, 1);
@@ -1051,9 +1078,13 @@ tunnels_start(struct agent *a, int ready_fd)
 	if (kickw.fd == -1) {
 		loop_watch_init(&kickw, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK),
 		    on_kick, NULL);
-		if (kickw.fd == -1 || loop_set(&kickw, EPOLLIN) != 0)
+		if (kickw.fd != -1 && loop_set(&kickw, EPOLLIN) != 0) {
+			close(kickw.fd);
+			kickw.fd = -1;
+		}
+		if (kickw.fd == -1)
 			log_warn_sys("tunnels: eventfd (waiting connections "
-			    "start all at once)");
+			    "start from the loop's deferred work)");
 	}
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if ((rt = calloc(1, sizeof(*rt))) == NULL)
@@ -1154,6 +1185,9 @@ tunnels_stop(struct agent *a)
 	struct tunnel_rt	*rt;
 	int			 i;
 
+	kick_agent = NULL;	/* no waiter starts any more */
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		rt->kick_pending = 1;
 	while (conns != NULL)
 		conn_close(conns, "agent stopping");
 	if (kickw.fd != -1) {

@@ -149,7 +149,7 @@ allowed='C_Initialize C_Finalize C_GetInfo C_GetSlotList C_GetSlotInfo
 C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession
 C_CloseSession C_GetSessionInfo C_Login C_Logout C_FindObjectsInit C_FindObjects
 C_FindObjectsFinal C_GetAttributeValue C_SignInit C_Sign
-C_GenerateKeyPair C_CreateObject'
+C_GenerateKeyPair C_CreateObject C_WaitForSlotEvent'
 # public attributes and booleans of a private key that may be read
 key_attrs='0x0 0x1 0x2 0x3 0x100 0x102 0x103 0x105 0x107 0x108 0x10c 0x120
 0x121 0x122 0x162 0x164 0x165 0x170 0x180 0x202'

@@ -133,7 +133,8 @@ rm -f "$T/absent" "$T/sw.fifo"
 mkfifo "$T/sw.fifo"
 slot_wait() {
 	"$top_builddir/tests/slot-wait" "$FAULT" "$1" >"$T/sw.fifo" &
-	PIDS+=($!)
+	SWPID=$!
+	PIDS+=($SWPID)
 	exec {SW}<"$T/sw.fifo"
 	read -r -t $((10 * SLOW)) -u "$SW" line && [ "$line" = ready ] ||
 	    fail "slot-wait $1 did not start"
@@ -141,6 +142,9 @@ slot_wait() {
 slot_wait dont-block
 read -r -t $((10 * SLOW)) -u "$SW" line || fail "slot-wait dont-block"
 exec {SW}<&-
+# its write end must be closed before the next one opens the fifo, or
+# the next reader sees this one's end of file
+wait "$SWPID" 2>/dev/null || :
 [ "$line" = "rv 0x8" ] || fail "dont-block with nothing new: $line"
 slot_wait block
 : >"$T/absent"

@@ -89,6 +89,21 @@ stop_agent || fail "the agent did not exit cleanly (removal)"
 unset P11FAULT_TOKEN_ABSENT_FILE
 ok "card pulled: the sessions are dropped, no connection without the card, a full handshake after"
 
+# ---- the token helper dies (its login with it): the sessions go too
+start_agent "$T/agent.conf" || fail "the agent did not start (helper)"
+run 3
+helper=$(pgrep -P "$AGENT_PID") || fail "no helper"
+log_mark
+kill -9 "$helper"
+wait_log "tunnel t: [0-9]+ TLS sessions? dropped: its token helper is gone" 10 ||
+    fail "the helper's death did not drop the sessions: $(tail -n 3 "$T/agent.log")"
+wait_log "token helper for .* is back" 20 || fail "the helper did not come back"
+before=$(signs)
+run 1
+[ "$(signs)" = $((before + 1)) ] || fail "after the helper's restart: not a full handshake"
+stop_agent || fail "the agent did not exit cleanly (helper)"
+ok "the token helper killed: its sessions are dropped, the next connection logs in and signs"
+
 # ---- session-cache = no: every connection signs
 conf "session-cache = no"
 : >"$T/calls.log"

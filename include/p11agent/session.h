@@ -46,6 +46,14 @@ void	 sess_ctx_setup(SSL_CTX *);
 int	 sess_offer(struct sess_cache *, SSL *);	/* 1: one offered */
 /* 1 if a session could be offered now. */
 int	 sess_usable(struct sess_cache *);
+/* 1 if ssl was set up before the cache's last flush (it must not
+ * resume a login that is over). */
+int	 sess_stale(const struct sess_cache *, SSL *);
+/* The server did not resume the session offered on ssl: it and older
+ * ones are dropped. */
+void	 sess_refused(struct sess_cache *, SSL *);
+/* ssl no longer gives the cache sessions (its tunnel may go first). */
+void	 sess_detach(SSL *);
 /* Every session dropped (why: for the log, or NULL to say nothing). */
 void	 sess_flush(struct sess_cache *, const char *tunnel, const char *why);
 

@@ -59,6 +59,10 @@ struct tunnel_rt {
 	struct tunnel_rt	*next;
 };
 
+/* CLOCK_MONOTONIC ms of the last completed handshake, full or resumed:
+ * lock-after counts a resumed connection as use of the card's login. */
+extern long	 tunnels_last_handshake;
+
 const char *tunnel_fail_name(enum tunnel_fail);
 /* Logs the tunnel's counters (also when the agent stops). */
 void	 tunnel_log_stats(const struct tunnel_rt *);
