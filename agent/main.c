@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -200,10 +201,8 @@ out:
 
 /* Loads the configuration and starts opening its identities. */
 static int
-start(const char *path, void (*opened)(struct agent *, int), int control)
+start_loaded(void (*opened)(struct agent *, int), int control)
 {
-	if (load_config(path) != 0)
-		return -1;
 	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
 	    loop_init() != 0 || (control && serve_control() != 0) ||
 	    resolve_init() != 0 || identity_open_start(&agent, opened) != 0)
@@ -212,11 +211,54 @@ start(const char *path, void (*opened)(struct agent *, int), int control)
 }
 
 static int
+start(const char *path, void (*opened)(struct agent *, int), int control)
+{
+	if (load_config(path) != 0)
+		return -1;
+	return start_loaded(opened, control);
+}
+
+/*
+ * Each tunnel holds two descriptors: the soft limit (often 1024) is
+ * raised to the hard one, and a hard limit below what max-connections
+ * needs is said.
+ */
+static void
+raise_nofile(void)
+{
+	struct rlimit	 rl;
+	rlim_t		 was, need;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("descriptor limit raised from %llu to %llu",
+			    (unsigned long long)was,
+			    (unsigned long long)rl.rlim_cur);
+		else
+			rl.rlim_cur = was;
+	}
+	need = (rlim_t)agent.cfg->agent.max_connections * 2 + 64;
+	if (rl.rlim_cur < need)
+		log_warn("the descriptor limit is %llu: fewer than the %llu "
+		    "that max-connections = %d needs; raise it (ulimit -n, or "
+		    "LimitNOFILE= in a systemd unit)",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)need,
+		    agent.cfg->agent.max_connections);
+}
+
+static int
 cmd_run(const char *path)
 {
 	int	 r = 1;
 
-	if (start(path, run_opened, 1) != 0)
+	if (load_config(path) != 0)
+		goto out;
+	raise_nofile();
+	if (start_loaded(run_opened, 1) != 0)
 		goto out;
 	/* a signal stops the agent at once, also while identities open */
 	r = loop_run(tick) == 0 ? exit_status : 1;

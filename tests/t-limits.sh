@@ -123,3 +123,29 @@ wait "$flood" || fail "flood: $(cat "$T/flood.err")"
 exec {ff}<&-
 ok "pings alone: $alone; during a $totals: $out"
 stop_agent || fail "the agent did not exit cleanly"
+
+# the descriptor limit: the soft one is raised to the hard one at start;
+# a hard one below what max-connections needs is said
+command -v prlimit >/dev/null || skip "prlimit is missing"
+{
+	agent_section	# max-connections: the default, 1024
+	identity ec 02
+	tunnel t "localhost:$s_port" ec
+} >"$T/nofile.conf"
+log_mark
+AGENT_WRAP=(prlimit --nofile=256:8192)
+start_agent "$T/nofile.conf" || fail "the agent did not start (nofile)"
+AGENT_WRAP=()
+log_since_has "descriptor limit raised from 256 to 8192" ||
+    fail "the soft limit was not raised: $(tail -n 3 "$T/agent.log")"
+grep -Eq '^Max open files +8192 +8192' "/proc/$AGENT_PID/limits" ||
+    fail "limits: $(grep 'open files' "/proc/$AGENT_PID/limits")"
+stop_agent || fail "the agent did not exit cleanly (nofile)"
+log_mark
+AGENT_WRAP=(prlimit --nofile=256:512)
+start_agent "$T/nofile.conf" || fail "the agent did not start (low nofile)"
+AGENT_WRAP=()
+log_since_has "the descriptor limit is 512: fewer than the 2112 that max-connections = 1024 needs; raise it" ||
+    fail "a low hard limit is not said: $(tail -n 3 "$T/agent.log")"
+stop_agent || fail "the agent did not exit cleanly (low nofile)"
+ok "RLIMIT_NOFILE: soft 256 raised to hard 8192; a hard 512 is said to be too low"
