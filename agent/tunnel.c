@@ -60,9 +60,9 @@ struct conn {
 						 * for (tunnel_rt.leaders) */
 	int			 token_failed;	/* the token did not sign */
 	char			 why[300];	/* and why */
-	uint8_t			 c2u[BUF_SIZE];
-	size_t			 c2u_off, c2u_len;
-	uint8_t			 u2c[BUF_SIZE];
+	uint8_t			*c2u;		/* from the pool while data */
+	size_t			 c2u_off, c2u_len;	/* is in flight */
+	uint8_t			*u2c;
 	size_t			 u2c_off, u2c_len;
 	unsigned long long	 up_bytes, down_bytes;
 	struct peer		 peer;
@@ -72,7 +72,34 @@ struct conn {
 
 long			 tunnels_last_handshake;	/* for lock-after */
 static struct conn	*conns;
-static struct conn	*zombies;	/* closed while the token signs */
+static struct conn	*zombies;
+
+/*
+ * Pump buffers: a connection holds one only while bytes are in flight
+ * that way, so an idle tunnel holds none (OpenSSL releases its own,
+ * SSL_MODE_RELEASE_BUFFERS); a few spare ones are kept for reuse.
+ */
+#define POOL_MAX	64
+static uint8_t		*pool[POOL_MAX];
+static int		 npool;
+
+static uint8_t *
+buf_get(void)
+{
+	return npool > 0 ? pool[--npool] : malloc(BUF_SIZE);
+}
+
+static void
+buf_put(uint8_t **b)
+{
+	if (*b == NULL)
+		return;
+	if (npool < POOL_MAX)
+		pool[npool++] = *b;
+	else
+		free(*b);
+	*b = NULL;
+}	/* closed while the token signs */
 static unsigned long	 next_id = 1;
 
 static void	conn_close(struct conn *, const char *);
@@ -94,6 +121,8 @@ conn_free(void *arg)
 
 	SSL_free(c->ssl);	/* frees a paused job's wait fd too */
 	resolve_freeaddrinfo(c->ai);
+	buf_put(&c->c2u);
+	buf_put(&c->u2c);
 	free(c);
 }
 
@@ -310,7 +339,7 @@ ssl_setup(struct conn *c)
 	    !SSL_set_fd(c->ssl, c->uw.fd))
 		return -1;
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	isip = inet_pton(AF_INET, name, ip) == 1 ||
 	    inet_pton(AF_INET6, name, ip) == 1;
 	if (isip) {
@@ -643,12 +672,15 @@ client_to_upstream(struct conn *c, struct wants *w)
 	if (c->up_dead)
 		return 0;	/* nothing can reach the upstream now */
 	if (!c->client_eof && c->c2u_len == 0) {
-		n = read(c->cw.fd, c->c2u, sizeof(c->c2u));
+		if (c->c2u == NULL && (c->c2u = buf_get()) == NULL)
+			return -1;
+		n = read(c->cw.fd, c->c2u, BUF_SIZE);
 		if (n > 0) {
 			c->c2u_off = 0;
 			c->c2u_len = (size_t)n;
 			return 1;
 		}
+		buf_put(&c->c2u);	/* nothing in flight this way */
 		if (n == 0) {
 			c->client_eof = 1;
 			return 1;
@@ -661,8 +693,10 @@ client_to_upstream(struct conn *c, struct wants *w)
 		    (int)(c->c2u_len - c->c2u_off));
 		if (r > 0) {
 			c->up_bytes += (size_t)r;
-			if ((c->c2u_off += (size_t)r) == c->c2u_len)
+			if ((c->c2u_off += (size_t)r) == c->c2u_len) {
 				c->c2u_len = c->c2u_off = 0;
+				buf_put(&c->c2u);
+			}
 			return 1;
 		}
 		switch (SSL_get_error(c->ssl, r)) {
@@ -716,14 +750,17 @@ upstream_read(struct conn *c, struct wants *w)
 {
 	int	 r, e, err;
 
+	if (c->u2c == NULL && (c->u2c = buf_get()) == NULL)
+		return -1;
 	errno = 0;
-	r = SSL_read(c->ssl, c->u2c, sizeof(c->u2c));
+	r = SSL_read(c->ssl, c->u2c, BUF_SIZE);
 	err = errno;
 	if (r > 0) {
 		c->u2c_off = 0;
 		c->u2c_len = (size_t)r;
 		return 1;
 	}
+	buf_put(&c->u2c);
 	switch ((e = SSL_get_error(c->ssl, r))) {
 	case SSL_ERROR_WANT_READ:
 		w->up_in = 1;
@@ -751,8 +788,10 @@ upstream_to_client(struct conn *c, struct wants *w)
 		    c->u2c_len - c->u2c_off);
 		if (n > 0) {
 			c->down_bytes += (size_t)n;
-			if ((c->u2c_off += (size_t)n) == c->u2c_len)
+			if ((c->u2c_off += (size_t)n) == c->u2c_len) {
 				c->u2c_len = c->u2c_off = 0;
+				buf_put(&c->u2c);
+			}
 			return 1;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -1205,6 +1244,8 @@ tunnels_stop(struct agent *a)
 		sess_cache_free(&rt->sess);
 		free(rt);
 	}
+	while (npool > 0)
+		free(pool[--npool]);
 }
 
 void
