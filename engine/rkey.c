@@ -226,26 +226,14 @@ int
 rkey_new(struct helper *h, const struct helper_identity *id,
     int sign_timeout_ms, EVP_PKEY **out)
 {
-	struct rkey	 rk;
-	EVP_PKEY	*pub, *pk;
+	EVP_PKEY	*pub;
 	int		 r;
 
-	if ((r = rkey_provider_load()) != 0)
-		return r;
 	if (id->cert == NULL || (pub = X509_get0_pubkey(id->cert)) == NULL)
 		return P11A_ERR_NO_CERT;
-	if (!(EVP_PKEY_is_a(pub, "RSA") && id->keytype == PROTO_KEY_RSA) &&
-	    !(EVP_PKEY_is_a(pub, "EC") && id->keytype == PROTO_KEY_EC))
-		return P11A_ERR_NO_CERT;	/* not a key of this type */
-	memset(&rk, 0, sizeof(rk));
-	rk.helper = h;
-	rk.handle = id->handle;
-	rk.caps = id->caps;
-	rk.timeout_ms = sign_timeout_ms;
-	if ((pk = rkey_provider_key(id->keytype, pub, &rk)) == NULL)
-		return P11A_ERR_NOMEM;
-	*out = pk;
-	return 0;
+	/* a certificate whose key is not of the token key's type */
+	r = rkey_new_pub(h, id, pub, sign_timeout_ms, out);
+	return r == P11A_ERR_INVALID ? P11A_ERR_NO_CERT : r;
 }
 
 /* As rkey_new, the public half given (enrollment: no certificate yet). */
