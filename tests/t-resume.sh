@@ -104,6 +104,26 @@ run 1
 stop_agent || fail "the agent did not exit cleanly (helper)"
 ok "the token helper killed: its sessions are dropped, the next connection logs in and signs"
 
+# ---- lock-after counts resumed handshakes as use: a tunnel in steady use
+# (resumed connections every 0.5 s, no signature) is not locked; idle, it is
+{
+	agent_section | sed 's/^module-allow = .*/&\nlock-after = 2/'
+	identity ec 02
+	tunnel t "localhost:$s_port" ec
+} >"$T/after.conf"
+start_agent "$T/after.conf" || fail "the agent did not start (lock-after)"
+run 1
+for i in 1 2 3 4 5 6 7 8; do
+	sleep 0.5	# steady use, paced
+	run 1
+done
+agent_log_has "locked: no signature" &&
+    fail "locked while resumed connections kept coming: $(grep 'locked:' "$T/agent.log")"
+log_mark
+wait_log "locked: no signature for 2 s" 6 || fail "lock-after = 2 did not lock when idle"
+stop_agent || fail "the agent did not exit cleanly (lock-after)"
+ok "lock-after = 2: not locked during 4 s of resumed connections, locked once idle"
+
 # ---- session-cache = no: every connection signs
 conf "session-cache = no"
 : >"$T/calls.log"
