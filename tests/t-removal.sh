@@ -209,7 +209,9 @@ done
 t1=$(ms_now)
 measure
 check_kids "after $CYCLES cycles"
-[ "$FDS" = "$fds1" ] ||
+# (a connection's sockets or a retired helper's channel may still be
+# closing when a count is taken: 2 either way; a leak adds one a cycle)
+[ "$FDS" -le $((fds1 + 2)) ] ||
     fail "descriptors: $fds1 after cycle 1, $FDS after $CYCLES"
 # RSS: malloc arenas and OpenSSL's caches settle within a few cycles; a
 # leak of one connection's or helper's state per cycle (TLS buffers of
