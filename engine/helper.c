@@ -438,7 +438,7 @@ main(int argc, char *argv[])
 	char			*allow[MAX_ALLOW], msg[512];
 	uint32_t		 type, id;
 	long			 now;
-	int			 ch, r, poll_ms = TOKEN_WATCH_DEFAULT_MS;
+	int			 ch, r, n, poll_ms = TOKEN_WATCH_DEFAULT_MS;
 
 	if (harden() != 0)
 		return 1;
@@ -512,7 +512,9 @@ main(int argc, char *argv[])
 			break;
 		if (r == 0)
 			r = dispatch(&h, type, id, &in);
-		token_housekeeping(h.ctx, clock_now_ms());
+		if ((n = token_housekeeping(h.ctx, clock_now_ms())) > 0)
+			fprintf(stderr, "p11agent-helper: %d kept PIN%s wiped: "
+			    "its pin-cache time is over\n", n, n == 1 ? "" : "s");
 		/* a lost token: said by the watch, the helper stays */
 		if (r == P11A_ERR_TIMEOUT || r == P11A_ERR_TOKEN_ABSENT ||
 		    r == 0)

@@ -83,14 +83,18 @@ token_set_busy_cb(struct token_ctx *ctx, void (*cb)(void *, int), void *arg)
 	ctx->busy_arg = arg;
 }
 
-void
+int
 token_housekeeping(struct token_ctx *ctx, long now)
 {
 	struct token_slot	*ts;
+	int			 n = 0;
 
 	for (ts = ctx->slots; ts != NULL; ts = ts->next)
-		if (ts->pin != NULL && now >= ts->pin_until)
+		if (ts->pin != NULL && now >= ts->pin_until) {
 			forget_pin(ts);
+			n++;
+		}
+	return n;
 }
 
 int

@@ -157,9 +157,8 @@ stop_agent || fail "the agent did not exit cleanly (shared cancel)"
 ok "3 handshakes waiting on a cancelled dialog: all fail with it, 1 dialog, 0 C_Login; the next one asks again"
 
 # ---- a handshake that starts while the dialog is open waits for it,
-# beyond its sign-timeout (3 s here; the user answers after 5 s)
-rm -f "$T/go"
-stub "wait:$T/go"
+# beyond its sign-timeout (3 s here; the stub's user answers after 5 s)
+stub "late:5000"
 conf "sign-timeout = 3"
 : >"$T/calls.log"
 start_agent "$T/agent.conf" || fail "the agent did not start (late handshake)"
@@ -172,8 +171,6 @@ connect >"$T/late.2" 2>&1 &
 p2=$!
 wait_log_count "the handshake waits for the token|waits for the session of a handshake in flight" 2 ||
     fail "the second handshake does not wait for the token"
-sleep 5		# the user takes longer than sign-timeout
-touch "$T/go"
 wait "$p1" || fail "the first handshake: $(cat "$T/late.1")"
 wait "$p2" || fail "the handshake started during the dialog: $(cat "$T/late.2")"
 [ "$(dialogs)" = 1 ] && [ "$(logins)" = 1 ] ||
@@ -268,6 +265,7 @@ if [ "$(id -u)" = 0 ]; then
 		stub pin
 		conf "pin-cache = $cache"
 		start_agent "$T/agent.conf" || fail "the agent did not start (memory, $cache)"
+		log_mark
 		out=$(connect 2>&1) || fail "memory test, pin-cache $cache: $out"
 		helper=$(pgrep -P "$AGENT_PID") || fail "no helper"
 		n=$("$top_srcdir/tests/memscan" "$helper" "$T/pin2") ||
@@ -276,7 +274,8 @@ if [ "$(id -u)" = 0 ]; then
 			[ "$n" = 0 ] || fail "the PIN is in the helper's memory $n times after C_Login"
 		else
 			[ "$n" -ge 1 ] || fail "the cached PIN is not in the helper's memory (the scan sees nothing)"
-			sleep 4		# the cache time, and the helper's next tick
+			wait_log "kept PIN wiped: its pin-cache time is over" 10 ||
+			    fail "the kept PIN was not wiped when pin-cache ended"
 			n=$("$top_srcdir/tests/memscan" "$helper" "$T/pin2")
 			[ "$n" = 0 ] || fail "the PIN is still in the helper's memory $n times after pin-cache"
 		fi

@@ -113,8 +113,9 @@ ok "the token helper killed: its sessions are dropped, the next connection logs 
 } >"$T/after.conf"
 start_agent "$T/after.conf" || fail "the agent did not start (lock-after)"
 run 1
-for i in 1 2 3 4 5 6 7 8; do
-	sleep 0.5	# steady use, paced
+# resumed connections, one after another, for 4 s (twice lock-after)
+end=$(($(date +%s%N) + 4000000000))
+while [ "$(date +%s%N)" -lt "$end" ]; do
 	run 1
 done
 agent_log_has "locked: no signature" &&

@@ -103,8 +103,9 @@ int	 token_logout_all(struct token_ctx *, int *n);
  * in.  Fails only when none could be.
  */
 int	 token_unlock(struct token_ctx *, const struct token_req *, int *n);
-/* Wipes cached PINs whose time has come; now in ms (CLOCK_MONOTONIC). */
-void	 token_housekeeping(struct token_ctx *, long now);
+/* Wipes cached PINs whose time has come (now in ms, CLOCK_MONOTONIC);
+ * returns how many. */
+int	 token_housekeeping(struct token_ctx *, long now);
 /* Milliseconds until token_housekeeping has a PIN to wipe; -1: none. */
 int	 token_housekeeping_timeout(const struct token_ctx *, long now);
 /* 1 for the sources that ask the user (pinentry, systemd-ask-password). */
