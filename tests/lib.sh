@@ -274,3 +274,28 @@ module = $FAULT
 
 EOT
 }
+
+# calls_allowed ALLOWED KEY_ATTRS FILE...: every PKCS#11 call in the fault
+# module's call logs is one of ALLOWED (names, blank-separated), a private
+# key (class 0x3) is asked only for the attribute types in KEY_ATTRS, and
+# no object's class is unknown; prints each offence, fails if any.
+calls_allowed() {
+	local allowed=$1 key_attrs=$2
+	shift 2
+	awk -v allowed="$allowed" -v key_attrs="$key_attrs" '
+BEGIN {
+	n = split(allowed, a); for (i = 1; i <= n; i++) ok[a[i]] = 1
+	n = split(key_attrs, a); for (i = 1; i <= n; i++) kattr[a[i]] = 1
+}
+!($2 in ok) { print "forbidden call: " $0; bad = 1 }
+$2 == "C_GetAttributeValue" && / class=0x3 / {
+	for (i = 1; i <= NF; i++) if ($i ~ /^attrs=/) {
+		n = split(substr($i, 7), t, ",")
+		for (j = 1; j <= n; j++) if (!(t[j] in kattr)) {
+			print "private key attribute " t[j] " read: " $0; bad = 1
+		}
+	}
+}
+$2 == "C_GetAttributeValue" && / class=\? / { print "unknown class: " $0; bad = 1 }
+END { exit bad }' "$@"
+}
