@@ -25,7 +25,7 @@
 
 enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
-	K_PINENTRY_PROGRAM, K_PIN_CACHE,
+	K_PINENTRY_PROGRAM, K_PIN_CACHE, K_MAX_HANDSHAKES,
 	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
 	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
@@ -43,7 +43,8 @@ static int
 once_only(enum keyword kw)
 {
 	switch (kw) {
-	case K_SIGN_TIMEOUT: case K_PIN_CACHE: case K_CONNECT_TIMEOUT:
+	case K_SIGN_TIMEOUT: case K_PIN_CACHE: case K_MAX_HANDSHAKES:
+	case K_CONNECT_TIMEOUT:
 	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
@@ -68,6 +69,7 @@ static const struct {
 	{ "sign-timeout",	S_IDENTITY,	K_SIGN_TIMEOUT },
 	{ "pinentry-program",	S_IDENTITY,	K_PINENTRY_PROGRAM },
 	{ "pin-cache",		S_IDENTITY,	K_PIN_CACHE },
+	{ "max-handshakes",	S_IDENTITY,	K_MAX_HANDSHAKES },
 	{ "listen",		S_TUNNEL,	K_LISTEN },
 	{ "connect",		S_TUNNEL,	K_CONNECT },
 	{ "identity",		S_TUNNEL,	K_IDENTITY },
@@ -422,6 +424,9 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 			return 1;
 		}
 		return parse_seconds(p, key, v, &id->pin_cache);
+	case K_MAX_HANDSHAKES:
+		return parse_range(p, key, v, 1, CFG_MAX_HANDSHAKES,
+		    &id->max_handshakes);
 	case K_ON_REMOVAL:
 	case K_ON_REINSERT:
 		return removal_key(p, kw, key, v);
@@ -791,6 +796,8 @@ finish(struct parser *p)
 			    "(key = pkcs11:...)", id->name);
 		if (id->sign_timeout == 0)
 			id->sign_timeout = 30;
+		if (id->max_handshakes == 0)
+			id->max_handshakes = CFG_DEFAULT_HANDSHAKES;
 		if (id->on_removal == 0)
 			id->on_removal = CFG_REMOVAL_KEEP;
 		if (id->on_reinsert == 0)

@@ -33,7 +33,8 @@
 #define BUF_SIZE	(16 * 1024)
 #define PUMP_BUDGET	16	/* steps per wake-up: others get a turn */
 
-enum conn_state { C_RESOLVING, C_CONNECTING, C_WAITSESS, C_HANDSHAKE, C_PUMP };
+enum conn_state { C_RESOLVING, C_CONNECTING, C_WAITSESS, C_QUEUED, C_HANDSHAKE,
+    C_PUMP };
 
 /* After a full handshake without a session: how long a TLS 1.3 ticket
  * may take to come before the waiting connections give up on it. */
@@ -58,6 +59,11 @@ struct conn {
 	int			 zombie;	/* closed, job still paused */
 	int			 leader;	/* a full handshake others wait
 						 * for (tunnel_rt.leaders) */
+	int			 slot;		/* one of its identity's full
+						 * handshakes (max-handshakes) */
+	int			 queued;	/* waits for a slot, in
+						 * identity.hsq_first... */
+	struct conn		*qprev, *qnext;
 	int			 token_failed;	/* the token did not sign */
 	char			 why[300];	/* and why */
 	uint8_t			*c2u;		/* from the pool while data */
@@ -113,6 +119,11 @@ static int	coalesce_wait(struct conn *);
 static void	waiters_kick(void *);
 static void	leader_done(struct conn *, int);
 static int	token_removed(struct conn *);
+static void	hsq_add(struct conn *);
+static void	hsq_later(void *);
+static void	hsq_run(struct identity *);
+static void	hsq_remove(struct conn *);
+static void	slot_release(struct conn *);
 
 static void
 conn_free(void *arg)
@@ -218,6 +229,8 @@ conn_close(struct conn *c, const char *why)
 		return;
 	c->closing = 1;
 	leader_done(c, 0);
+	hsq_remove(c);
+	slot_release(c);
 	if (c->ssl != NULL)
 		sess_detach(c->ssl);
 	st->open--;
@@ -428,10 +441,34 @@ connected(struct conn *c)
 	tls_start(c);
 }
 
+/*
+ * A full handshake (no session to offer) needs one of its identity's
+ * max-handshakes slots: 1 if it has one, 0 if it must wait in the queue.
+ * A connection that comes from the queue is not put behind the others.
+ */
+static int
+slot_take(struct conn *c, int from_queue)
+{
+	struct identity	*id = c->rt->id;
+
+	if (id == NULL || c->slot || sess_usable(&c->rt->sess))
+		return 1;
+	if (id->hs_inflight >= id->cfg->max_handshakes ||
+	    (!from_queue && id->hsq_first != NULL))
+		return 0;
+	c->slot = 1;
+	id->hs_inflight++;
+	return 1;
+}
+
 /* The TLS handshake begins (its deadline runs from the TCP connect). */
 static void
-tls_start(struct conn *c)
+tls_begin(struct conn *c, int from_queue)
 {
+	if (!slot_take(c, from_queue)) {
+		hsq_add(c);
+		return;
+	}
 	if (ssl_setup(c) != 0) {
 		log_ssl(LOG_LVL_ERR, __func__, "conn %lu: TLS setup", c->id);
 		conn_fail(c, TFAIL_TLS, "TLS setup failed");
@@ -439,6 +476,12 @@ tls_start(struct conn *c)
 	}
 	c->state = C_HANDSHAKE;
 	handshake(c);
+}
+
+static void
+tls_start(struct conn *c)
+{
+	tls_begin(c, 0);
 }
 
 /*
@@ -498,7 +541,7 @@ kick_later(void *arg)
 {
 	struct tunnel_rt	*rt = arg;
 
-	if (rt->kick_pending && kick_agent != NULL)
+	if (kick_agent != NULL && rt->kick_pending)
 		kick_rt(rt);
 }
 
@@ -506,6 +549,7 @@ static void
 on_kick(struct watch *w, uint32_t events)
 {
 	struct tunnel_rt	*rt;
+	struct identity		*id;
 	uint64_t		 v;
 
 	(void)events;
@@ -515,6 +559,10 @@ on_kick(struct watch *w, uint32_t events)
 	    rt = rt->next)
 		if (rt->kick_pending)
 			kick_rt(rt);
+	for (id = kick_agent != NULL ? kick_agent->identities : NULL;
+	    id != NULL; id = id->next)
+		if (id->hsq_kick)
+			hsq_run(id);
 }
 
 /* Wakes the waiting connections at the loop's next turn (not from inside
@@ -532,6 +580,140 @@ waiters_kick(void *arg)
 		loop_defer(kick_later, rt);	/* no eventfd */
 }
 
+/* ---- full handshakes per identity: a few on the token, the rest queued
+ *
+ * The card signs one at a time; a handshake that waits for it holds an
+ * upstream handshake open and its signature's sign-timeout running.  So
+ * at most max-handshakes full handshakes of an identity are in flight;
+ * the others wait here, oldest first, bounded by their handshake-timeout,
+ * and take the next free slot, or resume without one if a session to
+ * offer has come meanwhile.
+ */
+
+static void
+hsq_add(struct conn *c)
+{
+	struct identity	*id = c->rt->id;
+
+	c->state = C_QUEUED;
+	c->queued = 1;
+	loop_set(&c->uw, 0);
+	c->qnext = NULL;
+	if ((c->qprev = id->hsq_last) != NULL)
+		c->qprev->qnext = c;
+	else
+		id->hsq_first = c;
+	id->hsq_last = c;
+	id->hsq_len++;
+	c->rt->stats.queued++;
+	log_debug("conn %lu (%s): queued for the token (%d full handshakes "
+	    "in flight, max-handshakes %d, %d queued)", c->id,
+	    c->rt->cfg->name, id->hs_inflight, id->cfg->max_handshakes,
+	    id->hsq_len);
+}
+
+static void
+hsq_remove(struct conn *c)
+{
+	struct identity	*id = c->rt->id;
+
+	if (!c->queued)
+		return;
+	c->queued = 0;
+	if (c->qprev != NULL)
+		c->qprev->qnext = c->qnext;
+	else
+		id->hsq_first = c->qnext;
+	if (c->qnext != NULL)
+		c->qnext->qprev = c->qprev;
+	else
+		id->hsq_last = c->qprev;
+	c->qprev = c->qnext = NULL;
+	id->hsq_len--;
+}
+
+/* The queue goes on at the loop's next turn. */
+static void
+hsq_kick(struct identity *id)
+{
+	uint64_t	 one = 1;
+
+	if (id->hsq_first == NULL || id->hsq_kick || id->agent->stopping)
+		return;
+	id->hsq_kick = 1;
+	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
+		loop_defer(hsq_later, id);
+}
+
+/*
+ * Starts what may start: a connection whose tunnel has a session now
+ * resumes without a slot, others take free slots in queue order; at
+ * most KICK_BUDGET a turn.
+ */
+static void
+hsq_run(struct identity *id)
+{
+	struct conn	*c, *next;
+	int		 n = 0, fail;
+
+	id->hsq_kick = 0;
+	fail = id->hsq_fail;
+	id->hsq_fail = 0;
+	for (c = id->hsq_first; c != NULL; c = next) {
+		next = c->qnext;
+		if (fail && !sess_usable(&c->rt->sess)) {
+			log_warn("conn %lu: a handshake before it in the "
+			    "token's queue failed on the token: %s", c->id,
+			    id->hsq_why);
+			conn_fail(c, TFAIL_TOKEN, "TLS handshake failed");
+			continue;
+		}
+		if (!sess_usable(&c->rt->sess) &&
+		    id->hs_inflight >= id->cfg->max_handshakes)
+			continue;
+		if (n++ == KICK_BUDGET) {
+			hsq_kick(id);
+			break;
+		}
+		hsq_remove(c);
+		c->state = C_CONNECTING;	/* connected, not in TLS */
+		if (token_removed(c) || coalesce_wait(c))
+			continue;
+		tls_begin(c, 1);
+		next = id->hsq_first;	/* anything may have changed */
+	}
+}
+
+static void
+hsq_later(void *arg)
+{
+	struct identity	*id = arg;
+
+	if (kick_agent != NULL && id->hsq_kick)
+		hsq_run(id);
+}
+
+/*
+ * A full handshake is over: its slot goes to the queue.  If the token
+ * failed it (a cancelled PIN dialog, a locked card), those queued that
+ * have no session fail with it rather than each asking the card again.
+ */
+static void
+slot_release(struct conn *c)
+{
+	struct identity	*id = c->rt->id;
+
+	if (!c->slot)
+		return;
+	c->slot = 0;
+	id->hs_inflight--;
+	if (c->token_failed && id->hsq_first != NULL && !id->hsq_fail) {
+		id->hsq_fail = 1;	/* hsq_run fails them, next turn */
+		snprintf(id->hsq_why, sizeof(id->hsq_why), "%s", c->why);
+	}
+	hsq_kick(id);
+}
+
 /* A session was stored (agent/session.c): the waiting ones resume. */
 static void
 session_ready(void *arg)
@@ -541,6 +723,8 @@ session_ready(void *arg)
 	rt->no_sessions = 0;
 	rt->grace_until = 0;
 	waiters_kick(rt);
+	if (rt->id != NULL)
+		hsq_kick(rt->id);
 }
 
 /* ---- the handshake */
@@ -619,6 +803,7 @@ handshake(struct conn *c)
 		if (SSL_session_reused(c->ssl))
 			c->rt->stats.resumed++;
 		leader_done(c, 1);
+		slot_release(c);
 		log_handshake(c);
 		c->state = C_PUMP;
 		c->active = clock_now_ms();
@@ -1072,7 +1257,8 @@ tunnels_tick(struct agent *a, long now)
 			log_warn("conn %lu: upstream %s:%s: %s timed out",
 			    c->id, c->rt->cfg->connect_host,
 			    c->rt->cfg->connect_port, c->state ==
-			    C_HANDSHAKE || c->state == C_WAITSESS ?
+			    C_QUEUED ? "TLS handshake (queued for the token)" :
+			    c->state == C_HANDSHAKE || c->state == C_WAITSESS ?
 			    "TLS handshake" : "connect");
 			conn_fail(c, TFAIL_TIMEOUT, "timeout");
 		}

@@ -38,6 +38,9 @@ enum cfg_reinsert {
 };
 #define CONFIG_MAX_LOCK_AFTER	86400	/* lock-after, seconds */
 
+#define CFG_DEFAULT_HANDSHAKES	4
+#define CFG_MAX_HANDSHAKES	64
+
 struct cfg_identity {
 	char			*name;
 	int			 line;
@@ -50,6 +53,9 @@ struct cfg_identity {
 	int			 sign_timeout;	/* seconds */
 	char			*pinentry;	/* pinentry-program, or NULL */
 	int			 pin_cache;	/* seconds; 0: not kept */
+	/* full handshakes waiting on the token at once; more queue in the
+	 * agent (agent/tunnel.c) */
+	int			 max_handshakes;
 	/* card removal */
 	int			 on_removal;	/* CFG_REMOVAL_* */
 	int			 on_reinsert;	/* CFG_REINSERT_* */

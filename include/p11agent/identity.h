@@ -17,6 +17,7 @@
 
 struct agent;
 struct cfg_identity;
+struct conn;
 
 /*
  * The agent's side of one module's helper.  A module given by path has
@@ -70,6 +71,15 @@ struct identity {
 	int			 card_wait;
 	int			 probing;
 	long			 probe_at;
+	/* full handshakes (no session to offer) in flight, at most
+	 * cfg->max_handshakes; the connections past that wait in this
+	 * queue, oldest first (agent/tunnel.c) */
+	int			 hs_inflight;
+	struct conn		*hsq_first, *hsq_last;
+	int			 hsq_len;
+	int			 hsq_kick;	/* start queued ones next turn */
+	int			 hsq_fail;	/* and fail them: the token */
+	char			 hsq_why[300];	/* failed a handshake */
 	struct identity		*next;
 };
 

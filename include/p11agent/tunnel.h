@@ -35,6 +35,7 @@ struct tunnel_stats {
 	unsigned long long	 handshakes;	/* completed */
 	unsigned long long	 resumed;	/* of them, without a signature */
 	unsigned long long	 coalesced;	/* waited for another's session */
+	unsigned long long	 queued;	/* waited for a handshake slot */
 	unsigned long long	 bytes_up;	/* client to upstream */
 	unsigned long long	 bytes_down;
 	unsigned long long	 failed[TFAIL_MAX];

@@ -64,6 +64,7 @@ test_good(void)
 	CU_ASSERT_EQUAL(cfg->tunnels->tls_min, TLS1_2_VERSION);
 	CU_ASSERT_EQUAL(cfg->tunnels->connect_timeout, 10);
 	CU_ASSERT_EQUAL(cfg->identities->sign_timeout, 30);
+	CU_ASSERT_EQUAL(cfg->identities->max_handshakes, 4);
 	config_free(cfg);
 }
 
@@ -125,6 +126,12 @@ test_errors(void)
 	/* a number given twice, also 0 then another: refused */
 	expect_error("[identity a]\nkey = pkcs11:token=x\npin-cache = 0\n"
 	    "pin-cache = 30\n", "bad.conf:4:", "[identity a] pin-cache: given "
+	    "twice");
+	expect_error("[identity a]\nkey = pkcs11:token=x\nmax-handshakes = 0\n",
+	    "bad.conf:3:", "[identity a] max-handshakes: '0' is not a number "
+	    "between 1 and 64");
+	expect_error("[identity a]\nkey = pkcs11:token=x\nmax-handshakes = 2\n"
+	    "max-handshakes = 3\n", "bad.conf:4:", "max-handshakes: given "
 	    "twice");
 	expect_error("[agent]\ntoken-poll = 100\ntoken-poll = 200\n",
 	    "bad.conf:3:", "[agent] token-poll: given twice");
