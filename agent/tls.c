@@ -79,6 +79,11 @@ tls_ctx_new(struct cfg_tunnel *t, struct identity *id, char *err,
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION);
+	/* read-ahead: one read(2) takes in several records, not a header
+	 * and then a body each (the buffer goes when empty: the tunnel
+	 * sets SSL_MODE_RELEASE_BUFFERS) */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_BUFFER);
 	if (t->session_cache == CFG_SESSION_NO)
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	else

@@ -30,7 +30,10 @@
 #include "p11agent/tls.h"
 #include "p11agent/tunnel.h"
 
-#define BUF_SIZE	(16 * 1024)
+/* A pump buffer: several TLS records (16 KB each at most), so that one
+ * write(2) to the client carries what several SSL_reads gave, and one
+ * read(2) from it fills several records. */
+#define BUF_SIZE	(64 * 1024)
 #define PUMP_BUDGET	16	/* steps per wake-up: others get a turn */
 
 enum conn_state { C_RESOLVING, C_CONNECTING, C_WAITSESS, C_QUEUED, C_HANDSHAKE,
@@ -55,6 +58,9 @@ struct conn {
 	long			 active;	/* last byte moved */
 	int			 client_eof, up_eof, shut_sent, client_shut;
 	int			 up_dead;	/* closed without close_notify */
+	int			 cr, ur;	/* the client, the upstream may
+						 * have bytes to read: not known
+						 * empty since epoll said so */
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
 	int			 leader;	/* a full handshake others wait
@@ -85,7 +91,7 @@ static struct conn	*zombies;
  * that way, so an idle tunnel holds none (OpenSSL releases its own,
  * SSL_MODE_RELEASE_BUFFERS); a few spare ones are kept for reuse.
  */
-#define POOL_MAX	64
+#define POOL_MAX	32
 static uint8_t		*pool[POOL_MAX];
 static int		 npool;
 
@@ -806,6 +812,7 @@ handshake(struct conn *c)
 		slot_release(c);
 		log_handshake(c);
 		c->state = C_PUMP;
+		c->cr = c->ur = 1;	/* either may have sent already */
 		c->active = clock_now_ms();
 		set_nodelay(c->cw.fd);
 		pump(c);
@@ -856,7 +863,7 @@ client_to_upstream(struct conn *c, struct wants *w)
 
 	if (c->up_dead)
 		return 0;	/* nothing can reach the upstream now */
-	if (!c->client_eof && c->c2u_len == 0) {
+	if (!c->client_eof && c->c2u_len == 0 && c->cr) {
 		if (c->c2u == NULL && (c->c2u = buf_get()) == NULL)
 			return -1;
 		n = read(c->cw.fd, c->c2u, BUF_SIZE);
@@ -870,7 +877,9 @@ client_to_upstream(struct conn *c, struct wants *w)
 			c->client_eof = 1;
 			return 1;
 		}
-		if (errno != EAGAIN && errno != EINTR)
+		if (errno == EAGAIN)
+			c->cr = 0;	/* until epoll says otherwise */
+		else if (errno != EINTR)
 			return -1;
 	}
 	if (c->c2u_len > 0) {
@@ -930,35 +939,58 @@ upstream_gone(struct conn *c, int e, int err)
 	return 1;
 }
 
+/*
+ * Decrypts what there is, record after record, into one buffer for one
+ * write(2) to the client.  With read-ahead, OpenSSL may hold records the
+ * socket no longer shows: SSL_has_pending says so.
+ */
 static int
 upstream_read(struct conn *c, struct wants *w)
 {
-	int	 r, e, err;
+	size_t	 got = 0;
+	int	 r, e, err = 0, eof = 0;
 
+	if (!c->ur && !SSL_has_pending(c->ssl)) {
+		w->up_in = 1;
+		return 0;
+	}
 	if (c->u2c == NULL && (c->u2c = buf_get()) == NULL)
 		return -1;
-	errno = 0;
-	r = SSL_read(c->ssl, c->u2c, BUF_SIZE);
-	err = errno;
-	if (r > 0) {
+	do {
+		errno = 0;
+		r = SSL_read(c->ssl, c->u2c + got, (int)(BUF_SIZE - got));
+		err = errno;
+		if (r > 0)
+			got += (size_t)r;
+	} while (r > 0 && got < BUF_SIZE);
+	if (r <= 0) {
+		switch ((e = SSL_get_error(c->ssl, r))) {
+		case SSL_ERROR_WANT_READ:
+			c->ur = 0;
+			w->up_in = 1;
+			break;
+		case SSL_ERROR_WANT_WRITE:
+			w->up_out = 1;
+			break;
+		case SSL_ERROR_ZERO_RETURN:
+			c->up_eof = eof = 1;	/* close_notify */
+			break;
+		default:
+			if (!upstream_gone(c, e, err)) {
+				buf_put(&c->u2c);
+				return -1;
+			}
+			eof = 1;
+			break;
+		}
+	}
+	if (got > 0) {
 		c->u2c_off = 0;
-		c->u2c_len = (size_t)r;
+		c->u2c_len = got;
 		return 1;
 	}
 	buf_put(&c->u2c);
-	switch ((e = SSL_get_error(c->ssl, r))) {
-	case SSL_ERROR_WANT_READ:
-		w->up_in = 1;
-		return 0;
-	case SSL_ERROR_WANT_WRITE:
-		w->up_out = 1;
-		return 0;
-	case SSL_ERROR_ZERO_RETURN:
-		c->up_eof = 1;		/* close_notify */
-		return 1;
-	default:
-		return upstream_gone(c, e, err) ? 1 : -1;
-	}
+	return eof;
 }
 
 static int
@@ -1042,6 +1074,8 @@ on_upstream(struct watch *w, uint32_t events)
 
 	if (c->closing)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		c->ur = 1;
 	switch (c->state) {
 	case C_CONNECTING:
 		connected(c);
@@ -1064,6 +1098,8 @@ on_client(struct watch *w, uint32_t events)
 
 	if (c->closing)
 		return;
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		c->cr = 1;
 	if (c->state == C_PUMP)
 		pump(c);
 }

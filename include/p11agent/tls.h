@@ -8,6 +8,9 @@
 
 #include <openssl/ssl.h>
 
+/* OpenSSL's read buffer (read-ahead): four full records */
+#define TLS_READ_BUFFER	(4 * (16384 + 512))
+
 struct cfg_tunnel;
 struct identity;
 
