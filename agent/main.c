@@ -264,6 +264,7 @@ cmd_run(const char *path)
 	r = loop_run(tick) == 0 ? exit_status : 1;
 out:
 	tunnels_stop(&agent);
+	resolve_forget();
 	helpers_fail_all(&agent);
 	tunnels_reap();
 	control_close(&agent);

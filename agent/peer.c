@@ -238,40 +238,113 @@ holds_socket(int pfd, const char *want, int *budget)
 	return found;
 }
 
+/* Does /proc/PID (under procfd) belong to uid and hold the socket? */
+static int
+pid_holds(int procfd, long pid, long uid, const char *want, int *budget)
+{
+	struct stat	 st;
+	char		 name[24];
+	int		 pfd, found = 0;
+
+	snprintf(name, sizeof(name), "%ld", pid);
+	if ((pfd = openat(procfd, name, O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) == -1)
+		return 0;
+	if (fstat(pfd, &st) == 0 && (long)st.st_uid == uid)
+		found = holds_socket(pfd, want, budget);
+	close(pfd);
+	return found;
+}
+
+static int
+pid_desc(const void *a, const void *b)
+{
+	long	 x = *(const long *)a, y = *(const long *)b;
+
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * The processes that connected lately, most recent first: an application
+ * opens many connections, so its descriptors are looked at first and the
+ * rest of /proc only when it is not one of them.
+ */
+#define RECENT_PIDS	8
+static long	 recent[RECENT_PIDS];
+
+static int
+is_recent(long pid)
+{
+	int	 i;
+
+	for (i = 0; i < RECENT_PIDS; i++)
+		if (recent[i] == pid)
+			return 1;
+	return 0;
+}
+
+static void
+recent_add(long pid)
+{
+	int	 i;
+
+	for (i = 0; i < RECENT_PIDS - 1 && recent[i] != pid; i++)
+		;
+	memmove(recent + 1, recent, i * sizeof(recent[0]));
+	recent[0] = pid;
+}
+
 /*
  * The process of a TCP peer: the one of the peer's uid whose descriptors
  * hold the client socket's inode (readable for processes of our own uid,
- * or any as root).  Bounded by MAX_FDS_SEEN; not found leaves it unknown.
+ * or any as root).  The recent clients are tried first, then the others
+ * newest pid first (a client that connects now was likely started
+ * lately).  Bounded by MAX_FDS_SEEN; not found leaves it unknown.
  */
 static void
 peer_tcp_pid(struct peer *p)
 {
 	struct dirent	*de;
-	struct stat	 st;
 	DIR		*proc;
 	char		 want[64], *end;
-	long		 pid;
-	int		 pfd, budget = MAX_FDS_SEEN;
+	long		 pid, self = (long)getpid(), *pids = NULL, *np;
+	size_t		 n = 0, cap = 0, i;
+	int		 budget = MAX_FDS_SEEN;
 
 	if (p->uid < 0 || p->inode == 0 ||
 	    (proc = opendir("/proc")) == NULL)
 		return;
 	snprintf(want, sizeof(want), "socket:[%lu]", p->inode);
-	while (budget > 0 && p->pid == -1 && (de = readdir(proc)) != NULL) {
+	for (i = 0; i < RECENT_PIDS && recent[i] != 0; i++)
+		if (pid_holds(dirfd(proc), recent[i], p->uid, want, &budget)) {
+			p->pid = recent[i];
+			goto found;
+		}
+	while ((de = readdir(proc)) != NULL) {
 		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+		if (*end != '\0' || pid <= 0 || pid == self || is_recent(pid))
 			continue;
-		if ((pfd = openat(dirfd(proc), de->d_name, O_RDONLY |
-		    O_DIRECTORY | O_CLOEXEC)) == -1)
-			continue;
-		if (fstat(pfd, &st) == 0 && (long)st.st_uid == p->uid &&
-		    holds_socket(pfd, want, &budget))
-			p->pid = pid;
-		close(pfd);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			if ((np = realloc(pids, cap * sizeof(*pids))) == NULL)
+				break;
+			pids = np;
+		}
+		pids[n++] = pid;
 	}
+	qsort(pids, n, sizeof(*pids), pid_desc);
+	for (i = 0; i < n && budget > 0; i++)
+		if (pid_holds(dirfd(proc), pids[i], p->uid, want, &budget)) {
+			p->pid = pids[i];
+			break;
+		}
+found:
+	free(pids);
 	closedir(proc);
-	if (p->pid != -1)
+	if (p->pid != -1) {
+		recent_add(p->pid);
 		peer_exe(p);
+	}
 }
 
 void

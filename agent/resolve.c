@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/log.h"
 #include "p11agent/loop.h"
@@ -62,6 +63,21 @@ struct ai_copy {
 	struct addrinfo		 ai;	/* first: freeing it frees all */
 	struct sockaddr_storage	 ss;
 };
+
+/*
+ * Answers are kept for a short time: an application that opens many
+ * connections costs one lookup (and one resolver thread) every few
+ * seconds, not one each.  Only answers with addresses are kept.
+ */
+#define ANSWER_MS	5000
+#define ANSWERS		16
+
+static struct answer {
+	char		*host;
+	char		*port;
+	struct addrinfo	*ai;
+	long		 at;	/* CLOCK_MONOTONIC ms */
+} answers[ANSWERS];
 
 static struct lookup	*inflight;	/* loop thread only */
 static pthread_mutex_t	 finished_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -182,6 +198,76 @@ inflight_remove(struct lookup *lk)
 	lk->next = NULL;
 }
 
+static void
+answer_clear(struct answer *a)
+{
+	free(a->host);
+	free(a->port);
+	resolve_freeaddrinfo(a->ai);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Keeps a copy of the answer, in the oldest (or an expired) place. */
+static void
+answer_keep(const char *host, const char *port, const struct addrinfo *ai)
+{
+	struct answer	*a = &answers[0];
+	int		 i;
+
+	for (i = 0; i < ANSWERS; i++) {
+		if (answers[i].host != NULL &&
+		    strcmp(answers[i].host, host) == 0 &&
+		    strcmp(answers[i].port, port) == 0) {
+			a = &answers[i];
+			break;
+		}
+		if (answers[i].at < a->at)
+			a = &answers[i];
+	}
+	answer_clear(a);
+	if ((a->host = strdup(host)) == NULL ||
+	    (a->port = strdup(port)) == NULL || ai_copy(ai, &a->ai) != 0 ||
+	    a->ai == NULL) {
+		answer_clear(a);
+		return;
+	}
+	a->at = clock_now_ms();
+}
+
+int
+resolve_cached(const char *host, const char *port, struct addrinfo **out)
+{
+	long	 now = clock_now_ms();
+	int	 i;
+
+	*out = NULL;
+	for (i = 0; i < ANSWERS; i++) {
+		if (answers[i].host == NULL ||
+		    strcmp(answers[i].host, host) != 0 ||
+		    strcmp(answers[i].port, port) != 0)
+			continue;
+		if (now - answers[i].at >= ANSWER_MS) {
+			answer_clear(&answers[i]);
+			return -1;
+		}
+		if (ai_copy(answers[i].ai, out) != 0)
+			return -1;
+		log_debug("%s:%s: the answer of %ld ms ago", host, port,
+		    now - answers[i].at);
+		return 0;
+	}
+	return -1;
+}
+
+void
+resolve_forget(void)
+{
+	int	 i;
+
+	for (i = 0; i < ANSWERS; i++)
+		answer_clear(&answers[i]);
+}
+
 /* The answer of one lookup, to each of its waiters (a copy each). */
 static void
 deliver(struct lookup *lk)
@@ -198,6 +284,8 @@ deliver(struct lookup *lk)
 	    "gave up)", lk->host, lk->port, err == 0 ? "ok" :
 	    gai_strerror(err), lk->nwaiters, lk->nwaiters == 1 ? "" : "s",
 	    lk->served - lk->nwaiters);
+	if (err == 0)
+		answer_keep(lk->host, lk->port, lk->cb.ar_result);
 	while ((r = lk->waiters) != NULL) {
 		unlink_waiter(r);
 		done = r->done;

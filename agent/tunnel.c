@@ -1114,8 +1114,9 @@ start_upstream(struct conn *c)
 
 	c->state = C_RESOLVING;
 	c->deadline = c->started + t->connect_timeout * 1000L;
-	if (resolve_numeric(t->connect_host, t->connect_port, &ai) == 0) {
-		c->ai = c->ai_next = ai;	/* a literal: no lookup */
+	if (resolve_numeric(t->connect_host, t->connect_port, &ai) == 0 ||
+	    resolve_cached(t->connect_host, t->connect_port, &ai) == 0) {
+		c->ai = c->ai_next = ai;	/* a literal, or a recent answer */
 		try_connect(c);
 		return;
 	}

@@ -47,13 +47,27 @@ since() {
 }
 lookups=$(since "resolving localhost:$s_port\$")
 joins=$(since "a connection joins the lookup of localhost:$s_port ")
+kept=$(since "localhost:$s_port: the answer of [0-9]* ms ago")
 [ "$lookups" -ge 1 ] || fail "no lookup of localhost:$s_port logged"
-[ $((lookups + joins)) = 30 ] ||
-    fail "$lookups lookups and $joins joins for 30 connections"
+[ $((lookups + joins + kept)) = 30 ] ||
+    fail "$lookups lookups, $joins joins, $kept kept answers for 30 connections"
 [ "$lookups" -lt 30 ] || fail "30 connections made $lookups lookups"
 log_since_has "lookup of localhost:$s_port answered \(ok\) for [0-9]+ connections" ||
     fail "no answer logged for the shared lookup"
-ok "30 connections at once: $lookups lookup(s), $joins joined"
+ok "30 connections at once: $lookups lookup(s), $joins joined, $kept from the kept answer"
+
+# ---- an answer is kept for 5 s: 20 connections one after the other make
+# at most one lookup (the burst above left an answer)
+log_mark
+for i in $(seq 1 20); do
+	"$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 10 >/dev/null ||
+	    fail "sequential connection $i"
+done
+lookups=$(since "resolving localhost:$s_port\$")
+kept=$(since "localhost:$s_port: the answer of [0-9]* ms ago")
+[ "$lookups" -le 1 ] && [ $((lookups + kept)) = 20 ] ||
+    fail "20 sequential connections: $lookups lookups, $kept kept answers"
+ok "20 connections one after the other: $lookups lookup, $kept kept answers"
 
 # a name that does not resolve: the client is closed, the log says why
 log_mark

@@ -2,7 +2,8 @@
  * p11agent: name resolution that never blocks the loop (agent/resolve.c).
  *
  * Lookups of the same host:port in flight at the same time are shared:
- * one getaddrinfo_a for all the connections waiting on that name.
+ * one getaddrinfo_a for all the connections waiting on that name, and an
+ * answer is kept for 5 s (resolve_cached).
  */
 #ifndef P11AGENT_RESOLVE_H
 #define P11AGENT_RESOLVE_H
@@ -25,6 +26,12 @@ void	 resolve_cancel(struct resolve *);
  * to free with resolve_freeaddrinfo(), or a getaddrinfo error. */
 int	 resolve_numeric(const char *host, const char *port,
 	    struct addrinfo **);
+/* A kept answer for host:port younger than 5 s: 0 and a copy to free
+ * with resolve_freeaddrinfo(); -1 if there is none. */
+int	 resolve_cached(const char *host, const char *port,
+	    struct addrinfo **);
+/* Drops the kept answers (at exit). */
+void	 resolve_forget(void);
 /* Frees a list from resolve_cb or resolve_numeric; NULL is fine. */
 void	 resolve_freeaddrinfo(struct addrinfo *);
 
