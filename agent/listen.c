@@ -28,7 +28,7 @@
 #include "p11agent/listen.h"
 #include "p11agent/log.h"
 
-#define BACKLOG		512
+#define BACKLOG		4096	/* the kernel caps it at net.core.somaxconn */
 #define ACCEPT_BUDGET	32	/* accepts per wake-up: others get a turn */
 #define EMFILE_PAUSE_MS	1000
 
