@@ -29,6 +29,7 @@
 #include "p11agent/resolve.h"
 #include "p11agent/tls.h"
 #include "p11agent/tunnel.h"
+#include "p11agent/wbio.h"
 
 /* A pump buffer: several TLS records (16 KB each at most), so that one
  * write(2) to the client carries what several SSL_reads gave, and one
@@ -354,9 +355,12 @@ ssl_setup(struct conn *c)
 	unsigned char		 ip[16];
 	int			 isip;
 
+	BIO			*b;
+
 	if ((c->ssl = SSL_new(c->rt->ssl_ctx)) == NULL ||
-	    !SSL_set_fd(c->ssl, c->uw.fd))
+	    (b = wbio_new(c->uw.fd)) == NULL)
 		return -1;
+	SSL_set_bio(c->ssl, b, b);	/* one reference for both */
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	isip = inet_pton(AF_INET, name, ip) == 1 ||
@@ -858,11 +862,23 @@ struct wants {
 static int
 client_to_upstream(struct conn *c, struct wants *w)
 {
+	BIO	*b = SSL_get_wbio(c->ssl);
+	size_t	 moved = 0;
 	ssize_t	 n;
 	int	 r;
 
 	if (c->up_dead)
 		return 0;	/* nothing can reach the upstream now */
+	if (wbio_pending(b) > 0) {
+		/* the records gathered last step go out first */
+		if ((r = wbio_flush(b)) < 0)
+			return -1;
+		if (r == 0) {
+			w->up_out = 1;
+			return 0;
+		}
+		return 1;
+	}
 	if (!c->client_eof && c->c2u_len == 0 && c->cr) {
 		if (c->c2u == NULL && (c->c2u = buf_get()) == NULL)
 			return -1;
@@ -883,16 +899,24 @@ client_to_upstream(struct conn *c, struct wants *w)
 			return -1;
 	}
 	if (c->c2u_len > 0) {
-		r = SSL_write(c->ssl, c->c2u + c->c2u_off,
-		    (int)(c->c2u_len - c->c2u_off));
-		if (r > 0) {
+		/* a record per SSL_write (partial writes), all of them out
+		 * with one send(2) at the next step */
+		wbio_gather(b, 1);
+		do {
+			r = SSL_write(c->ssl, c->c2u + c->c2u_off,
+			    (int)(c->c2u_len - c->c2u_off));
+			if (r <= 0)
+				break;
 			c->up_bytes += (size_t)r;
+			moved += (size_t)r;
 			if ((c->c2u_off += (size_t)r) == c->c2u_len) {
 				c->c2u_len = c->c2u_off = 0;
 				buf_put(&c->c2u);
 			}
+		} while (c->c2u_len > 0);
+		wbio_gather(b, 0);
+		if (moved > 0)
 			return 1;
-		}
 		switch (SSL_get_error(c->ssl, r)) {
 		case SSL_ERROR_WANT_READ:	w->up_in = 1; return 0;
 		case SSL_ERROR_WANT_WRITE:	w->up_out = 1; return 0;
@@ -1051,11 +1075,14 @@ pump(struct conn *c)
 		w.up_out = 1;
 		cev |= EPOLLOUT;
 	}
-	if ((c->shut_sent || c->up_dead) && c->client_shut) {
+	if ((c->up_dead || (c->shut_sent &&
+	    wbio_pending(SSL_get_wbio(c->ssl)) == 0)) && c->client_shut) {
 		conn_close(c, NULL);
 		return;
 	}
-	if (!c->client_eof && c->c2u_len == 0)
+	/* the client is read when what it sent is out (backpressure) */
+	if (!c->client_eof && c->c2u_len == 0 &&
+	    wbio_pending(SSL_get_wbio(c->ssl)) == 0)
 		cev |= EPOLLIN;
 	if (c->u2c_len > 0)
 		cev |= EPOLLOUT;
@@ -1469,6 +1496,7 @@ tunnels_stop(struct agent *a)
 	}
 	while (npool > 0)
 		free(pool[--npool]);
+	wbio_cleanup();
 }
 
 void
