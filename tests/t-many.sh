@@ -83,6 +83,12 @@ wait_log_count "conn [0-9]+ \(t\): closed" $((K + 1)) 60 ||
 # a round trip: the loop has finished the turn that freed the last one
 out=$("$CLIENT" "$addr" roundtrip --bytes 10) || fail "roundtrip: $out"
 rss2=$(rss)
+# ASan's allocator keeps freed memory in its quarantine
+if ldd "$P11AGENT" 2>/dev/null | grep -q libasan; then
+	ok "VmRSS not checked under ASan ($rss0 kB, $rss1 kB with $((K + 1)) open, $rss2 kB after)"
+	stop_agent || fail "the agent did not exit cleanly"
+	exit 0
+fi
 [ $((rss2 - rss0)) -le $(( (rss1 - rss0) / 2 )) ] ||
     fail "memory not given back: VmRSS $rss0 kB, $rss1 kB with $((K + 1)) open, $rss2 kB after they closed"
 ok "VmRSS $rss0 kB, $rss1 kB with $((K + 1)) open, $rss2 kB after they closed"
