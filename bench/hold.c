@@ -317,8 +317,8 @@ cc_held_event(long i, int awaiting)
 static void
 parse_hostport(const char *s, struct sockaddr_in *sin)
 {
-	char	 host[64];
-	const char *colon = strrchr(s, ':');
+	const char	*colon = strrchr(s, ':');
+	char		 host[64];
 
 	if (colon == NULL || (size_t)(colon - s) >= sizeof(host))
 		die("'%s': not HOST:PORT (an IPv4 address and a port)", s);
