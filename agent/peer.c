@@ -31,6 +31,8 @@
 #define DIAG_TIMEOUT_MS	100	/* the kernel answers at once */
 #define MAX_GROUPS	1024	/* supplementary groups looked at */
 #define MAX_FDS_SEEN	16384	/* descriptors looked at for a TCP pid */
+#define RECENT_PIDS	8	/* recent TCP clients, tried first */
+#define NEAR_FDS	32	/* their descriptors tried above and below */
 
 static void
 peer_exe(struct peer *p)
@@ -207,19 +209,49 @@ peer_tcp_owner(const struct sockaddr_storage *client,
 	p->inode = m.idiag_inode;
 }
 
-/* Does process dir pfd (/proc/PID) hold the socket named want? */
+/* Is dfd (/proc/PID/fd) holding want on descriptor fd? */
 static int
-holds_socket(int pfd, const char *want, int *budget)
+fd_is(int dfd, long fd, const char *want)
+{
+	char	 name[32], link[64];
+	ssize_t	 n;
+
+	if (fd < 0)
+		return 0;
+	snprintf(name, sizeof(name), "%ld", fd);
+	n = readlinkat(dfd, name, link, sizeof(link) - 1);
+	if (n <= 0)
+		return 0;
+	link[n] = '\0';
+	return strcmp(link, want) == 0;
+}
+
+/*
+ * Does process dir pfd (/proc/PID) hold the socket named want?  Its
+ * descriptor in *fd.  Near (near >= 0): only the descriptors at and next
+ * to near are looked at (the kernel hands out the lowest free number, so
+ * a client's next socket is close to its last one); else all of them,
+ * within the budget.
+ */
+static int
+holds_socket(int pfd, const char *want, long near, int *budget, long *fd)
 {
 	struct dirent	*de;
 	DIR		*d;
-	char		 link[64];
-	ssize_t		 n;
-	int		 dfd, found = 0;
+	int		 dfd, i, found = 0;
 
 	if ((dfd = openat(pfd, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	    -1)
 		return 0;
+	if (near >= 0) {
+		for (i = 0; !found && i <= 2 * NEAR_FDS; i++) {
+			/* near, +1, -1, +2, -2, ... */
+			*fd = near + (i % 2 ? (i + 1) / 2 : -(i / 2));
+			found = fd_is(dfd, *fd, want);
+		}
+		close(dfd);
+		return found;
+	}
 	if ((d = fdopendir(dfd)) == NULL) {
 		close(dfd);
 		return 0;
@@ -228,11 +260,8 @@ holds_socket(int pfd, const char *want, int *budget)
 		if (de->d_name[0] == '.')
 			continue;
 		(*budget)--;
-		n = readlinkat(dirfd(d), de->d_name, link, sizeof(link) - 1);
-		if (n > 0) {
-			link[n] = '\0';
-			found = strcmp(link, want) == 0;
-		}
+		*fd = strtol(de->d_name, NULL, 10);
+		found = fd_is(dirfd(d), *fd, want);
 	}
 	closedir(d);
 	return found;
@@ -240,7 +269,8 @@ holds_socket(int pfd, const char *want, int *budget)
 
 /* Does /proc/PID (under procfd) belong to uid and hold the socket? */
 static int
-pid_holds(int procfd, long pid, long uid, const char *want, int *budget)
+pid_holds(int procfd, long pid, long uid, const char *want, long near,
+    int *budget, long *fd)
 {
 	struct stat	 st;
 	char		 name[24];
@@ -251,7 +281,7 @@ pid_holds(int procfd, long pid, long uid, const char *want, int *budget)
 	    O_CLOEXEC)) == -1)
 		return 0;
 	if (fstat(pfd, &st) == 0 && (long)st.st_uid == uid)
-		found = holds_socket(pfd, want, budget);
+		found = holds_socket(pfd, want, near, budget, fd);
 	close(pfd);
 	return found;
 }
@@ -265,41 +295,36 @@ pid_desc(const void *a, const void *b)
 }
 
 /*
- * The processes that connected lately, most recent first: an application
- * opens many connections, so its descriptors are looked at first and the
- * rest of /proc only when it is not one of them.
+ * The processes that connected lately, most recent first, with the
+ * descriptor their last socket had: an application opens many
+ * connections, so it is looked at first, and only near that descriptor
+ * (one that holds thousands would cost thousands of readlinks a connection
+ * otherwise: bench/scale).  The rest of /proc only when that fails.
  */
-#define RECENT_PIDS	8
-static long	 recent[RECENT_PIDS];
-
-static int
-is_recent(long pid)
-{
-	int	 i;
-
-	for (i = 0; i < RECENT_PIDS; i++)
-		if (recent[i] == pid)
-			return 1;
-	return 0;
-}
+static struct {
+	long	 pid;
+	long	 fd;
+} recent[RECENT_PIDS];
 
 static void
-recent_add(long pid)
+recent_add(long pid, long fd)
 {
 	int	 i;
 
-	for (i = 0; i < RECENT_PIDS - 1 && recent[i] != pid; i++)
+	for (i = 0; i < RECENT_PIDS - 1 && recent[i].pid != pid; i++)
 		;
 	memmove(recent + 1, recent, i * sizeof(recent[0]));
-	recent[0] = pid;
+	recent[0].pid = pid;
+	recent[0].fd = fd;
 }
 
 /*
  * The process of a TCP peer: the one of the peer's uid whose descriptors
  * hold the client socket's inode (readable for processes of our own uid,
- * or any as root).  The recent clients are tried first, then the others
- * newest pid first (a client that connects now was likely started
- * lately).  Bounded by MAX_FDS_SEEN; not found leaves it unknown.
+ * or any as root).  The recent clients are tried first, near their last
+ * socket, then all processes newest pid first (a client that connects
+ * now was likely started lately).  Bounded by MAX_FDS_SEEN; not found
+ * leaves it unknown.
  */
 static void
 peer_tcp_pid(struct peer *p)
@@ -307,7 +332,7 @@ peer_tcp_pid(struct peer *p)
 	struct dirent	*de;
 	DIR		*proc;
 	char		 want[64], *end;
-	long		 pid, self = (long)getpid(), *pids = NULL, *np;
+	long		 pid, self = (long)getpid(), *pids = NULL, *np, fd = -1;
 	size_t		 n = 0, cap = 0, i;
 	int		 budget = MAX_FDS_SEEN;
 
@@ -315,14 +340,15 @@ peer_tcp_pid(struct peer *p)
 	    (proc = opendir("/proc")) == NULL)
 		return;
 	snprintf(want, sizeof(want), "socket:[%lu]", p->inode);
-	for (i = 0; i < RECENT_PIDS && recent[i] != 0; i++)
-		if (pid_holds(dirfd(proc), recent[i], p->uid, want, &budget)) {
-			p->pid = recent[i];
+	for (i = 0; i < RECENT_PIDS && recent[i].pid != 0; i++)
+		if (pid_holds(dirfd(proc), recent[i].pid, p->uid, want,
+		    recent[i].fd, &budget, &fd)) {
+			p->pid = recent[i].pid;
 			goto found;
 		}
 	while ((de = readdir(proc)) != NULL) {
 		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid == self || is_recent(pid))
+		if (*end != '\0' || pid <= 0 || pid == self)
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 256;
@@ -332,9 +358,11 @@ peer_tcp_pid(struct peer *p)
 		}
 		pids[n++] = pid;
 	}
-	qsort(pids, n, sizeof(*pids), pid_desc);
+	if (pids != NULL)
+		qsort(pids, n, sizeof(*pids), pid_desc);
 	for (i = 0; i < n && budget > 0; i++)
-		if (pid_holds(dirfd(proc), pids[i], p->uid, want, &budget)) {
+		if (pid_holds(dirfd(proc), pids[i], p->uid, want, -1,
+		    &budget, &fd)) {
 			p->pid = pids[i];
 			break;
 		}
@@ -342,7 +370,7 @@ found:
 	free(pids);
 	closedir(proc);
 	if (p->pid != -1) {
-		recent_add(p->pid);
+		recent_add(p->pid, fd);
 		peer_exe(p);
 	}
 }

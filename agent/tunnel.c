@@ -5,6 +5,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -86,6 +89,7 @@ struct conn {
 long			 tunnels_last_handshake;	/* for lock-after */
 static struct conn	*conns;
 static struct conn	*zombies;
+static int		 nwaiting;	/* open ones in C_WAITSESS */
 
 /*
  * Pump buffers: a connection holds one only while bytes are in flight
@@ -132,6 +136,21 @@ static void	hsq_run(struct identity *);
 static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 
+static int		 nburied;	/* closed, not yet freed */
+
+/*
+ * The last connection is freed: glibc keeps what its connections freed
+ * in the middle of its heap (all of it, after 10,000 tunnels: 300 MB,
+ * bench/scale); malloc_trim gives those pages back.
+ */
+static void
+mem_release(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 static void
 conn_free(void *arg)
 {
@@ -142,6 +161,8 @@ conn_free(void *arg)
 	buf_put(&c->c2u);
 	buf_put(&c->u2c);
 	free(c);
+	if (--nburied == 0 && conns == NULL && zombies == NULL)
+		mem_release();
 }
 
 static void
@@ -183,6 +204,7 @@ bury(struct conn *c)
 		close(c->uw.fd);
 		c->uw.fd = -1;
 	}
+	nburied++;
 	loop_defer(conn_free, c);
 }
 
@@ -235,6 +257,8 @@ conn_close(struct conn *c, const char *why)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	if (c->state == C_WAITSESS)
+		nwaiting--;
 	leader_done(c, 0);
 	hsq_remove(c);
 	slot_release(c);
@@ -475,6 +499,10 @@ slot_take(struct conn *c, int from_queue)
 static void
 tls_begin(struct conn *c, int from_queue)
 {
+	if (c->state == C_WAITSESS) {
+		nwaiting--;
+		c->state = C_CONNECTING;	/* connected, not in TLS */
+	}
 	if (!slot_take(c, from_queue)) {
 		hsq_add(c);
 		return;
@@ -508,6 +536,7 @@ coalesce_wait(struct conn *c)
 	    sess_usable(&rt->sess))
 		return 0;
 	c->state = C_WAITSESS;
+	nwaiting++;
 	loop_set(&c->uw, 0);
 	rt->stats.coalesced++;
 	log_debug("conn %lu (%s): waits for the session of a handshake in "
@@ -529,6 +558,10 @@ kick_rt(struct tunnel_rt *rt)
 	int		 n = 0;
 
 	rt->kick_pending = 0;
+	/* each stored session kicks: without waiters, no walk of them all
+	 * (5.8% of the agent's CPU while 10,000 open, bench/scale) */
+	if (nwaiting == 0)
+		return;
 	for (c = conns; c != NULL; c = next) {
 		next = c->next;		/* tls_start touches c only */
 		if (c->rt != rt || c->state != C_WAITSESS || c->closing)
