@@ -21,6 +21,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -122,6 +123,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: " PROG " ports N\n"
 	    "       " PROG " serve [--port P]\n"
+	    "       " PROG " hold --count N\n"
 	    "       " PROG " conn ADDR --count N [--parallel P] [TLS]\n"
 	    "       " PROG " rtt ADDR --count N [--size B] [TLS]\n"
 	    "       " PROG " download|upload ADDR --bytes N [TLS]\n"
@@ -756,6 +758,31 @@ mode_idle(void)
 	printf("closed\n");
 }
 
+/*
+ * Hold --count descriptors (of /dev/null) open until standard input
+ * ends: a crowded machine, for what an accepted connection costs when
+ * the agent looks through /proc.
+ */
+static void
+mode_hold(void)
+{
+	char		 line[64];
+	long long	 i;
+	int		 fd;
+
+	if (opt.count == 0)
+		usage_error("hold needs --count N");
+	raise_nofile();
+	for (i = 0; i < opt.count; i++)
+		if ((fd = open("/dev/null", O_RDONLY)) == -1)
+			fail("descriptor %lld of %lld: %s", i + 1, opt.count,
+			    strerror(errno));
+	printf("ready count=%lld\n", opt.count);
+	fflush(stdout);
+	while (fgets(line, sizeof(line), stdin) != NULL)
+		;
+}
+
 static void *
 burst_thread(void *arg)
 {
@@ -1146,6 +1173,10 @@ main(int argc, char *argv[])
 		pattern[i] = (unsigned char)(i % 251);
 	if (strcmp(opt.mode, "ports") == 0) {
 		mode_ports();
+		return 0;
+	}
+	if (strcmp(opt.mode, "hold") == 0) {
+		mode_hold();
 		return 0;
 	}
 	if (strcmp(opt.mode, "serve") == 0) {

@@ -10,6 +10,7 @@ rate_full|new connections/s, full handshakes
 share_full|  share resumed at the upstream (%)
 cpu_res|CPU per resumed connection (ms)
 cpu_full|CPU per full handshake (ms)
+cpu_crowd|CPU per resumed connection, $CROWD_FDS more descriptors in /proc (ms)
 dl_mbs|bulk download MB/s
 ul_mbs|bulk upload MB/s
 cpu_gb|CPU per GiB moved (ms)
@@ -120,15 +121,16 @@ machine() {
 	echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared)"
 	echo "- processes and descriptors the bench could see in /proc: at the start $PROC_START, at the end $(proc_count)"
 	if [ -n "$PRIVATE" ]; then
-		echo "- run with --private-proc: in a PID namespace of its own"
+		echo "- in a PID namespace of its own (the default): only the bench's processes in /proc"
 	else
-		echo "- run without --private-proc: other processes on the machine are in /proc"
+		echo "- the machine's /proc in view (--shared-proc, or no PID namespace possible)"
 	fi
 }
 
 COUNTS="$ROUNDS round(s), peers alternated (p11agent, stunnel, nginx, direct)
 in each; the median of the rounds. Per peer and round: $N_CONN short
-connections with resumption allowed, $N_FULL to an upstream port without
+connections with resumption allowed ($N_CROWD more while another process
+holds $CROWD_FDS descriptors), $N_FULL to an upstream port without
 resumption, $N_RTT keep-alive round trips of 64 bytes, $BULK download and
 $BULK upload, $N_IDLE idle connections, and on a fresh process with
 ${SIGN_DELAY_MS} ms per C_Sign: $BASE_MS ms of round trips (one every ms)
@@ -193,6 +195,14 @@ MB is 10^6 bytes.
 ## Results
 
 $(table)
+
+The row with $CROWD_FDS more descriptors: another process holds that many
+open (\`loadgen hold\`) while the short connections run. p11agent looks
+for each TCP client's process by reading the \`/proc/<pid>/fd\` links of
+every process of the client's uid (agent/peer.c, up to 16,384 of them),
+so its CPU per connection grows with what else runs on the machine; the
+run itself is in a PID namespace of its own unless \`--shared-proc\` is
+given, so that the other rows do not depend on that.
 
 ## Targets
 
