@@ -100,7 +100,7 @@ struct burst_worker {
 
 struct pinger {
 	struct conn	*c;
-	int64_t		*t0;		/* start of each round trip */
+	int64_t		*t0;		/* when each began */
 	int64_t		*rtt;		/* its duration */
 	size_t		 n;
 	size_t		 cap;
@@ -375,11 +375,13 @@ new_session(SSL *ssl, SSL_SESSION *sess)
 static void
 tls_setup(void)
 {
-	int	 n = (opt.cert != NULL) + (opt.key != NULL) + (opt.ca != NULL);
+	int	 n;
 
+	n = (opt.cert != NULL) + (opt.key != NULL) + (opt.ca != NULL);
 	if (n == 0) {
 		if (opt.resume)
-			usage_error("--resume is for TLS (--cert, --key, --ca)");
+			usage_error("--resume is for TLS"
+			    " (--cert, --key, --ca)");
 		return;
 	}
 	if (n != 3)
@@ -586,7 +588,8 @@ mode_conn(void)
 	c0 = cpu_ms();
 	t0 = now_ns();
 	for (i = 0; i < opt.parallel; i++)
-		if ((errno = pthread_create(&th[i], NULL, conn_thread, &j)) != 0)
+		if ((errno = pthread_create(&th[i], NULL, conn_thread,
+		    &j)) != 0)
 			fail("pthread_create: %s", strerror(errno));
 	for (i = 0; i < opt.parallel; i++)
 		pthread_join(th[i], NULL);
@@ -798,8 +801,9 @@ pinger_add(struct pinger *p, int64_t t0, int64_t rtt)
 {
 	if (p->n == p->cap) {
 		p->cap = p->cap ? p->cap * 2 : 4096;
-		if ((p->t0 = realloc(p->t0, p->cap * sizeof(*p->t0))) == NULL ||
-		    (p->rtt = realloc(p->rtt, p->cap * sizeof(*p->rtt))) == NULL)
+		p->t0 = realloc(p->t0, p->cap * sizeof(*p->t0));
+		p->rtt = realloc(p->rtt, p->cap * sizeof(*p->rtt));
+		if (p->t0 == NULL || p->rtt == NULL)
 			fail("out of memory");
 	}
 	p->t0[p->n] = t0;
