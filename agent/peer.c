@@ -34,14 +34,27 @@
 #define RECENT_PIDS	8	/* recent TCP clients, tried first */
 #define NEAR_FDS	32	/* their descriptors tried above and below */
 
+/*
+ * The kernel's name of the program: already absolute and without
+ * symbolic links (what realpath would give, for one readlink instead of
+ * one system call per path component).  A program deleted since it was
+ * started is unknown.
+ */
 static void
 peer_exe(struct peer *p)
 {
-	char	 link[64];
+	static const char	 deleted[] = " (deleted)";
+	char			 link[64];
+	ssize_t			 n;
+	size_t			 d = sizeof(deleted) - 1;
 
 	snprintf(link, sizeof(link), "/proc/%ld/exe", p->pid);
-	if (realpath(link, p->exe) == NULL)
-		p->exe[0] = '\0';
+	n = readlink(link, p->exe, sizeof(p->exe) - 1);
+	if (n <= 0 || p->exe[0] != '/' || (size_t)n == sizeof(p->exe) - 1)
+		n = 0;
+	else if ((size_t)n > d && memcmp(p->exe + n - d, deleted, d) == 0)
+		n = 0;
+	p->exe[n] = '\0';
 }
 
 /*

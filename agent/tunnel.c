@@ -137,15 +137,23 @@ static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 
 static int		 nburied;	/* closed, not yet freed */
+static int		 nfreed;	/* since the last trim */
 
 /*
  * The last connection is freed: glibc keeps what its connections freed
  * in the middle of its heap (all of it, after 10,000 tunnels: 300 MB,
- * bench/scale); malloc_trim gives those pages back.
+ * bench/scale); malloc_trim gives those pages back.  Not after each of
+ * connections that come one at a time: a walk of the heap and madvise
+ * calls each time, for nothing to give back.
  */
+#define TRIM_AFTER	64	/* connections freed */
+
 static void
 mem_release(void)
 {
+	if (nfreed < TRIM_AFTER)
+		return;
+	nfreed = 0;
 #ifdef __GLIBC__
 	malloc_trim(0);
 #endif
@@ -161,6 +169,7 @@ conn_free(void *arg)
 	buf_put(&c->c2u);
 	buf_put(&c->u2c);
 	free(c);
+	nfreed++;
 	if (--nburied == 0 && conns == NULL && zombies == NULL)
 		mem_release();
 }
@@ -765,7 +774,8 @@ session_ready(void *arg)
 
 	rt->no_sessions = 0;
 	rt->grace_until = 0;
-	waiters_kick(rt);
+	if (nwaiting > 0)	/* each resumed handshake brings a ticket */
+		waiters_kick(rt);
 	if (rt->id != NULL)
 		hsq_kick(rt->id);
 }
