@@ -39,7 +39,8 @@ vlog(enum log_level l, const char *func, const char *extra, const char *fmt,
 {
 	char	 msg[2048];
 
-	if (l == LOG_LVL_DEBUG && verbose < 1)
+	if ((l == LOG_LVL_DEBUG && verbose < 1) ||
+	    (l == LOG_LVL_INFO && verbose < 0))
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (l == LOG_LVL_DEBUG)

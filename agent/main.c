@@ -39,7 +39,7 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: p11agent run [-v] [-c FILE] [--ready-fd N]\n"
+	    "usage: p11agent run [-q | -v] [-c FILE] [--ready-fd N]\n"
 	    "       p11agent check [-c FILE]\n"
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
@@ -449,6 +449,7 @@ main(int argc, char *argv[])
 		{ "module", required_argument, NULL, 'm' },
 		{ "pin", required_argument, NULL, 'p' },
 		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -479,13 +480,14 @@ main(int argc, char *argv[])
 		return enroll_main(argc, argv);
 	if (strcmp(cmd, "import-cert") == 0)
 		return import_cert_main(argc, argv);
-	while ((ch = getopt_long(argc, argv, "c:hm:p:v", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:hm:p:qv", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':	config = optarg; break;
 		case 'C':	control = optarg; break;
 		case 'I':	idle = optarg; break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
+		case 'q':	verbose = -1; break;
 		case 'v':	verbose++; break;
 		case 'h':	usage(stdout); return 0;
 		case 'V':	printf("p11agent %s\n", PACKAGE_VERSION);

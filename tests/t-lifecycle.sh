@@ -97,3 +97,29 @@ grep -Eq "^wait(4|id)\(.*WNOHANG.* = $old$" "$T/strace.out" ||
 grep -Eq "^wait(4|id)\(.*WNOHANG.* = $new$" "$T/strace.out" ||
     fail "helper $new was not reaped at the end: $(cat "$T/strace.out")"
 ok "no blocking wait: $(grep -c '^wait' "$T/strace.out") non-blocking wait calls"
+
+# ---- -q: warnings and errors only, no line per connection
+: >"$T/agent.log"
+# (start_agent passes -v: the quiet agent is started by hand)
+mkfifo "$T/ready.q"
+"$P11AGENT" run -q -c "$T/agent.conf" --ready-fd 3 3>"$T/ready.q" \
+    2>>"$T/agent.log" &
+qpid=$!
+PIDS+=($qpid)
+declare -gA LISTEN=()
+exec {qfd}<"$T/ready.q"
+while read -t 30 -u "$qfd" line; do
+	case $line in
+	ready) break ;;
+	listen\ *) read -r _ name addr <<<"$line"; LISTEN[$name]="${LISTEN[$name]:-} $addr" ;;
+	esac
+done
+exec {qfd}<&-
+[ "$line" = ready ] || fail "the quiet agent did not start: $(cat "$T/agent.log")"
+"$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 10 >/dev/null ||
+    fail "a connection through the quiet agent"
+kill -TERM "$qpid"
+wait "$qpid" || fail "the quiet agent exited with status $?"
+grep -q "conn 1 " "$T/agent.log" && fail "-q logged the connection: $(cat "$T/agent.log")"
+[ -s "$T/agent.log" ] && fail "-q logged: $(cat "$T/agent.log")"
+ok "-q: a connection and a clean stop log nothing"
