@@ -28,6 +28,7 @@
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
 #include "p11agent/resolve.h"
+#include "p11agent/wbio.h"
 #include "p11agent/tls.h"
 #include "p11agent/tunnel.h"
 
@@ -268,8 +269,9 @@ out:
 	helpers_fail_all(&agent);
 	tunnels_reap();
 	control_close(&agent);
-	loop_run_deferred();
+	loop_run_deferred();	/* frees the last connections' SSLs */
 	identity_close_all(&agent);
+	wbio_cleanup();		/* after the last SSL that used it */
 	config_free(agent.cfg);
 	return r;
 }

@@ -1539,7 +1539,6 @@ tunnels_stop(struct agent *a)
 	}
 	while (npool > 0)
 		free(pool[--npool]);
-	wbio_cleanup();
 }
 
 void
