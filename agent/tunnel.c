@@ -850,6 +850,22 @@ pump(struct conn *c)
 		conn_fail(c, TFAIL_IO, "cannot watch a socket");
 }
 
+/*
+ * After the bytes have moved: OpenSSL's record buffers go back to the heap
+ * when nothing is pending in them.  SSL_MODE_RELEASE_BUFFERS does that
+ * after reading and writing data, but a handshake message read after the
+ * handshake (a TLS 1.3 NewSessionTicket, a KeyUpdate) sets up the write
+ * buffer (16.7 KB) and leaves it for the next write, which on an idle
+ * tunnel does not come: most idle tunnels held one.
+ */
+static void
+pump_release(struct conn *c)
+{
+	pump(c);
+	if (!c->closing && c->state == C_PUMP)
+		SSL_free_buffers(c->ssl);
+}
+
 static void
 on_upstream(struct watch *w, uint32_t events)
 {
@@ -865,7 +881,7 @@ on_upstream(struct watch *w, uint32_t events)
 		handshake(c);
 		break;
 	case C_PUMP:
-		pump(c);
+		pump_release(c);
 		break;
 	default:
 		break;
@@ -880,7 +896,7 @@ on_client(struct watch *w, uint32_t events)
 	if (c->closing)
 		return;
 	if (c->state == C_PUMP)
-		pump(c);
+		pump_release(c);
 }
 
 /* ---- accepting */
