@@ -59,14 +59,14 @@ struct conn {
 	int			 leader;	/* a full handshake others wait
 						 * for (tunnel_rt.leaders) */
 	int			 token_failed;	/* the token did not sign */
-	char			 why[300];	/* and why */
+	const char		*token_why;	/* and why (during conn_fail) */
 	uint8_t			*c2u;		/* from the pool while data */
 	size_t			 c2u_off, c2u_len;	/* is in flight */
 	uint8_t			*u2c;
 	size_t			 u2c_off, u2c_len;
 	unsigned long long	 up_bytes, down_bytes;
-	struct peer		 peer;
-	char			 who[160];	/* for a PIN dialog */
+	char			*who;		/* for a PIN dialog, until the
+						 * handshake is done */
 	struct conn		*prev, *next;
 };
 
@@ -123,6 +123,7 @@ conn_free(void *arg)
 	resolve_freeaddrinfo(c->ai);
 	buf_put(&c->c2u);
 	buf_put(&c->u2c);
+	free(c->who);
 	free(c);
 }
 
@@ -382,7 +383,7 @@ leader_done(struct conn *c, int ok)
 			if (w->rt != rt || w->state != C_WAITSESS || w->closing)
 				continue;
 			log_warn("conn %lu: the handshake it waited for failed "
-			    "on the token: %s", w->id, c->why);
+			    "on the token: %s", w->id, c->token_why);
 			conn_fail(w, TFAIL_TOKEN, "TLS handshake failed");
 		}
 		return;
@@ -596,8 +597,6 @@ handshake(struct conn *c)
 	/* the job closes its wait fd when it resumes: unwatch it first */
 	loop_set(&c->aw, 0);
 	ERR_clear_error();
-	if (c->who[0] == '\0')
-		peer_requester(&c->peer, c->who, sizeof(c->who));
 	rkey_set_requester(c->who, c->rt->cfg->server_name ?
 	    c->rt->cfg->server_name : c->rt->cfg->connect_host);
 	r = SSL_do_handshake(c->ssl);
@@ -620,6 +619,8 @@ handshake(struct conn *c)
 			c->rt->stats.resumed++;
 		leader_done(c, 1);
 		log_handshake(c);
+		free(c->who);	/* no more signatures */
+		c->who = NULL;
 		c->state = C_PUMP;
 		c->active = clock_now_ms();
 		set_nodelay(c->cw.fd);
@@ -651,9 +652,10 @@ handshake(struct conn *c)
 	    upstream_name(c, up, sizeof(up)), why);
 	if (f == TFAIL_TOKEN) {
 		c->token_failed = 1;
-		snprintf(c->why, sizeof(c->why), "%s", why);
+		c->token_why = why;	/* for leader_done, from conn_fail */
 	}
 	conn_fail(c, f, "TLS handshake failed");
+	c->token_why = NULL;	/* freed on the loop's next turn */
 }
 
 /* ---- pumping bytes */
@@ -945,10 +947,9 @@ limits_update(struct agent *a)
 
 /* Before any upstream connect, name lookup or signature: closed. */
 static void
-refuse(struct conn *c, struct listener *ln, int fd)
+refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
 {
 	struct tunnel_rt	*rt = ln->arg;
-	const struct peer	*p = &c->peer;
 	char			 uid[32], pid[32], rule[512];
 
 	if (p->uid == -1)
@@ -1011,6 +1012,7 @@ on_accept(struct listener *ln, int fd)
 {
 	struct tunnel_rt	*rt = ln->arg;
 	struct conn		*c;
+	struct peer		 peer;	/* 4 KB: not kept in the conn */
 	char			 who[PATH_MAX + 64];
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -1019,11 +1021,14 @@ on_accept(struct listener *ln, int fd)
 		return;
 	}
 	c->id = next_id++;
-	peer_from_fd(fd, &c->peer);
-	if (!peer_allowed(&c->peer, rt->cfg)) {
-		refuse(c, ln, fd);
+	peer_from_fd(fd, &peer);
+	if (!peer_allowed(&peer, rt->cfg)) {
+		refuse(c, ln, fd, &peer);
 		return;
 	}
+	/* what a PIN dialog would show (NULL if out of memory: less) */
+	peer_requester(&peer, who, sizeof(who));
+	c->who = strdup(who);
 	c->rt = rt;
 	c->started = clock_now_ms();
 	loop_watch_init(&c->cw, fd, on_client, c);
@@ -1033,17 +1038,17 @@ on_accept(struct listener *ln, int fd)
 	rt->stats.accepted++;
 	rt->stats.open++;
 	rt->agent->nconns++;
-	peer_describe(&c->peer, who, sizeof(who));
-	if (c->peer.unix_sock)
+	peer_describe(&peer, who, sizeof(who));
+	if (peer.unix_sock)
 		log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name,
 		    who, ln->addr);
-	else if (c->peer.pid == -1)	/* allowed: the kernel named its uid */
+	else if (peer.pid == -1)	/* allowed: the kernel named its uid */
 		log_info("conn %lu (%s): from %s on %s, uid %ld", c->id,
-		    rt->cfg->name, who, ln->addr, c->peer.uid);
+		    rt->cfg->name, who, ln->addr, peer.uid);
 	else
 		log_info("conn %lu (%s): from %s on %s, uid %ld pid %ld %s",
-		    c->id, rt->cfg->name, who, ln->addr, c->peer.uid,
-		    c->peer.pid, c->peer.exe[0] ? c->peer.exe :
+		    c->id, rt->cfg->name, who, ln->addr, peer.uid,
+		    peer.pid, peer.exe[0] ? peer.exe :
 		    "(executable unknown)");
 	limits_update(rt->agent);
 	if (token_removed(c))
