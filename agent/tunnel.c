@@ -423,6 +423,8 @@ connected(struct conn *c)
 		return;
 	}
 	set_nodelay(c->uw.fd);
+	resolve_freeaddrinfo(c->ai);	/* connected: no other address */
+	c->ai = c->ai_next = NULL;
 	c->deadline = clock_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
 	if (coalesce_wait(c))
 		return;
