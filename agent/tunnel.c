@@ -5,6 +5,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>	/* malloc_trim */
+#endif
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -75,6 +78,32 @@ static struct conn	*conns;
 static struct conn	*zombies;
 
 /*
+ * A handshake frees its temporaries and a closed connection its SSL
+ * between the objects of the open tunnels: glibc keeps those holes
+ * (about 3 KB per idle tunnel after a burst).  Once the tunnels have been
+ * quiet this long, the whole free pages go back to the kernel.
+ */
+#define TRIM_QUIET_MS	1000
+static long		 trim_at;	/* 0: nothing freed since */
+
+static void
+heap_freed(void)
+{
+	trim_at = clock_now_ms() + TRIM_QUIET_MS;
+}
+
+static void
+heap_trim(long now)
+{
+	if (trim_at == 0 || now < trim_at)
+		return;
+	trim_at = 0;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/*
  * Pump buffers: a connection holds one only while bytes are in flight
  * that way, so an idle tunnel holds none (OpenSSL releases its own,
  * SSL_MODE_RELEASE_BUFFERS); a few spare ones are kept for reuse.
@@ -125,6 +154,7 @@ conn_free(void *arg)
 	buf_put(&c->u2c);
 	free(c->who);
 	free(c);
+	heap_freed();
 }
 
 static void
@@ -623,6 +653,7 @@ handshake(struct conn *c)
 		log_handshake(c);
 		free(c->who);	/* no more signatures */
 		c->who = NULL;
+		heap_freed();
 		c->state = C_PUMP;
 		c->active = clock_now_ms();
 		set_nodelay(c->cw.fd);
@@ -1068,6 +1099,7 @@ tunnels_tick(struct agent *a, long now)
 	struct conn		*c, *next;
 	int			 i;
 
+	heap_trim(now);
 	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
 		for (i = 0; i < rt->nlisten; i++)
 			listen_tick(&rt->listen[i], now);
