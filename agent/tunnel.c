@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -495,9 +496,47 @@ coalesce_wait(struct conn *c)
 	return 1;
 }
 
-/* At most this many waiting connections start per loop turn: the loop
- * serves the open tunnels between the batches. */
-#define KICK_BUDGET	8
+/*
+ * Handshake work per loop turn is bounded in time: a step costs 0.2-0.5
+ * ms of CPU (a ClientHello with its key share and PSK binder, a
+ * ServerHello's key schedule), and 50 connections resuming at once made
+ * turns of 4-15 ms that an open tunnel's bytes waited behind.  Once a
+ * turn has spent HS_TURN_NS on handshakes, the next handshake events are
+ * left for the next turn (epoll is level-triggered: they come back), and
+ * the open tunnels' events of this turn are served first.  Every turn
+ * makes one step at least.
+ */
+#define HS_TURN_NS	(1000 * 1000LL)
+
+static long long	 hs_used;	/* ns of handshake work in turn */
+static unsigned long	 hs_turn;	/* this one of the loop */
+
+static long long
+hs_clock(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* May this turn make another handshake step? */
+static int
+hs_may_step(void)
+{
+	if (hs_turn != loop_turn()) {
+		hs_turn = loop_turn();
+		hs_used = 0;
+	}
+	return hs_used < HS_TURN_NS;
+}
+
+/* A step that began at t0 (after hs_may_step) is over. */
+static void
+hs_spent(long long t0)
+{
+	hs_used += hs_clock() - t0;
+}
 
 static struct watch	 kickw = { .fd = -1 };	/* an eventfd */
 static struct agent	*kick_agent;
@@ -506,7 +545,7 @@ static void
 kick_rt(struct tunnel_rt *rt)
 {
 	struct conn	*c, *next;
-	int		 n = 0;
+	long long	 t0;
 
 	rt->kick_pending = 0;
 	for (c = conns; c != NULL; c = next) {
@@ -517,12 +556,14 @@ kick_rt(struct tunnel_rt *rt)
 		if (!sess_usable(&rt->sess) && !rt->no_sessions &&
 		    rt->leaders > 0)
 			break;
-		if (n++ == KICK_BUDGET) {
+		if (!hs_may_step()) {
 			waiters_kick(rt);	/* the rest next turn */
 			break;
 		}
+		t0 = hs_clock();
 		if (!token_removed(c))
 			tls_start(c);
+		hs_spent(t0);
 	}
 }
 
@@ -582,11 +623,15 @@ static void
 on_async(struct watch *w, uint32_t events)
 {
 	struct conn	*c = w->arg;
+	long long	 t0;
 
 	if (c->zombie)
 		zombie_resume(c);
-	else if (!c->closing && c->state == C_HANDSHAKE)
+	else if (!c->closing && c->state == C_HANDSHAKE && hs_may_step()) {
+		t0 = hs_clock();
 		handshake(c);
+		hs_spent(t0);
+	}
 }
 
 /* The job paused: watch its wait fd. */
@@ -905,15 +950,21 @@ static void
 on_upstream(struct watch *w, uint32_t events)
 {
 	struct conn	*c = w->arg;
+	long long	 t0;
 
 	if (c->closing)
 		return;
 	switch (c->state) {
 	case C_CONNECTING:
-		connected(c);
-		break;
 	case C_HANDSHAKE:
-		handshake(c);
+		if (!hs_may_step())
+			break;		/* next turn: the event comes back */
+		t0 = hs_clock();
+		if (c->state == C_CONNECTING)
+			connected(c);
+		else
+			handshake(c);
+		hs_spent(t0);
 		break;
 	case C_PUMP:
 		pump_release(c);
