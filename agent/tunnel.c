@@ -101,6 +101,8 @@ heap_trim(long now)
 	trim_at = 0;
 #ifdef __GLIBC__
 	malloc_trim(0);
+	log_debug("tunnels: quiet for %d ms: free heap pages returned",
+	    TRIM_QUIET_MS);
 #endif
 }
 
