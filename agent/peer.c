@@ -238,40 +238,64 @@ holds_socket(int pfd, const char *want, int *budget)
 	return found;
 }
 
+/* Is process dir NAME (in /proc, dfd) of the uid, holding want? */
+static int
+pid_holds(int dfd, const char *name, long uid, const char *want,
+    int *budget)
+{
+	struct stat	 st;
+	int		 pfd, found;
+
+	if ((pfd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1)
+		return 0;
+	found = fstat(pfd, &st) == 0 && (long)st.st_uid == uid &&
+	    holds_socket(pfd, want, budget);
+	close(pfd);
+	return found;
+}
+
 /*
  * The process of a TCP peer: the one of the peer's uid whose descriptors
  * hold the client socket's inode (readable for processes of our own uid,
  * or any as root).  Bounded by MAX_FDS_SEEN; not found leaves it unknown.
+ * The process found last is looked at first: an application often opens
+ * several connections, and the whole scan costs a readlink per
+ * descriptor of every process (2.8 ms per accept as root here, 28 ms at
+ * worst, half the agent's CPU in a burst of 50).
  */
+static long	 last_pid = -1;
+
 static void
 peer_tcp_pid(struct peer *p)
 {
 	struct dirent	*de;
-	struct stat	 st;
 	DIR		*proc;
-	char		 want[64], *end;
+	char		 want[64], name[32], *end;
 	long		 pid;
-	int		 pfd, budget = MAX_FDS_SEEN;
+	int		 budget = MAX_FDS_SEEN;
 
 	if (p->uid < 0 || p->inode == 0 ||
 	    (proc = opendir("/proc")) == NULL)
 		return;
 	snprintf(want, sizeof(want), "socket:[%lu]", p->inode);
+	snprintf(name, sizeof(name), "%ld", last_pid);
+	if (last_pid != -1 && pid_holds(dirfd(proc), name, p->uid, want,
+	    &budget))
+		p->pid = last_pid;
 	while (budget > 0 && p->pid == -1 && (de = readdir(proc)) != NULL) {
 		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+		if (*end != '\0' || pid <= 0 || pid == (long)getpid() ||
+		    pid == last_pid)
 			continue;
-		if ((pfd = openat(dirfd(proc), de->d_name, O_RDONLY |
-		    O_DIRECTORY | O_CLOEXEC)) == -1)
-			continue;
-		if (fstat(pfd, &st) == 0 && (long)st.st_uid == p->uid &&
-		    holds_socket(pfd, want, &budget))
+		if (pid_holds(dirfd(proc), de->d_name, p->uid, want, &budget))
 			p->pid = pid;
-		close(pfd);
 	}
 	closedir(proc);
-	if (p->pid != -1)
+	if (p->pid != -1) {
+		last_pid = p->pid;
 		peer_exe(p);
+	}
 }
 
 void
