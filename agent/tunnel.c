@@ -558,7 +558,9 @@ kick_rt(struct tunnel_rt *rt)
 		if (!sess_usable(&rt->sess) && !rt->no_sessions &&
 		    rt->leaders > 0)
 			break;
-		if (!hs_may_step()) {
+		/* (without the eventfd, the next kick would come in this
+		 * very turn: no budget then) */
+		if (kickw.fd != -1 && !hs_may_step()) {
 			waiters_kick(rt);	/* the rest next turn */
 			break;
 		}
