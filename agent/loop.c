@@ -31,6 +31,7 @@ static int		 epfd = -1;
 static int		 stopping;
 static struct watch	 sigw, timerw;
 static struct deferred	*deferred;
+static unsigned long	 turns;
 
 void
 loop_watch_init(struct watch *w, int fd, watch_cb cb, void *arg)
@@ -86,6 +87,12 @@ loop_run_deferred(void)
 		d->fn(d->arg);
 		free(d);
 	}
+}
+
+unsigned long
+loop_turn(void)
+{
+	return turns;
 }
 
 void
@@ -160,6 +167,7 @@ loop_run(void (*tick)(long))
 			log_err_sys("epoll_wait");
 			return P11A_ERR_SYSTEM;
 		}
+		turns++;
 		for (i = 0; i < n; i++) {
 			w = ev[i].data.ptr;
 			if (w == &timerw)

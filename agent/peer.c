@@ -299,6 +299,29 @@ pid_holds(int procfd, long pid, long uid, const char *want, long near,
 	return found;
 }
 
+/* The parent of pid, or -1 (from /proc/PID/stat, after the name). */
+static long
+parent_of(int procfd, long pid)
+{
+	char	 name[32], buf[512], *p;
+	ssize_t	 n;
+	long	 ppid = -1;
+	int	 fd;
+
+	snprintf(name, sizeof(name), "%ld/stat", pid);
+	if ((fd = openat(procfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if ((p = strrchr(buf, ')')) != NULL &&
+	    sscanf(p + 1, " %*c %ld", &ppid) != 1)
+		ppid = -1;
+	return ppid;
+}
+
 static int
 pid_desc(const void *a, const void *b)
 {
@@ -346,6 +369,7 @@ peer_tcp_pid(struct peer *p)
 	DIR		*proc;
 	char		 want[64], *end;
 	long		 pid, self = (long)getpid(), *pids = NULL, *np, fd = -1;
+	long		 nfd = -1;
 	size_t		 n = 0, cap = 0, i;
 	int		 budget = MAX_FDS_SEEN;
 
@@ -379,6 +403,17 @@ peer_tcp_pid(struct peer *p)
 			p->pid = pids[i];
 			break;
 		}
+	/* newest first finds a child that inherited the socket (a shell's
+	 * command): the program that connected is the oldest ancestor that
+	 * holds it too */
+	for (i = 0; p->pid != -1 && i < 8; i++) {
+		pid = parent_of(dirfd(proc), p->pid);
+		if (pid <= 1 || !pid_holds(dirfd(proc), pid, p->uid, want, -1,
+		    &budget, &nfd))
+			break;
+		p->pid = pid;
+		fd = nfd;
+	}
 found:
 	free(pids);
 	closedir(proc);

@@ -6,7 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #ifdef __GLIBC__
-#include <malloc.h>
+#include <malloc.h>	/* malloc_trim */
 #endif
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -75,14 +76,14 @@ struct conn {
 						 * identity.hsq_first... */
 	struct conn		*qprev, *qnext;
 	int			 token_failed;	/* the token did not sign */
-	char			 why[300];	/* and why */
+	const char		*token_why;	/* and why (during conn_fail) */
 	uint8_t			*c2u;		/* from the pool while data */
 	size_t			 c2u_off, c2u_len;	/* is in flight */
 	uint8_t			*u2c;
 	size_t			 u2c_off, u2c_len;
 	unsigned long long	 up_bytes, down_bytes;
-	struct peer		 peer;
-	char			 who[160];	/* for a PIN dialog */
+	char			*who;		/* for a PIN dialog, until the
+						 * handshake is done */
 	struct conn		*prev, *next;
 };
 
@@ -90,6 +91,34 @@ long			 tunnels_last_handshake;	/* for lock-after */
 static struct conn	*conns;
 static struct conn	*zombies;
 static int		 nwaiting;	/* open ones in C_WAITSESS */
+
+/*
+ * A handshake frees its temporaries and a closed connection its SSL
+ * between the objects of the open tunnels: glibc keeps those holes
+ * (about 3 KB per idle tunnel after a burst).  Once the tunnels have been
+ * quiet this long, the whole free pages go back to the kernel.
+ */
+#define TRIM_QUIET_MS	1000
+static long		 trim_at;	/* 0: nothing freed since */
+
+static void
+heap_freed(void)
+{
+	trim_at = clock_now_ms() + TRIM_QUIET_MS;
+}
+
+static void
+heap_trim(long now)
+{
+	if (trim_at == 0 || now < trim_at)
+		return;
+	trim_at = 0;
+#ifdef __GLIBC__
+	malloc_trim(0);
+	log_debug("tunnels: quiet for %d ms: free heap pages returned",
+	    TRIM_QUIET_MS);
+#endif
+}
 
 /*
  * Pump buffers: a connection holds one only while bytes are in flight
@@ -136,29 +165,6 @@ static void	hsq_run(struct identity *);
 static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 
-static int		 nburied;	/* closed, not yet freed */
-static int		 nfreed;	/* since the last trim */
-
-/*
- * The last connection is freed: glibc keeps what its connections freed
- * in the middle of its heap (all of it, after 10,000 tunnels: 300 MB,
- * bench/scale); malloc_trim gives those pages back.  Not after each of
- * connections that come one at a time: a walk of the heap and madvise
- * calls each time, for nothing to give back.
- */
-#define TRIM_AFTER	64	/* connections freed */
-
-static void
-mem_release(void)
-{
-	if (nfreed < TRIM_AFTER)
-		return;
-	nfreed = 0;
-#ifdef __GLIBC__
-	malloc_trim(0);
-#endif
-}
-
 static void
 conn_free(void *arg)
 {
@@ -168,10 +174,9 @@ conn_free(void *arg)
 	resolve_freeaddrinfo(c->ai);
 	buf_put(&c->c2u);
 	buf_put(&c->u2c);
+	free(c->who);
 	free(c);
-	nfreed++;
-	if (--nburied == 0 && conns == NULL && zombies == NULL)
-		mem_release();
+	heap_freed();
 }
 
 static void
@@ -213,7 +218,6 @@ bury(struct conn *c)
 		close(c->uw.fd);
 		c->uw.fd = -1;
 	}
-	nburied++;
 	loop_defer(conn_free, c);
 }
 
@@ -230,6 +234,7 @@ zombie_resume(struct conn *c)
 		return;		/* paused again */
 	ERR_clear_error();
 	list_remove(&zombies, c);
+	slot_release(c);	/* the token is done with it */
 	bury(c);
 }
 
@@ -270,7 +275,8 @@ conn_close(struct conn *c, const char *why)
 		nwaiting--;
 	leader_done(c, 0);
 	hsq_remove(c);
-	slot_release(c);
+	if (!paused_in_sign(c))
+		slot_release(c);	/* a zombie's goes when it is done */
 	if (c->ssl != NULL)
 		sess_detach(c->ssl);
 	st->open--;
@@ -394,6 +400,7 @@ ssl_setup(struct conn *c)
 	    (b = wbio_new(c->uw.fd)) == NULL)
 		return -1;
 	SSL_set_bio(c->ssl, b, b);	/* one reference for both */
+	SSL_set_app_data(c->ssl, c);	/* for cert_cb */
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	isip = inet_pton(AF_INET, name, ip) == 1 ||
@@ -438,7 +445,7 @@ leader_done(struct conn *c, int ok)
 			if (w->rt != rt || w->state != C_WAITSESS || w->closing)
 				continue;
 			log_warn("conn %lu: the handshake it waited for failed "
-			    "on the token: %s", w->id, c->why);
+			    "on the token: %s", w->id, c->token_why);
 			conn_fail(w, TFAIL_TOKEN, "TLS handshake failed");
 		}
 		return;
@@ -478,43 +485,21 @@ connected(struct conn *c)
 		return;
 	}
 	set_nodelay(c->uw.fd);
+	resolve_freeaddrinfo(c->ai);	/* connected: no other address */
+	c->ai = c->ai_next = NULL;
 	c->deadline = clock_now_ms() + c->rt->cfg->handshake_timeout * 1000L;
 	if (coalesce_wait(c))
 		return;
 	tls_start(c);
 }
 
-/*
- * A full handshake (no session to offer) needs one of its identity's
- * max-handshakes slots: 1 if it has one, 0 if it must wait in the queue.
- * A connection that comes from the queue is not put behind the others.
- */
-static int
-slot_take(struct conn *c, int from_queue)
-{
-	struct identity	*id = c->rt->id;
-
-	if (id == NULL || c->slot || sess_usable(&c->rt->sess))
-		return 1;
-	if (id->hs_inflight >= id->cfg->max_handshakes ||
-	    (!from_queue && id->hsq_first != NULL))
-		return 0;
-	c->slot = 1;
-	id->hs_inflight++;
-	return 1;
-}
-
 /* The TLS handshake begins (its deadline runs from the TCP connect). */
 static void
-tls_begin(struct conn *c, int from_queue)
+tls_start(struct conn *c)
 {
 	if (c->state == C_WAITSESS) {
 		nwaiting--;
 		c->state = C_CONNECTING;	/* connected, not in TLS */
-	}
-	if (!slot_take(c, from_queue)) {
-		hsq_add(c);
-		return;
 	}
 	if (ssl_setup(c) != 0) {
 		log_ssl(LOG_LVL_ERR, __func__, "conn %lu: TLS setup", c->id);
@@ -525,10 +510,31 @@ tls_begin(struct conn *c, int from_queue)
 	handshake(c);
 }
 
-static void
-tls_start(struct conn *c)
+/*
+ * The server asked for the client certificate: this handshake will need
+ * a signature, so it needs one of its identity's max-handshakes slots
+ * (OpenSSL's certificate callback; a resumed handshake never comes
+ * here).  Without a free one it waits in the queue: -1 pauses the
+ * handshake (SSL_ERROR_WANT_X509_LOOKUP) until hsq_run gives it a slot
+ * and goes on with it.
+ */
+static int
+cert_cb(SSL *ssl, void *arg)
 {
-	tls_begin(c, 0);
+	struct conn	*c = SSL_get_app_data(ssl);
+	struct identity	*id;
+
+	(void)arg;
+	if (c == NULL || c->slot || (id = c->rt->id) == NULL)
+		return 1;
+	if (id->hs_inflight < id->cfg->max_handshakes &&
+	    id->hsq_first == NULL) {
+		c->slot = 1;
+		id->hs_inflight++;
+		return 1;
+	}
+	hsq_add(c);
+	return -1;
 }
 
 /*
@@ -553,9 +559,47 @@ coalesce_wait(struct conn *c)
 	return 1;
 }
 
-/* At most this many waiting connections start per loop turn: the loop
- * serves the open tunnels between the batches. */
-#define KICK_BUDGET	8
+/*
+ * Handshake work per loop turn is bounded in time: a step costs 0.2-0.5
+ * ms of CPU (a ClientHello with its key share and PSK binder, a
+ * ServerHello's key schedule), and 50 connections resuming at once made
+ * turns of 4-15 ms that an open tunnel's bytes waited behind.  Once a
+ * turn has spent HS_TURN_NS on handshakes, the next handshake events are
+ * left for the next turn (epoll is level-triggered: they come back), and
+ * the open tunnels' events of this turn are served first.  Every turn
+ * makes one step at least.
+ */
+#define HS_TURN_NS	(1000 * 1000LL)
+
+static long long	 hs_used;	/* ns of handshake work in turn */
+static unsigned long	 hs_turn;	/* this one of the loop */
+
+static long long
+hs_clock(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* May this turn make another handshake step? */
+static int
+hs_may_step(void)
+{
+	if (hs_turn != loop_turn()) {
+		hs_turn = loop_turn();
+		hs_used = 0;
+	}
+	return hs_used < HS_TURN_NS;
+}
+
+/* A step that began at t0 (after hs_may_step) is over. */
+static void
+hs_spent(long long t0)
+{
+	hs_used += hs_clock() - t0;
+}
 
 static struct watch	 kickw = { .fd = -1 };	/* an eventfd */
 static struct agent	*kick_agent;
@@ -564,7 +608,7 @@ static void
 kick_rt(struct tunnel_rt *rt)
 {
 	struct conn	*c, *next;
-	int		 n = 0;
+	long long	 t0;
 
 	rt->kick_pending = 0;
 	/* each stored session kicks: without waiters, no walk of them all
@@ -579,12 +623,16 @@ kick_rt(struct tunnel_rt *rt)
 		if (!sess_usable(&rt->sess) && !rt->no_sessions &&
 		    rt->leaders > 0)
 			break;
-		if (n++ == KICK_BUDGET) {
+		/* (without the eventfd, the next kick would come in this
+		 * very turn: no budget then) */
+		if (kickw.fd != -1 && !hs_may_step()) {
 			waiters_kick(rt);	/* the rest next turn */
 			break;
 		}
+		t0 = hs_clock();
 		if (!token_removed(c))
 			tls_start(c);
+		hs_spent(t0);
 	}
 }
 
@@ -698,41 +746,43 @@ hsq_kick(struct identity *id)
 }
 
 /*
- * Starts what may start: a connection whose tunnel has a session now
- * resumes without a slot, others take free slots in queue order; at
- * most KICK_BUDGET a turn.
+ * Free slots go to the queued handshakes, oldest first, within the
+ * turn's handshake budget; after a token failure they all fail with it.
  */
 static void
 hsq_run(struct identity *id)
 {
 	struct conn	*c, *next;
-	int		 n = 0, fail;
+	long long	 t0;
 
 	id->hsq_kick = 0;
-	fail = id->hsq_fail;
-	id->hsq_fail = 0;
-	for (c = id->hsq_first; c != NULL; c = next) {
-		next = c->qnext;
-		if (fail && !sess_usable(&c->rt->sess)) {
+	if (id->hsq_fail) {
+		id->hsq_fail = 0;
+		for (c = id->hsq_first; c != NULL; c = next) {
+			next = c->qnext;	/* conn_fail takes c out */
 			log_warn("conn %lu: a handshake before it in the "
 			    "token's queue failed on the token: %s", c->id,
 			    id->hsq_why);
 			conn_fail(c, TFAIL_TOKEN, "TLS handshake failed");
-			continue;
 		}
-		if (!sess_usable(&c->rt->sess) &&
-		    id->hs_inflight >= id->cfg->max_handshakes)
-			continue;
-		if (n++ == KICK_BUDGET) {
-			hsq_kick(id);
+		return;
+	}
+	while ((c = id->hsq_first) != NULL &&
+	    id->hs_inflight < id->cfg->max_handshakes) {
+		/* (without the eventfd, the next kick would come in this
+		 * very turn: no budget then) */
+		if (kickw.fd != -1 && !hs_may_step()) {
+			hsq_kick(id);	/* the rest next turn */
 			break;
 		}
+		t0 = hs_clock();
 		hsq_remove(c);
-		c->state = C_CONNECTING;	/* connected, not in TLS */
-		if (token_removed(c) || coalesce_wait(c))
-			continue;
-		tls_begin(c, 1);
-		next = id->hsq_first;	/* anything may have changed */
+		c->slot = 1;
+		id->hs_inflight++;
+		c->state = C_HANDSHAKE;
+		if (!token_removed(c))
+			handshake(c);	/* the certificate callback again */
+		hs_spent(t0);
 	}
 }
 
@@ -761,7 +811,8 @@ slot_release(struct conn *c)
 	id->hs_inflight--;
 	if (c->token_failed && id->hsq_first != NULL && !id->hsq_fail) {
 		id->hsq_fail = 1;	/* hsq_run fails them, next turn */
-		snprintf(id->hsq_why, sizeof(id->hsq_why), "%s", c->why);
+		snprintf(id->hsq_why, sizeof(id->hsq_why), "%s",
+		    c->token_why != NULL ? c->token_why : "?");
 	}
 	hsq_kick(id);
 }
@@ -776,8 +827,6 @@ session_ready(void *arg)
 	rt->grace_until = 0;
 	if (nwaiting > 0)	/* each resumed handshake brings a ticket */
 		waiters_kick(rt);
-	if (rt->id != NULL)
-		hsq_kick(rt->id);
 }
 
 /* ---- the handshake */
@@ -786,11 +835,15 @@ static void
 on_async(struct watch *w, uint32_t events)
 {
 	struct conn	*c = w->arg;
+	long long	 t0;
 
 	if (c->zombie)
 		zombie_resume(c);
-	else if (!c->closing && c->state == C_HANDSHAKE)
+	else if (!c->closing && c->state == C_HANDSHAKE && hs_may_step()) {
+		t0 = hs_clock();
 		handshake(c);
+		hs_spent(t0);
+	}
 }
 
 /* The job paused: watch its wait fd. */
@@ -833,8 +886,6 @@ handshake(struct conn *c)
 	/* the job closes its wait fd when it resumes: unwatch it first */
 	loop_set(&c->aw, 0);
 	ERR_clear_error();
-	if (c->who[0] == '\0')
-		peer_requester(&c->peer, c->who, sizeof(c->who));
 	rkey_set_requester(c->who, c->rt->cfg->server_name ?
 	    c->rt->cfg->server_name : c->rt->cfg->connect_host);
 	r = SSL_do_handshake(c->ssl);
@@ -858,6 +909,9 @@ handshake(struct conn *c)
 		leader_done(c, 1);
 		slot_release(c);
 		log_handshake(c);
+		free(c->who);	/* no more signatures */
+		c->who = NULL;
+		heap_freed();
 		c->state = C_PUMP;
 		c->cr = c->ur = 1;	/* either may have sent already */
 		c->active = clock_now_ms();
@@ -872,6 +926,12 @@ handshake(struct conn *c)
 		    EPOLLOUT) != 0)
 			conn_fail(c, TFAIL_IO, "cannot watch a socket");
 		return;
+	case SSL_ERROR_WANT_X509_LOOKUP:
+		if (c->queued)
+			return;		/* for a slot: hsq_run goes on */
+		snprintf(why, sizeof(why), "the certificate callback failed");
+		f = TFAIL_TLS;
+		break;
 	case SSL_ERROR_WANT_ASYNC:
 		log_debug("conn %lu: the handshake waits for the token",
 		    c->id);
@@ -890,9 +950,10 @@ handshake(struct conn *c)
 	    upstream_name(c, up, sizeof(up)), why);
 	if (f == TFAIL_TOKEN) {
 		c->token_failed = 1;
-		snprintf(c->why, sizeof(c->why), "%s", why);
+		c->token_why = why;	/* for leader_done, from conn_fail */
 	}
 	conn_fail(c, f, "TLS handshake failed");
+	c->token_why = NULL;	/* freed on the loop's next turn */
 }
 
 /* ---- pumping bytes */
@@ -1043,11 +1104,14 @@ upstream_read(struct conn *c, struct wants *w)
 			c->up_eof = eof = 1;	/* close_notify */
 			break;
 		default:
-			if (!upstream_gone(c, e, err)) {
+			if (upstream_gone(c, e, err))
+				eof = 1;
+			else if (got == 0) {
 				buf_put(&c->u2c);
 				return -1;
 			}
-			eof = 1;
+			/* else the client gets what came before the error
+			 * first; the next SSL_read says it again */
 			break;
 		}
 	}
@@ -1137,10 +1201,27 @@ pump(struct conn *c)
 		conn_fail(c, TFAIL_IO, "cannot watch a socket");
 }
 
+/*
+ * After the bytes have moved: OpenSSL's record buffers go back to the heap
+ * when nothing is pending in them.  SSL_MODE_RELEASE_BUFFERS does that
+ * after reading and writing data, but a handshake message read after the
+ * handshake (a TLS 1.3 NewSessionTicket, a KeyUpdate) sets up the write
+ * buffer (16.7 KB) and leaves it for the next write, which on an idle
+ * tunnel does not come: most idle tunnels held one.
+ */
+static void
+pump_release(struct conn *c)
+{
+	pump(c);
+	if (!c->closing && c->state == C_PUMP)
+		SSL_free_buffers(c->ssl);
+}
+
 static void
 on_upstream(struct watch *w, uint32_t events)
 {
 	struct conn	*c = w->arg;
+	long long	 t0;
 
 	if (c->closing)
 		return;
@@ -1148,13 +1229,18 @@ on_upstream(struct watch *w, uint32_t events)
 		c->ur = 1;
 	switch (c->state) {
 	case C_CONNECTING:
-		connected(c);
-		break;
 	case C_HANDSHAKE:
-		handshake(c);
+		if (!hs_may_step())
+			break;		/* next turn: the event comes back */
+		t0 = hs_clock();
+		if (c->state == C_CONNECTING)
+			connected(c);
+		else
+			handshake(c);
+		hs_spent(t0);
 		break;
 	case C_PUMP:
-		pump(c);
+		pump_release(c);
 		break;
 	default:
 		break;
@@ -1171,7 +1257,7 @@ on_client(struct watch *w, uint32_t events)
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 		c->cr = 1;
 	if (c->state == C_PUMP)
-		pump(c);
+		pump_release(c);
 }
 
 /* ---- accepting */
@@ -1221,10 +1307,9 @@ limits_update(struct agent *a)
 
 /* Before any upstream connect, name lookup or signature: closed. */
 static void
-refuse(struct conn *c, struct listener *ln, int fd)
+refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
 {
 	struct tunnel_rt	*rt = ln->arg;
-	const struct peer	*p = &c->peer;
 	char			 uid[32], pid[32], rule[512];
 
 	if (p->uid == -1)
@@ -1287,6 +1372,7 @@ on_accept(struct listener *ln, int fd)
 {
 	struct tunnel_rt	*rt = ln->arg;
 	struct conn		*c;
+	struct peer		 peer;	/* 4 KB: not kept in the conn */
 	char			 who[PATH_MAX + 64];
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
@@ -1295,11 +1381,14 @@ on_accept(struct listener *ln, int fd)
 		return;
 	}
 	c->id = next_id++;
-	peer_from_fd(fd, &c->peer);
-	if (!peer_allowed(&c->peer, rt->cfg)) {
-		refuse(c, ln, fd);
+	peer_from_fd(fd, &peer);
+	if (!peer_allowed(&peer, rt->cfg)) {
+		refuse(c, ln, fd, &peer);
 		return;
 	}
+	/* what a PIN dialog would show (NULL if out of memory: less) */
+	peer_requester(&peer, who, sizeof(who));
+	c->who = strdup(who);
 	c->rt = rt;
 	c->started = clock_now_ms();
 	loop_watch_init(&c->cw, fd, on_client, c);
@@ -1309,17 +1398,17 @@ on_accept(struct listener *ln, int fd)
 	rt->stats.accepted++;
 	rt->stats.open++;
 	rt->agent->nconns++;
-	peer_describe(&c->peer, who, sizeof(who));
-	if (c->peer.unix_sock)
+	peer_describe(&peer, who, sizeof(who));
+	if (peer.unix_sock)
 		log_info("conn %lu (%s): from %s on %s", c->id, rt->cfg->name,
 		    who, ln->addr);
-	else if (c->peer.pid == -1)	/* allowed: the kernel named its uid */
+	else if (peer.pid == -1)	/* allowed: the kernel named its uid */
 		log_info("conn %lu (%s): from %s on %s, uid %ld", c->id,
-		    rt->cfg->name, who, ln->addr, c->peer.uid);
+		    rt->cfg->name, who, ln->addr, peer.uid);
 	else
 		log_info("conn %lu (%s): from %s on %s, uid %ld pid %ld %s",
-		    c->id, rt->cfg->name, who, ln->addr, c->peer.uid,
-		    c->peer.pid, c->peer.exe[0] ? c->peer.exe :
+		    c->id, rt->cfg->name, who, ln->addr, peer.uid,
+		    peer.pid, peer.exe[0] ? peer.exe :
 		    "(executable unknown)");
 	limits_update(rt->agent);
 	if (token_removed(c))
@@ -1337,6 +1426,7 @@ tunnels_tick(struct agent *a, long now)
 	struct conn		*c, *next;
 	int			 i;
 
+	heap_trim(now);
 	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
 		for (i = 0; i < rt->nlisten; i++)
 			listen_tick(&rt->listen[i], now);
@@ -1398,6 +1488,18 @@ tunnel_listen(struct tunnel_rt *rt, int ready_fd)
 	return 0;
 }
 
+/* The tunnel's TLS context, with the slot check before each signature. */
+static SSL_CTX *
+tunnel_ctx(struct cfg_tunnel *t, struct identity *id, char *err,
+    size_t errlen)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = tls_ctx_new(t, id, err, errlen)) != NULL && id != NULL)
+		SSL_CTX_set_cert_cb(ctx, cert_cb, NULL);
+	return ctx;
+}
+
 int
 tunnels_start(struct agent *a, int ready_fd)
 {
@@ -1430,7 +1532,7 @@ tunnels_start(struct agent *a, int ready_fd)
 			return P11A_ERR_NOMEM;
 		rt->sess.ready = session_ready;
 		rt->sess.ready_arg = rt;
-		if ((rt->ssl_ctx = tls_ctx_new(t, rt->id, err,
+		if ((rt->ssl_ctx = tunnel_ctx(t, rt->id, err,
 		    sizeof(err))) == NULL) {
 			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
 			    t->line, t->name, err);
@@ -1480,7 +1582,7 @@ tunnels_rebuild_tls(struct agent *a, struct identity *id)
 	for (rt = a->tunnels, i = 0; rt != NULL; rt = rt->next, i++) {
 		if (rt->id != id)
 			continue;
-		if ((ctx[i] = tls_ctx_new(rt->cfg, id, err, sizeof(err))) ==
+		if ((ctx[i] = tunnel_ctx(rt->cfg, id, err, sizeof(err))) ==
 		    NULL) {
 			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
 			    rt->cfg->line, rt->cfg->name, err);
@@ -1515,6 +1617,7 @@ void
 tunnels_stop(struct agent *a)
 {
 	struct tunnel_rt	*rt;
+	struct conn		*c;
 	int			 i;
 
 	kick_agent = NULL;	/* no waiter starts any more */
@@ -1522,6 +1625,8 @@ tunnels_stop(struct agent *a)
 		rt->kick_pending = 1;
 	while (conns != NULL)
 		conn_close(conns, "agent stopping");
+	for (c = zombies; c != NULL; c = c->next)
+		c->slot = 0;	/* their identities go before they do */
 	if (kickw.fd != -1) {
 		loop_set(&kickw, 0);
 		close(kickw.fd);

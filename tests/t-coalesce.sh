@@ -4,10 +4,12 @@
 # their first byte within 1.5 s with at most 3 C_Sign: one full handshake
 # leads, the others wait for its session and resume.  An open tunnel's
 # round trips are measured meanwhile; the bound here is 100 ms, not yet
-# the issue's 20 ms: on 2 cores the 50 client processes and the upstream's
-# 50 forked children compete with the pinger (worst 28-64 ms seen; see the
-# issue 7 note).  An upstream that gives no
-# session: the waiting connections make their own full handshakes.
+# the issue's 20 ms: on 2 cores the upstream's 50 forked children compete
+# with the pinger and the agent (see "Handshakes do not hold up open
+# tunnels" in docs/design-notes.md).  49 of the 50 come from one client
+# process (tunnel-client burst), so no client process per connection is
+# scheduled.  An upstream that gives no session: the waiting connections
+# make their own full handshakes.
 . "$top_srcdir/tests/lib.sh"
 make_token
 export P11FAULT_SIGN_DELAY_MS=300
@@ -33,31 +35,19 @@ start_upstream plain	# no tickets, no session IDs
 start_agent "$T/agent.conf" || fail "the agent did not start"
 
 # ---- 50 at once on tunnel t, while tunnel o is open and pinged
-# (o resumes: its first connection here leaves a session; the clients
-# are started first and released together through a fifo)
+# (o resumes: its first connection here leaves a session; the 50th
+# connection on t is the pinger's second one, which must wait for the
+# leader's signature: --min-second-ms)
 "$CLIENT" "$(listen_addr o tcp)" roundtrip --bytes 10 >/dev/null ||
     fail "tunnel o before the burst"
-mkfifo "$T/gate"
-pids=()
-for i in $(seq 1 49); do
-	(read -r _ <"$T/gate"; exec "$CLIENT" "$(listen_addr t tcp)" \
-	    roundtrip --bytes 10) >"$T/b.$i" 2>&1 &
-	pids+=($!)
-done
-(read -r _ <"$T/gate"; exec "$CLIENT" "$(listen_addr o tcp)" latency \
-    --second-addr "$(listen_addr t tcp)" --max-ms "$ping_ms" --min-second-ms 250) \
-    >"$T/lat.out" 2>&1 &
-lat=$!
 before=$(signs)
 t0=$(date +%s%N)
-exec {g}>"$T/gate"
-for i in $(seq 0 49); do
-	echo go >&$g
-done
-exec {g}>&-
-for i in $(seq 1 49); do
-	wait "${pids[$((i - 1))]}" || fail "connection $i of the burst: $(cat "$T/b.$i")"
-done
+"$CLIENT" "$(listen_addr t tcp)" burst --count 49 --bytes 10 >"$T/burst.out" 2>&1 &
+burst=$!
+"$CLIENT" "$(listen_addr o tcp)" latency --second-addr "$(listen_addr t tcp)" \
+    --max-ms "$ping_ms" --min-second-ms 250 >"$T/lat.out" 2>&1 &
+lat=$!
+wait "$burst" || fail "the burst of 49: $(cat "$T/burst.out")"
 wait "$lat" || fail "the open tunnel's round trips: $(cat "$T/lat.out")"
 ms=$((($(date +%s%N) - t0) / 1000000))
 n=$(($(signs) - before))
@@ -65,7 +55,7 @@ n=$(($(signs) - before))
 [ "$ms" -le "$burst_ms" ] || fail "the 50 took $ms ms (at most $burst_ms)"
 agent_log_has "waits for the session of a handshake in flight" ||
     fail "no connection waited for another's session"
-ok "50 at once on a 300 ms card: all served in $ms ms with $n C_Sign; $(cat "$T/lat.out")"
+ok "50 at once on a 300 ms card: all served in $ms ms with $n C_Sign; $(cat "$T/burst.out"); $(cat "$T/lat.out")"
 
 # ---- an upstream that gives no session: full handshakes, all served
 before=$(signs)

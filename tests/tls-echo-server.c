@@ -98,13 +98,14 @@ struct children {
 };
 
 static volatile sig_atomic_t got_term;
+static int		 want_port;	/* --port: this one, not any */
 
 static _Noreturn void
 usage(void)
 {
 	fprintf(stderr,
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert] [--resume]\n"
-	    "           [--tls1.2 | --tls1.3] [--port-file F] [--timeout S]"
+	    "           [--tls1.2 | --tls1.3] [--port P] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
 	    "           [--send N --close notify|fin|rst]\n"
 	    "       " PROG " --plain | --silent | --closed | --full-backlog"
@@ -232,6 +233,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "send", required_argument, NULL, 'n' },
 		{ "close", required_argument, NULL, 'C' },
 		{ "port-file", required_argument, NULL, 'f' },
+		{ "port", required_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
@@ -285,6 +287,10 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'f':
 			o->port_file = optarg;
+			break;
+		case 'P':	/* a server restarted on the port it had */
+			want_port = (int)parse_long(optarg, 1, 65535,
+			    "--port");
 			break;
 		case 't':
 			o->timeout_ms = parse_timeout(optarg);
@@ -373,9 +379,9 @@ listen_local(int *port, int backlog)
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sin.sin_port = 0;
+	sin.sin_port = htons(want_port);
 	if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
-		die("bind 127.0.0.1:0: %s", strerror(errno));
+		die("bind 127.0.0.1:%d: %s", want_port, strerror(errno));
 	if (backlog >= 0 && listen(fd, backlog) == -1)
 		die("listen: %s", strerror(errno));
 	if (getsockname(fd, (struct sockaddr *)&sin, &len) == -1)

@@ -6,7 +6,9 @@
  * (expect-close), the data of a server that closes first and then the end
  * of the stream (drain), that open tunnels keep flowing while a new
  * tunnel is being set up (latency), round trips of small pings (pings), or
- * it sends and reads back bulk data as fast as it can (flood).  Every
+ * it sends and reads back bulk data as fast as it can (flood).  With
+ * burst it opens --count connections at once from this one process and
+ * makes each a small round trip (no process per connection to schedule).  Every
  * wait is bounded by --timeout.
  */
 
@@ -42,6 +44,8 @@
 #define NS_PER_MS		1000000LL
 /* tls-echo-server --send: byte k of its data */
 #define PATTERN(k)		((unsigned char)((k) % 251))
+#define BURST_MAX		1000
+#define BURST_BYTES_MAX		4096
 
 struct addr {
 	struct sockaddr_storage	 ss;
@@ -119,6 +123,7 @@ usage(void)
 	    "       " PROG " ADDR latency --second-addr ADDR2 --max-ms M"
 	    " --min-second-ms K [--timeout S]\n"
 	    "       " PROG " ADDR pings --count N --max-ms M [--timeout S]\n"
+	    "       " PROG " ADDR burst --count N --bytes B [--timeout S]\n"
 	    "       " PROG " ADDR flood [--timeout S]\n"
 	    "ADDR is tcp:HOST:PORT, tcp:[IPv6]:PORT or unix:/path;"
 	    " N may end in K, M or G (binary)\n");
@@ -264,6 +269,16 @@ check_mode_options(const struct options *o)
 	int	 pings = strcmp(o->mode, "pings") == 0;
 	int	 dr = strcmp(o->mode, "drain") == 0;
 
+	if (strcmp(o->mode, "burst") == 0) {
+		if (!o->have_count || o->count == 0 || o->count > BURST_MAX ||
+		    !o->have_bytes || o->bytes == 0 ||
+		    o->bytes > BURST_BYTES_MAX || o->have_max ||
+		    o->have_min || o->second_addr != NULL ||
+		    o->expect_subject != NULL || o->ack)
+			usage_error("burst needs --count N (1..%d) and --bytes B"
+			    " (1..%d), only", BURST_MAX, BURST_BYTES_MAX);
+		return;
+	}
 	if (!rt && !lat && !pings && !dr &&
 	    strcmp(o->mode, "expect-close") != 0 &&
 	    strcmp(o->mode, "flood") != 0)
@@ -1128,6 +1143,127 @@ mode_flood(const struct addr *a)
 	    0.0);
 }
 
+/* burst: one connection's progress */
+enum burst_state {
+	U_CONNECTING,
+	U_LINE,		/* waiting for the server's first line */
+	U_ECHO,		/* sending the bytes, reading them back */
+	U_DONE
+};
+
+struct burst_conn {
+	int			 fd;
+	enum burst_state	 state;
+	struct linebuf		 lb;
+	size_t			 sent, got;
+	int64_t			 line_ns;	/* first line, from the start */
+};
+
+/* One step of connection k; returns 1 when it is done. */
+static int
+burst_step(struct burst_conn *u, int k, const struct addr *a,
+    const unsigned char *data, size_t len, int64_t t0)
+{
+	unsigned char	 in[BURST_BYTES_MAX];
+	char		 who[32];
+	ssize_t		 n;
+
+	snprintf(who, sizeof(who), "connection %d", k);
+	if (u->state == U_CONNECTING) {
+		connect_finish(u->fd, a);
+		u->state = U_LINE;
+		return 0;
+	}
+	if (u->state == U_LINE) {
+		if (!line_feed(&u->lb, u->fd, who))
+			return 0;
+		if (u->lb.len > u->lb.line_len)
+			fail("%s: unexpected data after the first line", who);
+		u->line_ns = now_ns() - t0;
+		u->state = U_ECHO;
+	}
+	if (u->sent < len) {
+		n = send(u->fd, data + u->sent, len - u->sent, MSG_NOSIGNAL);
+		if (n == -1 && errno != EAGAIN && errno != EINTR)
+			fail("%s: send: %s", who, strerror(errno));
+		if (n > 0)
+			u->sent += (size_t)n;
+		return 0;
+	}
+	n = recv(u->fd, in, len - u->got, 0);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n == -1)
+		fail("%s: recv: %s", who, strerror(errno));
+	if (n == 0)
+		fail("%s: closed after %zu bytes of the echo", who, u->got);
+	if (memcmp(in, data + u->got, (size_t)n) != 0)
+		fail("%s: the echo differs from what was sent", who);
+	u->got += (size_t)n;
+	if (u->got < len)
+		return 0;
+	u->state = U_DONE;
+	return 1;
+}
+
+static short
+burst_events(const struct burst_conn *u, size_t len)
+{
+	if (u->state == U_CONNECTING || (u->state == U_ECHO && u->sent < len))
+		return POLLOUT;
+	return POLLIN;
+}
+
+/*
+ * --count connections opened at once; each reads the server's first
+ * line, sends --bytes and reads them back.  Prints when the first lines
+ * came (the slowest) and when all were done.
+ */
+static void
+mode_burst(const struct options *o, const struct addr *a)
+{
+	struct burst_conn	*u;
+	struct pollfd		*pfd;
+	unsigned char		 data[BURST_BYTES_MAX];
+	size_t			 len = (size_t)o->bytes;
+	int64_t			 t0, line_max = 0;
+	int			 n = (int)o->count, left, k, pending;
+
+	if ((u = calloc((size_t)n, sizeof(*u))) == NULL ||
+	    (pfd = calloc((size_t)n, sizeof(*pfd))) == NULL)
+		fail("out of memory");
+	fill_random(data, len);
+	t0 = now_ns();
+	for (k = 0; k < n; k++) {
+		u[k].fd = connect_start(a, &pending);
+		u[k].state = pending ? U_CONNECTING : U_LINE;
+	}
+	for (left = n; left > 0;) {
+		for (k = 0; k < n; k++) {
+			pfd[k].fd = u[k].state == U_DONE ? -1 : u[k].fd;
+			pfd[k].events = burst_events(&u[k], len);
+			pfd[k].revents = 0;
+		}
+		if (poll_deadline(pfd, (nfds_t)n) == 0)
+			fail("timeout after %g s: %d of %d connections not"
+			    " done", timeout_s, left, n);
+		for (k = 0; k < n; k++)
+			if (pfd[k].revents != 0 &&
+			    burst_step(&u[k], k, a, data, len, t0))
+				left--;
+	}
+	for (k = 0; k < n; k++) {
+		if (u[k].line_ns > line_max)
+			line_max = u[k].line_ns;
+		close(u[k].fd);
+	}
+	printf("burst=%d first_line_max_ms=%lld all_done_ms=%lld\n", n,
+	    to_ms(line_max), to_ms(now_ns() - t0));
+	fflush(stdout);
+	free(u);
+	free(pfd);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1149,6 +1285,8 @@ main(int argc, char *argv[])
 		mode_flood(&a);
 	else if (strcmp(o.mode, "drain") == 0)
 		mode_drain(&o, &a);
+	else if (strcmp(o.mode, "burst") == 0)
+		mode_burst(&o, &a);
 	else
 		mode_latency(&o, &a);
 	return 0;

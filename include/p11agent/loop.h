@@ -34,5 +34,8 @@ void	 loop_stop(void);
 /* Frees run after the current batch of events, never inside it. */
 void	 loop_defer(void (*fn)(void *), void *);
 void	 loop_run_deferred(void);
+/* Counts the batches of events: work that is bounded per batch (a turn
+ * of the loop) starts over when this changes. */
+unsigned long	 loop_turn(void);
 
 #endif
