@@ -47,6 +47,12 @@ pid=$(sed -n 's/.*token helper for opensc-pkcs11 (pid \([0-9]*\)): no identity n
 [ -n "$pid" ] || fail "opensc-pkcs11's helper was not stopped"
 wait_log "token helper \(pid $pid\), not needed, is gone" ||
     fail "opensc-pkcs11's helper (pid $pid) was not reaped"
+# (other modules of the registry, p11-kit-trust where p11-kit-modules is
+# installed, may be stopped after it: each of them reaped too)
+for pid in $(sed -n 's/.*token helper for .* (pid \([0-9]*\)): no identity needs it; stopping it/\1/p' "$T/agent.log"); do
+	wait_log "token helper \(pid $pid\), not needed, is gone" ||
+	    fail "the helper $pid, not needed, was not reaped"
+done
 n=$(pgrep -P "$AGENT_PID" | wc -l)
 [ "$n" = 1 ] || fail "$n helpers are left, wanted 1"
 grep -q -- "-r softhsm2" "/proc/$(pgrep -P "$AGENT_PID")/cmdline" 2>/dev/null ||
