@@ -715,10 +715,11 @@ hsq_add(struct conn *c)
 static void
 hsq_remove(struct conn *c)
 {
-	struct identity	*id = c->rt->id;
+	struct identity	*id;
 
 	if (!c->queued)
 		return;
+	id = c->rt->id;
 	c->queued = 0;
 	if (c->qprev != NULL)
 		c->qprev->qnext = c->qnext;
@@ -803,10 +804,11 @@ hsq_later(void *arg)
 static void
 slot_release(struct conn *c)
 {
-	struct identity	*id = c->rt->id;
+	struct identity	*id;
 
 	if (!c->slot)
-		return;
+		return;		/* (a zombie at exit: its rt is gone) */
+	id = c->rt->id;
 	c->slot = 0;
 	id->hs_inflight--;
 	if (c->token_failed && id->hsq_first != NULL && !id->hsq_fail) {
