@@ -3,18 +3,20 @@
 # signature, 50 connections opened at once with no session to resume get
 # their first byte within 1.5 s with at most 3 C_Sign: one full handshake
 # leads, the others wait for its session and resume.  An open tunnel's
-# round trips are measured meanwhile; the bound here is 100 ms, not yet
-# the issue's 20 ms: on 2 cores the upstream's 50 forked children compete
-# with the pinger and the agent (see "Handshakes do not hold up open
-# tunnels" in docs/design-notes.md).  49 of the 50 come from one client
-# process (tunnel-client burst), so no client process per connection is
-# scheduled.  An upstream that gives no session: the waiting connections
+# round trips are measured meanwhile: under 20 ms.  The agent, the
+# upstream and the pinger run at a higher CPU priority (nice -10, when
+# the test may) than whatever other test make check runs beside this
+# one: the bound is on this scenario's stalls, not on the 2 cores' queue (see "Handshakes do not hold up open tunnels" in
+# docs/design-notes.md); without that priority it is 100 ms.  49 of the
+# 50 come from one client process (tunnel-client burst), so no client
+# process per connection is scheduled.  An upstream that gives no session: the waiting connections
 # make their own full handshakes.
 . "$top_srcdir/tests/lib.sh"
 make_token
 export P11FAULT_SIGN_DELAY_MS=300
 # the bounds: a sanitizer build starts its 50 clients far slower
-burst_ms=1500 ping_ms=100
+burst_ms=1500 ping_ms=20 prio=(nice -n -10)
+"${prio[@]}" true 2>/dev/null || { ping_ms=100 prio=(); }
 if ldd "$P11AGENT" 2>/dev/null | grep -q libasan; then
 	burst_ms=6000 ping_ms=400
 fi
@@ -23,6 +25,7 @@ signs() {
 	grep -c ' C_Sign ' "$T/calls.log" || :
 }
 start_upstream s --resume
+s_pid=${PIDS[-1]}
 start_upstream plain	# no tickets, no session IDs
 {
 	agent_section
@@ -40,11 +43,14 @@ start_agent "$T/agent.conf" || fail "the agent did not start"
 # leader's signature: --min-second-ms)
 "$CLIENT" "$(listen_addr o tcp)" roundtrip --bytes 10 >/dev/null ||
     fail "tunnel o before the burst"
+# (the upstream's children, forked per connection, inherit its priority)
+[ ${#prio[@]} = 0 ] || renice -n -10 -p "$AGENT_PID" "$s_pid" >/dev/null ||
+    fail "renice of the agent and the upstream"
 before=$(signs)
 t0=$(date +%s%N)
 "$CLIENT" "$(listen_addr t tcp)" burst --count 49 --bytes 10 >"$T/burst.out" 2>&1 &
 burst=$!
-"$CLIENT" "$(listen_addr o tcp)" latency --second-addr "$(listen_addr t tcp)" \
+"${prio[@]}" "$CLIENT" "$(listen_addr o tcp)" latency --second-addr "$(listen_addr t tcp)" \
     --max-ms "$ping_ms" --min-second-ms 250 >"$T/lat.out" 2>&1 &
 lat=$!
 wait "$burst" || fail "the burst of 49: $(cat "$T/burst.out")"
