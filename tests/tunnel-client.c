@@ -61,6 +61,7 @@ struct options {
 	unsigned long long	 bytes;
 	long long		 max_ms;
 	long long		 min_second_ms;
+	long long		 p99_ms;	/* latency: 0, or a bound */
 	long long		 count;
 	double			 timeout_s;
 	int			 have_bytes;
@@ -121,7 +122,7 @@ usage(void)
 	    "       " PROG " ADDR expect-close [--timeout S]\n"
 	    "       " PROG " ADDR drain --bytes N [--ack] [--timeout S]\n"
 	    "       " PROG " ADDR latency --second-addr ADDR2 --max-ms M"
-	    " --min-second-ms K [--timeout S]\n"
+	    " --min-second-ms K [--p99-ms P] [--timeout S]\n"
 	    "       " PROG " ADDR pings --count N --max-ms M [--timeout S]\n"
 	    "       " PROG " ADDR burst --count N --bytes B [--timeout S]\n"
 	    "       " PROG " ADDR flood [--timeout S]\n"
@@ -301,6 +302,8 @@ check_mode_options(const struct options *o)
 	if (lat && (o->second_addr == NULL || !o->have_max || !o->have_min))
 		usage_error("latency needs --second-addr, --max-ms and"
 		    " --min-second-ms");
+	if (!lat && o->p99_ms > 0)
+		usage_error("--p99-ms is for latency");
 	if (!lat && (o->second_addr != NULL || o->have_max || o->have_min))
 		usage_error("--second-addr, --max-ms and --min-second-ms are"
 		    " for latency");
@@ -314,6 +317,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "expect-subject", required_argument, NULL, 's' },
 		{ "second-addr", required_argument, NULL, 'a' },
 		{ "max-ms", required_argument, NULL, 'm' },
+		{ "p99-ms", required_argument, NULL, '9' },
 		{ "min-second-ms", required_argument, NULL, 'k' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "count", required_argument, NULL, 'n' },
@@ -339,6 +343,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'm':
 			o->max_ms = parse_ll(optarg, 86400000, "--max-ms");
+			break;
+		case '9':
+			o->p99_ms = parse_ll(optarg, 86400000, "--p99-ms");
 			o->have_max = 1;
 			break;
 		case 'k':
@@ -963,6 +970,41 @@ second_state_name(const struct second *b)
  * Ping on A back to back while B is being set up; the ping in flight when
  * B's first line arrives is completed and counted too.
  */
+/* The round trips of ping_while_pending, for their 99th percentile. */
+static int64_t	*rtts;
+static size_t	 nrtts, rtts_cap;
+
+static void
+rtt_keep(int64_t rtt)
+{
+	int64_t	*n;
+
+	if (nrtts == rtts_cap) {
+		rtts_cap = rtts_cap ? rtts_cap * 2 : 1024;
+		if ((n = realloc(rtts, rtts_cap * sizeof(*rtts))) == NULL)
+			fail("out of memory");
+		rtts = n;
+	}
+	rtts[nrtts++] = rtt;
+}
+
+static int
+cmp_rtt(const void *x, const void *y)
+{
+	int64_t	 a = *(const int64_t *)x, b = *(const int64_t *)y;
+
+	return (a > b) - (a < b);
+}
+
+static int64_t
+rtt_p99(void)
+{
+	if (nrtts == 0)
+		return 0;
+	qsort(rtts, nrtts, sizeof(*rtts), cmp_rtt);
+	return rtts[(nrtts * 99) / 100];
+}
+
 static void
 ping_while_pending(struct pinger *p, struct second *b, unsigned *count,
     int64_t *max)
@@ -985,6 +1027,7 @@ ping_while_pending(struct pinger *p, struct second *b, unsigned *count,
 		if ((rtt = ping_handle(p, pfd[0].revents)) < 0)
 			continue;
 		(*count)++;
+		rtt_keep(rtt);
 		if (rtt > *max)
 			*max = rtt;
 		if (b->state == B_DONE)
@@ -1001,7 +1044,7 @@ mode_latency(const struct options *o, const struct addr *a)
 	struct second	 b;
 	struct linebuf	 lb;
 	unsigned	 count = 0, i;
-	int64_t		 max = 0;
+	int64_t		 max = 0, p99;
 	int		 ok = 1;
 
 	parse_addr(o->second_addr, &a2);
@@ -1016,9 +1059,15 @@ mode_latency(const struct options *o, const struct addr *a)
 	ping_while_pending(&p, &b, &count, &max);
 	close(b.fd);
 	close(p.fd);
-	printf("a_pings=%u a_max_ms=%lld b_first_line_ms=%lld\n", count,
-	    to_ms(max), to_ms(b.elapsed));
+	p99 = rtt_p99();
+	printf("a_pings=%u a_max_ms=%lld a_p99_ms=%.1f b_first_line_ms=%lld\n",
+	    count, to_ms(max), p99 / 1e6, to_ms(b.elapsed));
 	fflush(stdout);
+	if (o->p99_ms > 0 && p99 >= o->p99_ms * NS_PER_MS) {
+		fprintf(stderr, PROG ": A stalled: p99 ping %.3f ms is not"
+		    " below --p99-ms %lld\n", p99 / 1e6, o->p99_ms);
+		ok = 0;
+	}
 	if (max >= o->max_ms * NS_PER_MS) {
 		fprintf(stderr, PROG ": A stalled: max ping %.3f ms is not"
 		    " below --max-ms %lld\n", max / 1e6, o->max_ms);
