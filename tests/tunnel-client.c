@@ -343,10 +343,10 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'm':
 			o->max_ms = parse_ll(optarg, 86400000, "--max-ms");
+			o->have_max = 1;
 			break;
 		case '9':
 			o->p99_ms = parse_ll(optarg, 86400000, "--p99-ms");
-			o->have_max = 1;
 			break;
 		case 'k':
 			o->min_second_ms = parse_ll(optarg, 86400000,
