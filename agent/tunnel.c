@@ -1062,8 +1062,14 @@ upstream_gone(struct conn *c, int e, int err)
 		how = "";
 	else
 		return 0;
-	log_warn("conn %lu: upstream closed without close_notify%s", c->id,
-	    how);
+	/* after our close_notify many servers just close (nginx does):
+	 * nothing is lost then, and it is not worth a warning */
+	if (c->shut_sent)
+		log_info("conn %lu: upstream closed without close_notify%s",
+		    c->id, how);
+	else
+		log_warn("conn %lu: upstream closed without close_notify%s",
+		    c->id, how);
 	ERR_clear_error();
 	c->up_eof = c->up_dead = 1;
 	return 1;
