@@ -80,11 +80,12 @@ ok "a connection from another process names that process"
 # first) and forks; the agent is stopped meanwhile, so that it looks only
 # after the fork.
 log_mark
-mkfifo "$T/kid.fifo"
+mkfifo "$T/kid.fifo" "$T/kid.hold"
 kill -STOP "$AGENT_PID"
 (
 	exec 9<>"/dev/tcp/127.0.0.1/$port" || exit 1
-	sleep 30 &
+	# the child holds the socket until it is told, through a fifo
+	(read -r -t $((60 * SLOW)) _ <"$T/kid.hold") &
 	echo "$! $BASHPID" >"$T/kid.fifo"
 	wait
 ) &
@@ -98,7 +99,7 @@ log_since_has "uid [0-9]+ pid $kid " &&
     fail "the connection was named after the child $kid that inherited it"
 log_since_has "uid [0-9]+ pid $conn " ||
     fail "the connection does not name its subshell (pid $conn): $(tail -n 3 "$T/agent.log")"
-kill "$kid" 2>/dev/null
+echo done >"$T/kid.hold"	# the child ends, then its parent
 wait "$sub" 2>/dev/null
 ok "a socket a child inherited names the process that connected"
 
