@@ -28,6 +28,7 @@
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
 #include "p11agent/resolve.h"
+#include "p11agent/bufpool.h"
 #include "p11agent/wbio.h"
 #include "p11agent/tls.h"
 #include "p11agent/tunnel.h"
@@ -272,6 +273,7 @@ out:
 	loop_run_deferred();	/* frees the last connections' SSLs */
 	identity_close_all(&agent);
 	wbio_cleanup();		/* after the last SSL that used it */
+	bufpool_cleanup();
 	config_free(agent.cfg);
 	return r;
 }

@@ -17,7 +17,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -25,6 +24,7 @@
 #include <openssl/x509v3.h>
 
 #include "p11agent/agent.h"
+#include "p11agent/bufpool.h"
 #include "p11agent/clock.h"
 #include "p11agent/error.h"
 #include "p11agent/identity.h"
@@ -72,9 +72,8 @@ struct conn {
 						 * for (tunnel_rt.leaders) */
 	int			 slot;		/* one of its identity's full
 						 * handshakes (max-handshakes) */
-	int			 queued;	/* waits for a slot, in
-						 * identity.hsq_first... */
-	struct conn		*qprev, *qnext;
+	struct conn		*qprev, *qnext;	/* C_QUEUED: in its
+						 * identity's hsq_first... */
 	int			 token_failed;	/* the token did not sign */
 	const char		*token_why;	/* and why (during conn_fail) */
 	uint8_t			*c2u;		/* from the pool while data */
@@ -89,7 +88,7 @@ struct conn {
 
 long			 tunnels_last_handshake;	/* for lock-after */
 static struct conn	*conns;
-static struct conn	*zombies;
+static struct conn	*zombies;	/* closed while the token signs */
 static int		 nwaiting;	/* open ones in C_WAITSESS */
 
 /*
@@ -121,31 +120,22 @@ heap_trim(long now)
 }
 
 /*
- * Pump buffers: a connection holds one only while bytes are in flight
- * that way, so an idle tunnel holds none (OpenSSL releases its own,
- * SSL_MODE_RELEASE_BUFFERS); a few spare ones are kept for reuse.
+ * Pump buffers (bufpool.h): a connection holds one only while bytes are
+ * in flight that way, so an idle tunnel holds none (OpenSSL releases its
+ * own, SSL_MODE_RELEASE_BUFFERS).
  */
-#define POOL_MAX	32
-static uint8_t		*pool[POOL_MAX];
-static int		 npool;
-
 static uint8_t *
 buf_get(void)
 {
-	return npool > 0 ? pool[--npool] : malloc(BUF_SIZE);
+	return bufpool_get();
 }
 
 static void
 buf_put(uint8_t **b)
 {
-	if (*b == NULL)
-		return;
-	if (npool < POOL_MAX)
-		pool[npool++] = *b;
-	else
-		free(*b);
+	bufpool_put(*b);
 	*b = NULL;
-}	/* closed while the token signs */
+}
 static unsigned long	 next_id = 1;
 
 static void	conn_close(struct conn *, const char *);
@@ -393,7 +383,6 @@ ssl_setup(struct conn *c)
 				    t->connect_host;
 	unsigned char		 ip[16];
 	int			 isip;
-
 	BIO			*b;
 
 	if ((c->ssl = SSL_new(c->rt->ssl_ctx)) == NULL ||
@@ -430,7 +419,6 @@ static void
 leader_done(struct conn *c, int ok)
 {
 	struct tunnel_rt	*rt = c->rt;
-
 	struct conn		*w, *next;
 
 	if (!c->leader)
@@ -574,15 +562,6 @@ coalesce_wait(struct conn *c)
 static long long	 hs_used;	/* ns of handshake work in turn */
 static unsigned long	 hs_turn;	/* this one of the loop */
 
-static long long
-hs_clock(void)
-{
-	struct timespec	 ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* May this turn make another handshake step? */
 static int
 hs_may_step(void)
@@ -598,7 +577,7 @@ hs_may_step(void)
 static void
 hs_spent(long long t0)
 {
-	hs_used += hs_clock() - t0;
+	hs_used += clock_now_ns() - t0;
 }
 
 static struct watch	 kickw = { .fd = -1 };	/* an eventfd */
@@ -629,7 +608,7 @@ kick_rt(struct tunnel_rt *rt)
 			waiters_kick(rt);	/* the rest next turn */
 			break;
 		}
-		t0 = hs_clock();
+		t0 = clock_now_ns();
 		if (!token_removed(c))
 			tls_start(c);
 		hs_spent(t0);
@@ -665,19 +644,27 @@ on_kick(struct watch *w, uint32_t events)
 			hsq_run(id);
 }
 
-/* Wakes the waiting connections at the loop's next turn (not from inside
- * an OpenSSL callback of another connection). */
+/* Sets *pending, and has on_kick run at the loop's next turn (not from
+ * inside an OpenSSL callback of another connection), or later(arg)
+ * without the eventfd. */
+static void
+kick_soon(int *pending, void (*later)(void *), void *arg)
+{
+	uint64_t	 one = 1;
+
+	*pending = 1;
+	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
+		loop_defer(later, arg);
+}
+
+/* Wakes the waiting connections at the loop's next turn. */
 static void
 waiters_kick(void *arg)
 {
 	struct tunnel_rt	*rt = arg;
-	uint64_t		 one = 1;
 
-	if (rt->kick_pending || rt->agent->stopping)
-		return;
-	rt->kick_pending = 1;
-	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
-		loop_defer(kick_later, rt);	/* no eventfd */
+	if (!rt->kick_pending && !rt->agent->stopping)
+		kick_soon(&rt->kick_pending, kick_later, rt);
 }
 
 /* ---- full handshakes per identity: a few on the token, the rest queued
@@ -696,7 +683,6 @@ hsq_add(struct conn *c)
 	struct identity	*id = c->rt->id;
 
 	c->state = C_QUEUED;
-	c->queued = 1;
 	loop_set(&c->uw, 0);
 	c->qnext = NULL;
 	if ((c->qprev = id->hsq_last) != NULL)
@@ -717,10 +703,10 @@ hsq_remove(struct conn *c)
 {
 	struct identity	*id;
 
-	if (!c->queued)
+	if (c->state != C_QUEUED)
 		return;
 	id = c->rt->id;
-	c->queued = 0;
+	c->state = C_HANDSHAKE;	/* it goes on, or it is closing */
 	if (c->qprev != NULL)
 		c->qprev->qnext = c->qnext;
 	else
@@ -737,13 +723,8 @@ hsq_remove(struct conn *c)
 static void
 hsq_kick(struct identity *id)
 {
-	uint64_t	 one = 1;
-
-	if (id->hsq_first == NULL || id->hsq_kick || id->agent->stopping)
-		return;
-	id->hsq_kick = 1;
-	if (kickw.fd == -1 || write(kickw.fd, &one, sizeof(one)) < 0)
-		loop_defer(hsq_later, id);
+	if (id->hsq_first != NULL && !id->hsq_kick && !id->agent->stopping)
+		kick_soon(&id->hsq_kick, hsq_later, id);
 }
 
 /*
@@ -776,11 +757,10 @@ hsq_run(struct identity *id)
 			hsq_kick(id);	/* the rest next turn */
 			break;
 		}
-		t0 = hs_clock();
+		t0 = clock_now_ns();
 		hsq_remove(c);
 		c->slot = 1;
 		id->hs_inflight++;
-		c->state = C_HANDSHAKE;
 		if (!token_removed(c))
 			handshake(c);	/* the certificate callback again */
 		hs_spent(t0);
@@ -842,7 +822,7 @@ on_async(struct watch *w, uint32_t events)
 	if (c->zombie)
 		zombie_resume(c);
 	else if (!c->closing && c->state == C_HANDSHAKE && hs_may_step()) {
-		t0 = hs_clock();
+		t0 = clock_now_ns();
 		handshake(c);
 		hs_spent(t0);
 	}
@@ -929,7 +909,7 @@ handshake(struct conn *c)
 			conn_fail(c, TFAIL_IO, "cannot watch a socket");
 		return;
 	case SSL_ERROR_WANT_X509_LOOKUP:
-		if (c->queued)
+		if (c->state == C_QUEUED)
 			return;		/* for a slot: hsq_run goes on */
 		snprintf(why, sizeof(why), "the certificate callback failed");
 		f = TFAIL_TLS;
@@ -1240,7 +1220,7 @@ on_upstream(struct watch *w, uint32_t events)
 	case C_HANDSHAKE:
 		if (!hs_may_step())
 			break;		/* next turn: the event comes back */
-		t0 = hs_clock();
+		t0 = clock_now_ns();
 		if (c->state == C_CONNECTING)
 			connected(c);
 		else
@@ -1650,8 +1630,6 @@ tunnels_stop(struct agent *a)
 		sess_cache_free(&rt->sess);
 		free(rt);
 	}
-	while (npool > 0)
-		free(pool[--npool]);
 }
 
 void

@@ -10,11 +10,9 @@
 
 #include <openssl/bio.h>
 
+#include "p11agent/bufpool.h"
 #include "p11agent/wbio.h"
 
-/* Four full TLS records (16384 bytes of data, at most 256 more each). */
-#define WBIO_SIZE	(4 * (16384 + 256))
-#define WBIO_SPARE	16
 
 struct wbio {
 	int		 fd;
@@ -25,22 +23,11 @@ struct wbio {
 };
 
 static BIO_METHOD	*method;
-static char		*spare[WBIO_SPARE];
-static int		 nspare;
-
-static char *
-buf_take(void)
-{
-	return nspare > 0 ? spare[--nspare] : malloc(WBIO_SIZE);
-}
 
 static void
 buf_give(struct wbio *w)
 {
-	if (w->buf != NULL && nspare < WBIO_SPARE)
-		spare[nspare++] = w->buf;
-	else
-		free(w->buf);
+	bufpool_put(w->buf);
 	w->buf = NULL;
 	w->off = w->len = 0;
 }
@@ -90,17 +77,17 @@ m_write(BIO *b, const char *data, size_t dlen, size_t *written)
 		return 0;
 	}
 	/* behind the bytes already waiting, or gathered with them */
-	if (w->buf != NULL && WBIO_SIZE - w->len < dlen) {
+	if (w->buf != NULL && BUFPOOL_SIZE - w->len < dlen) {
 		if ((r = send_buffered(w)) <= 0) {
 			if (r == 0)
 				BIO_set_retry_write(b);
 			return 0;
 		}
 	}
-	if (w->buf == NULL && (w->buf = buf_take()) == NULL)
+	if (w->buf == NULL && (w->buf = bufpool_get()) == NULL)
 		return 0;
-	if (dlen > WBIO_SIZE - w->len)
-		dlen = WBIO_SIZE - w->len;	/* a short write: the rest next */
+	if (dlen > BUFPOOL_SIZE - w->len)
+		dlen = BUFPOOL_SIZE - w->len;	/* a short write: the rest next */
 	memcpy(w->buf + w->len, data, dlen);
 	w->len += dlen;
 	*written = dlen;
@@ -241,8 +228,6 @@ wbio_pending(BIO *b)
 void
 wbio_cleanup(void)
 {
-	while (nspare > 0)
-		free(spare[--nspare]);
 	BIO_meth_free(method);
 	method = NULL;
 }

@@ -6,5 +6,7 @@
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 long	 clock_now_ms(void);
+/* Nanoseconds of CLOCK_MONOTONIC. */
+long long clock_now_ns(void);
 
 #endif

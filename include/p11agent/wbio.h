@@ -24,7 +24,7 @@ void	 wbio_gather(BIO *, int on);
 int	 wbio_flush(BIO *);
 /* Bytes waiting to be sent. */
 size_t	 wbio_pending(BIO *);
-/* Frees the spare buffers (at exit). */
+/* Frees the BIO method (at exit, after the last SSL). */
 void	 wbio_cleanup(void);
 
 #endif
