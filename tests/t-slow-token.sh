@@ -1,7 +1,10 @@
 #!/bin/bash
 # A token that takes 500 ms per signature does not stall tunnels that are
 # already open: while a new connection's handshake waits on the token, an
-# open tunnel keeps its round-trips under 50 ms.
+# open tunnel keeps 99% of its round-trips under 20 ms and none reaches
+# 100 ms (a CI run beside another test once saw one of 54 ms, at a p99 of
+# 1.5 ms: the machine's hiccup, not a stall of the agent, which would be
+# the token's 500 ms).
 . "$top_srcdir/tests/lib.sh"
 make_token
 export P11FAULT_SIGN_DELAY_MS=500
@@ -14,8 +17,8 @@ start_upstream s
 } >"$T/agent.conf"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 addr=$(listen_addr slow tcp)
-out=$("$CLIENT" "$addr" latency --second-addr "$addr" --max-ms 50 \
-    --min-second-ms 450) || fail "$out"
+out=$("$CLIENT" "$addr" latency --second-addr "$addr" --max-ms 100 \
+    --p99-ms 20 --min-second-ms 450) || fail "$out"
 ok "$out"
 stop_agent || fail "the agent did not exit cleanly"
 
