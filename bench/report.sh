@@ -171,12 +171,21 @@ plot "$T/plot.dat" using 4:xtic(1) title "download", \
 unset multiplot
 EOT
 
+# bench/signrate.sh's section (between its markers) is kept as it was
+KEEP=$T/keep.md
+: >"$KEEP"
+if [ -f "$OUT/benchmarks.md" ]; then
+	sed -n '/^<!-- signrate:begin -->$/,/^<!-- signrate:end -->$/p' \
+	    "$OUT/benchmarks.md" >"$KEEP"
+fi
 {
 	cat <<EOT
 # p11agent benchmarks
 
 Written by \`bench/run\` (see \`bench/README.md\`) on $(date -u '+%Y-%m-%d %H:%M UTC'),
-in $ELAPSED s. Do not edit by hand: run \`bench/run\` again.
+in $ELAPSED s. Do not edit by hand: run \`bench/run\` again (it keeps the
+last section, "Sign rates per token stack", which \`bench/signrate.sh\`
+writes).
 
 $COUNTS
 
@@ -216,6 +225,11 @@ $(machine)
 
 ![connections/s and MB/s per peer](benchmarks-throughput.png)
 EOT
-} >"$OUT/benchmarks.md"
+	if [ -s "$KEEP" ]; then
+		echo
+		cat "$KEEP"
+	fi
+} >"$OUT/benchmarks.md.new"
+mv "$OUT/benchmarks.md.new" "$OUT/benchmarks.md"
 echo
 echo "wrote $OUT/benchmarks.md and $OUT/benchmarks-throughput.png"
