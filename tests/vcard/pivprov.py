@@ -12,6 +12,12 @@
 #     unblock PUK NEWPIN              RESET RETRY COUNTER with the PUK
 #     tries                           prints the PIN tries left (or
 #                                     "verified" when it is)
+#     sign SLOT ALG HASH --out SIG [--pin PIN] [--count N]
+#                                     GENERAL AUTHENTICATE over the
+#                                     hash in file HASH (RSA: PKCS#1 v1.5
+#                                     with SHA-256's DigestInfo, made
+#                                     here), N times after one VERIFY;
+#                                     SIG: the last signature (EC: DER)
 #
 # SLOT is 9a, 9c, 9d or 9e.  The management key is AES-128 (alg 08).
 # libpcsclite honours PCSCLITE_CSOCK_NAME: the tests' private pcscd.
@@ -174,6 +180,26 @@ def put_cert(piv, a):
 	    le=False)
 
 
+def sign(piv, a):
+	alg = ALGS[a.alg]
+	with open(a.hash, "rb") as f:
+		h = f.read()
+	if alg == 0x07:
+		if len(h) != 32:
+			raise CardError("%s: RSA signs a SHA-256 hash (32 bytes)" % a.hash)
+		t = bytes.fromhex("3031300d060960864801650304020105000420") + h
+		h = b"\0\1" + b"\xff" * (256 - 3 - len(t)) + b"\0" + t
+	if a.pin:
+		piv.send("VERIFY", 0x20, 0x00, 0x80, pad(a.pin, "the PIN"), le=False)
+	for i in range(a.count):
+		r, _ = piv.send("GENERAL AUTHENTICATE %02X (%d of %d)" %
+		    (a.slot, i + 1, a.count), 0x87, alg, a.slot,
+		    tlv(b"\x7c", tlv(b"\x82", b"") + tlv(b"\x81", h)))
+	sig = parse_tlv(parse_tlv(r)[b"\x7c"])[b"\x82"]
+	with open(a.out, "wb") as f:
+		f.write(sig)
+
+
 def pad(s, what):
 	if not 6 <= len(s) <= 8 or not s.isdigit():
 		raise CardError("%s must be 6 to 8 digits" % what)
@@ -200,6 +226,13 @@ def main():
 	c.add_argument("puk")
 	c.add_argument("newpin")
 	sub.add_parser("tries")
+	c = sub.add_parser("sign")
+	c.add_argument("slot", type=slot_arg)
+	c.add_argument("alg", choices=sorted(ALGS))
+	c.add_argument("hash")
+	c.add_argument("--out", required=True)
+	c.add_argument("--pin")
+	c.add_argument("--count", type=int, default=1)
 	a = p.parse_args()
 	try:
 		if len(a.mgmt_key) != 16:
@@ -217,6 +250,8 @@ def main():
 			piv.send("RESET RETRY COUNTER", 0x2C, 0x00, 0x80,
 			    pad(a.puk, "the PUK") + pad(a.newpin, "the new PIN"),
 			    le=False)
+		elif a.cmd == "sign":
+			sign(piv, a)
 		elif a.cmd == "tries":
 			_, sw = piv.send("VERIFY", 0x20, 0x00, 0x80,
 			    ok=tuple([0x9000, 0x6983] + [0x63C0 | i for i in range(16)]),

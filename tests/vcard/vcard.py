@@ -115,6 +115,7 @@ class Card:
 		self.path, self.log = path, log
 		with open(path) as f:
 			self.s = json.load(f)
+		self.loaded = {}
 		self.power()
 
 	def power(self):
@@ -148,6 +149,8 @@ class Card:
 			data, le = self.lengths(b)
 			lc = len(data)
 			info["name"] = INS_NAMES.get(ins, "INS-%02X" % ins)
+			if ins == 0x87:
+				info["slot"], info["alg"] = "%02X" % p2, "%02X" % p1
 			if cla & ~0x10:
 				raise SW(0x6E00)
 			if ins != 0xC0:
@@ -377,7 +380,6 @@ class Card:
 
 	# GENERAL AUTHENTICATE 00 87 <alg> <key> Lc 7C {...} (chained)
 	def gen_auth(self, alg, key, data, info, pin_always):
-		info["slot"], info["alg"] = "%02X" % key, "%02X" % alg
 		dyn = parse_tlv(parse_tlv(data).get(b"\x7c", b"\xff"))
 		if key == 0x9B:
 			return self.mgmt_auth(alg, dyn, info)
@@ -395,7 +397,7 @@ class Card:
 		c = dyn.get(b"\x81")
 		if dyn.get(b"\x82") != b"" or c is None:
 			raise SW(0x6A80)
-		priv = serialization.load_pem_private_key(k["pem"].encode(), None)
+		priv = self.private_key(k["pem"])
 		if alg == 0x07:
 			# raw RSA: the card applies no padding (part 2, 3.2.4)
 			if len(c) != 256:
@@ -417,6 +419,13 @@ class Card:
 			sig = priv.sign(h, ec.ECDSA(utils.Prehashed(
 			    hashes.SHA256() if size == 32 else hashes.SHA384())))
 		return tlv(b"\x7c", tlv(b"\x82", sig))
+
+	def private_key(self, pem):
+		# loading checks an RSA key (~50 ms): once per key
+		if pem not in self.loaded:
+			self.loaded[pem] = serialization.load_pem_private_key(
+			    pem.encode(), None)
+		return self.loaded[pem]
 
 	# 9B, the card management key (part 2, appendix A.1, A.2):
 	#  mutual:   7C{80 00}         -> 7C{80 E(K, W)}
