@@ -12,7 +12,7 @@
 #     unblock PUK NEWPIN              RESET RETRY COUNTER with the PUK
 #     tries                           prints the PIN tries left (or
 #                                     "verified" when it is)
-#     sign SLOT ALG HASH --out SIG [--pin PIN] [--count N]
+#     sign SLOT ALG HASH --out SIG [--pin PIN] [--count N] [--time]
 #                                     GENERAL AUTHENTICATE over the
 #                                     hash in file HASH (RSA: PKCS#1 v1.5
 #                                     with SHA-256's DigestInfo, made
@@ -24,6 +24,7 @@
 import argparse
 import os
 import sys
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -191,10 +192,14 @@ def sign(piv, a):
 		h = b"\0\1" + b"\xff" * (256 - 3 - len(t)) + b"\0" + t
 	if a.pin:
 		piv.send("VERIFY", 0x20, 0x00, 0x80, pad(a.pin, "the PIN"), le=False)
+	t0 = time.monotonic()
 	for i in range(a.count):
 		r, _ = piv.send("GENERAL AUTHENTICATE %02X (%d of %d)" %
 		    (a.slot, i + 1, a.count), 0x87, alg, a.slot,
 		    tlv(b"\x7c", tlv(b"\x82", b"") + tlv(b"\x81", h)))
+	if a.time:
+		print("%d signatures, %.2f ms each" % (a.count,
+		    (time.monotonic() - t0) * 1000 / a.count))
 	sig = parse_tlv(parse_tlv(r)[b"\x7c"])[b"\x82"]
 	with open(a.out, "wb") as f:
 		f.write(sig)
@@ -233,6 +238,8 @@ def main():
 	c.add_argument("--out", required=True)
 	c.add_argument("--pin")
 	c.add_argument("--count", type=int, default=1)
+	c.add_argument("--time", action="store_true",
+	    help="print the time a signature took")
 	a = p.parse_args()
 	try:
 		if len(a.mgmt_key) != 16:
