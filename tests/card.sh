@@ -15,6 +15,8 @@
 # card_insert NAME     put back: returns once pcscd has it again
 # card_restart NAME    the emulator killed and started again (same state)
 # card_status NAME     the emulator's status line (pin_tries=N ...)
+# pcscd_restart        pcscd stopped and started again (the emulators
+#                      reconnect): returns once it has every card back
 # make_card NAME SPEC  card_start + keys born on the card and certificates
 #                      from make_token's CA: SPEC is SLOT=ALG, e.g. 9a=rsa2048
 #                      9c=p256 9e=p384; sets CARD_PIN, CARD_PUK, CARD_PIN_FILE,
@@ -50,8 +52,9 @@ declare -A CARD_PID=() CARD_READER_OF=()
 # card_tools: skip (77) when a package the cards need is missing.
 card_tools() {
 	local t
-	for t in pcscd opensc-tool pkcs11-tool unshare openssl; do
-		command -v "$t" >/dev/null || skip "$t is missing (pcscd, opensc)"
+	for t in pcscd opensc-tool pkcs11-tool unshare openssl ss; do
+		command -v "$t" >/dev/null ||
+		    skip "$t is missing (packages pcscd opensc iproute2)"
 	done
 	[ -e "$VPCD_DRIVER" ] || skip "vpcd is missing (vsmartcard-vpcd)"
 	[ -n "$OPENSC_PKCS11" ] || skip "opensc-pkcs11.so is missing (opensc-pkcs11)"
@@ -78,6 +81,38 @@ port_free() {
 	[ -z "$(ss -Hltn "sport = :$1")" ]
 }
 
+# pcscd_run: pcscd in the foreground.  Its socket is /run/pcscd/pcscd.comm,
+# fixed: a private /run in a private mount namespace (clients follow
+# PCSCLITE_CSOCK_NAME).
+pcscd_run() {
+	unshare -m --propagation private sh -c \
+	    'mount --bind "$1" /run && exec pcscd -f -i -c "$2"' sh \
+	    "$T/pcscd-run" "$T/pcscd-conf" >>"$T/pcscd.log" 2>&1 &
+	PCSCD_PID=$!
+	PIDS+=($PCSCD_PID)
+}
+
+# pcscd_restart: pcscd stopped (its cards see EOF) and started again on
+# the same ports; returns once it has every card back.
+pcscd_restart() {
+	local name n
+	local -A marks=()
+	kill "$PCSCD_PID"
+	wait "$PCSCD_PID" 2>/dev/null
+	n=$(grep -c 'daemon ready' "$T/pcscd.log")
+	for name in "${!CARD_READER_OF[@]}"; do
+		card_mark "$name" inserted
+		marks[$name]=$CARD_MARK
+	done
+	pcscd_run
+	pcscd_log_wait 'daemon ready' $((n + 1)) ||
+	    fail "pcscd did not start again: $(tail -n 20 "$T/pcscd.log")"
+	for name in "${!CARD_READER_OF[@]}"; do
+		CARD_MARK=${marks[$name]}
+		card_wait "$name" inserted
+	done
+}
+
 # pcscd_start: the test's pcscd, on a port pair below the ephemeral range
 # (vpcd binds 0.0.0.0:PORT and PORT+1), owned by it (checked: another
 # test may have picked the same pair at the same moment).
@@ -95,14 +130,7 @@ pcscd_start() {
 		printf 'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:%s\nLIBPATH %s\n' \
 		    "$port" "$VPCD_DRIVER" >"$T/pcscd-conf/vpcd"
 		: >"$T/pcscd.log"
-		# pcscd's socket is /run/pcscd/pcscd.comm, fixed: a private
-		# /run in a private mount namespace (clients follow
-		# PCSCLITE_CSOCK_NAME)
-		unshare -m --propagation private sh -c \
-		    'mount --bind "$1" /run && exec pcscd -f -i -c "$2"' sh \
-		    "$T/pcscd-run" "$T/pcscd-conf" >>"$T/pcscd.log" 2>&1 &
-		PCSCD_PID=$!
-		PIDS+=($PCSCD_PID)
+		pcscd_run
 		pcscd_log_wait 'daemon ready' 1 ||
 		    fail "pcscd did not start: $(cat "$T/pcscd.log")"
 		if ss -Hltnp "sport = :$port" | grep -q "pid=$PCSCD_PID," &&

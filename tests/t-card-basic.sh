@@ -129,6 +129,11 @@ for spec in "9a rsa2048" "9e p256"; do
 	    --count 50 --time >"$T/time" || fail "50 $alg signatures"
 	echo "$alg via pcscd: $(cat "$T/time")"
 done
+# the card re-arms TCP_QUICKACK: a P-256 signature in ~1 ms, not ~45
+# (vpcd's delayed ACK)
+ms=$(sed -n 's/.*, \([0-9]*\)\.[0-9]* ms each/\1/p' "$T/time")
+[ -n "$ms" ] && [ "$ms" -lt $((20 * SLOW)) ] ||
+    fail "P-256 signature at the card: $(cat "$T/time") (TCP_QUICKACK lost?)"
 
 # --- the PIN counter: wrong PIN 3 -> 2 (OpenSC shows no "count low" on
 # PIV: its PIN object has no maximum), 1 is OpenSC's final try, a right
@@ -211,6 +216,14 @@ sign 04 ECDSA 9e
 tries_is 3
 [ "$(stat -c %a "$T/card-c.state")" = 600 ] || fail "state file mode $(stat -c %a "$T/card-c.state")"
 ok "restarted emulator: same counter, same keys (state file, mode 0600)"
+
+# --- pcscd restarted: the card reconnects by itself
+pcscd_restart
+"${P11[@]}" -L 2>&1 | grep -q "serial num *: $CARD_SERIAL\$" ||
+    fail "after pcscd's restart: serial $CARD_SERIAL not listed"
+sign 04 ECDSA 9e
+card_log_has '^# vpcd closed the connection' || fail "the card saw no EOF from pcscd"
+ok "pcscd restarted: the card is back by itself"
 
 # --- no key-pair generation through PKCS#11 on PIV (OpenSC 0.23)
 if "${P11[@]}" --login --pin "$CARD_PIN" --keypairgen --key-type EC:prime256v1 \
