@@ -147,7 +147,7 @@ do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 	uint8_t		 sig[PROTO_MAX_SIG];
 	size_t		 siglen = sizeof(sig);
 	struct pbuf	 out;
-	int		 r;
+	int		 r, broken;
 
 	if (hreq_sign(in, &q) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
@@ -167,9 +167,19 @@ do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 	r = token_sign_for(h->ctx, h->keys[q.handle], &rq, q.alg, q.hash,
 	    q.saltlen, q.data, q.len, sig, &siglen);
 	if (r != 0) {
+		broken = token_error_unknown_state(h->ctx);
 		reply_error(id, r, h->ctx, NULL);
-		/* a lost token or session: exit so the agent starts afresh */
-		r = r == P11A_ERR_TOKEN_ABSENT ? r : 0;
+		/*
+		 * A lost token or session: exit so the agent starts afresh.
+		 * So too after CKR_GENERAL_ERROR, which leaves the module in
+		 * a state nobody knows (PKCS#11 2.40, 5.1.1): OpenSC answers
+		 * it for ever once pcscd has restarted under it, while
+		 * saying the card and the session are fine.
+		 */
+		if (r == P11A_ERR_TOKEN_ABSENT || broken)
+			r = P11A_ERR_TOKEN_ABSENT;
+		else
+			r = 0;
 		goto out;
 	}
 	pbuf_init(&out);

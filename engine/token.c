@@ -57,6 +57,16 @@ token_error_ckr(const struct token_ctx *ctx)
 	return ctx->ckr;
 }
 
+/*
+ * PKCS#11 2.40, 5.1.1: after CKR_GENERAL_ERROR "the computer and/or token
+ * is in an inconsistent state".
+ */
+int
+token_error_unknown_state(const struct token_ctx *ctx)
+{
+	return ctx->ckr == CKR_GENERAL_ERROR;
+}
+
 void
 token_clear_error(struct token_ctx *ctx)
 {

@@ -41,6 +41,8 @@ void	 token_ctx_free(struct token_ctx *);
 /* The message of the first error since the last token_clear_error(). */
 const char *token_error(const struct token_ctx *);
 unsigned long token_error_ckr(const struct token_ctx *);
+/* The error leaves the module in a state nobody knows (CKR_GENERAL_ERROR). */
+int	 token_error_unknown_state(const struct token_ctx *);
 void	 token_clear_error(struct token_ctx *);
 
 /*
