@@ -259,7 +259,7 @@ make_card() {
 		    --out "$T/card-$name-$slot-pub.pem" ||
 		    fail "make_card $name: key $spec not generated"
 		openssl x509 -new -force_pubkey "$T/card-$name-$slot-pub.pem" \
-		    -subj "/O=p11agent tests/CN=p11agent-card-$slot" \
+		    -subj "/O=p11agent tests/CN=p11agent-card-$name-$slot" \
 		    -CA "$TOK/ca.pem" -CAkey "$TOK/ca.key" \
 		    -set_serial "0x$(openssl rand -hex 8)" -days 30 -sha256 \
 		    -extfile "$T/card-client.ext" \

@@ -35,7 +35,7 @@ flags() {
 "${P11[@]}" -L >"$T/list" 2>&1 || fail "pkcs11-tool -L: $(cat "$T/list")"
 grep -q "serial num *: $CARD_SERIAL\$" "$T/list" ||
     fail "token serial $CARD_SERIAL not listed: $(cat "$T/list")"
-[ "$CARD_TOKEN_LABEL" = p11agent-card-9a ] ||
+[ "$CARD_TOKEN_LABEL" = p11agent-card-c-9a ] ||
     fail "token label is '$CARD_TOKEN_LABEL', not the 9a certificate's CN"
 ok "token $CARD_TOKEN_LABEL serial $CARD_SERIAL"
 
