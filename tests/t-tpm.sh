@@ -143,6 +143,12 @@ grep -q "^identity listed: ok: EC key, certificate /CN=p11agent-tpm-ec/" <<<"$ou
 ok "the listed URI works: $listed"
 
 # --- the same through p11-kit's registry, by token= ----------------------
+# (in a --enable-sanitizers build: tpm2-pkcs11 1.9.0 leaks in C_SignInit
+# for EC keys; the helper's built-in suppression names the module, which
+# works above, where the fault module keeps it loaded, but p11-kit
+# unloads a registry module before the helper exits and the leak's stack
+# then names no module: no leak check from here on)
+export ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0
 tpm_conf "" >"$T/registry.conf"
 grep -q '^module =' "$T/registry.conf" && fail "the registry config names a module"
 out=$("$P11AGENT" check -c "$T/registry.conf" 2>&1) || fail "check (registry): $out"
