@@ -74,7 +74,7 @@ tpm_check_tools() {
 # succeeded.  (A daemon that dies cannot leave its waiter hanging until
 # the deadline.)
 tpm_race() {
-	local pid=$1 w rc job
+	local pid=$1 w= rc job
 	shift
 	"$@" &
 	job=$!
