@@ -47,6 +47,34 @@ struct helper_state {
 	int			 event_err;	/* a PROTO_EVENT not sent */
 };
 
+#ifdef __SANITIZE_ADDRESS__
+/*
+ * --enable-sanitizers builds only.  The helper runs third-party modules,
+ * and their leaks are not ours: tpm2-pkcs11 1.9.0 leaks in C_SignInit
+ * (the EC parameters it decodes) and in a C_Initialize that finds no
+ * TPM, which every registry lookup calls once libtpm2-pkcs11-1 is
+ * installed.  Modules have no frame pointers, so LeakSanitizer needs the
+ * slow unwinder to see the module (or, once it is unloaded, the
+ * p11_kit_module_initialize that called it) in the allocation's stack;
+ * only the helper pays for it, whose mallocs are few.
+ */
+const char	*__asan_default_options(void);
+const char	*__lsan_default_suppressions(void);
+
+const char *
+__asan_default_options(void)
+{
+	return "fast_unwind_on_malloc=0";
+}
+
+const char *
+__lsan_default_suppressions(void)
+{
+	return "leak:libtpm2_pkcs11.so\n"
+	    "leak:p11_kit_module_initialize\n";
+}
+#endif
+
 /* No core dumps, no ptrace by others of our uid; -1 if either fails. */
 static int
 harden(void)

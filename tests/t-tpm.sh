@@ -1,87 +1,123 @@
 #!/bin/bash
-# The tunnel over a TPM-backed token (issue 8, scope 4): tpm2-pkcs11 on a
-# software TPM of the test's own (swtpm, a private session bus,
-# tpm2-abrmd), an RSA-2048 and a P-256 key made in the TPM.
-# - `p11agent tokens` lists the TPM token and its keys' URIs;
-# - `p11agent check` test-signs with both keys;
-# - RSA-2048 and P-256 x TLS 1.2 and 1.3: 256 KiB round-trip byte-exact to
-#   an upstream that requires a client certificate, which saw the
-#   certificate read from the TPM token (no cert = in the config);
-# - the PKCS#11 call log (the fault module wrapping tpm2-pkcs11) has only
-#   allowed calls and reads only public attributes of the private keys;
-# - the module found through p11-kit's registry (no module =) works too.
+# TPM-backed keys: tpm2-pkcs11 on a software TPM of this test's own
+# (swtpm, a private session bus, tpm2-abrmd: tests/tpm.sh), keys made in
+# the TPM.  {RSA-2048, P-256} x {TLS 1.2, TLS 1.3}: 1 MiB round-trips
+# byte-exact through the tunnel to an upstream that requires a client
+# certificate and reports the subject of the certificate read from the
+# TPM token (no cert = in the config).  Once with the module loaded
+# through the fault module (its call log proves no key left the TPM),
+# once found through p11-kit's registry by token=.  'p11agent tokens'
+# lists the TPM token's keys with their URIs; 'p11agent check'
+# test-signs with both keys.  The agent's helpers reach the TPM through
+# the environment the agent passes them (TPM2_PKCS11_TCTI,
+# TPM2_PKCS11_STORE, DBUS_SESSION_BUS_ADDRESS).
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/tpm.sh"
 make_token
-t0=$(date +%s%N)
+: >>"$T/agent.log"
+begin=$(date +%s%N)
+tpm_start
+ok "swtpm (pid $TPM_SWTPM_PID, port $TPM_PORT), bus and tpm2-abrmd (pid $TPM_ABRMD_PID) up in $(( ($(date +%s%N) - begin) / 1000000 )) ms"
 make_tpm_token
-ok "TPM token '$TPM_TOKEN_LABEL' with RSA-2048 and P-256 keys in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+ok "tpm2-pkcs11 token '$TPM_TOKEN_LABEL' with RSA-2048 and P-256 keys and their certificates in $(( ($(date +%s%N) - begin) / 1000000 )) ms"
+export P11FAULT_MODULE=$TPM_MODULE
 
-# ---- tokens
-out=$("$P11AGENT" tokens -m "$TPM_MODULE" --pin "file:$TPM_PIN_FILE" \
-    "pkcs11:token=$TPM_TOKEN_LABEL" 2>&1) || fail "tokens: $out"
-for want in "token: token '$TPM_TOKEN_LABEL' (IBM" \
-    "key: private key, RSA 2048, sensitive, not extractable" \
-    "key: private key, EC P-256, sensitive, not extractable" \
-    "token=$TPM_TOKEN_LABEL;id=$TPM_RSA_ID;object=rsa-key;type=private" \
-    "token=$TPM_TOKEN_LABEL;id=$TPM_EC_ID;object=ec-key;type=private" \
-    "cert: certificate /O=p11agent tests/CN=p11agent-tpm-rsa" \
-    "token=$TPM_TOKEN_LABEL;id=$TPM_EC_ID;object=ec-cert;type=cert"; do
-	grep -qF -- "$want" <<<"$out" || fail "tokens does not list: $want
+# --- p11agent tokens: the TPM token, its keys and their URIs -------------
+export P11FAULT_LOG=$T/cli.calls
+out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TPM_PIN") ||
+    fail "tokens: $out"
+want() {
+	grep -Eq -- "$1" <<<"$out" || fail "tokens output lacks: $1
 $out"
-done
-ok "tokens lists the TPM token, its keys and certificates with their URIs"
+}
+want "^module: .*libp11fault.so \(TPM2.0 Cryptoki, "
+want "^    token: token '$TPM_TOKEN_LABEL' \("
+want "^      key: private key, RSA 2048, sensitive, not extractable$"
+want "^      key: private key, EC P-256, sensitive, not extractable$"
+want "^      cert: certificate /CN=p11agent-tpm-rsa/O=p11agent tests$"
+want "^      cert: certificate /CN=p11agent-tpm-ec/O=p11agent tests$"
+want "^        pkcs11:.*token=$TPM_TOKEN_LABEL;id=$TPM_RSA_ID;object=rsa-key;type=private$"
+want "^        pkcs11:.*token=$TPM_TOKEN_LABEL;id=$TPM_EC_ID;object=ec-key;type=private$"
+want "^        pkcs11:.*token=$TPM_TOKEN_LABEL;id=$TPM_EC_ID;object=ec-key;type=cert$"
+ok "tokens lists the TPM token's keys and certificates with their URIs"
+# the listed URI, as it is, in a config (tpm2-pkcs11 pads its model
+# with NUL bytes: the URI carries them as %00)
+listed=$(grep -E "^        pkcs11:.*object=ec-key;type=private$" <<<"$out" | tr -d ' ')
 
+# and through p11-kit's registry: the tpm2-pkcs11 module is registered
+# (libtpm2-pkcs11-1's entry) and finds the TPM from the environment
+out=$("$P11AGENT" tokens 2>"$T/tokens.err") || fail "tokens via the registry: $out"
+want "^module: .*libtpm2_pkcs11.so \(TPM2.0 Cryptoki, "
+want "^    token: token '$TPM_TOKEN_LABEL' \("
+want "^      cert: certificate /CN=p11agent-tpm-rsa/O=p11agent tests$"
+ok "tokens through the registry lists the TPM token"
+
+# --- the full tunnel, the module through the fault module ----------------
 start_upstream s12 --tls1.2
 start_upstream s13 --tls1.3
-export P11FAULT_MODULE=$TPM_MODULE
-# tpm_identity NAME ID [module line]
-tpm_identity() {
-	printf '[identity %s]\nkey = pkcs11:token=%s;id=%s;type=private\n' \
-	    "$1" "$TPM_TOKEN_LABEL" "$2"
-	printf 'pin = file:%s\n%s\n\n' "$TPM_PIN_FILE" "${3-module = $FAULT}"
-}
-{
+
+# tpm_conf MODULE: identities rsa and ec on the TPM token (MODULE empty:
+# through the registry), a tunnel for each key and TLS version
+tpm_conf() {
 	agent_section
-	tpm_identity rsa "$TPM_RSA_ID"
-	tpm_identity ec "$TPM_EC_ID"
+	tpm_identity rsa "$TPM_RSA_ID" "$1"
+	tpm_identity ec "$TPM_EC_ID" "$1"
 	for key in rsa ec; do
 		for v in 12 13; do
 			port=s${v}_port
 			tunnel "$key$v" "localhost:${!port}" "$key"
 		done
 	done
-} >"$T/agent.conf"
+}
 
-# ---- check
-export P11FAULT_LOG=$T/cli.calls
-out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) || fail "check: $out"
-grep -q "^identity rsa: ok: RSA key, certificate /O=p11agent tests/CN=p11agent-tpm-rsa, test signature verified$" <<<"$out" &&
-    grep -q "^identity ec: ok: EC key, certificate /O=p11agent tests/CN=p11agent-tpm-ec, test signature verified$" <<<"$out" ||
-    fail "check: no verified test signature by each key: $out"
-ok "check: a verified test signature by each TPM key"
-
-# ---- the tunnels
-export P11FAULT_LOG=$T/run.calls
-start_agent "$T/agent.conf" || fail "the agent did not start"
-for key in rsa ec; do
-	for v in 12 13; do
-		out=$("$CLIENT" "$(listen_addr "$key$v" tcp)" roundtrip \
-		    --bytes 262144 --expect-subject "CN=p11agent-tpm-$key") ||
-		    fail "$key TLS1.${v#1}: $out"
-		case $out in
-		"subject="*"CN=p11agent-tpm-$key"*" version=TLSv1.${v#1} "*"ok bytes=262144"*) ;;
-		*) fail "$key TLS1.${v#1}: unexpected: $out" ;;
-		esac
-		ok "$key TLSv1.${v#1}: $(tail -n 1 <<<"$out")"
+# roundtrips WHAT: 1 MiB through every tunnel, the TPM certificate's
+# subject seen by the upstream
+roundtrips() {
+	local key v out
+	for key in rsa ec; do
+		for v in 12 13; do
+			out=$("$CLIENT" "$(listen_addr "$key$v" tcp)" roundtrip \
+			    --bytes 1048576 --expect-subject "CN=p11agent-tpm-$key") ||
+			    fail "$1: $key TLS1.${v#1}: $out"
+			case $out in
+			"subject=O=p11agent tests,CN=p11agent-tpm-$key version=TLSv1.${v#1} "*"ok bytes=1048576"*) ;;
+			*) fail "$1: $key TLS1.${v#1}: unexpected: $out" ;;
+			esac
+			ok "$1: $key TLSv1.${v#1}: $(tr '\n' ' ' <<<"$out")"
+		done
 	done
-done
-if grep -Eiq 'tpm2|tss2|p11fault|p11-kit' "/proc/$AGENT_PID/maps"; then
-	fail "a PKCS#11 module or the TSS is mapped in the agent process"
-fi
-stop_agent || fail "the agent did not exit cleanly"
-ok "no PKCS#11 module, p11-kit or TSS library in the agent process"
+}
 
+tpm_conf "$FAULT" >"$T/agent.conf"
+grep -q '^cert =' "$T/agent.conf" && fail "the config names a certificate file"
+out=$("$P11AGENT" check -c "$T/agent.conf") || fail "check: $out"
+for key in rsa ec; do
+	kind=RSA
+	[ "$key" = ec ] && kind=EC
+	grep -q "^identity $key: ok: $kind key, certificate /CN=p11agent-tpm-$key/O=p11agent tests, test signature verified$" <<<"$out" ||
+	    fail "check: $out"
+done
+ok "check test-signs with both TPM keys: $(grep -c 'test signature verified' <<<"$out") identities"
+
+export P11FAULT_LOG=$T/run.calls
+log_mark
+start_agent "$T/agent.conf" || fail "the agent did not start"
+roundtrips "fault module"
+if grep -Eiq 'tpm2|tss2|p11fault|pkcs11|p11-kit' "/proc/$AGENT_PID/maps"; then
+	fail "a PKCS#11 module, the TSS or p11-kit is mapped in the agent process"
+fi
+ok "the agent process maps neither tpm2-pkcs11 nor the TSS"
+stop_agent || fail "the agent did not exit cleanly"
+handshakes=$(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -c ': TLSv1\.[23] to ')
+signs=$(grep -c ' C_Sign 0x0' "$T/run.calls")
+inits=$(grep -c ' C_SignInit 0x0' "$T/run.calls")
+[ "$handshakes" = 4 ] || fail "$handshakes handshakes, wanted 4"
+[ "$signs" = 4 ] && [ "$inits" = 4 ] ||
+    fail "$signs C_Sign and $inits C_SignInit for 4 full handshakes"
+ok "4 full handshakes, 4 C_SignInit + C_Sign on the TPM"
+
+# every call is on the list t-no-extraction allows; of a private key
+# only public attributes were read
 allowed='C_Initialize C_Finalize C_GetInfo C_GetSlotList C_GetSlotInfo
 C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession
 C_CloseSession C_Login C_Logout C_FindObjectsInit C_FindObjects
@@ -90,22 +126,39 @@ C_GetSessionInfo C_WaitForSlotEvent'
 key_attrs='0x0 0x1 0x2 0x3 0x100 0x102 0x103 0x120 0x121 0x122 0x162 0x164 0x165 0x170 0x180 0x202'
 calls_allowed "$allowed" "$key_attrs" "$T/run.calls" "$T/cli.calls" ||
     fail "the call log shows a forbidden call"
-signs=$(grep -c ' C_Sign 0x0' "$T/run.calls")
-[ "$signs" -ge 2 ] && [ "$signs" -le 4 ] ||
-    fail "$signs C_Sign for 4 handshakes with 2 keys (resumption allowed)"
-ok "$(cat "$T/run.calls" "$T/cli.calls" | wc -l) PKCS#11 calls, all allowed, $signs C_Sign"
+grep -q ' C_GetAttributeValue .* class=0x3 ' "$T/run.calls" ||
+    fail "the call log shows no private key's attributes read: it proves nothing"
+ok "$(cat "$T/run.calls" "$T/cli.calls" | wc -l) logged calls, all allowed; private keys: only public attributes read"
 
-# ---- registry mode: tpm2-pkcs11 found through p11-kit's registry
-unset P11FAULT_MODULE P11FAULT_LOG
-grep -lqs 'tpm2_pkcs11' /usr/share/p11-kit/modules/*.module ||
-    fail "tpm2-pkcs11 is not in p11-kit's registry (/usr/share/p11-kit/modules)"
+# the URI 'p11agent tokens' listed works as it is
 {
 	agent_section
-	tpm_identity rsa "$TPM_RSA_ID" ""
-	tunnel rsa13 "localhost:$s13_port" rsa
-} >"$T/registry.conf"
+	printf '[identity listed]\nkey = %s\npin = file:%s\nmodule = %s\n\n' \
+	    "$listed" "$TPM_PIN" "$FAULT"
+	tunnel t "localhost:$s13_port" listed
+} >"$T/listed.conf"
+out=$("$P11AGENT" check -c "$T/listed.conf") || fail "check of the listed URI: $out"
+grep -q "^identity listed: ok: EC key, certificate /CN=p11agent-tpm-ec/" <<<"$out" ||
+    fail "check of the listed URI: $out"
+ok "the listed URI works: $listed"
+
+# --- the same through p11-kit's registry, by token= ----------------------
+# (in a --enable-sanitizers build: tpm2-pkcs11 1.9.0 leaks in C_SignInit
+# for EC keys; the helper's built-in suppression names the module, which
+# works above, where the fault module keeps it loaded, but p11-kit
+# unloads a registry module before the helper exits and the leak's stack
+# then names no module: no leak check from here on)
+export ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0
+tpm_conf "" >"$T/registry.conf"
+grep -q '^module =' "$T/registry.conf" && fail "the registry config names a module"
+out=$("$P11AGENT" check -c "$T/registry.conf" 2>&1) || fail "check (registry): $out"
+[ "$(grep -c "test signature verified" <<<"$out")" = 2 ] || fail "check (registry): $out"
+log_mark
 start_agent "$T/registry.conf" || fail "the agent did not start (registry)"
-out=$("$CLIENT" "$(listen_addr rsa13 tcp)" roundtrip --bytes 10000 \
-    --expect-subject "CN=p11agent-tpm-rsa") || fail "registry: $out"
-stop_agent || fail "the agent did not exit cleanly (registry)"
-ok "registry: $(grep -m 1 -o "identity rsa: token '$TPM_TOKEN_LABEL'.* in [^ ;]*" "$T/agent.log" || echo found); $(tail -n 1 <<<"$out")"
+for key in rsa ec; do
+	log_since_has "identity $key: token '$TPM_TOKEN_LABEL' .* in tpm2_pkcs11" ||
+	    fail "identity $key was not found in tpm2_pkcs11"
+done
+ok "registry: $(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -m 1 "identity rsa: token '$TPM_TOKEN_LABEL'" | sed 's/^p11agent: //')"
+roundtrips "registry"
+stop_agent || fail "the agent did not exit cleanly"
