@@ -139,6 +139,11 @@ main(int argc, char *argv[])
 		fprintf(stderr, "signrate: %s: %s\n", key, helper_error(h));
 		goto out;
 	}
+	if (hid.cert == NULL) {
+		fprintf(stderr, "signrate: %s: the token holds no certificate "
+		    "for the key (needed to verify the signatures)\n", key);
+		goto out;
+	}
 	if (rkey_new(h, &hid, SIGN_TIMEOUT_MS, &pk) != 0) {
 		fprintf(stderr, "signrate: %s: no key: %s\n", key,
 		    helper_error(h));

@@ -123,6 +123,10 @@ pcscd_start() {
 	printf 'app default {\n\tcard_drivers = PIV-II;\n\tframework pkcs15 {\n%s\n\t}\n}\n' \
 	    $'\t\tuse_file_caching = no;' >"$T/opensc.conf"
 	export OPENSC_CONF=$T/opensc.conf
+	# OpenSC tells the desktop of card events through GIO (a D-Bus
+	# notification): no session bus here, and a bus it cannot reach must
+	# fail at once
+	export DBUS_SESSION_BUS_ADDRESS=unix:path=$T/no-session-bus
 	export PCSCLITE_CSOCK_NAME=$T/pcscd-run/pcscd/pcscd.comm
 	for try in 1 2 3 4 5; do
 		port=$((20000 + 2 * (RANDOM % 6000)))

@@ -34,6 +34,9 @@ mkdir -m 700 "$XDG_RUNTIME_DIR"
 # for a TPM and making ~/.tpm2_pkcs11 (tests/tpm.sh gives the TPM tests a
 # real one)
 export TPM2_PKCS11_STORE=$T/no-tpm2-store
+# opensc-pkcs11, where installed, is in the registry too: never the
+# machine's own pcscd (tests/card.sh starts one for the card tests)
+export PCSCLITE_CSOCK_NAME=$T/no-pcscd
 # in a --enable-sanitizers build, reports land in $T/san.* (checked on exit)
 export ASAN_OPTIONS=log_path=$T/san.asan:detect_leaks=1
 export UBSAN_OPTIONS=log_path=$T/san.ubsan:print_stacktrace=1

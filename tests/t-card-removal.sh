@@ -23,7 +23,7 @@ start_upstream s
 	agent_section
 	printf '[identity k]\nkey = pkcs11:token=%s;serial=%s;id=%%01;type=private\n' \
 	    "$CARD_TOKEN_LABEL" "$CARD_SERIAL"
-	printf 'pin = file:%s\nmodule = %s\n\n' "$CARD_PIN_FILE" "$FAULT"
+	printf 'pin = file:%s\nmodule = %s\nsign-timeout = 2\n\n' "$CARD_PIN_FILE" "$FAULT"
 	# every connection signs: a resumed one would not need the card
 	tunnel t "localhost:$s_port" k "session-cache = no"
 } >"$T/agent.conf"
@@ -37,18 +37,20 @@ roundtrip() {
 	    --expect-subject "CN=p11agent-card-c-9a"
 }
 
-# recover WHAT: connections until one works: at most 2 may fail (the one
+# recover WHAT [N]: connections until one works: at most N (2) may fail (the one
 # that finds the card's state lost ends the helper; the agent starts a
 # new one), and the agent is the same
 recover() {
 	local fails=0 t0 out
 	t0=$(ms_now)
+	log_mark
 	until out=$(roundtrip 2>&1); do
 		fails=$((fails + 1))
-		[ "$fails" -le 2 ] || fail "$1: $fails connections failed: $out"
-		wait_log "token helper for .* is back" 5 || true
+		[ "$fails" -le "${2:-2}" ] || fail "$1: $fails connections failed: $out"
+		wait_log "token helper for .* is back" 10 || true
+		log_mark
 	done
-	[ "$AGENT_PID" = "$pid" ] || fail "$1: the agent was restarted"
+	kill -0 "$pid" || fail "$1: the agent is gone"
 	ok "$1: $fails connection(s) failed, then the tunnel works ($(( $(ms_now) - t0 )) ms, agent pid $pid)"
 }
 
@@ -56,40 +58,70 @@ start_agent "$T/agent.conf" || fail "the agent did not start"
 pid=$AGENT_PID
 roundtrip >/dev/null || fail "before the removal"
 
-# ---- pulled: the agent notices, a new connection fails fast
+# ---- pulled: the agent notices, a new connection fails fast.
+# Known (issue 8's note): about one removal in six, OpenSC 0.23 does not
+# return from the helper's presence look (C_GetTokenInfo after the slot
+# event; a futex wait beside its GIO thread).  The helper is then stuck
+# in the module and the agent learns of the removal only when a
+# signature it asked for times out (sign-timeout = 2 here): that case must
+# still fail the connection and recover, and it is reported, not hidden.
+STUCK=0
 log_mark
 card_remove c
-wait_log "identity k: $CARD was removed; insert it again" 10 ||
-    fail "no removal line naming the card"
-t0=$(ms_now)
-out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 5) ||
-    fail "a new connection with the card gone: $out"
-t1=$(ms_now)
-[ $((t1 - t0)) -lt $((1000 * SLOW)) ] ||
-    fail "the new connection failed after $((t1 - t0)) ms"
-wait_log "conn [0-9]+ \(t\): $CARD was removed; insert it again" 5 ||
-    fail "the refused connection's line does not name the card"
-ok "pulled: the agent logged it; a new connection failed in $((t1 - t0)) ms naming the card"
+if wait_log "identity k: $CARD was removed; insert it again" 10; then
+	t0=$(ms_now)
+	out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 5) ||
+	    fail "a new connection with the card gone: $out"
+	t1=$(ms_now)
+	[ $((t1 - t0)) -lt $((1000 * SLOW)) ] ||
+	    fail "the new connection failed after $((t1 - t0)) ms"
+	wait_log "conn [0-9]+ \(t\): $CARD was removed; insert it again" 5 ||
+	    fail "the refused connection's line does not name the card"
+	ok "pulled: the agent logged it; a new connection failed in $((t1 - t0)) ms naming the card"
+else
+	echo "KNOWN: no removal line in 10 s: OpenSC did not return from the helper's presence look"
+	t0=$(ms_now)
+	out=$("$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 10) ||
+	    fail "a new connection with the card gone and the helper stuck: $out"
+	t1=$(ms_now)
+	[ $((t1 - t0)) -lt $((4000 * SLOW)) ] ||
+	    fail "the new connection failed after $((t1 - t0)) ms (sign-timeout 2 s)"
+	agent_log_has "token helper for .* has not answered for longer than the request's timeout; killing it" ||
+	    fail "the stuck helper was not replaced"
+	STUCK=1
+	ok "pulled (OpenSC stuck): a new connection failed in $((t1 - t0)) ms, the agent killed the stuck helper"
+fi
 
 # ---- put back: the next connection succeeds, same agent
 log_mark
 card_insert c
-wait_log "identity k: $CARD is back; new connections use it" 15 ||
-    fail "the card was not taken back"
-out=$(roundtrip) || fail "after the reinsertion: $out"
+if [ "$STUCK" = 0 ]; then
+	wait_log "identity k: $CARD is back; new connections use it" 15 ||
+	    fail "the card was not taken back"
+	out=$(roundtrip) || fail "after the reinsertion: $out"
+	ok "put back: $(tail -n 1 <<<"$out") (agent pid $pid)"
+else
+	recover "put back after the stuck helper" 4
+fi
 [ "$AGENT_PID" = "$pid" ] && kill -0 "$pid" || fail "the agent is not the same"
-ok "put back: $(tail -n 1 <<<"$out") (agent pid $pid)"
 
 # ---- a second pull while the agent is idle, then the emulator restarted
 # from its state file: the same card comes back
 for round in 2 3; do
 	log_mark
 	card_remove c
-	wait_log "identity k: $CARD was removed" 10 || fail "round $round: no removal"
-	log_mark
-	card_insert c
-	wait_log "identity k: $CARD is back" 15 || fail "round $round: not back"
-	roundtrip >/dev/null || fail "round $round: after the reinsertion"
+	if wait_log "identity k: $CARD was removed" 10; then
+		log_mark
+		card_insert c
+		wait_log "identity k: $CARD is back" 15 || fail "round $round: not back"
+		roundtrip >/dev/null || fail "round $round: after the reinsertion"
+	else
+		echo "KNOWN: round $round: OpenSC did not return from the helper's presence look"
+		"$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 10 >/dev/null ||
+		    fail "round $round: a connection with the helper stuck"
+		card_insert c
+		recover "round $round: put back after the stuck helper" 4
+	fi
 done
 # the emulator killed and started again from its state file faster than
 # the presence watch looks (a power loss): the connection that finds the
@@ -107,13 +139,16 @@ stop_agent || fail "the agent did not exit cleanly"
 
 # ---- enroll: no key-pair generation through PKCS#11 on this card
 rc=0
+: >"$T/card-c.log"
 out=$("$P11AGENT" enroll -m "$OPENSC_PKCS11" --pin "file:$CARD_PIN_FILE" \
     --key "pkcs11:serial=$CARD_SERIAL;id=%03;object=new-key" \
     --type ec:p256 --subject /CN=new 2>&1) || rc=$?
 [ "$rc" != 0 ] || fail "enroll succeeded on a PIV card through OpenSC: $out"
 grep -q "offers no EC key-pair generation through PKCS#11.*generate the key with the card's own tool" <<<"$out" ||
     fail "enroll's refusal is not clear: $out"
-ok "enroll refused: $(grep -o "token .*offers no EC key-pair generation[^;]*" <<<"$out")"
+card_log_has '^(VERIFY +p1=00 p2=80 lc=8|GENERATE|PUT-DATA)' c &&
+    fail "enroll logged in to the card or wrote to it before refusing"
+ok "enroll refused before any login: $(grep -o "token .*offers no EC key-pair generation[^;]*" <<<"$out")"
 
 # ---- import-cert: a certificate for the card's key, issued again
 openssl x509 -new -force_pubkey "$T/card-c-9a-pub.pem" \
