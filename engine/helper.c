@@ -41,6 +41,7 @@ struct helper_state {
 	struct token_key	*keys[MAX_KEYS];
 	int			 nkeys;
 	uint32_t		 busy_id;	/* the request in service */
+	int			 signed_once;	/* a signature went through */
 	/* the presence watch (token_watch.c) */
 	struct token_watch	*watch;
 	int			 nwatched;	/* keys[] handed to it */
@@ -200,16 +201,21 @@ do_sign(struct helper_state *h, uint32_t id, struct pbuf *in)
 		/*
 		 * A lost token or session: exit so the agent starts afresh.
 		 * So too after CKR_GENERAL_ERROR, which leaves the module in
-		 * a state nobody knows (PKCS#11 2.40, 5.1.1): OpenSC answers
-		 * it for ever once pcscd has restarted under it, while
-		 * saying the card and the session are fine.
+		 * a state nobody knows (PKCS#11 2.40, 5.1.1), from a module
+		 * that has signed in this process: OpenSC answers it for
+		 * ever once pcscd has restarted under it, while saying the
+		 * card and the session are fine.  A module that has not
+		 * signed yet is not helped by another start (a key that
+		 * always fails so must not cost a restart, and a PIN
+		 * dialog, per connection).
 		 */
-		if (r == P11A_ERR_TOKEN_ABSENT || broken)
+		if (r == P11A_ERR_TOKEN_ABSENT || (broken && h->signed_once))
 			r = P11A_ERR_TOKEN_ABSENT;
 		else
 			r = 0;
 		goto out;
 	}
+	h->signed_once = 1;
 	pbuf_init(&out);
 	pbuf_put_bytes(&out, sig, siglen);
 	r = proto_send(HELPER_FD, PROTO_SIGN_OK, id, &out);

@@ -7,7 +7,9 @@
  *   P11FAULT_LOG		append "<pid> <function> <rv> [details]" lines
  *   P11FAULT_SIGN_DELAY_MS	add this many ms to C_Sign and C_SignFinal
  *   P11FAULT_FAIL		"C_Login=0xA0,C_Sign=0x30:2": return the code
- *				without forwarding (optionally N times only)
+ *				without forwarding (optionally N times only;
+ *				"C_Sign=0x5:1@3": once, at the third call,
+ *				the two before it forwarded)
  *   P11FAULT_HIDE_MECHS	"0x0d,CKM_RSA_X_509": pretend these mechanisms
  *				do not exist
  *   P11FAULT_TOKEN_ABSENT_FILE	while this file exists the token is removed
@@ -71,6 +73,7 @@ struct rule {
 	char		 name[32];
 	CK_RV		 rv;
 	long		 left;		/* calls left to fail, -1: forever */
+	long		 skip;		/* calls to forward first */
 };
 
 struct call {
@@ -188,17 +191,22 @@ add_rule(char *item)
 {
 	struct rule	*r;
 	unsigned long	 v, n;
-	char		*val, *cnt;
+	unsigned long	 at = 1;
+	char		*val, *cnt, *from;
 
 	if ((val = strchr(item, '=')) == NULL)
 		return cfgerr("P11FAULT_FAIL: missing '='", item);
 	*val++ = '\0';
+	if ((from = strchr(val, '@')) != NULL)
+		*from++ = '\0';
 	if ((cnt = strchr(val, ':')) != NULL)
 		*cnt++ = '\0';
 	if (!known_fname(item))
 		return cfgerr("P11FAULT_FAIL: unknown function", item);
 	if (parse_ulong(val, &v) == -1 ||
-	    (cnt != NULL && (parse_ulong(cnt, &n) == -1 || n > LONG_MAX)))
+	    (cnt != NULL && (parse_ulong(cnt, &n) == -1 || n > LONG_MAX)) ||
+	    (from != NULL && (parse_ulong(from, &at) == -1 || at < 1 ||
+	    at > LONG_MAX)))
 		return cfgerr("P11FAULT_FAIL: bad value for", item);
 	if (nrules == MAXRULES)
 		return cfgerr("P11FAULT_FAIL", "too many entries");
@@ -206,6 +214,7 @@ add_rule(char *item)
 	snprintf(r->name, sizeof(r->name), "%s", item);
 	r->rv = v;
 	r->left = cnt == NULL ? -1 : (long)n;
+	r->skip = (long)at - 1;
 	return CKR_OK;
 }
 
@@ -395,6 +404,10 @@ inject(const char *name, CK_RV *rv)
 	for (i = 0; i < nrules && !hit; i++) {
 		if (rules[i].left == 0 || strcmp(rules[i].name, name) != 0)
 			continue;
+		if (rules[i].skip > 0) {
+			rules[i].skip--;
+			continue;
+		}
 		if (rules[i].left > 0)
 			rules[i].left--;
 		*rv = rules[i].rv;

@@ -52,6 +52,40 @@ log_since_has "\\(serial [^)]*\\) was removed" &&
 ok "CKR_DEVICE_REMOVED with the card there: the helper was restarted"
 stop_agent || fail "the agent did not exit cleanly"
 
+# CKR_GENERAL_ERROR (the module's state unknown) from a module that has
+# signed in this helper: the helper exits and the agent starts a new one,
+# which signs (OpenSC after pcscd restarted: t-card-removal.sh).  From a
+# module that never signed in it: the helper stays, and a key that always
+# fails so costs no restart (nor a login) per connection.
+{
+	agent_section
+	identity ec 02
+	tunnel t "localhost:$s_port" ec "session-cache = no"
+} >"$T/nocache.conf"
+P11FAULT_FAIL=C_Sign=0x5:1@2 start_agent "$T/nocache.conf" ||
+    fail "the agent did not start"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "the first connection: $out"
+expect_sign_failure CKR_GENERAL_ERROR
+wait_log "token helper for .*libp11fault.so \(pid [0-9]+\) exited; restarting it" ||
+    fail "the helper was not restarted after CKR_GENERAL_ERROR"
+wait_log "token helper for .*libp11fault.so is back" 10 || fail "no new helper"
+out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 \
+    --expect-subject CN=p11agent-test-ec) || fail "after the new helper: $out"
+stop_agent || fail "the agent did not exit cleanly"
+ok "CKR_GENERAL_ERROR after a signature: the helper was restarted, the next connection signs"
+P11FAULT_FAIL=C_Sign=0x5 start_agent "$T/nocache.conf" ||
+    fail "the agent did not start"
+helper=$(pgrep -P "$AGENT_PID") || fail "no helper"
+since=$(wc -l <"$T/agent.log")
+expect_sign_failure CKR_GENERAL_ERROR
+expect_sign_failure CKR_GENERAL_ERROR
+[ "$(pgrep -P "$AGENT_PID")" = "$helper" ] || fail "the helper was replaced"
+LOG_MARK=$since
+log_since_has "exited; restarting it" && fail "a helper restart for a key that never signed"
+stop_agent || fail "the agent did not exit cleanly"
+ok "CKR_GENERAL_ERROR from a module that never signed: the same helper, no restart"
+
 # C_Login fails at start-up: run and check exit 1 naming the CKR
 rc=0
 P11FAULT_FAIL=C_Login=0x30 "$P11AGENT" run -c "$T/agent.conf" 2>"$T/run.err" ||
