@@ -82,6 +82,21 @@ sign_one(EVP_PKEY *pk, EVP_PKEY *pub, int pss, double *ms)
 	return ok ? 0 : -1;
 }
 
+static void	usage(void);
+
+/* A count in [lo, hi] or usage. */
+static int
+count(const char *s, int lo, int hi)
+{
+	char	*end;
+	long	 v;
+
+	v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || v < lo || v > hi)
+		usage();
+	return (int)v;
+}
+
 static void
 usage(void)
 {
@@ -119,12 +134,12 @@ main(int argc, char *argv[])
 		case 'p': pin = optarg; break;
 		case 'l': label = optarg; break;
 		case '1': pkcs1 = 1; break;
-		case 'n': n = atoi(optarg); break;
-		case 'w': warm = atoi(optarg); break;
+		case 'n': n = count(optarg, 1, 1000000); break;
+		case 'w': warm = count(optarg, 1, 1000); break;
 		default: usage();
 		}
 	}
-	if (key == NULL || pin == NULL || n < 1 || n > 1000000 || warm < 1)
+	if (key == NULL || pin == NULL)
 		usage();
 	if ((lat = calloc((size_t)n, sizeof(*lat))) == NULL)
 		return 1;
@@ -171,6 +186,7 @@ main(int argc, char *argv[])
 	rc = 0;
 out:
 	EVP_PKEY_free(pk);
+	rkey_cleanup();
 	X509_free(hid.cert);
 	if (h != NULL) {
 		helper_stop_all(&h, 1);

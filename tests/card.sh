@@ -99,6 +99,12 @@ pcscd_restart() {
 	local -A marks=()
 	kill "$PCSCD_PID"
 	wait "$PCSCD_PID" 2>/dev/null
+	# (not killed again at the end: its pid may be another's by then)
+	local p keep=()
+	for p in "${PIDS[@]}"; do
+		[ "$p" = "$PCSCD_PID" ] || keep+=("$p")
+	done
+	PIDS=("${keep[@]}")
 	n=$(grep -c 'daemon ready' "$T/pcscd.log")
 	for name in "${!CARD_READER_OF[@]}"; do
 		card_mark "$name" inserted

@@ -226,6 +226,7 @@ card_log_has '^# vpcd closed the connection' || fail "the card saw no EOF from p
 ok "pcscd restarted: the card is back by itself"
 
 # --- no key-pair generation through PKCS#11 on PIV (OpenSC 0.23)
+gens=$(grep -c '^GENERATE' "$T/card-c.log")
 if "${P11[@]}" --login --pin "$CARD_PIN" --keypairgen --key-type EC:prime256v1 \
     --id 05 --label new >"$T/keygen.out" 2>&1; then
 	fail "pkcs11-tool --keypairgen worked on the card"
@@ -234,6 +235,8 @@ echo "pkcs11-tool --keypairgen: $(grep -m1 -i 'error\|not supported' "$T/keygen.
 grep -q 'C_GenerateKeyPair failed: rv = CKR_\|Generate EC key mechanism .* not supported\|mechanism .* not supported' \
     "$T/keygen.out" || fail "keypairgen: $(cat "$T/keygen.out")"
 card_log_has '^GENERATE .*lc=[0-9]+ .*sw=9000' || fail "no GENERATE in the log"
+[ "$(grep -c '^GENERATE' "$T/card-c.log")" = "$gens" ] ||
+    fail "pkcs11-tool --keypairgen sent a GENERATE to the card"
 ok "no PKCS#11 key generation (GENERATE only through the provisioning tool)"
 
 # --- no private key bytes from the card: GET DATA only of public objects
