@@ -59,12 +59,13 @@ pid=$AGENT_PID
 roundtrip >/dev/null || fail "before the removal"
 
 # ---- pulled: the agent notices, a new connection fails fast.
-# Known (issue 8's note): about one removal in six, OpenSC 0.23 does not
-# return from the helper's presence look (C_GetTokenInfo after the slot
-# event; a futex wait beside its GIO thread).  The helper is then stuck
-# in the module and the agent learns of the removal only when a
-# signature it asked for times out (sign-timeout = 2 here): that case must
-# still fail the connection and recover, and it is reported, not hidden.
+# Known (docs/design-notes.md, "A smartcard of our own"): about one removal
+# in six, OpenSC 0.23 never returns from the helper's presence look (a
+# card mutex its sc_unlock leaves held when the card went during sc_lock;
+# changed in OpenSC 0.24).  The helper is then stuck in the module and the
+# agent learns of the removal only when a signature it asked for times out
+# (sign-timeout = 2 here): that case must still fail the connection and
+# recover, and it is reported, not hidden.
 STUCK=0
 log_mark
 card_remove c
