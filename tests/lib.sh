@@ -283,6 +283,16 @@ module = $FAULT
 EOT
 }
 
+# What signing with a key on a token needs, and nothing more: the calls
+# (C_GetSessionInfo and C_WaitForSlotEvent: the presence watch), and the
+# public attributes of a private key object that may be read.
+SIGN_ONLY_CALLS='C_Initialize C_Finalize C_GetInfo C_GetSlotList C_GetSlotInfo
+C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession
+C_CloseSession C_Login C_Logout C_FindObjectsInit C_FindObjects
+C_FindObjectsFinal C_GetAttributeValue C_SignInit C_Sign
+C_GetSessionInfo C_WaitForSlotEvent'
+KEY_PUBLIC_ATTRS='0x0 0x1 0x2 0x3 0x100 0x102 0x103 0x120 0x121 0x122 0x162 0x164 0x165 0x170 0x180 0x202'
+
 # calls_allowed ALLOWED KEY_ATTRS FILE...: every PKCS#11 call in the fault
 # module's call logs is one of ALLOWED (names, blank-separated), a private
 # key (class 0x3) is asked only for the attribute types in KEY_ATTRS, and

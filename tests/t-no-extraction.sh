@@ -46,15 +46,8 @@ export P11FAULT_LOG=$T/cli.calls
 "$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" >/dev/null ||
     fail "tokens"
 
-# every call the helpers made is on this list (C_GetSessionInfo and
-# C_WaitForSlotEvent: the presence watch)
-allowed='C_Initialize C_Finalize C_GetInfo C_GetSlotList C_GetSlotInfo
-C_GetTokenInfo C_GetMechanismList C_GetMechanismInfo C_OpenSession
-C_CloseSession C_Login C_Logout C_FindObjectsInit C_FindObjects
-C_FindObjectsFinal C_GetAttributeValue C_SignInit C_Sign
-C_GetSessionInfo C_WaitForSlotEvent'
-# public attributes of a private key object that may be read
-key_attrs='0x0 0x1 0x2 0x3 0x100 0x102 0x103 0x120 0x121 0x122 0x162 0x164 0x165 0x170 0x180 0x202'
-calls_allowed "$allowed" "$key_attrs" "$T/run.calls" "$T/cli.calls" || fail "the call log shows a forbidden call"
+# every call the helpers made is one signing needs (lib.sh: SIGN_ONLY_CALLS;
+# of a private key only public attributes)
+calls_allowed "$SIGN_ONLY_CALLS" "$KEY_PUBLIC_ATTRS" "$T/run.calls" "$T/cli.calls" || fail "the call log shows a forbidden call"
 [ "$(grep -c . "$T/cli.calls")" -gt 20 ] || fail "the CLI call log is too short to prove anything"
 ok "$(cat "$T/run.calls" "$T/cli.calls" | wc -l) logged calls, all allowed; private keys: only public attributes read"
