@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "p11agent/agent.h"
@@ -105,6 +106,7 @@ typedef void (*ctl_fn)(struct ctl_client *, int argc, char **argv);
 
 static void	req_lock(struct ctl_client *, int, char **);
 static void	req_unlock(struct ctl_client *, int, char **);
+static void	req_status(struct ctl_client *, int, char **);
 
 /* Every request of the protocol: status, reload, metrics go here. */
 static const struct {
@@ -114,6 +116,7 @@ static const struct {
 } requests[] = {
 	{ "lock",	req_lock,	"lock [--idle SECONDS]" },
 	{ "unlock",	req_unlock,	"unlock" },
+	{ "status",	req_status,	"status [--json]" },
 };
 
 static struct {
@@ -126,6 +129,7 @@ static struct {
 	int			 lock_after;	/* seconds; 0: off */
 	long			 lock_mark;	/* last activity at the lock */
 	long			 last_unlock;	/* an unlock logs in too */
+	long long		 started;	/* wall clock, for status */
 	char			 user[64];	/* the agent's user's name */
 } ctl;
 
@@ -555,6 +559,201 @@ req_unlock(struct ctl_client *c, int argc, char **argv)
 	op_start(c, &ask_unlock, by);
 }
 
+/* ---- status: what runs, for people or (--json) for programs */
+
+/* s as a JSON string (quoted, escaped) into buf. */
+static const char *
+jstr(char *buf, size_t size, const char *s)
+{
+	size_t	 n = 0;
+
+	if (s == NULL)
+		return "null";
+	buf[n++] = '"';
+	for (; *s != '\0' && n + 8 < size; s++) {
+		unsigned char	 ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			buf[n++] = '\\';
+			buf[n++] = (char)ch;
+		} else if (ch < 0x20 || ch == 0x7f)
+			n += (size_t)snprintf(buf + n, size - n, "\\u%04x", ch);
+		else
+			buf[n++] = (char)ch;
+	}
+	buf[n++] = '"';
+	buf[n] = '\0';
+	return buf;
+}
+
+/* "2026-12-01 10:42:07 UTC" */
+static const char *
+utc(char *buf, size_t size, long long t)
+{
+	time_t		 tt = (time_t)t;
+	struct tm	 tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(buf, size, "?");
+	return buf;
+}
+
+static const char *
+identity_state(const struct identity *id)
+{
+	if (id->pkey == NULL)
+		return "not open";
+	if (id->absent)
+		return "card removed";
+	return "open";
+}
+
+static const char *
+helper_state(const struct module_rt *s)
+{
+	if (s->given_up)
+		return "given up";
+	if (s->dead || s->killed)
+		return "restarting";
+	return "running";
+}
+
+static void
+status_text(struct ctl_client *c, struct agent *a)
+{
+	const struct tunnel_rt	*rt;
+	const struct tunnel_stats *st;
+	const struct identity	*id;
+	const struct module_rt	*s;
+	char			 fails[256], addrs[512], when[40];
+	size_t			 n;
+	int			 i, f;
+
+	say(c, "* agent: pid %ld, up %lld s, %d connections open",
+	    (long)getpid(), (long long)time(NULL) - ctl.started, a->nconns);
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+		st = &rt->stats;
+		addrs[0] = fails[0] = '\0';
+		for (i = 0; i < rt->nlisten; i++) {
+			n = strlen(addrs);
+			snprintf(addrs + n, sizeof(addrs) - n, "%s%s",
+			    i ? " " : "", rt->listen[i].addr);
+		}
+		for (f = 0; f < TFAIL_MAX; f++) {
+			if (st->failed[f] == 0)
+				continue;
+			n = strlen(fails);
+			snprintf(fails + n, sizeof(fails) - n, "%s%s %llu",
+			    n ? ", " : "", tunnel_fail_name(f), st->failed[f]);
+		}
+		say(c, "* tunnel %s: listen %s; to %s:%s; identity %s",
+		    rt->cfg->name, addrs[0] ? addrs : "(none)",
+		    rt->cfg->connect_host, rt->cfg->connect_port,
+		    rt->cfg->identity_name);
+		say(c, "*   %d open, %llu connections, %llu handshakes "
+		    "(%llu resumed), %llu bytes up, %llu down, failed: %s",
+		    st->open, st->accepted, st->handshakes, st->resumed,
+		    st->bytes_up, st->bytes_down, fails[0] ? fails : "none");
+		if (st->last_err_at != 0)
+			say(c, "*   last error at %s: %s",
+			    utc(when, sizeof(when), st->last_err_at),
+			    st->last_err);
+	}
+	for (id = a->identities; id != NULL; id = id->next)
+		say(c, "* identity %s: %s; %s%s%s%s%s", id->cfg->name,
+		    identity_state(id), id->cfg->key,
+		    id->tok_label[0] ? "; token '" : "", id->tok_label,
+		    id->tok_label[0] ? "' serial " : "", id->tok_serial);
+	for (i = 0; i < a->nmods; i++) {
+		s = a->mods[i];
+		say(c, "* token helper for %s: %s, pid %ld, %d restarts",
+		    module_label(s), helper_state(s), s->helper != NULL ?
+		    (long)helper_pid(s->helper) : -1L, s->restarts);
+	}
+	say(c, "OK");
+}
+
+static void
+status_json(struct ctl_client *c, struct agent *a)
+{
+	const struct tunnel_rt	*rt;
+	const struct tunnel_stats *st;
+	const struct identity	*id;
+	const struct module_rt	*s;
+	char			 b1[600], b2[900], b3[300], b4[120];
+	int			 i, f;
+
+	say(c, "* {\"version\": 1,");
+	say(c, "*  \"agent\": {\"pid\": %ld, \"uptime_seconds\": %lld, "
+	    "\"connections_open\": %d},", (long)getpid(),
+	    (long long)time(NULL) - ctl.started, a->nconns);
+	say(c, "*  \"tunnels\": [");
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+		st = &rt->stats;
+		say(c, "*   {\"name\": %s, \"upstream\": %s, \"identity\": %s,",
+		    jstr(b1, sizeof(b1), rt->cfg->name),
+		    jstr(b2, sizeof(b2), rt->cfg->connect_host),
+		    jstr(b3, sizeof(b3), rt->cfg->identity_name));
+		say(c, "*    \"upstream_port\": %s, \"listen\": [",
+		    jstr(b1, sizeof(b1), rt->cfg->connect_port));
+		for (i = 0; i < rt->nlisten; i++)
+			say(c, "*     %s%s", jstr(b1, sizeof(b1),
+			    rt->listen[i].addr), i + 1 < rt->nlisten ? "," : "");
+		say(c, "*    ], \"connections_open\": %d, \"connections\": %llu, "
+		    "\"handshakes\": %llu, \"handshakes_resumed\": %llu,",
+		    st->open, st->accepted, st->handshakes, st->resumed);
+		say(c, "*    \"bytes_up\": %llu, \"bytes_down\": %llu, "
+		    "\"failed\": {", st->bytes_up, st->bytes_down);
+		for (f = 0; f < TFAIL_MAX; f++)
+			say(c, "*     \"%s\": %llu%s", tunnel_fail_name(f),
+			    st->failed[f], f + 1 < TFAIL_MAX ? "," : "");
+		if (st->last_err_at != 0)
+			say(c, "*    }, \"last_error\": {\"at\": %lld, \"text\": "
+			    "%s}}%s", st->last_err_at,
+			    jstr(b1, sizeof(b1), st->last_err),
+			    rt->next != NULL ? "," : "");
+		else
+			say(c, "*    }, \"last_error\": null}%s",
+			    rt->next != NULL ? "," : "");
+	}
+	say(c, "*  ],");
+	say(c, "*  \"identities\": [");
+	for (id = a->identities; id != NULL; id = id->next) {
+		say(c, "*   {\"name\": %s, \"state\": \"%s\",",
+		    jstr(b1, sizeof(b1), id->cfg->name), identity_state(id));
+		say(c, "*    \"key\": %s,", jstr(b2, sizeof(b2), id->cfg->key));
+		say(c, "*    \"token\": %s, \"serial\": %s}%s",
+		    jstr(b3, sizeof(b3), id->tok_label[0] ? id->tok_label :
+		    NULL), jstr(b4, sizeof(b4), id->tok_serial[0] ?
+		    id->tok_serial : NULL), id->next != NULL ? "," : "");
+	}
+	say(c, "*  ],");
+	say(c, "*  \"helpers\": [");
+	for (i = 0; i < a->nmods; i++) {
+		s = a->mods[i];
+		say(c, "*   {\"module\": %s, \"state\": \"%s\", \"pid\": %ld, "
+		    "\"restarts\": %d}%s", jstr(b1, sizeof(b1),
+		    module_label(s)), helper_state(s), s->helper != NULL ?
+		    (long)helper_pid(s->helper) : -1L, s->restarts,
+		    i + 1 < a->nmods ? "," : "");
+	}
+	say(c, "*  ]}");
+	say(c, "OK");
+}
+
+static void
+req_status(struct ctl_client *c, int argc, char **argv)
+{
+	if (argc == 1)
+		status_text(c, ctl.agent);
+	else if (argc == 2 && strcmp(argv[1], "--json") == 0)
+		status_json(c, ctl.agent);
+	else
+		say(c, "ERR usage status [--json]");
+	client_end(c);
+}
+
 /* Splits the request into words and runs it from the table. */
 static void
 request(struct ctl_client *c, char *line)
@@ -739,6 +938,7 @@ control_open(struct agent *a, const char *path)
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.agent = a;
+	ctl.started = (long long)time(NULL);
 	ctl.lock_after = a->cfg->agent.lock_after;
 	if ((was = probe(path)) == 1) {
 		log_err("control socket %s: another p11agent is running and "

@@ -1210,6 +1210,7 @@ restart(struct agent *a, struct module_rt *s)
 	}
 	s->dead = 0;
 	s->killed = 0;
+	s->restarts++;
 	if (watch_module(s) != 0)
 		return;
 	for (id = a->identities; id != NULL; id = id->next) {

@@ -46,6 +46,7 @@ usage(FILE *fp)
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
 	    "       p11agent unlock [-c FILE] [--control PATH]\n"
+	    "       p11agent status [--json] [-c FILE] [--control PATH]\n"
 	    "       p11agent enroll --key URI --type TYPE --subject DN "
 	    "[--san NAME]...\n"
 	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
@@ -64,6 +65,9 @@ usage(FILE *fp)
 	    "          asks for the PIN again); --idle SECONDS: lock after that\n"
 	    "          long without a signature (0: never)\n"
 	    "  unlock  log the running agent's tokens in again now\n"
+	    "  status  what the running agent serves: tunnels and their\n"
+	    "          counters, identities, token helpers; --json for\n"
+	    "          programs (exit 3: no agent runs)\n"
 	    "  enroll  generate a key pair on the token and write a\n"
 	    "          certificate request signed by it\n"
 	    "  import-cert  write a certificate and its chain beside its key\n"
@@ -449,6 +453,7 @@ main(int argc, char *argv[])
 		{ "config", required_argument, NULL, 'c' },
 		{ "control", required_argument, NULL, 'C' },
 		{ "idle", required_argument, NULL, 'I' },
+		{ "json", no_argument, NULL, 'J' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "module", required_argument, NULL, 'm' },
 		{ "pin", required_argument, NULL, 'p' },
@@ -461,7 +466,7 @@ main(int argc, char *argv[])
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
 	const char	*filter = NULL, *control = NULL, *idle = NULL;
 	char		*end, req[64];
-	int		 ch, verbose = 0;
+	int		 ch, verbose = 0, json = 0;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -489,6 +494,7 @@ main(int argc, char *argv[])
 		case 'c':	config = optarg; break;
 		case 'C':	control = optarg; break;
 		case 'I':	idle = optarg; break;
+		case 'J':	json = 1; break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
 		case 'q':	verbose = -1; break;
@@ -538,6 +544,9 @@ main(int argc, char *argv[])
 		return cmd_control(config, control, "lock", 60000);
 	if (strcmp(cmd, "unlock") == 0)
 		return cmd_control(config, control, "unlock", 180000);
+	if (strcmp(cmd, "status") == 0)
+		return cmd_control(config, control, json ? "status --json" :
+		    "status", 10000);
 	/* ---- */
 	log_err("unknown command '%s'", cmd);
 	usage(stderr);

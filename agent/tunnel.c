@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -246,10 +247,20 @@ tunnel_fail_name(enum tunnel_fail f)
 
 static void	limits_update(struct agent *);
 
+/* A failure counted by reason, and kept as the tunnel's last error. */
+static void
+count_fail(struct tunnel_rt *rt, enum tunnel_fail f, const char *why)
+{
+	rt->stats.failed[f]++;
+	snprintf(rt->stats.last_err, sizeof(rt->stats.last_err), "%s: %s",
+	    tunnel_fail_name(f), why);
+	rt->stats.last_err_at = (long long)time(NULL);
+}
+
 static void
 conn_fail(struct conn *c, enum tunnel_fail f, const char *why)
 {
-	c->rt->stats.failed[f]++;
+	count_fail(c->rt, f, why);
 	conn_close(c, why);
 }
 
@@ -1314,7 +1325,7 @@ refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
 	    p->exe[0] ? p->exe : "?", pid, ln->addr, rule);
 	log_info("conn %lu (%s): closed: refused", c->id, rt->cfg->name);
 	rt->stats.accepted++;
-	rt->stats.failed[TFAIL_DENIED]++;
+	count_fail(rt, TFAIL_DENIED, "refused: the peer may not use the tunnel");
 	close(fd);
 	free(c);
 }

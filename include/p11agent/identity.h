@@ -40,6 +40,7 @@ struct module_rt {
 	long			 restart_at;
 	int			 backoff_ms;
 	int			 reinserting;	/* a card came back: restart */
+	int			 restarts;	/* helpers started after the first */
 };
 
 /* A token that a registry identity's key URI could mean (PROBE). */

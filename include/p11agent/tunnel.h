@@ -40,6 +40,9 @@ struct tunnel_stats {
 	unsigned long long	 bytes_down;
 	unsigned long long	 failed[TFAIL_MAX];
 	int			 open;		/* connections now */
+	/* the last failure: its reason and wall-clock time (p11agent status) */
+	char			 last_err[200];
+	long long		 last_err_at;
 };
 
 struct tunnel_rt {
