@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -626,6 +627,7 @@ status_text(struct ctl_client *c, struct agent *a)
 	const struct tunnel_stats *st;
 	const struct identity	*id;
 	const struct module_rt	*s;
+	const struct helper_sign_stats *ss;
 	char			 fails[256], addrs[512], when[40];
 	size_t			 n;
 	int			 i, f;
@@ -670,6 +672,12 @@ status_text(struct ctl_client *c, struct agent *a)
 		say(c, "* token helper for %s: %s, pid %ld, %d restarts",
 		    module_label(s), helper_state(s), s->helper != NULL ?
 		    (long)helper_pid(s->helper) : -1L, s->restarts);
+		if (s->helper == NULL)
+			continue;
+		ss = helper_sign_stats(s->helper);
+		say(c, "*   %llu signatures (%llu failed), %.1f ms each on "
+		    "average, at most %llu ms", ss->ok, ss->failed, ss->ok ?
+		    (double)ss->total_ms / (double)ss->ok : 0.0, ss->max_ms);
 	}
 	say(c, "OK");
 }
@@ -681,7 +689,10 @@ status_json(struct ctl_client *c, struct agent *a)
 	const struct tunnel_stats *st;
 	const struct identity	*id;
 	const struct module_rt	*s;
+	static const struct helper_sign_stats none;
+	const struct helper_sign_stats *ss;
 	char			 b1[600], b2[900], b3[300], b4[120];
+	size_t			 n;
 	int			 i, f;
 
 	say(c, "* {\"version\": 1,");
@@ -733,9 +744,24 @@ status_json(struct ctl_client *c, struct agent *a)
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
 		say(c, "*   {\"module\": %s, \"state\": \"%s\", \"pid\": %ld, "
-		    "\"restarts\": %d}%s", jstr(b1, sizeof(b1),
+		    "\"restarts\": %d,", jstr(b1, sizeof(b1),
 		    module_label(s)), helper_state(s), s->helper != NULL ?
-		    (long)helper_pid(s->helper) : -1L, s->restarts,
+		    (long)helper_pid(s->helper) : -1L, s->restarts);
+		ss = s->helper != NULL ? helper_sign_stats(s->helper) : &none;
+		say(c, "*    \"signatures\": %llu, \"signatures_failed\": %llu, "
+		    "\"sign_ms_total\": %llu, \"sign_ms_max\": %llu,",
+		    ss->ok, ss->failed, ss->total_ms, ss->max_ms);
+		b1[0] = '\0';
+		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
+			n = strlen(b1);
+			if (helper_sign_buckets_ms[f] == INT_MAX)
+				snprintf(b1 + n, sizeof(b1) - n, "\"+Inf\": %llu",
+				    ss->le[f]);
+			else
+				snprintf(b1 + n, sizeof(b1) - n, "\"%d\": %llu, ",
+				    helper_sign_buckets_ms[f], ss->le[f]);
+		}
+		say(c, "*    \"sign_ms_buckets\": {%s}}%s", b1,
 		    i + 1 < a->nmods ? "," : "");
 	}
 	say(c, "*  ]}");

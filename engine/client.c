@@ -60,6 +60,7 @@ struct child {
  */
 struct helper_req {
 	uint32_t		 id;
+	uint32_t		 type;
 	long			 sent;
 	int			 timeout_ms;
 	helper_cb		 cb;
@@ -86,6 +87,7 @@ struct helper {
 	uint32_t		 busy_id;	/* for this request */
 	helper_event_cb		 ev_cb;		/* PROTO_EVENT messages */
 	void			*ev_arg;
+	struct helper_sign_stats sign;		/* asynchronous signatures */
 	char			 err[1024];
 };
 
@@ -764,6 +766,7 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return P11A_ERR_NOMEM;
 	q->id = h->next_id++;
+	q->type = type;
 	q->sent = clock_now_ms();
 	q->timeout_ms = timeout_ms;
 	q->cb = cb;
@@ -836,6 +839,37 @@ helper_set_event_cb(struct helper *h, helper_event_cb cb, void *arg)
 	h->ev_arg = arg;
 }
 
+/* The upper bounds (ms) of helper_sign_stats.le[]; the last is +Inf. */
+const int helper_sign_buckets_ms[HELPER_SIGN_BUCKETS] = {
+	5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, INT_MAX
+};
+
+static void
+count_sign(struct helper_sign_stats *st, int ok, long ms)
+{
+	int	 i;
+
+	if (!ok) {
+		st->failed++;
+		return;
+	}
+	if (ms < 0)
+		ms = 0;
+	st->ok++;
+	st->total_ms += (unsigned long long)ms;
+	if ((unsigned long long)ms > st->max_ms)
+		st->max_ms = (unsigned long long)ms;
+	for (i = 0; i < HELPER_SIGN_BUCKETS; i++)
+		if (ms <= helper_sign_buckets_ms[i])
+			st->le[i]++;
+}
+
+const struct helper_sign_stats *
+helper_sign_stats(const struct helper *h)
+{
+	return &h->sign;
+}
+
 int
 helper_read(struct helper *h)
 {
@@ -862,6 +896,9 @@ helper_read(struct helper *h)
 		if (id == h->busy_id)
 			h->busy_until = 0;	/* its dialog is over */
 		h->last_reply = clock_now_ms();
+		if (q->type == PROTO_SIGN && q->cb != NULL)
+			count_sign(&h->sign, type != PROTO_ERROR,
+			    h->last_reply - q->sent);
 		if (q->cb == NULL)
 			;		/* late reply to an expired request */
 		else if (type == PROTO_ERROR) {
@@ -889,6 +926,8 @@ helper_expire(struct helper *h, long now)
 	for (q = h->pending; q != NULL; q = q->next) {
 		if (q->cb == NULL || now < q->sent + q->timeout_ms)
 			continue;
+		if (q->type == PROTO_SIGN)
+			count_sign(&h->sign, 0, 0);
 		q->cb(q->arg, P11A_ERR_TIMEOUT, HELPER_EXPIRED, NULL);
 		q->cb = NULL;
 	}
@@ -906,6 +945,8 @@ helper_fail_all(struct helper *h, int err)
 	while ((q = h->pending) != NULL) {
 		h->pending = q->next;
 		h->npending--;
+		if (q->cb != NULL && q->type == PROTO_SIGN)
+			count_sign(&h->sign, 0, 0);
 		if (q->cb != NULL)
 			q->cb(q->arg, err, err == P11A_ERR_HELPER ||
 			    err == P11A_ERR_CLOSED ? "the token helper is gone" :

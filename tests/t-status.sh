@@ -4,7 +4,8 @@
 # - no agent running: it says so and how to start one, exit 3;
 # - after traffic, --json has each tunnel's exact counters (connections,
 #   handshakes, bytes each way, failures by reason, the last error), the
-#   identities and the token helper (its pid);
+#   identities and the token helper (its pid, its signatures and their
+#   latency);
 # - the text form says the same.
 . "$top_srcdir/tests/lib.sh"
 make_token
@@ -86,6 +87,13 @@ want("helpers", len(d["helpers"]), 1)
 want("helper pid", d["helpers"][0]["pid"], helper)
 want("helper state", d["helpers"][0]["state"], "running")
 want("helper restarts", d["helpers"][0]["restarts"], 0)
+h = d["helpers"][0]
+want("signatures", h["signatures"], 5)   # 5 full handshakes
+want("signatures failed", h["signatures_failed"], 0)
+want("sign buckets +Inf", h["sign_ms_buckets"]["+Inf"], 5)
+b = list(h["sign_ms_buckets"].values())
+if b != sorted(b) or h["sign_ms_max"] > h["sign_ms_total"]:
+    sys.exit("sign latency buckets not cumulative or max above total: %r" % h)
 EOF
     fail "status --json does not match the traffic: $(cat "$T/status.json")"
 ok "status --json: exact counters for t (3 x 1000 up, $t_down down), r (2 x 5000 up, $r_down down), dead (1 connect failure), helper $helper"
@@ -97,7 +105,8 @@ for want in "agent: pid $AGENT_PID, " \
     "  0 open, 2 connections, 2 handshakes (0 resumed), 10000 bytes up, $r_down down, failed: none" \
     "  0 open, 1 connections, 0 handshakes (0 resumed), 0 bytes up, 0 down, failed: connect 1" \
     "identity ec: open; pkcs11:token=$P11TEST_TOKEN;id=%02;type=private" \
-    "token helper for $FAULT: running, pid $helper, 0 restarts"; do
+    "token helper for $FAULT: running, pid $helper, 0 restarts" \
+    "  5 signatures (0 failed), "; do
 	grep -qF -- "$want" <<<"$out" || fail "status does not say: $want
 $out"
 done

@@ -89,6 +89,20 @@ int	 helper_request(struct helper *, uint32_t type, const struct pbuf *req,
 typedef void (*helper_event_cb)(void *arg, uint32_t type, uint32_t id,
 	    struct pbuf *msg);
 void	 helper_set_event_cb(struct helper *, helper_event_cb, void *arg);
+/*
+ * The signatures asked asynchronously (helper_request) of this helper,
+ * across its restarts: answered, failed, and the time from request to
+ * answer (a PIN dialog's included), in buckets of at most
+ * helper_sign_buckets_ms[i] ms (cumulative, as Prometheus counts them).
+ */
+#define HELPER_SIGN_BUCKETS	12
+extern const int helper_sign_buckets_ms[HELPER_SIGN_BUCKETS];
+struct helper_sign_stats {
+	unsigned long long	 ok, failed;
+	unsigned long long	 total_ms, max_ms;
+	unsigned long long	 le[HELPER_SIGN_BUCKETS];
+};
+const struct helper_sign_stats *helper_sign_stats(const struct helper *);
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */
 int	 helper_read(struct helper *);
 /* The reason helper_expire() gives a request whose deadline passed. */
