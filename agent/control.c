@@ -117,7 +117,7 @@ static const struct {
 } requests[] = {
 	{ "lock",	req_lock,	"lock [--idle SECONDS]" },
 	{ "unlock",	req_unlock,	"unlock" },
-	{ "status",	req_status,	"status [--json]" },
+	{ "status",	req_status,	"status [--json | --prometheus]" },
 };
 
 static struct {
@@ -768,6 +768,152 @@ status_json(struct ctl_client *c, struct agent *a)
 	say(c, "OK");
 }
 
+/* s as a Prometheus label value (escaped, not quoted) into buf. */
+static const char *
+plabel(char *buf, size_t size, const char *s)
+{
+	size_t	 n = 0;
+
+	for (; s != NULL && *s != '\0' && n + 3 < size; s++) {
+		if (*s == '\\' || *s == '"') {
+			buf[n++] = '\\';
+			buf[n++] = *s;
+		} else if (*s == '\n') {
+			buf[n++] = '\\';
+			buf[n++] = 'n';
+		} else
+			buf[n++] = *s;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+/* "# HELP" and "# TYPE" of one metric family. */
+static void
+family(struct ctl_client *c, const char *name, const char *type,
+    const char *help)
+{
+	say(c, "* # HELP %s %s", name, help);
+	say(c, "* # TYPE %s %s", name, type);
+}
+
+static void
+status_prometheus(struct ctl_client *c, struct agent *a)
+{
+	static const struct helper_sign_stats none;
+	const struct helper_sign_stats *ss;
+	const struct tunnel_rt	*rt;
+	const struct identity	*id;
+	const struct module_rt	*s;
+	char			 l[300];
+	int			 i, f;
+
+#define EACH_TUNNEL	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+#define TL		plabel(l, sizeof(l), rt->cfg->name)
+#define EACH_MODULE	for (i = 0; i < a->nmods && ((s = a->mods[i]), \
+			    (ss = s->helper != NULL ? \
+			    helper_sign_stats(s->helper) : &none), 1); i++)
+#define ML		plabel(l, sizeof(l), module_label(s))
+	family(c, "p11agent_start_time_seconds", "gauge",
+	    "When the agent started, in seconds since the epoch.");
+	say(c, "* p11agent_start_time_seconds %lld", ctl.started);
+	family(c, "p11agent_connections_total", "counter",
+	    "Client connections accepted, refused ones included.");
+	EACH_TUNNEL
+		say(c, "* p11agent_connections_total{tunnel=\"%s\"} %llu", TL,
+		    rt->stats.accepted);
+	family(c, "p11agent_connections_open", "gauge",
+	    "Client connections open now.");
+	EACH_TUNNEL
+		say(c, "* p11agent_connections_open{tunnel=\"%s\"} %d", TL,
+		    rt->stats.open);
+	family(c, "p11agent_handshakes_total", "counter",
+	    "TLS handshakes with the upstream completed, full (signed on the "
+	    "token) or resumed.");
+	EACH_TUNNEL {
+		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind=\"full\"} "
+		    "%llu", TL, rt->stats.handshakes - rt->stats.resumed);
+		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind="
+		    "\"resumed\"} %llu", TL, rt->stats.resumed);
+	}
+	family(c, "p11agent_connection_failures_total", "counter",
+	    "Connections that ended in failure, by reason.");
+	EACH_TUNNEL
+		for (f = 0; f < TFAIL_MAX; f++)
+			say(c, "* p11agent_connection_failures_total{tunnel="
+			    "\"%s\",reason=\"%s\"} %llu", TL,
+			    tunnel_fail_name(f), rt->stats.failed[f]);
+	family(c, "p11agent_access_denials_total", "counter",
+	    "Connections refused because the local peer may not use the "
+	    "tunnel.");
+	EACH_TUNNEL
+		say(c, "* p11agent_access_denials_total{tunnel=\"%s\"} %llu",
+		    TL, rt->stats.failed[TFAIL_DENIED]);
+	family(c, "p11agent_bytes_total", "counter",
+	    "Bytes carried: up is client to upstream, down the other way.");
+	EACH_TUNNEL {
+		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction=\"up\"} "
+		    "%llu", TL, rt->stats.bytes_up);
+		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction="
+		    "\"down\"} %llu", TL, rt->stats.bytes_down);
+	}
+	family(c, "p11agent_token_signatures_total", "counter",
+	    "Signatures the tunnels' handshakes asked of a module's token "
+	    "helper, by result.");
+	EACH_MODULE {
+		say(c, "* p11agent_token_signatures_total{module=\"%s\",result="
+		    "\"ok\"} %llu", ML, ss->ok);
+		say(c, "* p11agent_token_signatures_total{module=\"%s\",result="
+		    "\"failed\"} %llu", ML, ss->failed);
+	}
+	family(c, "p11agent_token_signature_duration_seconds", "histogram",
+	    "Time from a signature request to its answer, PIN dialogs "
+	    "included.");
+	EACH_MODULE {
+		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
+			if (helper_sign_buckets_ms[f] == INT_MAX)
+				say(c, "* p11agent_token_signature_duration_"
+				    "seconds_bucket{module=\"%s\",le=\"+Inf\"} "
+				    "%llu", ML, ss->le[f]);
+			else
+				say(c, "* p11agent_token_signature_duration_"
+				    "seconds_bucket{module=\"%s\",le=\"%g\"} "
+				    "%llu", ML, helper_sign_buckets_ms[f] / 1e3,
+				    ss->le[f]);
+		}
+		say(c, "* p11agent_token_signature_duration_seconds_sum{module="
+		    "\"%s\"} %.3f", ML, (double)ss->total_ms / 1e3);
+		say(c, "* p11agent_token_signature_duration_seconds_count{"
+		    "module=\"%s\"} %llu", ML, ss->ok);
+	}
+	family(c, "p11agent_pin_prompts_total", "counter",
+	    "PIN dialogs a module's token helper opened.");
+	EACH_MODULE
+		say(c, "* p11agent_pin_prompts_total{module=\"%s\"} %llu", ML,
+		    ss->prompts);
+	family(c, "p11agent_helper_restarts_total", "counter",
+	    "Token helpers started again after the first.");
+	EACH_MODULE
+		say(c, "* p11agent_helper_restarts_total{module=\"%s\"} %d", ML,
+		    s->restarts);
+	family(c, "p11agent_handshake_queue_depth", "gauge",
+	    "Full handshakes waiting for a free slot on the identity's "
+	    "token.");
+	for (id = a->identities; id != NULL; id = id->next)
+		say(c, "* p11agent_handshake_queue_depth{identity=\"%s\"} %d",
+		    plabel(l, sizeof(l), id->cfg->name), id->hsq_len);
+	family(c, "p11agent_token_removals_total", "counter",
+	    "Times the identity's card was pulled.");
+	for (id = a->identities; id != NULL; id = id->next)
+		say(c, "* p11agent_token_removals_total{identity=\"%s\"} %llu",
+		    plabel(l, sizeof(l), id->cfg->name), id->removals);
+#undef EACH_TUNNEL
+#undef TL
+#undef EACH_MODULE
+#undef ML
+	say(c, "OK");
+}
+
 static void
 req_status(struct ctl_client *c, int argc, char **argv)
 {
@@ -775,8 +921,10 @@ req_status(struct ctl_client *c, int argc, char **argv)
 		status_text(c, ctl.agent);
 	else if (argc == 2 && strcmp(argv[1], "--json") == 0)
 		status_json(c, ctl.agent);
+	else if (argc == 2 && strcmp(argv[1], "--prometheus") == 0)
+		status_prometheus(c, ctl.agent);
 	else
-		say(c, "ERR usage status [--json]");
+		say(c, "ERR usage status [--json | --prometheus]");
 	client_end(c);
 }
 

@@ -1423,6 +1423,7 @@ on_removed(struct module_rt *s, const struct token_event *ev)
 			continue;
 		}
 		id->absent = 1;
+		id->removals++;
 		snprintf(id->tok_label, sizeof(id->tok_label), "%s",
 		    ev->label);
 		snprintf(id->tok_serial, sizeof(id->tok_serial), "%s",

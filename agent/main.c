@@ -46,7 +46,8 @@ usage(FILE *fp)
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
 	    "       p11agent unlock [-c FILE] [--control PATH]\n"
-	    "       p11agent status [--json] [-c FILE] [--control PATH]\n"
+	    "       p11agent status [--json | --prometheus] [-c FILE]\n"
+	    "                [--control PATH]\n"
 	    "       p11agent enroll --key URI --type TYPE --subject DN "
 	    "[--san NAME]...\n"
 	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
@@ -67,7 +68,8 @@ usage(FILE *fp)
 	    "  unlock  log the running agent's tokens in again now\n"
 	    "  status  what the running agent serves: tunnels and their\n"
 	    "          counters, identities, token helpers; --json for\n"
-	    "          programs (exit 3: no agent runs)\n"
+	    "          programs, --prometheus for metrics (exit 3: no\n"
+	    "          agent runs)\n"
 	    "  enroll  generate a key pair on the token and write a\n"
 	    "          certificate request signed by it\n"
 	    "  import-cert  write a certificate and its chain beside its key\n"
@@ -454,6 +456,7 @@ main(int argc, char *argv[])
 		{ "control", required_argument, NULL, 'C' },
 		{ "idle", required_argument, NULL, 'I' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "module", required_argument, NULL, 'm' },
 		{ "pin", required_argument, NULL, 'p' },
@@ -495,6 +498,7 @@ main(int argc, char *argv[])
 		case 'C':	control = optarg; break;
 		case 'I':	idle = optarg; break;
 		case 'J':	json = 1; break;
+		case 'P':	json = 2; break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
 		case 'q':	verbose = -1; break;
@@ -545,8 +549,9 @@ main(int argc, char *argv[])
 	if (strcmp(cmd, "unlock") == 0)
 		return cmd_control(config, control, "unlock", 180000);
 	if (strcmp(cmd, "status") == 0)
-		return cmd_control(config, control, json ? "status --json" :
-		    "status", 10000);
+		return cmd_control(config, control, json == 2 ?
+		    "status --prometheus" : json ? "status --json" : "status",
+		    10000);
 	/* ---- */
 	log_err("unknown command '%s'", cmd);
 	usage(stderr);

@@ -820,6 +820,9 @@ unsolicited(struct helper *h, uint32_t type, uint32_t id, struct pbuf *msg)
 	int	 ms;
 
 	if (type == PROTO_BUSY) {
+		/* a dialog for a request that had none: one more prompt */
+		if (id != h->busy_id || h->busy_until < clock_now_ms())
+			h->sign.prompts++;
 		ms = busy_ms(msg);
 		extend_pending(h, ms);
 		/* and the requests sent while the dialog is open */

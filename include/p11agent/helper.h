@@ -101,6 +101,7 @@ struct helper_sign_stats {
 	unsigned long long	 ok, failed;
 	unsigned long long	 total_ms, max_ms;
 	unsigned long long	 le[HELPER_SIGN_BUCKETS];
+	unsigned long long	 prompts;	/* PIN dialogs (PROTO_BUSY) */
 };
 const struct helper_sign_stats *helper_sign_stats(const struct helper *);
 /* Reads replies when the fd is readable; < 0 when the helper is gone. */

@@ -65,6 +65,7 @@ struct identity {
 	/* its card was pulled (PROTO_EVENT): new connections fail at once
 	 * until it is open again; the card's label and serial */
 	int			 absent;
+	unsigned long long	 removals;	/* times it was pulled */
 	char			 tok_label[33];
 	char			 tok_serial[17];
 	/* its card is still out after a restart of its helper: a PROBE
