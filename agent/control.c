@@ -63,6 +63,7 @@ struct ctl_client {
 	size_t			 outlen;
 	size_t			 outoff;
 	struct ctl_op		*op;		/* waiting for the helpers */
+	int			 cut;		/* an info line did not fit */
 	struct ctl_client	*next;
 };
 
@@ -225,8 +226,10 @@ say(struct ctl_client *c, const char *fmt, ...)
 			*p = '?';
 	/* "* " lines stop short of the limit: the last line always fits */
 	if ((line[0] == '*' && c->outlen + len + 1 > CTL_MAX_OUT - CTL_LINE) ||
-	    c->outlen + len + 1 > CTL_MAX_OUT)
+	    c->outlen + len + 1 > CTL_MAX_OUT) {
+		c->cut = 1;
 		return;
+	}
 	if (c->out == NULL && (c->out = malloc(CTL_MAX_OUT)) == NULL)
 		return;
 	memcpy(c->out + c->outlen, line, len);
@@ -620,6 +623,19 @@ helper_state(const struct module_rt *s)
 	return "running";
 }
 
+/* The final line: OK, or an error if the answer was cut (never a part
+ * passed off as the whole). */
+static void
+status_end(struct ctl_client *c)
+{
+	if (c->cut)
+		say(c, "ERR too-long the status does not fit in the %d KiB of "
+		    "a control answer (so many tunnels): nothing after the "
+		    "lines above is complete", CTL_MAX_OUT / 1024);
+	else
+		say(c, "OK");
+}
+
 static void
 status_text(struct ctl_client *c, struct agent *a)
 {
@@ -679,7 +695,7 @@ status_text(struct ctl_client *c, struct agent *a)
 		    "average, at most %llu ms", ss->ok, ss->failed, ss->ok ?
 		    (double)ss->total_ms / (double)ss->ok : 0.0, ss->max_ms);
 	}
-	say(c, "OK");
+	status_end(c);
 }
 
 static void
@@ -734,10 +750,12 @@ status_json(struct ctl_client *c, struct agent *a)
 		say(c, "*   {\"name\": %s, \"state\": \"%s\",",
 		    jstr(b1, sizeof(b1), id->cfg->name), identity_state(id));
 		say(c, "*    \"key\": %s,", jstr(b2, sizeof(b2), id->cfg->key));
-		say(c, "*    \"token\": %s, \"serial\": %s}%s",
+		say(c, "*    \"token\": %s, \"serial\": %s, \"removals\": %llu, "
+		    "\"queue_depth\": %d}%s",
 		    jstr(b3, sizeof(b3), id->tok_label[0] ? id->tok_label :
 		    NULL), jstr(b4, sizeof(b4), id->tok_serial[0] ?
-		    id->tok_serial : NULL), id->next != NULL ? "," : "");
+		    id->tok_serial : NULL), id->removals, id->hsq_len,
+		    id->next != NULL ? "," : "");
 	}
 	say(c, "*  ],");
 	say(c, "*  \"helpers\": [");
@@ -749,8 +767,9 @@ status_json(struct ctl_client *c, struct agent *a)
 		    (long)helper_pid(s->helper) : -1L, s->restarts);
 		ss = s->helper != NULL ? helper_sign_stats(s->helper) : &none;
 		say(c, "*    \"signatures\": %llu, \"signatures_failed\": %llu, "
-		    "\"sign_ms_total\": %llu, \"sign_ms_max\": %llu,",
-		    ss->ok, ss->failed, ss->total_ms, ss->max_ms);
+		    "\"sign_ms_total\": %llu, \"sign_ms_max\": %llu, "
+		    "\"pin_prompts\": %llu,", ss->ok, ss->failed, ss->total_ms,
+		    ss->max_ms, ss->prompts);
 		b1[0] = '\0';
 		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
 			n = strlen(b1);
@@ -765,7 +784,7 @@ status_json(struct ctl_client *c, struct agent *a)
 		    i + 1 < a->nmods ? "," : "");
 	}
 	say(c, "*  ]}");
-	say(c, "OK");
+	status_end(c);
 }
 
 /* s as a Prometheus label value (escaped, not quoted) into buf. */
@@ -867,8 +886,8 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 		    "\"failed\"} %llu", ML, ss->failed);
 	}
 	family(c, "p11agent_token_signature_duration_seconds", "histogram",
-	    "Time from a signature request to its answer, PIN dialogs "
-	    "included.");
+	    "Time from a signature request to its answer, of the answered "
+	    "ones, PIN dialogs included (whole milliseconds).");
 	EACH_MODULE {
 		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
 			if (helper_sign_buckets_ms[f] == INT_MAX)
@@ -911,7 +930,7 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 #undef TL
 #undef EACH_MODULE
 #undef ML
-	say(c, "OK");
+	status_end(c);
 }
 
 static void

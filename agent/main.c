@@ -497,8 +497,15 @@ main(int argc, char *argv[])
 		case 'c':	config = optarg; break;
 		case 'C':	control = optarg; break;
 		case 'I':	idle = optarg; break;
-		case 'J':	json = 1; break;
-		case 'P':	json = 2; break;
+		case 'J':
+		case 'P':
+			if (json != 0 && json != (ch == 'J' ? 1 : 2)) {
+				log_err("--json and --prometheus: one or "
+				    "the other");
+				return 2;
+			}
+			json = ch == 'J' ? 1 : 2;
+			break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
 		case 'q':	verbose = -1; break;

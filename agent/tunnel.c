@@ -282,8 +282,6 @@ conn_close(struct conn *c, const char *why)
 		sess_detach(c->ssl);
 	st->open--;
 	c->rt->agent->nconns--;
-	st->bytes_up += c->up_bytes;
-	st->bytes_down += c->down_bytes;
 	limits_update(c->rt->agent);
 	if (why != NULL)
 		log_info("conn %lu (%s): closed: %s", c->id, c->rt->cfg->name,
@@ -1005,6 +1003,7 @@ client_to_upstream(struct conn *c, struct wants *w)
 			if (r <= 0)
 				break;
 			c->up_bytes += (size_t)r;
+			c->rt->stats.bytes_up += (size_t)r;
 			moved += (size_t)r;
 			if ((c->c2u_off += (size_t)r) == c->c2u_len) {
 				c->c2u_len = c->c2u_off = 0;
@@ -1135,6 +1134,7 @@ upstream_to_client(struct conn *c, struct wants *w)
 		    c->u2c_len - c->u2c_off);
 		if (n > 0) {
 			c->down_bytes += (size_t)n;
+			c->rt->stats.bytes_down += (size_t)n;
 			if ((c->u2c_off += (size_t)n) == c->u2c_len) {
 				c->u2c_len = c->u2c_off = 0;
 				buf_put(&c->u2c);

@@ -753,6 +753,8 @@ fail:
 	return P11A_ERR_HELPER;
 }
 
+static void	count_sign(struct helper_sign_stats *, int, long);
+
 int
 helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
     int timeout_ms, helper_cb cb, void *arg)
@@ -761,8 +763,11 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	long			 left;
 	int			 r;
 
-	if (h->npending >= MAX_PENDING)
+	if (h->npending >= MAX_PENDING) {
+		if (type == PROTO_SIGN)
+			count_sign(&h->sign, 0, 0);
 		return P11A_ERR_BUSY;
+	}
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return P11A_ERR_NOMEM;
 	q->id = h->next_id++;
@@ -775,6 +780,8 @@ helper_request(struct helper *h, uint32_t type, const struct pbuf *req,
 	if ((left = h->busy_until - q->sent) > 0 && left < BUSY_MAX_MS)
 		q->timeout_ms += (int)left;
 	if ((r = proto_send(h->fd, type, q->id, req)) != 0) {
+		if (type == PROTO_SIGN)
+			count_sign(&h->sign, 0, 0);
 		free(q);
 		return r;
 	}
@@ -820,9 +827,7 @@ unsolicited(struct helper *h, uint32_t type, uint32_t id, struct pbuf *msg)
 	int	 ms;
 
 	if (type == PROTO_BUSY) {
-		/* a dialog for a request that had none: one more prompt */
-		if (id != h->busy_id || h->busy_until < clock_now_ms())
-			h->sign.prompts++;
+		h->sign.prompts++;	/* the helper sends one per dialog */
 		ms = busy_ms(msg);
 		extend_pending(h, ms);
 		/* and the requests sent while the dialog is open */
