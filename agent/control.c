@@ -646,24 +646,17 @@ status_text(struct ctl_client *c, struct agent *a)
 	const struct helper_sign_stats *ss;
 	char			 fails[256], addrs[512], when[40];
 	size_t			 n;
-	int			 i, f;
+	int			 i;
 
 	say(c, "* agent: pid %ld, up %lld s, %d connections open",
 	    (long)getpid(), (long long)time(NULL) - ctl.started, a->nconns);
 	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
 		st = &rt->stats;
-		addrs[0] = fails[0] = '\0';
+		addrs[0] = '\0';
 		for (i = 0; i < rt->nlisten; i++) {
 			n = strlen(addrs);
 			snprintf(addrs + n, sizeof(addrs) - n, "%s%s",
 			    i ? " " : "", rt->listen[i].addr);
-		}
-		for (f = 0; f < TFAIL_MAX; f++) {
-			if (st->failed[f] == 0)
-				continue;
-			n = strlen(fails);
-			snprintf(fails + n, sizeof(fails) - n, "%s%s %llu",
-			    n ? ", " : "", tunnel_fail_name(f), st->failed[f]);
 		}
 		say(c, "* tunnel %s: listen %s; to %s:%s; identity %s",
 		    rt->cfg->name, addrs[0] ? addrs : "(none)",
@@ -672,7 +665,8 @@ status_text(struct ctl_client *c, struct agent *a)
 		say(c, "*   %d open, %llu connections, %llu handshakes "
 		    "(%llu resumed), %llu bytes up, %llu down, failed: %s",
 		    st->open, st->accepted, st->handshakes, st->resumed,
-		    st->bytes_up, st->bytes_down, fails[0] ? fails : "none");
+		    st->bytes_up, st->bytes_down,
+		    tunnel_fails(st, fails, sizeof(fails)));
 		if (st->last_err_at != 0)
 			say(c, "*   last error at %s: %s",
 			    utc(when, sizeof(when), st->last_err_at),

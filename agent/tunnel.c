@@ -1543,26 +1543,36 @@ tunnels_start(struct agent *a, int ready_fd)
 	return 0;
 }
 
+const char *
+tunnel_fails(const struct tunnel_stats *st, char *buf, size_t size)
+{
+	size_t	 n;
+	int	 f;
+
+	buf[0] = '\0';
+	for (f = 0; f < TFAIL_MAX; f++) {
+		if (st->failed[f] == 0)
+			continue;
+		n = strlen(buf);
+		snprintf(buf + n, size - n, "%s%s %llu", n ? ", " : "",
+		    tunnel_fail_name(f), st->failed[f]);
+	}
+	if (buf[0] == '\0')
+		snprintf(buf, size, "none");
+	return buf;
+}
+
 /* "tunnel t: 12 connections, 10 handshakes, 3400 bytes up, ..." */
 void
 tunnel_log_stats(const struct tunnel_rt *rt)
 {
 	const struct tunnel_stats	*st = &rt->stats;
-	char				 fails[256] = "";
-	size_t				 n;
-	int				 f;
+	char				 fails[256];
 
-	for (f = 0; f < TFAIL_MAX; f++) {
-		if (st->failed[f] == 0)
-			continue;
-		n = strlen(fails);
-		snprintf(fails + n, sizeof(fails) - n, "%s%s %llu",
-		    n ? ", " : "", tunnel_fail_name(f), st->failed[f]);
-	}
 	log_info("tunnel %s: %llu connections, %llu handshakes (%llu resumed), "
 	    "%llu bytes up, %llu down, failed: %s", rt->cfg->name,
 	    st->accepted, st->handshakes, st->resumed, st->bytes_up,
-	    st->bytes_down, fails[0] ? fails : "none");
+	    st->bytes_down, tunnel_fails(st, fails, sizeof(fails)));
 }
 
 int

@@ -68,6 +68,8 @@ struct tunnel_rt {
 extern long	 tunnels_last_handshake;
 
 const char *tunnel_fail_name(enum tunnel_fail);
+/* "tls 1, token 2" (the non-zero failure counts), or "none", into buf. */
+const char *tunnel_fails(const struct tunnel_stats *, char *, size_t);
 /* Logs the tunnel's counters (also when the agent stops). */
 void	 tunnel_log_stats(const struct tunnel_rt *);
 /* Builds each tunnel's TLS context and opens its listeners; writes
