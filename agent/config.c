@@ -33,6 +33,7 @@ enum keyword {
 	/* card removal (issue 6) */
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
+	K_DRAIN_TIMEOUT,		/* SIGTERM: how long to drain */
 	/* TLS session resumption (tunnel) */
 	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
 	K_COUNT
@@ -48,7 +49,7 @@ once_only(enum keyword kw)
 	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
-	case K_ALLOW_REMOTE:
+	case K_ALLOW_REMOTE: case K_DRAIN_TIMEOUT:
 		return 1;
 	default:
 		return 0;
@@ -96,6 +97,7 @@ static const struct {
 	{ "token-poll",		S_AGENT,	K_TOKEN_POLL },
 	{ "control",		S_AGENT,	K_CONTROL },
 	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
+	{ "drain-timeout",	S_AGENT,	K_DRAIN_TIMEOUT },
 };
 
 struct parser {
@@ -620,6 +622,25 @@ control_key(struct parser *p, enum keyword kw, const char *key,
 	return 1;
 }
 
+/* drain-timeout = SECONDS: 0 closes the connections at once */
+static int
+parse_drain(struct parser *p, const char *key, const char *v)
+{
+	char	*end;
+	long	 n;
+
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || *end != '\0' || end == v || n < 0 ||
+	    n > CONFIG_MAX_DRAIN)
+		return perr(p, p->line, "[agent] %s: '%s' is not a number of "
+		    "seconds between 0 (close at once) and %d", key, v,
+		    CONFIG_MAX_DRAIN);
+	p->cfg->agent.drain_timeout = (int)n;
+	p->cfg->agent.drain_set = 1;
+	return 1;
+}
+
 static int
 agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
@@ -633,6 +654,8 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 	case K_CONTROL:
 	case K_LOCK_AFTER:
 		return control_key(p, kw, key, v);
+	case K_DRAIN_TIMEOUT:
+		return parse_drain(p, key, v);
 	default:
 		return 0;
 	}
@@ -699,6 +722,24 @@ new_section(struct parser *p, const char *section)
 	return 1;
 }
 
+/*
+ * A section's settings as read, "key=value" lines in file order: a
+ * reload keeps what an unchanged section runs (agent/reload.c).
+ */
+static int
+text_add(struct parser *p, char **text, const char *key, const char *value)
+{
+	size_t	 had = *text != NULL ? strlen(*text) : 0;
+	size_t	 add = strlen(key) + strlen(value) + 2;
+	char	*t;
+
+	if ((t = realloc(*text, had + add + 1)) == NULL)
+		return perr(p, p->line, "out of memory");
+	snprintf(t + had, add + 1, "%s=%s\n", key, value);
+	*text = t;
+	return 1;
+}
+
 static int
 handler(void *arg, const char *section, const char *key, const char *value)
 {
@@ -738,9 +779,11 @@ handler(void *arg, const char *section, const char *key, const char *value)
 			    p->secname, key);
 		switch (p->section) {
 		case S_IDENTITY:
-			return identity_key(p, keywords[i].kw, key, value);
+			return identity_key(p, keywords[i].kw, key, value) &&
+			    text_add(p, &p->id->text, key, value);
 		case S_TUNNEL:
-			return tunnel_key(p, keywords[i].kw, key, value);
+			return tunnel_key(p, keywords[i].kw, key, value) &&
+			    text_add(p, &p->tun->text, key, value);
 		default:
 			return agent_key(p, keywords[i].kw, key, value);
 		}
@@ -838,6 +881,8 @@ finish(struct parser *p)
 		p->cfg->agent.max_connections = CONFIG_DEFAULT_CONNS;
 	if (p->cfg->agent.token_poll_ms == 0)
 		p->cfg->agent.token_poll_ms = CONFIG_DEFAULT_TOKEN_POLL;
+	if (!p->cfg->agent.drain_set)
+		p->cfg->agent.drain_timeout = CONFIG_DEFAULT_DRAIN;
 	return 1;
 }
 
@@ -898,6 +943,7 @@ config_free(struct config *cfg)
 		free(id->pin_src);
 		free(id->pinentry);
 		free(id->module);
+		free(id->text);
 		free(id);
 	}
 	while ((t = cfg->tunnels) != NULL) {
@@ -913,6 +959,7 @@ config_free(struct config *cfg)
 		free(t->identity_name);
 		free(t->ca);
 		free(t->server_name);
+		free(t->text);
 		free(t);
 	}
 	for (i = 0; i < cfg->agent.nmodule_allow; i++)

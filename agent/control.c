@@ -36,6 +36,7 @@
 #include "p11agent/log.h"
 #include "p11agent/tunnel.h"
 #include "p11agent/peer.h"
+#include "p11agent/reload.h"
 #include "p11agent/proto.h"
 
 #define CTL_MAX_CLIENTS		8
@@ -46,6 +47,9 @@
 #define CTL_WRITE_MS		5000	/* for the client to take the answer */
 #define LOGOUT_TIMEOUT_MS	30000
 #define UNLOCK_TIMEOUT_MS	120000	/* a PIN dialog: PROTO_BUSY extends */
+/* what a reload retired (it finishes its connections) is kept at the end
+ * of its list, and status shows only what runs */
+#define LIVE(x)			((x) != NULL && !(x)->retired)
 
 enum ctl_state { C_READ, C_WORK, C_WRITE };
 
@@ -109,6 +113,7 @@ typedef void (*ctl_fn)(struct ctl_client *, int argc, char **argv);
 static void	req_lock(struct ctl_client *, int, char **);
 static void	req_unlock(struct ctl_client *, int, char **);
 static void	req_status(struct ctl_client *, int, char **);
+static void	req_reload(struct ctl_client *, int, char **);
 
 /* Every request of the protocol: status, reload, metrics go here. */
 static const struct {
@@ -119,6 +124,7 @@ static const struct {
 	{ "lock",	req_lock,	"lock [--idle SECONDS]" },
 	{ "unlock",	req_unlock,	"unlock" },
 	{ "status",	req_status,	"status [--json | --prometheus]" },
+	{ "reload",	req_reload,	"reload" },
 };
 
 static struct {
@@ -126,6 +132,7 @@ static struct {
 	struct listener		 ln;
 	int			 open;
 	struct ctl_client	*clients;
+	struct ctl_client	*reload_client;	/* waits for the reload */
 	int			 nclients;
 	int			 ops;		/* requests waiting for helpers */
 	int			 lock_after;	/* seconds; 0: off */
@@ -197,6 +204,8 @@ client_free(struct ctl_client *c)
 			break;
 		}
 	ctl.nclients--;
+	if (ctl.reload_client == c)
+		ctl.reload_client = NULL;	/* the reload goes on */
 	if (c->op != NULL)
 		c->op->c = NULL;	/* the request goes on without it */
 	loop_set(&c->w, 0);
@@ -650,8 +659,8 @@ status_text(struct ctl_client *c, struct agent *a)
 
 	say(c, "* agent: pid %ld, up %lld s, %d connections open",
 	    (long)getpid(), (long long)time(NULL) - ctl.started, a->nconns);
-	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
-		st = &rt->stats;
+	for (rt = a->tunnels; LIVE(rt); rt = rt->next) {
+		st = rt->stats;
 		addrs[0] = '\0';
 		for (i = 0; i < rt->nlisten; i++) {
 			n = strlen(addrs);
@@ -672,7 +681,7 @@ status_text(struct ctl_client *c, struct agent *a)
 			    utc(when, sizeof(when), st->last_err_at),
 			    st->last_err);
 	}
-	for (id = a->identities; id != NULL; id = id->next)
+	for (id = a->identities; LIVE(id); id = id->next)
 		say(c, "* identity %s: %s; %s%s%s%s%s", id->cfg->name,
 		    identity_state(id), id->cfg->key,
 		    id->tok_label[0] ? "; token '" : "", id->tok_label,
@@ -710,8 +719,8 @@ status_json(struct ctl_client *c, struct agent *a)
 	    "\"connections_open\": %d},", (long)getpid(),
 	    (long long)time(NULL) - ctl.started, a->nconns);
 	say(c, "*  \"tunnels\": [");
-	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
-		st = &rt->stats;
+	for (rt = a->tunnels; LIVE(rt); rt = rt->next) {
+		st = rt->stats;
 		say(c, "*   {\"name\": %s, \"upstream\": %s, \"identity\": %s,",
 		    jstr(b1, sizeof(b1), rt->cfg->name),
 		    jstr(b2, sizeof(b2), rt->cfg->connect_host),
@@ -733,14 +742,14 @@ status_json(struct ctl_client *c, struct agent *a)
 			say(c, "*    }, \"last_error\": {\"at\": %lld, \"text\": "
 			    "%s}}%s", st->last_err_at,
 			    jstr(b1, sizeof(b1), st->last_err),
-			    rt->next != NULL ? "," : "");
+			    LIVE(rt->next) ? "," : "");
 		else
 			say(c, "*    }, \"last_error\": null}%s",
-			    rt->next != NULL ? "," : "");
+			    LIVE(rt->next) ? "," : "");
 	}
 	say(c, "*  ],");
 	say(c, "*  \"identities\": [");
-	for (id = a->identities; id != NULL; id = id->next) {
+	for (id = a->identities; LIVE(id); id = id->next) {
 		say(c, "*   {\"name\": %s, \"state\": \"%s\",",
 		    jstr(b1, sizeof(b1), id->cfg->name), identity_state(id));
 		say(c, "*    \"key\": %s,", jstr(b2, sizeof(b2), id->cfg->key));
@@ -749,7 +758,7 @@ status_json(struct ctl_client *c, struct agent *a)
 		    jstr(b3, sizeof(b3), id->tok_label[0] ? id->tok_label :
 		    NULL), jstr(b4, sizeof(b4), id->tok_serial[0] ?
 		    id->tok_serial : NULL), id->removals, id->hsq_len,
-		    id->next != NULL ? "," : "");
+		    LIVE(id->next) ? "," : "");
 	}
 	say(c, "*  ],");
 	say(c, "*  \"helpers\": [");
@@ -821,7 +830,7 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 	char			 l[300];
 	int			 i, f;
 
-#define EACH_TUNNEL	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+#define EACH_TUNNEL	for (rt = a->tunnels; LIVE(rt); rt = rt->next)
 #define TL		plabel(l, sizeof(l), rt->cfg->name)
 #define EACH_MODULE	for (i = 0; i < a->nmods && ((s = a->mods[i]), \
 			    (ss = s->helper != NULL ? \
@@ -834,20 +843,20 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 	    "Client connections accepted, refused ones included.");
 	EACH_TUNNEL
 		say(c, "* p11agent_connections_total{tunnel=\"%s\"} %llu", TL,
-		    rt->stats.accepted);
+		    rt->stats->accepted);
 	family(c, "p11agent_connections_open", "gauge",
 	    "Client connections open now.");
 	EACH_TUNNEL
 		say(c, "* p11agent_connections_open{tunnel=\"%s\"} %d", TL,
-		    rt->stats.open);
+		    rt->stats->open);
 	family(c, "p11agent_handshakes_total", "counter",
 	    "TLS handshakes with the upstream completed, full (signed on the "
 	    "token) or resumed.");
 	EACH_TUNNEL {
 		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind=\"full\"} "
-		    "%llu", TL, rt->stats.handshakes - rt->stats.resumed);
+		    "%llu", TL, rt->stats->handshakes - rt->stats->resumed);
 		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind="
-		    "\"resumed\"} %llu", TL, rt->stats.resumed);
+		    "\"resumed\"} %llu", TL, rt->stats->resumed);
 	}
 	family(c, "p11agent_connection_failures_total", "counter",
 	    "Connections that ended in failure, by reason.");
@@ -855,20 +864,20 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 		for (f = 0; f < TFAIL_MAX; f++)
 			say(c, "* p11agent_connection_failures_total{tunnel="
 			    "\"%s\",reason=\"%s\"} %llu", TL,
-			    tunnel_fail_name(f), rt->stats.failed[f]);
+			    tunnel_fail_name(f), rt->stats->failed[f]);
 	family(c, "p11agent_access_denials_total", "counter",
 	    "Connections refused because the local peer may not use the "
 	    "tunnel.");
 	EACH_TUNNEL
 		say(c, "* p11agent_access_denials_total{tunnel=\"%s\"} %llu",
-		    TL, rt->stats.failed[TFAIL_DENIED]);
+		    TL, rt->stats->failed[TFAIL_DENIED]);
 	family(c, "p11agent_bytes_total", "counter",
 	    "Bytes carried: up is client to upstream, down the other way.");
 	EACH_TUNNEL {
 		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction=\"up\"} "
-		    "%llu", TL, rt->stats.bytes_up);
+		    "%llu", TL, rt->stats->bytes_up);
 		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction="
-		    "\"down\"} %llu", TL, rt->stats.bytes_down);
+		    "\"down\"} %llu", TL, rt->stats->bytes_down);
 	}
 	family(c, "p11agent_token_signatures_total", "counter",
 	    "Signatures the tunnels' handshakes asked of a module's token "
@@ -912,12 +921,12 @@ status_prometheus(struct ctl_client *c, struct agent *a)
 	family(c, "p11agent_handshake_queue_depth", "gauge",
 	    "Full handshakes waiting for a free slot on the identity's "
 	    "token.");
-	for (id = a->identities; id != NULL; id = id->next)
+	for (id = a->identities; LIVE(id); id = id->next)
 		say(c, "* p11agent_handshake_queue_depth{identity=\"%s\"} %d",
 		    plabel(l, sizeof(l), id->cfg->name), id->hsq_len);
 	family(c, "p11agent_token_removals_total", "counter",
 	    "Times the identity's card was pulled.");
-	for (id = a->identities; id != NULL; id = id->next)
+	for (id = a->identities; LIVE(id); id = id->next)
 		say(c, "* p11agent_token_removals_total{identity=\"%s\"} %llu",
 		    plabel(l, sizeof(l), id->cfg->name), id->removals);
 #undef EACH_TUNNEL
@@ -939,6 +948,56 @@ req_status(struct ctl_client *c, int argc, char **argv)
 	else
 		say(c, "ERR usage status [--json | --prometheus]");
 	client_end(c);
+}
+
+/* The reload's answer (agent/reload.c), to the client that asked. */
+static void
+reload_answer(void *arg, int err, const char *msg)
+{
+	struct ctl_client	*c = ctl.reload_client;
+
+	(void)arg;
+	ctl.reload_client = NULL;
+	if (c == NULL)
+		return;		/* it left; the log has the result */
+	if (err == 0)
+		say(c, "OK reloaded %s", msg);
+	else
+		say(c, "ERR reload-failed %s; the running configuration "
+		    "stays", msg);
+	client_end(c);
+}
+
+static void
+req_reload(struct ctl_client *c, int argc, char **argv)
+{
+	char	 by[PATH_MAX + 128];
+
+	if (argc != 1) {
+		say(c, "ERR usage reload");
+		client_end(c);
+		return;
+	}
+	if (ctl.reload_client != NULL) {
+		say(c, "ERR busy a reload is already under way");
+		client_end(c);
+		return;
+	}
+	by_client(c, by, sizeof(by));
+	log_info("reload asked %s", by);
+	c->state = C_WORK;
+	ctl.reload_client = c;
+	reload_start(ctl.agent, reload_answer, NULL);
+}
+
+void
+control_set_lock_after(int seconds)
+{
+	if (ctl.lock_after == seconds)
+		return;
+	log_info("lock-after set to %d s%s by the configuration (was %d s)",
+	    seconds, seconds == 0 ? " (off)" : "", ctl.lock_after);
+	ctl.lock_after = seconds;
 }
 
 /* Splits the request into words and runs it from the table. */

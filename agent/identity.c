@@ -488,6 +488,19 @@ fail:
 	return r;
 }
 
+/* An identity could not be opened: logged, and the first kept for a
+ * reload's answer. */
+static void
+open_error(struct agent *a, const struct cfg_identity *c, const char *why)
+{
+	log_err("%s:%d: [identity %s] key: %s", a->cfg->path, c->key_line,
+	    c->name, why);
+	if (!a->open_failed)
+		snprintf(a->open_err, sizeof(a->open_err), "%s:%d: [identity "
+		    "%s] key: %s", a->cfg->path, c->key_line, c->name, why);
+	a->open_failed = 1;
+}
+
 /* An identity has its answer; the last one ends the start-up. */
 static void
 start_settled(struct agent *a)
@@ -519,11 +532,9 @@ opened(void *arg, int err, const char *why, struct pbuf *reply)
 		err = P11A_ERR_NO_CERT;
 		why = msg;
 	}
-	if (err != 0) {
-		log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
-		    c->key_line, c->name, why ? why : p11a_strerror(err));
-		a->open_failed = 1;
-	} else
+	if (err != 0)
+		open_error(a, c, why ? why : p11a_strerror(err));
+	else
 		log_debug("identity %s: open on %s", c->name,
 		    module_name(id->mod));
 	start_settled(a);
@@ -566,9 +577,7 @@ identity_failed(struct identity *id, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_err("%s:%d: [identity %s] key: %s", a->cfg->path,
-	    id->cfg->key_line, id->cfg->name, msg);
-	a->open_failed = 1;
+	open_error(a, id->cfg, msg);
 	start_settled(a);
 }
 
@@ -817,6 +826,10 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 
 	a->opened_cb = cb;
 	a->opening = 1;		/* until every request is out */
+	a->open_failed = 0;
+	a->open_err[0] = '\0';
+	while (*tail != NULL)	/* a reload adds to those it keeps */
+		tail = &(*tail)->next;
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if (identity_find(a, t->identity) != NULL)
 			continue;
@@ -824,6 +837,7 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 			return P11A_ERR_NOMEM;
 		id->agent = a;
 		id->cfg = t->identity;
+		id->fresh = a->reloading;
 		*tail = id;
 		tail = &id->next;
 		a->opening++;
@@ -854,6 +868,182 @@ identity_find(struct agent *a, struct cfg_identity *c)
 		if (id->cfg == c)
 			return id;
 	return NULL;
+}
+
+static void
+identity_free(struct identity *id)
+{
+	hits_free(id);
+	EVP_PKEY_free(id->pkey);
+	X509_free(id->hid.cert);
+	free(id);
+}
+
+/* ---- reload (agent/reload.c) */
+
+static int
+str_same(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* What the token side of an identity is: the same key through the same
+ * module with the same PIN source and login keeps its helper and login. */
+static int
+token_side_same(const struct cfg_identity *a, const struct cfg_identity *b)
+{
+	return str_same(a->key, b->key) && str_same(a->cert, b->cert) &&
+	    str_same(a->pin, b->pin) && str_same(a->module, b->module) &&
+	    str_same(a->pinentry, b->pinentry) &&
+	    a->pin_cache == b->pin_cache && a->sign_timeout == b->sign_timeout;
+}
+
+static int
+cfg_in_use(const struct config *cfg, const struct cfg_identity *c)
+{
+	const struct cfg_tunnel	*t;
+
+	for (t = cfg->tunnels; t != NULL; t = t->next)
+		if (t->identity == c)
+			return 1;
+	return 0;
+}
+
+/* pin = env: and fd: PINs are read when the agent starts, never later. */
+static int
+pin_known(struct agent *a, struct cfg_identity *c, char *err, size_t errlen)
+{
+	struct identity	*id;
+
+	if (c->pin == NULL)
+		return 0;
+	if (strncmp(c->pin, "fd:", 3) == 0) {
+		for (id = a->identities; id != NULL; id = id->next)
+			if (!id->fresh && str_same(id->cfg->pin, c->pin) &&
+			    id->cfg->pin_src != NULL)
+				return (c->pin_src = strdup(id->cfg->pin_src))
+				    == NULL ? P11A_ERR_NOMEM : 0;
+	} else if (strncmp(c->pin, "env:", 4) != 0 ||
+	    pin_env_has(a, c->pin + 4))
+		return 0;
+	snprintf(err, errlen, "%s:%d: [identity %s] pin: %s is read only when "
+	    "the agent starts; restart p11agent to use it, or give another "
+	    "PIN source", a->cfg->path, c->line, c->name, c->pin);
+	return P11A_ERR_CONFIG;
+}
+
+int
+identity_reload_begin(struct agent *a, char *err, size_t errlen)
+{
+	struct cfg_identity	*c;
+	struct identity		*id;
+	int			 r;
+
+	for (c = a->cfg->identities; c != NULL; c = c->next) {
+		if (!cfg_in_use(a->cfg, c))
+			continue;
+		for (id = a->identities; id != NULL; id = id->next)
+			if (!id->retired && !id->kept &&
+			    token_side_same(id->cfg, c))
+				break;
+		if (id == NULL) {
+			if ((r = pin_known(a, c, err, errlen)) != 0)
+				return r;
+			continue;
+		}
+		if (id->cfg->pin_src != NULL &&
+		    (c->pin_src = strdup(id->cfg->pin_src)) == NULL)
+			return P11A_ERR_NOMEM;
+		id->prev_cfg = id->cfg;
+		id->cfg = c;
+		id->kept = 1;
+	}
+	return 0;
+}
+
+/* Ends the helpers no identity needs any more. */
+static void
+modules_unused_retire(struct agent *a)
+{
+	int	 i;
+
+	for (i = 0; i < a->nmods; i++)
+		if (!module_in_use(a, a->mods[i]))
+			module_retire(a->mods[i]);
+}
+
+void
+identity_reload_abort(struct agent *a)
+{
+	struct identity	**pp = &a->identities, *id;
+
+	while ((id = *pp) != NULL) {
+		if (id->fresh) {
+			*pp = id->next;
+			identity_free(id);
+			continue;
+		}
+		if (id->kept) {
+			id->cfg = id->prev_cfg;
+			id->prev_cfg = NULL;
+			id->kept = 0;
+		}
+		pp = &id->next;
+	}
+	modules_unused_retire(a);
+}
+
+int
+identity_reload_commit(struct agent *a)
+{
+	struct identity	**pp = &a->identities, *id, *gone = NULL, **gt = &gone;
+	int		 n = 0;
+
+	while ((id = *pp) != NULL) {
+		if (!id->kept && !id->fresh && !id->retired) {
+			log_info("identity %s: not in the new configuration; "
+			    "it goes after its last connection", id->cfg->name);
+			id->retired = 1;
+			n++;
+		}
+		id->kept = id->fresh = 0;
+		id->prev_cfg = NULL;
+		if (id->retired) {	/* to the end: status lists the rest */
+			*pp = id->next;
+			*gt = id;
+			gt = &id->next;
+			continue;
+		}
+		pp = &id->next;
+	}
+	*gt = NULL;
+	*pp = gone;
+	return n;
+}
+
+int
+identity_retired_free(struct agent *a)
+{
+	struct identity		**pp = &a->identities, *id;
+	struct tunnel_rt	*rt;
+	int			 left = 0;
+
+	while ((id = *pp) != NULL) {
+		for (rt = a->tunnels; id->retired && rt != NULL &&
+		    rt->id != id; rt = rt->next)
+			;
+		if (!id->retired || rt != NULL) {
+			left += id->retired;
+			pp = &id->next;
+			continue;
+		}
+		*pp = id->next;
+		log_debug("identity %s: retired, its last tunnel gone",
+		    id->cfg->name);
+		identity_free(id);
+		modules_unused_retire(a);
+	}
+	return left;
 }
 
 void
@@ -887,10 +1077,7 @@ identity_close_all(struct agent *a)
 	a->nmods = 0;
 	while ((id = a->identities) != NULL) {
 		a->identities = id->next;
-		hits_free(id);
-		EVP_PKEY_free(id->pkey);
-		X509_free(id->hid.cert);
-		free(id);
+		identity_free(id);
 	}
 	pin_env_free(a);
 	rkey_cleanup();

@@ -310,3 +310,33 @@ listen_close(struct listener *ln)
 	free(ln->name);
 	ln->name = NULL;
 }
+
+void
+listen_move(struct listener *to, struct listener *from, listener_cb cb,
+    void *arg)
+{
+	int	 was = from->w.events;
+
+	loop_set(&from->w, 0);
+	*to = *from;
+	to->on_accept = cb;
+	to->arg = arg;
+	loop_watch_init(&to->w, from->w.fd, on_listen, to);
+	if (was != 0 && loop_set(&to->w, EPOLLIN) != 0)
+		log_warn_sys("listener %s: cannot watch it again", to->addr);
+	from->w.fd = from->dfd = -1;
+	from->name = NULL;
+}
+
+int
+listen_is_remote(const struct listener *ln)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sl = sizeof(ss);
+
+	if (ln->w.fd == -1 || getsockname(ln->w.fd, (struct sockaddr *)&ss,
+	    &sl) == -1)
+		return 0;
+	return (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+	    !is_loopback((struct sockaddr *)&ss);
+}

@@ -101,12 +101,24 @@ loop_stop(void)
 	stopping = 1;
 }
 
+static void	(*signal_cb)(int);
+
+void
+loop_on_signal(void (*cb)(int))
+{
+	signal_cb = cb;
+}
+
 static void
 on_signal(struct watch *w, uint32_t events)
 {
 	struct signalfd_siginfo	 si;
 
 	while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+		if (signal_cb != NULL) {
+			signal_cb((int)si.ssi_signo);
+			continue;
+		}
 		log_info("signal %d: stopping", (int)si.ssi_signo);
 		stopping = 1;
 	}

@@ -27,6 +27,7 @@
 #include "p11agent/enroll.h"
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
+#include "p11agent/reload.h"
 #include "p11agent/resolve.h"
 #include "p11agent/bufpool.h"
 #include "p11agent/wbio.h"
@@ -48,6 +49,7 @@ usage(FILE *fp)
 	    "       p11agent unlock [-c FILE] [--control PATH]\n"
 	    "       p11agent status [--json | --prometheus] [-c FILE]\n"
 	    "                [--control PATH]\n"
+	    "       p11agent reload [-c FILE] [--control PATH]\n"
 	    "       p11agent enroll --key URI --type TYPE --subject DN "
 	    "[--san NAME]...\n"
 	    "                [--pin SOURCE] [-m MODULE] [-o FILE]\n"
@@ -70,6 +72,9 @@ usage(FILE *fp)
 	    "          counters, identities, token helpers; --json for\n"
 	    "          programs, --prometheus for metrics (exit 3: no\n"
 	    "          agent runs)\n"
+	    "  reload  have the running agent read its configuration again:\n"
+	    "          new connections use it, open ones finish as they are;\n"
+	    "          a configuration with an error changes nothing (exit 1)\n"
 	    "  enroll  generate a key pair on the token and write a\n"
 	    "          certificate request signed by it\n"
 	    "  import-cert  write a certificate and its chain beside its key\n"
@@ -122,6 +127,14 @@ tick(long now)
 	helpers_tick(&agent, now);
 	tunnels_tick(&agent, now);
 	control_tick(&agent, now);
+	reload_tick(&agent, now);
+}
+
+/* SIGHUP reloads, SIGTERM and SIGINT drain (agent/reload.c). */
+static void
+on_signal(int signo)
+{
+	reload_signal(&agent, signo);
 }
 
 /* Every identity has answered: serve, or stop if one could not open. */
@@ -191,6 +204,9 @@ cmd_control(const char *config, const char *opt, const char *req,
 	if (opt == NULL && config != NULL &&
 	    config_load(config, &agent.cfg, err, sizeof(err)) != 0) {
 		log_err("%s", err);
+		if (strcmp(req, "reload") == 0)
+			log_err("nothing was reloaded: the running agent's "
+			    "configuration stays");
 		goto out;
 	}
 	if (control_path(agent.cfg, opt, &path, err, sizeof(err)) != 0) {
@@ -268,7 +284,8 @@ cmd_run(const char *path)
 	raise_nofile();
 	if (start_loaded(run_opened, 1) != 0)
 		goto out;
-	/* a signal stops the agent at once, also while identities open */
+	/* while identities open, a signal stops the agent at once */
+	loop_on_signal(on_signal);
 	r = loop_run(tick) == 0 ? exit_status : 1;
 out:
 	tunnels_stop(&agent);
@@ -281,6 +298,7 @@ out:
 	wbio_cleanup();		/* after the last SSL that used it */
 	bufpool_cleanup();
 	config_free(agent.cfg);
+	reload_cleanup(&agent);
 	return r;
 }
 
@@ -555,6 +573,8 @@ main(int argc, char *argv[])
 		return cmd_control(config, control, "lock", 60000);
 	if (strcmp(cmd, "unlock") == 0)
 		return cmd_control(config, control, "unlock", 180000);
+	if (strcmp(cmd, "reload") == 0)
+		return cmd_control(config, control, "reload", 180000);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_control(config, control, json == 2 ?
 		    "status --prometheus" : json ? "status --json" : "status",

@@ -18,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -155,6 +156,7 @@ static void	hsq_later(void *);
 static void	hsq_run(struct identity *);
 static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
+static void	retired_free(struct agent *);
 
 static void
 conn_free(void *arg)
@@ -204,6 +206,8 @@ paused_in_sign(struct conn *c)
 static void
 bury(struct conn *c)
 {
+	if (c->rt != NULL)
+		c->rt->refs--;	/* a retired tunnel goes after its last */
 	if (c->uw.fd != -1) {
 		loop_set(&c->uw, 0);
 		close(c->uw.fd);
@@ -251,10 +255,10 @@ static void	limits_update(struct agent *);
 static void
 count_fail(struct tunnel_rt *rt, enum tunnel_fail f, const char *why)
 {
-	rt->stats.failed[f]++;
-	snprintf(rt->stats.last_err, sizeof(rt->stats.last_err), "%s: %s",
+	rt->stats->failed[f]++;
+	snprintf(rt->stats->last_err, sizeof(rt->stats->last_err), "%s: %s",
 	    tunnel_fail_name(f), why);
-	rt->stats.last_err_at = (long long)time(NULL);
+	rt->stats->last_err_at = (long long)time(NULL);
 }
 
 static void
@@ -267,7 +271,7 @@ conn_fail(struct conn *c, enum tunnel_fail f, const char *why)
 static void
 conn_close(struct conn *c, const char *why)
 {
-	struct tunnel_stats	*st = &c->rt->stats;
+	struct tunnel_stats	*st = c->rt->stats;
 
 	if (c->closing)
 		return;
@@ -550,7 +554,7 @@ coalesce_wait(struct conn *c)
 	c->state = C_WAITSESS;
 	nwaiting++;
 	loop_set(&c->uw, 0);
-	rt->stats.coalesced++;
+	rt->stats->coalesced++;
 	log_debug("conn %lu (%s): waits for the session of a handshake in "
 	    "flight", c->id, rt->cfg->name);
 	return 1;
@@ -700,7 +704,7 @@ hsq_add(struct conn *c)
 		id->hsq_first = c;
 	id->hsq_last = c;
 	id->hsq_len++;
-	c->rt->stats.queued++;
+	c->rt->stats->queued++;
 	log_debug("conn %lu (%s): queued for the token (%d full handshakes "
 	    "in flight, max-handshakes %d, %d queued)", c->id,
 	    c->rt->cfg->name, id->hs_inflight, id->cfg->max_handshakes,
@@ -893,10 +897,10 @@ handshake(struct conn *c)
 		sess_refused(&c->rt->sess, c->ssl);
 	if (r == 1) {
 		SSL_clear_mode(c->ssl, SSL_MODE_ASYNC);
-		c->rt->stats.handshakes++;
+		c->rt->stats->handshakes++;
 		tunnels_last_handshake = clock_now_ms();
 		if (SSL_session_reused(c->ssl))
-			c->rt->stats.resumed++;
+			c->rt->stats->resumed++;
 		leader_done(c, 1);
 		slot_release(c);
 		log_handshake(c);
@@ -1003,7 +1007,7 @@ client_to_upstream(struct conn *c, struct wants *w)
 			if (r <= 0)
 				break;
 			c->up_bytes += (size_t)r;
-			c->rt->stats.bytes_up += (size_t)r;
+			c->rt->stats->bytes_up += (size_t)r;
 			moved += (size_t)r;
 			if ((c->c2u_off += (size_t)r) == c->c2u_len) {
 				c->c2u_len = c->c2u_off = 0;
@@ -1134,7 +1138,7 @@ upstream_to_client(struct conn *c, struct wants *w)
 		    c->u2c_len - c->u2c_off);
 		if (n > 0) {
 			c->down_bytes += (size_t)n;
-			c->rt->stats.bytes_down += (size_t)n;
+			c->rt->stats->bytes_down += (size_t)n;
 			if ((c->u2c_off += (size_t)n) == c->u2c_len) {
 				c->u2c_len = c->u2c_off = 0;
 				buf_put(&c->u2c);
@@ -1294,11 +1298,11 @@ limits_update(struct agent *a)
 		    "not accepting more until one closes", a->nconns);
 	was_all = all;
 	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
-		full = rt->stats.open >= rt->cfg->max_connections;
+		full = rt->stats->open >= rt->cfg->max_connections;
 		if (full && !rt->listen[0].paused && !all)
 			log_warn("tunnel %s: %d connections open, its "
 			    "max-connections: not accepting more until one "
-			    "closes", rt->cfg->name, rt->stats.open);
+			    "closes", rt->cfg->name, rt->stats->open);
 		for (i = 0; i < rt->nlisten; i++)
 			listen_pause(&rt->listen[i], full || all);
 	}
@@ -1324,7 +1328,7 @@ refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
 	    "allowed on %s (%s)", c->id, rt->cfg->name, uid,
 	    p->exe[0] ? p->exe : "?", pid, ln->addr, rule);
 	log_info("conn %lu (%s): closed: refused", c->id, rt->cfg->name);
-	rt->stats.accepted++;
+	rt->stats->accepted++;
 	count_fail(rt, TFAIL_DENIED, "refused: the peer may not use the tunnel");
 	close(fd);
 	free(c);
@@ -1389,13 +1393,14 @@ on_accept(struct listener *ln, int fd)
 	peer_requester(&peer, who, sizeof(who));
 	c->who = strdup(who);
 	c->rt = rt;
+	rt->refs++;
 	c->started = clock_now_ms();
 	loop_watch_init(&c->cw, fd, on_client, c);
 	loop_watch_init(&c->uw, -1, on_upstream, c);
 	loop_watch_init(&c->aw, -1, on_async, c);
 	list_add(&conns, c);
-	rt->stats.accepted++;
-	rt->stats.open++;
+	rt->stats->accepted++;
+	rt->stats->open++;
 	rt->agent->nconns++;
 	peer_describe(&peer, who, sizeof(who));
 	if (peer.unix_sock)
@@ -1426,6 +1431,7 @@ tunnels_tick(struct agent *a, long now)
 	int			 i;
 
 	heap_trim(now);
+	retired_free(a);
 	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
 		for (i = 0; i < rt->nlisten; i++)
 			listen_tick(&rt->listen[i], now);
@@ -1499,12 +1505,88 @@ tunnel_ctx(struct cfg_tunnel *t, struct identity *id, char *err,
 	return ctx;
 }
 
+static void
+stats_unref(struct tunnel_stats *st)
+{
+	if (st != NULL && --st->refs == 0)
+		free(st);
+}
+
+/* Frees a tunnel that no connection refers to any more. */
+static void
+rt_free(struct tunnel_rt *rt)
+{
+	int	 i;
+
+	for (i = 0; i < CONFIG_MAX_LISTEN; i++)
+		listen_close(&rt->listen[i]);
+	SSL_CTX_free(rt->ssl_ctx);
+	sess_cache_free(&rt->sess);
+	stats_unref(rt->stats);
+	free(rt);
+}
+
+/* The CA file as read now, to see at a reload whether it changed. */
+static void
+ca_stat(struct tunnel_rt *rt)
+{
+	struct stat	 st;
+
+	if (rt->cfg->ca == NULL || stat(rt->cfg->ca, &st) == -1)
+		return;
+	rt->ca_mtime = st.st_mtim;
+	rt->ca_size = st.st_size;
+	rt->ca_ino = st.st_ino;
+}
+
+/* A tunnel with its TLS context and no listener yet; stats: those of the
+ * tunnel it replaces, or NULL for new ones. */
+static struct tunnel_rt *
+rt_new(struct agent *a, struct cfg_tunnel *t, struct tunnel_stats *stats,
+    char *err, size_t errlen)
+{
+	struct tunnel_rt	*rt;
+	char			 why[512];
+	int			 i;
+
+	if ((rt = calloc(1, sizeof(*rt))) == NULL)
+		goto nomem;
+	for (i = 0; i < CONFIG_MAX_LISTEN; i++)
+		rt->listen[i].w.fd = rt->listen[i].dfd = -1;
+	if (stats == NULL && (stats = calloc(1, sizeof(*stats))) == NULL) {
+		free(rt);
+		goto nomem;
+	}
+	rt->stats = stats;
+	stats->refs++;
+	rt->agent = a;
+	rt->cfg = t;
+	rt->id = identity_find(a, t->identity);
+	if (sess_cache_init(&rt->sess, t) != 0) {
+		rt_free(rt);
+		goto nomem;
+	}
+	rt->sess.ready = session_ready;
+	rt->sess.ready_arg = rt;
+	if ((rt->ssl_ctx = tunnel_ctx(t, rt->id, why, sizeof(why))) == NULL) {
+		snprintf(err, errlen, "%s:%d: [tunnel %s]: %s", a->cfg->path,
+		    t->line, t->name, why);
+		rt_free(rt);
+		return NULL;
+	}
+	ca_stat(rt);
+	return rt;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	return NULL;
+}
+
 int
 tunnels_start(struct agent *a, int ready_fd)
 {
 	struct cfg_tunnel	*t;
 	struct tunnel_rt	*rt, **tail = &a->tunnels;
-	char			 err[512];
+	char			 err[1024];
 	int			 r;
 
 	kick_agent = a;
@@ -1520,27 +1602,271 @@ tunnels_start(struct agent *a, int ready_fd)
 			    "start from the loop's deferred work)");
 	}
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
-		if ((rt = calloc(1, sizeof(*rt))) == NULL)
-			return P11A_ERR_NOMEM;
-		rt->agent = a;
-		rt->cfg = t;
-		rt->id = identity_find(a, t->identity);
-		*tail = rt;	/* in config order */
-		tail = &rt->next;
-		if (sess_cache_init(&rt->sess, t) != 0)
-			return P11A_ERR_NOMEM;
-		rt->sess.ready = session_ready;
-		rt->sess.ready_arg = rt;
-		if ((rt->ssl_ctx = tunnel_ctx(t, rt->id, err,
-		    sizeof(err))) == NULL) {
-			log_err("%s:%d: [tunnel %s]: %s", a->cfg->path,
-			    t->line, t->name, err);
+		if ((rt = rt_new(a, t, NULL, err, sizeof(err))) == NULL) {
+			log_err("%s", err);
 			return P11A_ERR_TLS;
 		}
+		*tail = rt;	/* in config order */
+		tail = &rt->next;
 		if ((r = tunnel_listen(rt, ready_fd)) != 0)
 			return r;
 	}
 	return 0;
+}
+
+/* ---- reload (agent/reload.c) and drain */
+
+static int
+str_same(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int
+listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
+{
+	return a->kind == b->kind && str_same(a->host, b->host) &&
+	    str_same(a->port, b->port) && str_same(a->path, b->path);
+}
+
+/* The running tunnel of that name, or NULL. */
+static struct tunnel_rt *
+rt_named(struct agent *a, const char *name)
+{
+	struct tunnel_rt	*rt;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		if (!rt->retired && strcmp(rt->cfg->name, name) == 0)
+			return rt;
+	return NULL;
+}
+
+/* The tunnel runs as t says: same settings, identity and CA file. */
+static int
+rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
+    const struct identity *id)
+{
+	struct stat	 st;
+
+	if (rt->id != id || !str_same(rt->cfg->text, t->text))
+		return 0;
+	if (t->ca == NULL)
+		return 1;
+	return stat(t->ca, &st) == 0 && st.st_ino == rt->ca_ino &&
+	    st.st_size == rt->ca_size &&
+	    st.st_mtim.tv_sec == rt->ca_mtime.tv_sec &&
+	    st.st_mtim.tv_nsec == rt->ca_mtime.tv_nsec;
+}
+
+struct plan {
+	struct cfg_tunnel	*t;
+	struct tunnel_rt	*keep;		/* unchanged: goes on */
+	struct tunnel_rt	*fresh;		/* new or changed */
+	struct listener		*from[CONFIG_MAX_LISTEN];	/* to move */
+};
+
+/* A listener of a tunnel that goes (neither kept nor taken yet) on the
+ * address l names, or NULL.  tcp:HOST:0 names the port the same tunnel
+ * was given. */
+static struct listener *
+listener_to_take(struct agent *a, const struct cfg_tunnel *t,
+    const struct cfg_listen *l, const struct plan *plan, int nplan)
+{
+	struct tunnel_rt	*rt;
+	int			 i, j, k, taken;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+		if (rt->retired)
+			continue;
+		/* an ephemeral port is the same tunnel's, never another's */
+		if (l->kind == LISTEN_TCP && strcmp(l->port, "0") == 0 &&
+		    strcmp(rt->cfg->name, t->name) != 0)
+			continue;
+		for (i = 0; i < nplan && plan[i].keep != rt; i++)
+			;
+		if (i < nplan)
+			continue;
+		for (j = 0; j < rt->nlisten; j++) {
+			if (rt->listen[j].w.fd == -1 ||
+			    !listen_same(&rt->cfg->listen[j], l))
+				continue;
+			for (taken = 0, i = 0; i < nplan && !taken; i++)
+				for (k = 0; k < CONFIG_MAX_LISTEN; k++)
+					if (plan[i].from[k] == &rt->listen[j])
+						taken = 1;
+			if (!taken)
+				return &rt->listen[j];
+		}
+	}
+	return NULL;
+}
+
+/* Builds what a changed or new tunnel needs, opening only addresses that
+ * no running tunnel listens on; 0, or < 0 with err. */
+static int
+plan_fresh(struct agent *a, struct plan *plan, int i, struct tunnel_rt *old,
+    char *err, size_t errlen)
+{
+	struct plan		*p = &plan[i];
+	struct cfg_tunnel	*t = p->t;
+	struct tunnel_rt	*rt;
+	char			 why[512];
+	int			 j, r;
+
+	if ((rt = p->fresh = rt_new(a, t, old != NULL ? old->stats : NULL,
+	    err, errlen)) == NULL)
+		return P11A_ERR_TLS;
+	for (j = 0; j < t->nlisten; j++) {
+		if ((p->from[j] = listener_to_take(a, t, &t->listen[j], plan,
+		    i + 1)) != NULL) {
+			if (!t->allow_remote && listen_is_remote(p->from[j])) {
+				snprintf(err, errlen, "%s:%d: [tunnel %s] "
+				    "listen: %s is not a loopback address; "
+				    "set allow-remote-listen = yes to keep it",
+				    a->cfg->path, t->listen[j].line, t->name,
+				    p->from[j]->addr);
+				return P11A_ERR_CONFIG;
+			}
+			continue;
+		}
+		if ((r = listen_open(&rt->listen[j], &t->listen[j],
+		    t->allow_remote, on_accept, rt, why, sizeof(why))) != 0) {
+			snprintf(err, errlen, "%s:%d: [tunnel %s] listen: %s",
+			    a->cfg->path, t->listen[j].line, t->name, why);
+			return r;
+		}
+	}
+	rt->nlisten = t->nlisten;
+	return 0;
+}
+
+int
+tunnels_reload(struct agent *a, struct tunnels_reload_sum *sum, char *err,
+    size_t errlen)
+{
+	struct cfg_tunnel	*t;
+	struct tunnel_rt	*rt, *old, **was = NULL, **tail;
+	struct plan		*plan;
+	int			 n = 0, nwas = 0, i, j, k, r = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	for (t = a->cfg->tunnels; t != NULL; t = t->next)
+		n++;
+	for (rt = a->tunnels; rt != NULL; rt = rt->next)
+		nwas++;
+	if ((plan = calloc(n, sizeof(*plan))) == NULL ||
+	    (was = calloc(nwas + 1, sizeof(*was))) == NULL) {
+		free(plan);
+		snprintf(err, errlen, "out of memory");
+		return P11A_ERR_NOMEM;
+	}
+	for (rt = a->tunnels, k = 0; rt != NULL; rt = rt->next)
+		was[k++] = rt;
+	/* what can fail comes first, while the running tunnels serve */
+	for (t = a->cfg->tunnels, i = 0; t != NULL && r == 0; t = t->next,
+	    i++) {
+		plan[i].t = t;
+		old = rt_named(a, t->name);
+		if (old != NULL && rt_unchanged(old, t,
+		    identity_find(a, t->identity)))
+			plan[i].keep = old;
+		else
+			r = plan_fresh(a, plan, i, old, err, errlen);
+	}
+	if (r != 0) {
+		for (i = 0; i < n; i++)
+			if (plan[i].fresh != NULL)
+				rt_free(plan[i].fresh);
+		free(plan);
+		free(was);
+		return r;
+	}
+	/* from here nothing fails */
+	tail = &a->tunnels;
+	for (i = 0; i < n; i++) {
+		if ((rt = plan[i].keep) != NULL) {
+			rt->cfg = plan[i].t;	/* the same settings */
+			sum->kept++;
+		} else {
+			rt = plan[i].fresh;
+			if (rt_named(a, rt->cfg->name) != NULL)
+				sum->changed++;
+			else
+				sum->added++;
+			for (j = 0; j < rt->nlisten; j++) {
+				if (plan[i].from[j] != NULL)
+					listen_move(&rt->listen[j],
+					    plan[i].from[j], on_accept, rt);
+				log_info("tunnel %s: listening on %s, to %s:%s",
+				    rt->cfg->name, rt->listen[j].addr,
+				    rt->cfg->connect_host,
+				    rt->cfg->connect_port);
+			}
+		}
+		*tail = rt;
+		tail = &rt->next;
+	}
+	/* the tunnels that go: retired, their connections go on */
+	for (k = 0; k < nwas; k++) {
+		rt = was[k];
+		for (i = 0; i < n && plan[i].keep != rt; i++)
+			;
+		if (i < n)
+			continue;
+		if (!rt->retired) {
+			for (i = 0; i < n && strcmp(plan[i].t->name,
+			    rt->cfg->name) != 0; i++)
+				;
+			if (i == n) {
+				sum->removed++;
+				log_info("tunnel %s: removed by the reload; "
+				    "%d connections finish", rt->cfg->name,
+				    rt->stats->open);
+			}
+			for (j = 0; j < CONFIG_MAX_LISTEN; j++)
+				listen_close(&rt->listen[j]);
+			rt->nlisten = 0;
+			rt->retired = 1;
+		}
+		*tail = rt;
+		tail = &rt->next;
+	}
+	*tail = NULL;
+	free(plan);
+	free(was);
+	limits_update(a);
+	return 0;
+}
+
+int
+tunnels_drain(struct agent *a)
+{
+	struct tunnel_rt	*rt;
+	int			 i;
+
+	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+		for (i = 0; i < CONFIG_MAX_LISTEN; i++)
+			listen_close(&rt->listen[i]);
+		rt->nlisten = 0;
+	}
+	return a->nconns;
+}
+
+/* Retired tunnels that nothing refers to any more go. */
+static void
+retired_free(struct agent *a)
+{
+	struct tunnel_rt	**pp = &a->tunnels, *rt;
+
+	while ((rt = *pp) != NULL) {
+		if (rt->retired && rt->refs == 0 && !rt->kick_pending) {
+			*pp = rt->next;
+			log_debug("tunnel %s: retired, its last connection "
+			    "gone", rt->cfg->name);
+			rt_free(rt);
+		} else
+			pp = &rt->next;
+	}
 }
 
 const char *
@@ -1566,7 +1892,7 @@ tunnel_fails(const struct tunnel_stats *st, char *buf, size_t size)
 void
 tunnel_log_stats(const struct tunnel_rt *rt)
 {
-	const struct tunnel_stats	*st = &rt->stats;
+	const struct tunnel_stats	*st = rt->stats;
 	char				 fails[256];
 
 	log_info("tunnel %s: %llu connections, %llu handshakes (%llu resumed), "
@@ -1627,15 +1953,17 @@ tunnels_stop(struct agent *a)
 {
 	struct tunnel_rt	*rt;
 	struct conn		*c;
-	int			 i;
 
 	kick_agent = NULL;	/* no waiter starts any more */
 	for (rt = a->tunnels; rt != NULL; rt = rt->next)
 		rt->kick_pending = 1;
 	while (conns != NULL)
 		conn_close(conns, "agent stopping");
-	for (c = zombies; c != NULL; c = c->next)
+	for (c = zombies; c != NULL; c = c->next) {
 		c->slot = 0;	/* their identities go before they do */
+		c->rt->refs--;	/* and their tunnels now */
+		c->rt = NULL;
+	}
 	if (kickw.fd != -1) {
 		loop_set(&kickw, 0);
 		close(kickw.fd);
@@ -1644,12 +1972,9 @@ tunnels_stop(struct agent *a)
 	kick_agent = NULL;
 	while ((rt = a->tunnels) != NULL) {
 		a->tunnels = rt->next;
-		tunnel_log_stats(rt);
-		for (i = 0; i < rt->nlisten; i++)
-			listen_close(&rt->listen[i]);
-		SSL_CTX_free(rt->ssl_ctx);
-		sess_cache_free(&rt->sess);
-		free(rt);
+		if (!rt->retired)
+			tunnel_log_stats(rt);
+		rt_free(rt);
 	}
 }
 

@@ -174,8 +174,8 @@ ctl lock --idle soon
 ok "lock --idle 0 turns it off; out of range and not a number are refused"
 
 # ---- bad requests: an ERR line, and the agent serves on
-out=$(printf 'reload\n' | raw)
-[ "$out" = "ERR unknown-request 'reload' is not a request; requests: lock [--idle SECONDS]; unlock; status [--json | --prometheus]" ] ||
+out=$(printf 'rehash\n' | raw)
+[ "$out" = "ERR unknown-request 'rehash' is not a request; requests: lock [--idle SECONDS]; unlock; status [--json | --prometheus]; reload" ] ||
     fail "an unknown request got: $out"
 out=$({ head -c 4095 /dev/zero | tr '\0' x; echo; } | raw)
 grep -q "^ERR unknown-request 'xxxxxxxx*' is not a request" <<<"$out" ||

@@ -69,6 +69,7 @@ struct options {
 	int			 have_min;
 	int			 have_count;
 	int			 ack;
+	unsigned long long	 pause_after;	/* roundtrip: 0, or a pause */
 };
 
 struct linebuf {
@@ -82,6 +83,8 @@ struct roundtrip {
 	unsigned long long	 total;
 	unsigned long long	 nsent;
 	unsigned long long	 nrecv;
+	unsigned long long	 pause_at;	/* 0: none; else sent, then */
+	int			 paused;	/* 1 until a line on stdin */
 };
 
 struct pinger {
@@ -118,7 +121,7 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: " PROG " ADDR roundtrip --bytes N [--expect-subject STR]"
-	    " [--timeout S]\n"
+	    " [--pause-after N] [--timeout S]\n"
 	    "       " PROG " ADDR expect-close [--timeout S]\n"
 	    "       " PROG " ADDR drain --bytes N [--ack] [--timeout S]\n"
 	    "       " PROG " ADDR latency --second-addr ADDR2 --max-ms M"
@@ -292,6 +295,8 @@ check_mode_options(const struct options *o)
 		usage_error("--count is for pings");
 	if (!dr && o->ack)
 		usage_error("--ack is for drain");
+	if (o->pause_after != 0 && (!rt || o->pause_after >= o->bytes))
+		usage_error("--pause-after N is for roundtrip, below --bytes");
 	if (pings)
 		return;
 	if ((rt || dr) && !o->have_bytes)
@@ -322,6 +327,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "ack", no_argument, NULL, 'A' },
+		{ "pause-after", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -362,6 +368,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 'A':
 			o->ack = 1;
+			break;
+		case 'P':
+			o->pause_after = parse_bytes(optarg);
 			break;
 		default:
 			usage();
@@ -620,6 +629,10 @@ rt_send(struct roundtrip *rt, int fd)
 	unsigned long long	 left = rt->total - rt->nsent;
 	ssize_t			 n;
 
+	if (rt->pause_at != 0 && rt->paused != 2 &&
+	    rt->nsent + left > rt->pause_at)
+		left = rt->pause_at - rt->nsent;
+
 	n = send(fd, rt->data + rt->nsent, left > IO_CHUNK ? IO_CHUNK :
 	    (size_t)left, MSG_NOSIGNAL);
 	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
@@ -629,6 +642,13 @@ rt_send(struct roundtrip *rt, int fd)
 		fail("send failed after %llu of %llu bytes (received %llu):"
 		    " %s", rt->nsent, rt->total, rt->nrecv, strerror(errno));
 	rt->nsent += (unsigned long long)n;
+	if (rt->pause_at != 0 && rt->paused == 0 &&
+	    rt->nsent == rt->pause_at) {
+		/* the test acts now, with the tunnel open, then says go */
+		printf("paused sent=%llu\n", rt->nsent);
+		fflush(stdout);
+		rt->paused = 1;
+	}
 	if (rt->nsent == rt->total && shutdown(fd, SHUT_WR) == -1)
 		fail("shutdown(SHUT_WR): %s", strerror(errno));
 }
@@ -657,24 +677,33 @@ rt_recv(struct roundtrip *rt, int fd)
 static void
 rt_transfer(struct roundtrip *rt, int fd)
 {
-	struct pollfd	 pfd;
+	struct pollfd	 pfd[2];
+	char		 line[64];
 	int		 eof = 0;
 
 	if (rt->total == 0 && shutdown(fd, SHUT_WR) == -1)
 		fail("shutdown(SHUT_WR): %s", strerror(errno));
 	while (!eof) {
-		pfd.fd = fd;
-		pfd.events = POLLIN;
-		if (rt->nsent < rt->total)
-			pfd.events |= POLLOUT;
-		pfd.revents = 0;
-		if (poll_deadline(&pfd, 1) == 0)
+		pfd[0].fd = fd;
+		pfd[0].events = POLLIN;
+		if (rt->nsent < rt->total && rt->paused != 1)
+			pfd[0].events |= POLLOUT;
+		pfd[0].revents = 0;
+		pfd[1].fd = rt->paused == 1 ? 0 : -1;
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		if (poll_deadline(pfd, 2) == 0)
 			fail("timeout after %g s: sent %llu of %llu bytes,"
 			    " received %llu", timeout_s, rt->nsent, rt->total,
 			    rt->nrecv);
-		if (pfd.revents & POLLOUT)
+		if (pfd[1].revents != 0) {
+			if (read(0, line, sizeof(line)) <= 0)
+				fail("--pause-after: stdin closed");
+			rt->paused = 2;
+		}
+		if (pfd[0].revents & POLLOUT)
 			rt_send(rt, fd);
-		if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))
 			eof = rt_recv(rt, fd);
 	}
 	if (rt->nsent < rt->total || rt->nrecv < rt->total)
@@ -692,6 +721,7 @@ mode_roundtrip(const struct options *o, const struct addr *a)
 
 	memset(&rt, 0, sizeof(rt));
 	rt.total = o->bytes;
+	rt.pause_at = o->pause_after;
 	if ((rt.data = malloc(rt.total > 0 ? (size_t)rt.total : 1)) == NULL)
 		fail("out of memory for %llu bytes", rt.total);
 	fill_random(rt.data, (size_t)rt.total);

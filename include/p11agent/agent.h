@@ -22,6 +22,15 @@ struct agent {
 	/* start-up: identities still opening, and what to call then */
 	int			 opening;
 	int			 open_failed;
+	char			 open_err[1024];	/* the first failure */
+	/* reload (agent/reload.c): one at a time; the configurations that
+	 * retired tunnels and identities still run on */
+	int			 reloading;
+	struct config		**old_cfgs;
+	int			 nold_cfgs;
+	/* SIGTERM: not accepting, open connections finish until then */
+	int			 draining;
+	long			 drain_until;
 	int			 stopping;	/* after the loop: open nothing */
 	void			(*opened_cb)(struct agent *, int failed);
 };

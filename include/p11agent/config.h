@@ -37,6 +37,9 @@ enum cfg_reinsert {
 	CFG_REINSERT_ANY = 2,	/* any card matching the key URI */
 };
 #define CONFIG_MAX_LOCK_AFTER	86400	/* lock-after, seconds */
+/* drain-timeout: after SIGTERM, how long open connections may finish */
+#define CONFIG_DEFAULT_DRAIN	10
+#define CONFIG_MAX_DRAIN	3600
 
 #define CFG_DEFAULT_HANDSHAKES	4
 #define CFG_MAX_HANDSHAKES	64
@@ -59,6 +62,7 @@ struct cfg_identity {
 	/* card removal */
 	int			 on_removal;	/* CFG_REMOVAL_* */
 	int			 on_reinsert;	/* CFG_REINSERT_* */
+	char			*text;		/* "key=value\n"..., as read */
 	struct cfg_identity	*next;
 };
 
@@ -104,6 +108,7 @@ struct cfg_tunnel {
 	int			 session_cache;	/* CFG_SESSION_*; 0: yes */
 	int			 session_cache_size;	/* 0: the default */
 	int			 session_lifetime;	/* seconds; 0: default */
+	char			*text;		/* "key=value\n"..., as read */
 	struct cfg_tunnel	*next;
 };
 
@@ -121,6 +126,8 @@ struct cfg_agent {
 	char			*control;
 	int			 lock_after;
 	int			 lock_after_line;
+	int			 drain_timeout;	/* seconds, after SIGTERM */
+	int			 drain_set;
 };
 
 struct config {

@@ -13,7 +13,7 @@
  * answer when all of them have answered, failed or timed out.
  *
  * The requests are one table in control.c: lock, lock --idle SECONDS,
- * unlock; status, reload and metrics are meant to join it.
+ * unlock, status [--json | --prometheus], reload.
  */
 #ifndef P11AGENT_CONTROL_H
 #define P11AGENT_CONTROL_H
@@ -45,6 +45,8 @@ int	 control_path(const struct config *cfg, const char *opt, char **path,
  * cfg's lock-after.  0, or < 0 with the reason logged.
  */
 int	 control_open(struct agent *, const char *path);
+/* A reload changed lock-after in the configuration. */
+void	 control_set_lock_after(int seconds);
 /* From the agent's tick: client deadlines and lock-after. */
 void	 control_tick(struct agent *, long now);
 /* Closes every client and the socket, and removes it.  Requests still

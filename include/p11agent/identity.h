@@ -82,6 +82,13 @@ struct identity {
 	int			 hsq_kick;	/* start queued ones next turn */
 	int			 hsq_fail;	/* and fail them: the token */
 	char			 hsq_why[300];	/* failed a handshake */
+	/* reload (agent/reload.c): opened by it, kept by it (and what it
+	 * had before, until it is done), or not in the new configuration:
+	 * goes after its last tunnel */
+	int			 fresh;
+	int			 kept;
+	struct cfg_identity	*prev_cfg;
+	int			 retired;
 	struct identity		*next;
 };
 
@@ -110,6 +117,20 @@ void	 identity_pin_kv_free(char *);
 int	 identity_open_start(struct agent *,
 	    void (*cb)(struct agent *, int failed));
 void	 identity_close_all(struct agent *);
+/*
+ * Reload: a->cfg is the new configuration.  begin keeps each running
+ * identity whose key, certificate, module, PIN source and login settings
+ * a new [identity] has (its cfg is that one's now: no new OPEN, no
+ * login); the others are opened by identity_open_start() after it.
+ * abort undoes both (call it once every open has answered), commit
+ * retires the identities the new configuration has no use for (returns
+ * how many); identity_retired_free() frees those no tunnel refers to any
+ * more and says how many are left.
+ */
+int	 identity_reload_begin(struct agent *, char *err, size_t errlen);
+void	 identity_reload_abort(struct agent *);
+int	 identity_reload_commit(struct agent *);
+int	 identity_retired_free(struct agent *);
 struct identity *identity_find(struct agent *, struct cfg_identity *);
 /*
  * Card removal: a helper's PROTO_EVENT "removed" marks the identities on

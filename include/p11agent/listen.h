@@ -38,5 +38,11 @@ void	 listen_pause(struct listener *, int paused);
 /* Resumes a listener paused for lack of descriptors once its time came. */
 void	 listen_tick(struct listener *, long now);
 void	 listen_close(struct listener *);
+/* A reload hands a listener on: to takes over from's socket (the same
+ * address, port and inode), now calling cb(arg); from is left closed. */
+void	 listen_move(struct listener *to, struct listener *from, listener_cb,
+	    void *arg);
+/* A TCP listener on an address beyond loopback (allow-remote-listen). */
+int	 listen_is_remote(const struct listener *);
 
 #endif

@@ -29,6 +29,9 @@ int	 loop_set(struct watch *, uint32_t events);
 /* Runs until a signal or loop_stop() asks to stop; tick runs every
  * 200 ms.  Returns 0, or < 0 when epoll fails. */
 int	 loop_run(void (*tick)(long now_ms));
+/* SIGINT, SIGTERM and SIGHUP go to cb (from the loop) instead of
+ * stopping it; NULL: each stops the loop. */
+void	 loop_on_signal(void (*cb)(int signo));
 /* Ends loop_run() after the current batch of events. */
 void	 loop_stop(void);
 /* Frees run after the current batch of events, never inside it. */

@@ -8,6 +8,9 @@
 #ifndef P11AGENT_TUNNEL_H
 #define P11AGENT_TUNNEL_H
 
+#include <sys/types.h>
+#include <time.h>
+
 #include <openssl/ssl.h>
 
 #include "p11agent/config.h"
@@ -43,6 +46,7 @@ struct tunnel_stats {
 	/* the last failure: its reason and wall-clock time (p11agent status) */
 	char			 last_err[200];
 	long long		 last_err_at;
+	int			 refs;		/* tunnels sharing them */
 };
 
 struct tunnel_rt {
@@ -59,8 +63,23 @@ struct tunnel_rt {
 	int			 no_sessions;	/* the upstream gives none */
 	int			 nlisten;
 	struct listener		 listen[CONFIG_MAX_LISTEN];
-	struct tunnel_stats	 stats;
+	/* the tunnel's counters, shared by the tunnels of one name across
+	 * reloads (a changed tunnel's old connections count in them too) */
+	struct tunnel_stats	*stats;
+	/* a reload replaced or removed it: no listener, its open
+	 * connections finish on its settings; freed after the last */
+	int			 retired;
+	int			 refs;		/* connections, closed ones too
+						 * until freed */
+	struct timespec		 ca_mtime;	/* of cfg->ca, when read */
+	off_t			 ca_size;
+	ino_t			 ca_ino;
 	struct tunnel_rt	*next;
+};
+
+/* What a reload did to the tunnels, for its report. */
+struct tunnels_reload_sum {
+	int	 added, changed, kept, removed;
 };
 
 /* CLOCK_MONOTONIC ms of the last completed handshake, full or resumed:
@@ -76,6 +95,19 @@ void	 tunnel_log_stats(const struct tunnel_rt *);
  * "listen NAME ADDR" lines to ready_fd (-1: none). */
 int	 tunnels_start(struct agent *, int ready_fd);
 void	 tunnels_tick(struct agent *, long now);
+/*
+ * A reload: a->cfg is the new configuration, a->tunnels the running
+ * tunnels, every identity of the new one open.  A tunnel whose settings,
+ * identity and CA file are unchanged goes on as it is; a changed or new
+ * one gets a new TLS context and takes over the listeners of the old
+ * tunnels whose address it names (no rebind: the socket stays); the
+ * others retire.  0, or < 0 with err and nothing changed.
+ */
+int	 tunnels_reload(struct agent *, struct tunnels_reload_sum *,
+	    char *err, size_t errlen);
+/* SIGTERM: stops accepting; the open connections go on.  Returns how
+ * many are open. */
+int	 tunnels_drain(struct agent *);
 /* Closes every connection and listener. */
 void	 tunnels_stop(struct agent *);
 /* After the helpers failed every request: lets paused jobs finish. */
