@@ -201,6 +201,24 @@ wait_log "reload: .*tunnels: 1 new, 0 changed, 2 unchanged, 0 removed" ||
 "$CLIENT" "$(addr d)" roundtrip --bytes 10K >/dev/null || fail "d after SIGHUP"
 ok "SIGHUP reloaded: tunnel d serves"
 
+# ---- an identity no tunnel uses any more retires (after its tunnels'
+# last connection); the helper stays for the identity that remains
+c=$(addr c)
+start_xfer "$c" 1M 100K
+tunnel a "localhost:$s_port" rsa "idle-timeout = 300" | conf
+log_mark
+reload || fail "reload 4: $(cat "$T/reload.out")"
+grep -q "tunnels: 0 new, 0 changed, 1 unchanged, 2 removed; identities: 0 opened, 1 retired" \
+    "$T/reload.out" || fail "reload 4 said: $(cat "$T/reload.out")"
+log_since_has "identity ec: not in the new configuration" || fail "ec not retired"
+echo go >&$GO
+wait "$XFER" || fail "c's open transfer after its tunnel and identity retired"
+wait_log "identity ec: retired, its last tunnel gone" ||
+    fail "ec was not freed after c's last connection"
+"$CLIENT" "$a" roundtrip --bytes 10K --expect-subject rsa >/dev/null ||
+    fail "a after ec retired"
+ok "identity ec retired with tunnel c, after c's open transfer finished"
+
 stop_agent || fail "the agent did not stop cleanly"
 [ "$(logins)" = 1 ] || fail "C_Login calls in all: $(logins)"
-ok "1 C_Login for the agent's whole life, across 3 reloads and 4 refused ones"
+ok "1 C_Login for the agent's whole life, across 4 reloads and 4 refused ones"
