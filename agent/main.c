@@ -28,6 +28,7 @@
 #include "p11agent/identity.h"
 #include "p11agent/loop.h"
 #include "p11agent/resolve.h"
+#include "p11agent/sd.h"
 #include "p11agent/bufpool.h"
 #include "p11agent/wbio.h"
 #include "p11agent/tls.h"
@@ -122,6 +123,7 @@ tick(long now)
 	helpers_tick(&agent, now);
 	tunnels_tick(&agent, now);
 	control_tick(&agent, now);
+	sd_tick(&agent, now);
 }
 
 /* Every identity has answered: serve, or stop if one could not open. */
@@ -139,6 +141,7 @@ run_opened(struct agent *a, int failed)
 		close(ready_fd);
 		ready_fd = -1;
 	}
+	sd_ready(a);
 	log_info("ready");
 }
 
@@ -162,6 +165,8 @@ serve_control(void)
 
 	if ((r = control_path(agent.cfg, NULL, &path, err,
 	    sizeof(err))) == P11A_ERR_CONFIG) {
+		if (sd_has(SD_CONTROL_NAME))
+			return control_open(&agent, NULL);
 		/* a CI job or a service with no session: tunnels still work */
 		log_warn("%s; running without a control socket, so p11agent "
 		    "lock and unlock cannot reach this agent", err);
@@ -261,15 +266,26 @@ raise_nofile(void)
 static int
 cmd_run(const char *path)
 {
+	char	 err[CONFIG_MAX_ERR];
 	int	 r = 1;
 
+	/* systemd's sockets and watchdog, before any helper starts */
+	if (sd_init(err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
 	if (load_config(path) != 0)
 		goto out;
+	if (sd_check_config(agent.cfg, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
 	raise_nofile();
 	if (start_loaded(run_opened, 1) != 0)
 		goto out;
 	/* a signal stops the agent at once, also while identities open */
 	r = loop_run(tick) == 0 ? exit_status : 1;
+	sd_stopping();
 out:
 	tunnels_stop(&agent);
 	resolve_forget();
@@ -281,6 +297,7 @@ out:
 	wbio_cleanup();		/* after the last SSL that used it */
 	bufpool_cleanup();
 	config_free(agent.cfg);
+	sd_cleanup();
 	return r;
 }
 
