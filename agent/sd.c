@@ -26,6 +26,17 @@
 
 #define STATUS_MAX	128
 
+int
+sd_available(void)
+{
+#ifdef HAVE_LIBSYSTEMD
+	return 1;
+#else
+	return 0;
+#endif
+}
+
+#ifdef HAVE_LIBSYSTEMD
 struct sd_fd {
 	int	 fd;
 	char	*name;
@@ -38,17 +49,6 @@ static long		 wd_half_ms;	/* 0: no watchdog */
 static long		 wd_last;
 static char		 status_sent[STATUS_MAX];
 
-int
-sd_available(void)
-{
-#ifdef HAVE_LIBSYSTEMD
-	return 1;
-#else
-	return 0;
-#endif
-}
-
-#ifdef HAVE_LIBSYSTEMD
 static void
 say(const char *msg)
 {
@@ -133,28 +133,6 @@ sd_reloading(void)
 	say(msg);
 }
 
-#else /* !HAVE_LIBSYSTEMD */
-
-static void
-say(const char *msg)
-{
-}
-
-int
-sd_init(char *err, size_t errlen)
-{
-	if (getenv("LISTEN_FDS") != NULL)
-		log_warn("systemd passed sockets (LISTEN_FDS), but p11agent "
-		    "was built without libsystemd and does not use them");
-	return 0;
-}
-
-void
-sd_reloading(void)
-{
-}
-
-#endif /* HAVE_LIBSYSTEMD */
 
 const char *
 sd_names(char *buf, size_t size)
@@ -336,3 +314,66 @@ sd_cleanup(void)
 	}
 	nfds = 0;
 }
+
+#else /* !HAVE_LIBSYSTEMD: nothing is inherited, nobody is told */
+
+int
+sd_init(char *err, size_t errlen)
+{
+	if (getenv("LISTEN_FDS") != NULL)
+		log_warn("systemd passed sockets (LISTEN_FDS), but p11agent "
+		    "was built without libsystemd and does not use them");
+	return 0;
+}
+
+int
+sd_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	return 0;	/* the parser refused systemd:NAME already */
+}
+
+int
+sd_has(const char *name)
+{
+	return 0;
+}
+
+int
+sd_listen_fd(const char *name, int *fd)
+{
+	return P11A_ERR_NOT_FOUND;
+}
+
+const char *
+sd_names(char *buf, size_t size)
+{
+	snprintf(buf, size, "none (built without libsystemd)");
+	return buf;
+}
+
+void
+sd_ready(const struct agent *a)
+{
+}
+
+void
+sd_reloading(void)
+{
+}
+
+void
+sd_stopping(void)
+{
+}
+
+void
+sd_tick(const struct agent *a, long now)
+{
+}
+
+void
+sd_cleanup(void)
+{
+}
+
+#endif /* HAVE_LIBSYSTEMD */
