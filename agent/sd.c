@@ -80,7 +80,7 @@ take_watchdog(void)
 int
 sd_init(char *err, size_t errlen)
 {
-	char	**names = NULL;
+	char	**names = NULL, buf[512];
 	int	 n, i, r = 0;
 
 	notify = getenv("NOTIFY_SOCKET") != NULL;
@@ -111,12 +111,9 @@ sd_init(char *err, size_t errlen)
 		}
 	}
 	free(names);
-	if (r == 0 && nfds > 0) {
-		char	 buf[512];
-
+	if (r == 0 && nfds > 0)
 		log_info("systemd passed %d socket%s: %s", nfds, nfds == 1 ?
 		    "" : "s", sd_names(buf, sizeof(buf)));
-	}
 	return r;
 }
 
@@ -132,7 +129,6 @@ sd_reloading(void)
 	    (unsigned long long)ts.tv_nsec / 1000ULL);
 	say(msg);
 }
-
 
 const char *
 sd_names(char *buf, size_t size)

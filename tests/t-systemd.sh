@@ -125,7 +125,9 @@ AGENT=$ACT_PID
 "$CLIENT" "unix:$T/sock/a" roundtrip --bytes 1111 \
     --expect-subject CN=p11agent-test-ec --timeout 60 >"$T/c1.out" 2>&1 &
 c1=$!
-exec {rfd}<>"$T/ready"
+# (this open waits for the wrapper's: once the client's connection made
+# systemd-socket-activate run it; the agent's exit ends the reads)
+exec {rfd}<"$T/ready"
 ready=0
 while read -r -t $((60 * SLOW)) -u "$rfd" line; do
 	case $line in
@@ -222,7 +224,7 @@ expect_error() {
 	activate "$names" "$conf" "$@"
 	"$top_builddir/tests/unix-cat" "$1" 20 </dev/null >/dev/null 2>&1 &
 	PIDS+=($!)
-	exec {rfd}<>"$T/ready"
+	exec {rfd}<"$T/ready"
 	wait "$ACT_PID" || rc=$?
 	exec {rfd}<&-
 	[ "$rc" = 1 ] || fail "expected exit 1, got $rc (want: $re)"
