@@ -264,6 +264,36 @@ config_split_hostport(const char *s, char **host, char **port)
 	return *host && *port ? 0 : -1;
 }
 
+/*
+ * listen = systemd:NAME: NAME as FileDescriptorName= allows it (printable
+ * ASCII but ':', at most 255), without blanks, and not the control
+ * socket's.
+ */
+static int
+fdname_ok(struct parser *p, const char *name)
+{
+	const char	*c;
+
+#ifndef HAVE_LIBSYSTEMD
+	return perr(p, p->line, "[%s] listen: systemd:%s: p11agent was built "
+	    "without libsystemd, so it cannot take sockets from systemd; "
+	    "use tcp: or unix:, or build it with libsystemd-dev installed",
+	    p->secname, name);
+#endif
+	for (c = name; *c > ' ' && *c < 127 && *c != ':'; c++)
+		;
+	if (*name == '\0' || *c != '\0' || c - name > 255)
+		return perr(p, p->line, "[%s] listen: 'systemd:%s': the name "
+		    "must be a FileDescriptorName= of the .socket unit: 1 to "
+		    "255 printable characters, no blank and no ':'",
+		    p->secname, name);
+	if (strcmp(name, "control") == 0)
+		return perr(p, p->line, "[%s] listen: systemd:control is the "
+		    "control socket's name; give the tunnel's socket another "
+		    "FileDescriptorName=", p->secname);
+	return 1;
+}
+
 static int
 parse_listen(struct parser *p, const char *v)
 {
@@ -293,9 +323,16 @@ parse_listen(struct parser *p, const char *v)
 			    "tcp:ADDRESS:PORT with an IP address such as "
 			    "127.0.0.1 or [::1]", p->secname, v);
 		return 1;
+	} else if (strncmp(v, "systemd:", 8) == 0) {
+		if (!fdname_ok(p, v + 8))
+			return 0;
+		l->kind = LISTEN_SYSTEMD;
+		if ((l->fdname = strdup(v + 8)) == NULL)
+			return perr(p, p->line, "out of memory");
 	} else
 		return perr(p, p->line, "[%s] listen: '%s' is neither "
-		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname, v);
+		    "tcp:ADDRESS:PORT, unix:/ABSOLUTE/PATH nor systemd:NAME",
+		    p->secname, v);
 	t->nlisten++;
 	return 1;
 }
@@ -823,12 +860,36 @@ check_duplicates(struct parser *p)
 	return 1;
 }
 
+/* One inherited socket serves one listen line: NAME is not used twice. */
+static int
+fdname_once(struct parser *p, const struct cfg_tunnel *t, int i)
+{
+	const struct cfg_tunnel	*o;
+	const char		*name = t->listen[i].fdname;
+	int			 j;
+
+	for (o = p->cfg->tunnels; o != NULL; o = o->next)
+		for (j = 0; j < o->nlisten; j++) {
+			if (o == t && j == i)
+				return 1;	/* only those before it */
+			if (o->listen[j].kind == LISTEN_SYSTEMD &&
+			    strcmp(o->listen[j].fdname, name) == 0)
+				return perr(p, t->listen[i].line, "[tunnel %s] "
+				    "listen: systemd:%s is taken already by "
+				    "[tunnel %s] (line %d); one socket serves "
+				    "one listen line", t->name, name, o->name,
+				    o->listen[j].line);
+		}
+	return 1;
+}
+
 /* Checks what each section must have and fills in defaults. */
 static int
 finish(struct parser *p)
 {
 	struct cfg_identity	*id;
 	struct cfg_tunnel	*t;
+	int			 i;
 
 	if (p->cfg->tunnels == NULL)
 		return perr(p, p->line, "no [tunnel NAME] section: there is "
@@ -850,6 +911,10 @@ finish(struct parser *p)
 		if (t->nlisten == 0)
 			return perr(p, t->line, "[tunnel %s]: missing listen "
 			    "(tcp:127.0.0.1:PORT or unix:/PATH)", t->name);
+		for (i = 0; i < t->nlisten; i++)
+			if (t->listen[i].kind == LISTEN_SYSTEMD &&
+			    !fdname_once(p, t, i))
+				return 0;
 		if (t->connect_host == NULL)
 			return perr(p, t->line, "[tunnel %s]: missing connect "
 			    "(HOST:PORT)", t->name);
@@ -952,6 +1017,7 @@ config_free(struct config *cfg)
 			free(t->listen[i].host);
 			free(t->listen[i].port);
 			free(t->listen[i].path);
+			free(t->listen[i].fdname);
 		}
 		free(t->name);
 		free(t->connect_host);

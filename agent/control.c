@@ -38,6 +38,7 @@
 #include "p11agent/peer.h"
 #include "p11agent/reload.h"
 #include "p11agent/proto.h"
+#include "p11agent/sd.h"
 
 #define CTL_MAX_CLIENTS		8
 #define CTL_MAX_WORDS		8
@@ -1174,18 +1175,68 @@ probe(const char *path)
 	return r;
 }
 
+/* The user named in messages: ours. */
+static void
+set_user(void)
+{
+	struct passwd	 pw, *res = NULL;
+	char		 buf[4096];
+
+	if (getpwuid_r(getuid(), &pw, buf, sizeof(buf), &res) == 0 &&
+	    res != NULL)
+		snprintf(ctl.user, sizeof(ctl.user), "%s", pw.pw_name);
+	else
+		snprintf(ctl.user, sizeof(ctl.user), "uid %ld",
+		    (long)getuid());
+}
+
+/*
+ * The socket systemd passed as "control" (agent/sd.c): served as it is;
+ * clients find it only where they look (path), which is said if it is
+ * elsewhere.
+ */
+static int
+open_inherited(int fd, const char *path)
+{
+	char	 err[512];
+	int	 r;
+
+	if ((r = listen_adopt(&ctl.ln, fd, SD_CONTROL_NAME, 0, on_accept,
+	    NULL, err, sizeof(err))) != 0) {
+		log_err("control socket: %s", err);
+		return r;
+	}
+	ctl.open = 1;
+	set_user();
+	if (path == NULL || strncmp(ctl.ln.addr, "unix:", 5) != 0 ||
+	    strcmp(ctl.ln.addr + 5, path) != 0)
+		log_warn("control socket: systemd passed %s, but p11agent "
+		    "status, lock and unlock look for it at %s: make the "
+		    "socket unit's ListenStream= and control = agree",
+		    ctl.ln.addr, path != NULL ? path : "(no path: "
+		    "XDG_RUNTIME_DIR is unset)");
+	log_info("control socket %s (passed by systemd)", ctl.ln.addr);
+	if (ctl.lock_after > 0)
+		log_info("lock-after %d s: the tokens are logged out when no "
+		    "signature happened for that long", ctl.lock_after);
+	return 0;
+}
+
 int
 control_open(struct agent *a, const char *path)
 {
 	struct cfg_listen	 l;
-	struct passwd		 pw, *res = NULL;
-	char			 err[512], buf[4096];
-	int			 r, was;
+	char			 err[512];
+	int			 r, was, fd;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.agent = a;
 	ctl.started = (long long)time(NULL);
 	ctl.lock_after = a->cfg->agent.lock_after;
+	if (sd_listen_fd(SD_CONTROL_NAME, &fd) == 0)
+		return open_inherited(fd, path);
+	if (path == NULL)
+		return 0;	/* the caller said why there is none */
 	if ((was = probe(path)) == 1) {
 		log_err("control socket %s: another p11agent is running and "
 		    "answers there; stop it first, or give this one its own "
@@ -1201,12 +1252,7 @@ control_open(struct agent *a, const char *path)
 		return r;
 	}
 	ctl.open = 1;
-	if (getpwuid_r(getuid(), &pw, buf, sizeof(buf), &res) == 0 &&
-	    res != NULL)
-		snprintf(ctl.user, sizeof(ctl.user), "%s", pw.pw_name);
-	else
-		snprintf(ctl.user, sizeof(ctl.user), "uid %ld",
-		    (long)getuid());
+	set_user();
 	if (was == -1)
 		log_info("control socket %s: replaced a stale socket (no agent "
 		    "answered on it)", path);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "p11agent/error.h"
 #include "p11agent/listen.h"
 #include "p11agent/log.h"
+#include "p11agent/sd.h"
 
 #define BACKLOG		4096	/* the kernel caps it at net.core.somaxconn */
 #define ACCEPT_BUDGET	32	/* accepts per wake-up: others get a turn */
@@ -223,6 +225,75 @@ out:
 	return fd;
 }
 
+/* "unix:/path", "unix:@abstract" or "tcp:ADDR:PORT" of a bound socket. */
+static int
+sock_addr(int fd, char *addr, size_t size, int *loopback)
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr_un	*sun = (struct sockaddr_un *)&ss;
+	socklen_t		 sl = sizeof(ss);
+	char			 host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1)
+		return -1;
+	*loopback = is_loopback((struct sockaddr *)&ss);
+	if (ss.ss_family == AF_UNIX) {
+		*loopback = 1;
+		if (sl <= offsetof(struct sockaddr_un, sun_path))
+			snprintf(addr, size, "unix:(unnamed)");
+		else if (sun->sun_path[0] == '\0')
+			snprintf(addr, size, "unix:@%.*s", (int)(sl -
+			    offsetof(struct sockaddr_un, sun_path) - 1),
+			    sun->sun_path + 1);
+		else
+			snprintf(addr, size, "unix:%.*s", (int)sizeof(
+			    sun->sun_path), sun->sun_path);
+		return 0;
+	}
+	if ((ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv,
+	    sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		return -1;
+	snprintf(addr, size, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" :
+	    "tcp:%s:%s", host, serv);
+	return 0;
+}
+
+/* The checks of an inherited socket (listen.h); 0 or -1 with err. */
+static int
+check_inherited(struct listener *ln, int fd, const char *name,
+    int allow_remote, char *err, size_t errlen)
+{
+	socklen_t	 sl = sizeof(int);
+	int		 type = 0, acc = 0, lo = 0, fl;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) == -1 ||
+	    (sl = sizeof(int), getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc,
+	    &sl)) == -1 || type != SOCK_STREAM || !acc ||
+	    sock_addr(fd, ln->addr, sizeof(ln->addr), &lo) != 0) {
+		snprintf(err, errlen, "the socket systemd passed as %s is not "
+		    "a listening stream socket of a Unix or TCP address: use "
+		    "ListenStream= in its .socket unit", name);
+		return -1;
+	}
+	if (!lo && !allow_remote) {
+		snprintf(err, errlen, "the socket systemd passed as %s is %s, "
+		    "not a loopback address; anyone on the network could use "
+		    "your token. Set allow-remote-listen = yes if you really "
+		    "mean it", name, ln->addr);
+		return -1;
+	}
+	if ((fl = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
+		snprintf(err, errlen, "the socket systemd passed as %s: %s",
+		    name, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static void
 on_listen(struct watch *w, uint32_t events)
 {
@@ -251,12 +322,38 @@ on_listen(struct watch *w, uint32_t events)
 		log_warn_sys("accept on %s", ln->addr);
 }
 
+static int
+watch(struct listener *ln, int fd, char *err, size_t errlen)
+{
+	loop_watch_init(&ln->w, fd, on_listen, ln);
+	if (loop_set(&ln->w, EPOLLIN) != 0) {
+		snprintf(err, errlen, "%s: cannot watch it", ln->addr);
+		listen_close(ln);
+		return P11A_ERR_SYSTEM;
+	}
+	return 0;
+}
+
 int
 listen_open(struct listener *ln, const struct cfg_listen *l, int allow_remote,
     listener_cb cb, void *arg, char *err, size_t errlen)
 {
-	int	 fd;
+	char	 names[256];
+	int	 fd, r;
 
+	if (l->kind == LISTEN_SYSTEMD) {
+		if ((r = sd_listen_fd(l->fdname, &fd)) == 0)
+			return listen_adopt(ln, fd, l->fdname, allow_remote, cb,
+			    arg, err, errlen);
+		if (r == P11A_ERR_NOT_FOUND)
+			snprintf(err, errlen, "systemd:%s: systemd passed no "
+			    "single socket of that name (it passed: %s)",
+			    l->fdname, sd_names(names, sizeof(names)));
+		else
+			snprintf(err, errlen, "systemd:%s: %s", l->fdname,
+			    strerror(errno));
+		return r == P11A_ERR_NOT_FOUND ? P11A_ERR_CONFIG : r;
+	}
 	memset(ln, 0, sizeof(*ln));
 	ln->w.fd = ln->dfd = -1;
 	ln->on_accept = cb;
@@ -265,13 +362,23 @@ listen_open(struct listener *ln, const struct cfg_listen *l, int allow_remote,
 	    listen_tcp(ln, l, allow_remote, err, errlen);
 	if (fd == -1)
 		return P11A_ERR_CONFIG;
-	loop_watch_init(&ln->w, fd, on_listen, ln);
-	if (loop_set(&ln->w, EPOLLIN) != 0) {
-		snprintf(err, errlen, "%s: cannot watch it", ln->addr);
-		listen_close(ln);
-		return P11A_ERR_SYSTEM;
+	return watch(ln, fd, err, errlen);
+}
+
+int
+listen_adopt(struct listener *ln, int fd, const char *name, int allow_remote,
+    listener_cb cb, void *arg, char *err, size_t errlen)
+{
+	memset(ln, 0, sizeof(*ln));
+	ln->w.fd = ln->dfd = -1;
+	ln->on_accept = cb;
+	ln->arg = arg;
+	ln->inherited = 1;
+	if (check_inherited(ln, fd, name, allow_remote, err, errlen) != 0) {
+		close(fd);
+		return P11A_ERR_CONFIG;
 	}
-	return 0;
+	return watch(ln, fd, err, errlen);
 }
 
 void

@@ -18,7 +18,6 @@
 #include "p11agent/clock.h"
 #include "p11agent/loop.h"
 
-#define TICK_MS		200
 #define MAX_EVENTS	64
 
 struct deferred {
@@ -137,8 +136,8 @@ int
 loop_init(void)
 {
 	struct itimerspec	 its = {
-		.it_interval = { 0, TICK_MS * 1000000L },
-		.it_value = { 0, TICK_MS * 1000000L },
+		.it_interval = { 0, LOOP_TICK_MS * 1000000L },
+		.it_value = { 0, LOOP_TICK_MS * 1000000L },
 	};
 	sigset_t		 set;
 	int			 sfd, tfd;

@@ -29,6 +29,7 @@
 #include "p11agent/loop.h"
 #include "p11agent/reload.h"
 #include "p11agent/resolve.h"
+#include "p11agent/sd.h"
 #include "p11agent/bufpool.h"
 #include "p11agent/wbio.h"
 #include "p11agent/tls.h"
@@ -128,6 +129,7 @@ tick(long now)
 	tunnels_tick(&agent, now);
 	control_tick(&agent, now);
 	reload_tick(&agent, now);
+	sd_tick(&agent, now);
 }
 
 /* SIGHUP reloads, SIGTERM and SIGINT drain (agent/reload.c). */
@@ -152,6 +154,7 @@ run_opened(struct agent *a, int failed)
 		close(ready_fd);
 		ready_fd = -1;
 	}
+	sd_ready(a);
 	log_info("ready");
 }
 
@@ -175,6 +178,8 @@ serve_control(void)
 
 	if ((r = control_path(agent.cfg, NULL, &path, err,
 	    sizeof(err))) == P11A_ERR_CONFIG) {
+		if (sd_has(SD_CONTROL_NAME))
+			return control_open(&agent, NULL);
 		/* a CI job or a service with no session: tunnels still work */
 		log_warn("%s; running without a control socket, so p11agent "
 		    "lock and unlock cannot reach this agent", err);
@@ -277,16 +282,27 @@ raise_nofile(void)
 static int
 cmd_run(const char *path)
 {
+	char	 err[CONFIG_MAX_ERR];
 	int	 r = 1;
 
+	/* systemd's sockets and watchdog, before any helper starts */
+	if (sd_init(err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
 	if (load_config(path) != 0)
 		goto out;
+	if (sd_check_config(agent.cfg, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		goto out;
+	}
 	raise_nofile();
 	if (start_loaded(run_opened, 1) != 0)
 		goto out;
 	/* while identities open, a signal stops the agent at once */
 	loop_on_signal(on_signal);
 	r = loop_run(tick) == 0 ? exit_status : 1;
+	sd_stopping();
 out:
 	tunnels_stop(&agent);
 	resolve_forget();
@@ -299,6 +315,7 @@ out:
 	bufpool_cleanup();
 	config_free(agent.cfg);
 	reload_cleanup(&agent);
+	sd_cleanup();
 	return r;
 }
 

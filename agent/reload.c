@@ -30,6 +30,7 @@
 #include "p11agent/log.h"
 #include "p11agent/loop.h"
 #include "p11agent/reload.h"
+#include "p11agent/sd.h"
 #include "p11agent/tunnel.h"
 
 static struct {
@@ -46,6 +47,7 @@ finish(struct agent *a, int err, const char *msg)
 	void		*arg = rl.arg;
 
 	a->reloading = 0;
+	sd_ready(a);	/* after RELOADING=1, taken or not */
 	rl.cb = NULL;
 	rl.arg = NULL;
 	rl.old = NULL;
@@ -156,8 +158,15 @@ reload_start(struct agent *a, reload_cb cb, void *arg)
 	rl.arg = arg;
 	rl.started = clock_now_ms();
 	a->reloading = 1;
+	sd_reloading();
 	log_info("reload: reading %s", a->cfg->path);
 	if ((r = config_load(a->cfg->path, &nc, err, sizeof(err))) != 0) {
+		finish(a, r, err);
+		return;
+	}
+	/* listen = systemd:NAME against the sockets systemd passed */
+	if ((r = sd_check_config(nc, err, sizeof(err))) != 0) {
+		config_free(nc);
 		finish(a, r, err);
 		return;
 	}
@@ -200,6 +209,7 @@ reload_signal(struct agent *a, int signo)
 		return;
 	}
 	a->draining = 1;
+	sd_stopping();
 	n = tunnels_drain(a);
 	if (n == 0 || a->cfg->agent.drain_timeout == 0) {
 		log_info("signal %d: stopping; %d connections open", signo, n);

@@ -1626,7 +1626,8 @@ static int
 listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
 {
 	return a->kind == b->kind && str_same(a->host, b->host) &&
-	    str_same(a->port, b->port) && str_same(a->path, b->path);
+	    str_same(a->port, b->port) && str_same(a->path, b->path) &&
+	    str_same(a->fdname, b->fdname);
 }
 
 /* The running tunnel of that name, or NULL. */

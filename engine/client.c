@@ -174,8 +174,10 @@ same_name(const char *a, const char *b)
 
 /*
  * The helper's environment: ours plus h->env (PINs from env:NAME, which
- * the agent keeps out of its own), those replacing ours of the same name.
- * Only pointers are copied: the strings stay where they are.
+ * the agent keeps out of its own), those replacing ours of the same name,
+ * without NOTIFY_SOCKET: the agent speaks to systemd (agent/sd.c), the
+ * helper and what it runs (pinentry) never.  Only pointers are copied:
+ * the strings stay where they are.
  */
 static char **
 helper_envp(const struct helper *h)
@@ -192,7 +194,7 @@ helper_envp(const struct helper *h)
 	for (i = 0; i < n; i++) {
 		for (j = 0; j < ne && !same_name(environ[i], h->env[j]); j++)
 			;
-		if (j == ne)
+		if (j == ne && !same_name(environ[i], "NOTIFY_SOCKET"))
 			envp[k++] = environ[i];
 	}
 	for (j = 0; j < ne; j++)

@@ -69,6 +69,7 @@ struct cfg_identity {
 enum listen_kind {
 	LISTEN_TCP = 1,
 	LISTEN_UNIX = 2,
+	LISTEN_SYSTEMD = 3,	/* a socket systemd passed (agent/sd.c) */
 };
 
 struct cfg_listen {
@@ -76,6 +77,7 @@ struct cfg_listen {
 	char		*host;		/* TCP: address literal */
 	char		*port;		/* TCP: port ("0" = ephemeral) */
 	char		*path;		/* Unix socket path */
+	char		*fdname;	/* systemd: its FileDescriptorName= */
 	int		 line;
 };
 

@@ -42,7 +42,9 @@ int	 control_path(const struct config *cfg, const char *opt, char **path,
  * The agent's side: opens the socket at path (a stale one is replaced,
  * a live one means another agent runs: refused) and watches it in the
  * loop, which must be initialised; the lock-after timer starts from
- * cfg's lock-after.  0, or < 0 with the reason logged.
+ * cfg's lock-after.  A socket systemd passed as "control" (sd.h) is
+ * served instead, path then only checked against it; path NULL: that
+ * socket or none.  0, or < 0 with the reason logged.
  */
 int	 control_open(struct agent *, const char *path);
 /* A reload changed lock-after in the configuration. */

@@ -6,6 +6,12 @@
  * A Unix socket is created mode 0600 in a directory that is ours and
  * mode 0700 (made if missing).  Accepted sockets are non-blocking and
  * close-on-exec.
+ *
+ * A socket systemd passed (listen = systemd:NAME, agent/sd.c) is adopted
+ * instead: it must be a listening stream socket of a Unix address, or of
+ * a loopback TCP one unless allow_remote is set.  The listener owns a
+ * duplicate of it and, when closed, never unlinks its path: the socket
+ * unit made it and keeps it.
  */
 #ifndef P11AGENT_LISTEN_H
 #define P11AGENT_LISTEN_H
@@ -25,6 +31,7 @@ struct listener {
 	void		*arg;
 	long		 resume_at;	/* paused until then (EMFILE), or 0 */
 	int		 paused;	/* by listen_pause() */
+	int		 inherited;	/* passed by systemd */
 	int		 dfd;		/* Unix: the socket's directory */
 	char		*name;		/* Unix: the socket's name in it */
 	char		 addr[128];	/* "tcp:127.0.0.1:8443", "unix:/..." */
@@ -32,6 +39,13 @@ struct listener {
 
 /* Opens and watches the listener; 0, or < 0 with a message in err. */
 int	 listen_open(struct listener *, const struct cfg_listen *,
+	    int allow_remote, listener_cb, void *arg, char *err, size_t);
+/*
+ * Adopts fd, an inherited socket (its name for messages), after the
+ * checks above, and watches it; the listener owns fd from here on, also
+ * on failure.  0, or < 0 with a message in err.
+ */
+int	 listen_adopt(struct listener *, int fd, const char *name,
 	    int allow_remote, listener_cb, void *arg, char *err, size_t);
 /* Stops accepting (at a connection limit) or starts again. */
 void	 listen_pause(struct listener *, int paused);

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#define LOOP_TICK_MS	200	/* the tick's period */
+
 struct watch;
 typedef void (*watch_cb)(struct watch *, uint32_t events);
 
@@ -27,7 +29,7 @@ void	 loop_watch_init(struct watch *, int fd, watch_cb, void *);
  * epoll only when the interest changes; 0 or P11A_ERR_SYSTEM. */
 int	 loop_set(struct watch *, uint32_t events);
 /* Runs until a signal or loop_stop() asks to stop; tick runs every
- * 200 ms.  Returns 0, or < 0 when epoll fails. */
+ * LOOP_TICK_MS.  Returns 0, or < 0 when epoll fails. */
 int	 loop_run(void (*tick)(long now_ms));
 /* SIGINT, SIGTERM and SIGHUP go to cb (from the loop) instead of
  * stopping it; NULL: each stops the loop. */

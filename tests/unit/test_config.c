@@ -355,6 +355,39 @@ test_hostport(void)
 	CU_ASSERT_EQUAL(config_split_hostport("[::1]443", &h, &p), -1);
 }
 
+/* listen = systemd:NAME (socket activation, agent/sd.c) */
+#define SD_HEAD	"[identity a]\nkey = pkcs11:token=x\n[tunnel t]\n" \
+	"connect = h:1\nidentity = a\n"
+static void
+test_systemd_listen(void)
+{
+#ifdef HAVE_LIBSYSTEMD
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path = test_write("sd.conf", SD_HEAD
+	    "listen = systemd:web.1\nlisten = tcp:127.0.0.1:0\n", 0644);
+
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->tunnels->listen[0].kind, LISTEN_SYSTEMD);
+	CU_ASSERT_STRING_EQUAL(cfg->tunnels->listen[0].fdname, "web.1");
+	CU_ASSERT_EQUAL(cfg->tunnels->listen[1].kind, LISTEN_TCP);
+	config_free(cfg);
+	expect_error(SD_HEAD "listen = systemd:\n", "bad.conf:6:",
+	    "1 to 255 printable characters, no blank and no ':'");
+	expect_error(SD_HEAD "listen = systemd:a:b\n", "bad.conf:6:",
+	    "'systemd:a:b': the name must be a FileDescriptorName=");
+	expect_error(SD_HEAD "listen = systemd:control\n", "bad.conf:6:",
+	    "systemd:control is the control socket's name");
+	expect_error(SD_HEAD "listen = systemd:w\n[tunnel u]\n"
+	    "connect = h:1\nidentity = a\nlisten = tcp:127.0.0.1:0\n"
+	    "listen = systemd:w\n", "bad.conf:11:", "[tunnel u] listen: "
+	    "systemd:w is taken already by [tunnel t] (line 6)");
+#else
+	expect_error(SD_HEAD "listen = systemd:web\n", "bad.conf:6:",
+	    "p11agent was built without libsystemd");
+#endif
+}
+
 int
 suite_config(void)
 {
@@ -371,7 +404,9 @@ suite_config(void)
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
 	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL ||
 	    CU_add_test(s, "pin = fd:N, systemd-ask-password",
-	    test_pin_sources) == NULL)
+	    test_pin_sources) == NULL ||
+	    CU_add_test(s, "listen = systemd:NAME", test_systemd_listen) ==
+	    NULL)
 		return -1;
 	return 0;
 }
