@@ -35,6 +35,10 @@ done
     fail "make install: no directory $sysconfdir/p11agent/policies.d"
 ok "installed: $bindir/p11agent, $pkglibexecdir/p11agent-helper, man pages, docs, policies.d"
 
+# the Debian package's version is this one (debian/changelog's first line)
+deb=$(sed -n '1s/^p11agent (\([^-)]*\)[-)].*/\1/p' "$top_srcdir/debian/changelog")
+[ "$deb" = "$version" ] || fail "debian/changelog is at version '$deb'," \
+    "configure.ac's AC_INIT at $version: add a changelog entry (dch -v $version-1)"
 out=$("$D$bindir/p11agent" --version) || fail "installed p11agent --version failed"
 [ "$out" = "p11agent $version" ] || fail "installed p11agent --version says '$out'"
 # without P11AGENT_HELPER, a p11agent that is not the installed one (this
