@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,7 +30,7 @@
 
 extern char	**environ;
 
-static char	 stub[600], logpath[600];
+static char	 stub[PATH_MAX], logpath[600];	/* realpath(3) writes PATH_MAX */
 
 static const char *env_names[] = { "DISPLAY", "WAYLAND_DISPLAY", "GPG_TTY",
     "TERM", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LANG",
