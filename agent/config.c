@@ -816,8 +816,7 @@ handler(void *arg, const char *section, const char *key, const char *value)
 			    p->secname, key);
 		switch (p->section) {
 		case S_IDENTITY:
-			return identity_key(p, keywords[i].kw, key, value) &&
-			    text_add(p, &p->id->text, key, value);
+			return identity_key(p, keywords[i].kw, key, value);
 		case S_TUNNEL:
 			return tunnel_key(p, keywords[i].kw, key, value) &&
 			    text_add(p, &p->tun->text, key, value);
@@ -840,6 +839,42 @@ find_identity(struct config *cfg, const char *name)
 }
 
 static int
+listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
+{
+	if (a->kind != b->kind)
+		return 0;
+	if (a->kind == LISTEN_UNIX)
+		return strcmp(a->path, b->path) == 0;
+	/* tcp:HOST:0 is a port of its own each time */
+	return a->kind == LISTEN_TCP && strcmp(a->port, "0") != 0 &&
+	    strcmp(a->host, b->host) == 0 && strcmp(a->port, b->port) == 0;
+}
+
+/* One address, one listen line: the second could never be opened (and a
+ * reload would hand the first one's socket to either). */
+static int
+check_listen_twice(struct parser *p)
+{
+	struct cfg_tunnel	*s, *t;
+	int			 i, j;
+
+	for (s = p->cfg->tunnels; s != NULL; s = s->next)
+		for (i = 0; i < s->nlisten; i++)
+			for (t = s; t != NULL; t = t->next)
+				for (j = t == s ? i + 1 : 0; j < t->nlisten;
+				    j++)
+					if (listen_same(&s->listen[i],
+					    &t->listen[j]))
+						return perr(p,
+						    t->listen[j].line, "[tunnel "
+						    "%s] listen: the same address "
+						    "as [tunnel %s] on line %d",
+						    t->name, s->name,
+						    s->listen[i].line);
+	return 1;
+}
+
+static int
 check_duplicates(struct parser *p)
 {
 	struct cfg_identity	*a, *b;
@@ -857,7 +892,7 @@ check_duplicates(struct parser *p)
 				return perr(p, s->line, "[tunnel %s]: "
 				    "defined twice (also line %d)", s->name,
 				    t->line);
-	return 1;
+	return check_listen_twice(p);
 }
 
 /* One inherited socket serves one listen line: NAME is not used twice. */
@@ -1008,7 +1043,6 @@ config_free(struct config *cfg)
 		free(id->pin_src);
 		free(id->pinentry);
 		free(id->module);
-		free(id->text);
 		free(id);
 	}
 	while ((t = cfg->tunnels) != NULL) {

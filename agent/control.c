@@ -987,6 +987,7 @@ req_reload(struct ctl_client *c, int argc, char **argv)
 	by_client(c, by, sizeof(by));
 	log_info("reload asked %s", by);
 	c->state = C_WORK;
+	loop_set(&c->w, 0);	/* nothing more to read; written at the end */
 	ctl.reload_client = c;
 	reload_start(ctl.agent, reload_answer, NULL);
 }

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -432,6 +433,29 @@ module_retire(struct module_rt *s)
 	loop_defer(module_remove_deferred, s);
 }
 
+/* What a reload compares: a renewed certificate file is a new identity. */
+static void
+cert_stat(const char *path, struct stat *st)
+{
+	if (stat(path, st) == -1)
+		memset(st, 0, sizeof(*st));
+}
+
+static int
+cert_file_same(const struct identity *id, const struct cfg_identity *c)
+{
+	struct stat	 st;
+
+	if (c->cert == NULL || strncmp(c->cert, "pkcs11:", 7) == 0)
+		return 1;
+	cert_stat(c->cert, &st);
+	return st.st_ino == id->cert_st.st_ino &&
+	    st.st_dev == id->cert_st.st_dev &&
+	    st.st_size == id->cert_st.st_size &&
+	    st.st_mtim.tv_sec == id->cert_st.st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == id->cert_st.st_mtim.tv_nsec;
+}
+
 static X509 *
 cert_from_file(const char *path, char *err, size_t errlen)
 {
@@ -467,6 +491,7 @@ open_finish(struct identity *id, struct pbuf *reply,
 		goto fail;
 	}
 	if (c->cert != NULL && strncmp(c->cert, "pkcs11:", 7) != 0) {
+		cert_stat(c->cert, &id->cert_st);	/* a reload looks */
 		X509_free(hid->cert);
 		if ((hid->cert = cert_from_file(c->cert, err, errlen)) ==
 		    NULL) {
@@ -830,11 +855,17 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 	a->open_err[0] = '\0';
 	while (*tail != NULL)	/* a reload adds to those it keeps */
 		tail = &(*tail)->next;
+	/* once a request is out, every outcome goes through start_settled */
 	for (t = a->cfg->tunnels; t != NULL; t = t->next) {
 		if (identity_find(a, t->identity) != NULL)
 			continue;
-		if ((id = calloc(1, sizeof(*id))) == NULL)
-			return P11A_ERR_NOMEM;
+		if ((id = calloc(1, sizeof(*id))) == NULL) {
+			log_err("out of memory");
+			a->open_failed = 1;
+			snprintf(a->open_err, sizeof(a->open_err), "out of "
+			    "memory");
+			break;
+		}
 		id->agent = a;
 		id->cfg = t->identity;
 		id->fresh = a->reloading;
@@ -847,14 +878,17 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 		}
 		if ((id->mod = module_for(a, id->cfg->module, NULL)) == NULL ||
 		    open_send(a, id) != 0) {
-			a->open_failed = 1;
+			open_error(a, id->cfg, "its token helper cannot be "
+			    "started or asked (see above)");
 			a->opening--;
 		}
 	}
-	if (registry && (r = registry_start(a)) != 0) {
-		log_err_code(r, "cannot look into the p11-kit registry");
-		return r;
-	}
+	if (registry && (r = registry_start(a)) != 0)
+		for (id = a->identities; id != NULL; id = id->next)
+			if (id->cfg->module == NULL && id->mod == NULL &&
+			    !id->retired && id->probes_left == 0)
+				identity_failed(id, "cannot look into the "
+				    "p11-kit registry: %s", p11a_strerror(r));
 	start_settled(a);
 	return 0;
 }
@@ -869,6 +903,8 @@ identity_find(struct agent *a, struct cfg_identity *c)
 			return id;
 	return NULL;
 }
+
+static void	retired_to_end(struct agent *);
 
 static void
 identity_free(struct identity *id)
@@ -944,7 +980,8 @@ identity_reload_begin(struct agent *a, char *err, size_t errlen)
 			continue;
 		for (id = a->identities; id != NULL; id = id->next)
 			if (!id->retired && !id->kept &&
-			    token_side_same(id->cfg, c))
+			    token_side_same(id->cfg, c) &&
+			    cert_file_same(id, c))
 				break;
 		if (id == NULL) {
 			if ((r = pin_known(a, c, err, errlen)) != 0)
@@ -961,54 +998,58 @@ identity_reload_begin(struct agent *a, char *err, size_t errlen)
 	return 0;
 }
 
-/* Ends the helpers no identity needs any more. */
+/* Ends the helpers no identity needs any more, once none of them has
+ * work of its own in flight (a restart's reopens, a reinsertion). */
 static void
 modules_unused_retire(struct agent *a)
 {
-	int	 i;
+	struct module_rt	*s;
+	int			 i;
 
-	for (i = 0; i < a->nmods; i++)
-		if (!module_in_use(a, a->mods[i]))
-			module_retire(a->mods[i]);
+	a->mods_check = 0;
+	for (i = 0; i < a->nmods; i++) {
+		s = a->mods[i];
+		if (module_in_use(a, s) || s->retiring)
+			continue;
+		if (s->reopening || s->reinserting || a->opening ||
+		    a->reloading)
+			a->mods_check = 1;	/* again at a later tick */
+		else
+			module_retire(s);
+	}
 }
 
 void
 identity_reload_abort(struct agent *a)
 {
-	struct identity	**pp = &a->identities, *id;
+	struct identity	*id;
 
-	while ((id = *pp) != NULL) {
+	/* the new ones retire: a request of a helper restart may still
+	 * point at one; identity_retired_free() frees them when none does */
+	for (id = a->identities; id != NULL; id = id->next) {
 		if (id->fresh) {
-			*pp = id->next;
-			identity_free(id);
-			continue;
+			id->fresh = 0;
+			id->retired = 1;
 		}
 		if (id->kept) {
 			id->cfg = id->prev_cfg;
 			id->prev_cfg = NULL;
 			id->kept = 0;
 		}
-		pp = &id->next;
 	}
-	modules_unused_retire(a);
+	retired_to_end(a);
+	a->mods_check = 1;
 }
 
-int
-identity_reload_commit(struct agent *a)
+/* The retired identities go to the end of the list: status lists the
+ * others and stops at the first retired one. */
+static void
+retired_to_end(struct agent *a)
 {
 	struct identity	**pp = &a->identities, *id, *gone = NULL, **gt = &gone;
-	int		 n = 0;
 
 	while ((id = *pp) != NULL) {
-		if (!id->kept && !id->fresh && !id->retired) {
-			log_info("identity %s: not in the new configuration; "
-			    "it goes after its last connection", id->cfg->name);
-			id->retired = 1;
-			n++;
-		}
-		id->kept = id->fresh = 0;
-		id->prev_cfg = NULL;
-		if (id->retired) {	/* to the end: status lists the rest */
+		if (id->retired) {
 			*pp = id->next;
 			*gt = id;
 			gt = &id->next;
@@ -1018,6 +1059,26 @@ identity_reload_commit(struct agent *a)
 	}
 	*gt = NULL;
 	*pp = gone;
+}
+
+int
+identity_reload_commit(struct agent *a)
+{
+	struct identity	*id;
+	int		 n = 0;
+
+	for (id = a->identities; id != NULL; id = id->next) {
+		if (!id->kept && !id->fresh && !id->retired) {
+			log_info("identity %s: replaced or removed by the "
+			    "reload; it goes after its last connection",
+			    id->cfg->name);
+			id->retired = 1;
+			n++;
+		}
+		id->kept = id->fresh = 0;
+		id->prev_cfg = NULL;
+	}
+	retired_to_end(a);
 	return n;
 }
 
@@ -1028,11 +1089,20 @@ identity_retired_free(struct agent *a)
 	struct tunnel_rt	*rt;
 	int			 left = 0;
 
+	/* not while identities open: PROBEs and their hits hold modules
+	 * that no identity holds yet */
+	if (a->opening || a->reloading) {
+		for (id = a->identities; id != NULL; id = id->next)
+			left += id->retired;
+		return left;
+	}
 	while ((id = *pp) != NULL) {
 		for (rt = a->tunnels; id->retired && rt != NULL &&
 		    rt->id != id; rt = rt->next)
 			;
-		if (!id->retired || rt != NULL) {
+		/* a restart's reopen or a card probe may point at it */
+		if (!id->retired || rt != NULL || id->probing ||
+		    (id->mod != NULL && id->mod->reopening)) {
 			left += id->retired;
 			pp = &id->next;
 			continue;
@@ -1041,8 +1111,10 @@ identity_retired_free(struct agent *a)
 		log_debug("identity %s: retired, its last tunnel gone",
 		    id->cfg->name);
 		identity_free(id);
-		modules_unused_retire(a);
+		a->mods_check = 1;
 	}
+	if (a->mods_check)
+		modules_unused_retire(a);
 	return left;
 }
 
@@ -1197,12 +1269,12 @@ subject(X509 *x, char *buf, size_t len)
  * The handle, key type and capabilities come from the helper; the
  * certificate (and with it the public key) from the token or the file.
  */
+static const char	HANDLE_ONLY[] = "its key handle";
+
 static const char *
 what_changed(const struct helper_identity *old,
     const struct helper_identity *new)
 {
-	if (new->handle != old->handle)
-		return "its key handle";
 	if (new->keytype != old->keytype)
 		return "its key type";
 	if (!same_cert(old->cert, new->cert))
@@ -1212,6 +1284,10 @@ what_changed(const struct helper_identity *old,
 		return "its public key";
 	if (new->caps != old->caps)
 		return "its token's signature mechanisms";
+	/* the same key under another handle: the helper numbers its keys
+	 * in the order they are opened, which a reload changes */
+	if (new->handle != old->handle)
+		return HANDLE_ONLY;
 	return NULL;
 }
 
@@ -1233,7 +1309,21 @@ identity_replace(struct identity *id, struct helper_identity *hid,
 	subject(hid->cert, now, sizeof(now));
 	id->hid = *hid;
 	id->pkey = pkey;
-	if ((r = tunnels_rebuild_tls(id->agent, id)) != 0) {
+	if (what == HANDLE_ONLY) {
+		/* new contexts for the new handle; the sessions stay */
+		if ((r = tunnels_rebuild_tls(id->agent, id, NULL)) != 0) {
+			id->hid = old;
+			id->pkey = oldkey;
+			return r;
+		}
+		log_debug("identity %s: open again as key %u (was %u)",
+		    id->cfg->name, hid->handle, old.handle);
+		X509_free(old.cert);
+		EVP_PKEY_free(oldkey);
+		return 0;
+	}
+	if ((r = tunnels_rebuild_tls(id->agent, id, "the identity's key or "
+	    "certificate changed")) != 0) {
 		id->hid = old;
 		id->pkey = oldkey;
 		tunnels_flush_sessions(id->agent, id, "its token came back with "
@@ -1277,11 +1367,7 @@ reopen_check(struct identity *id, struct pbuf *reply)
 		EVP_PKEY_free(pkey);
 		return 0;
 	}
-	if (hid.handle != id->hid.handle) {
-		log_err("identity %s: cannot open it again: its key handle "
-		    "changed", id->cfg->name);
-		r = P11A_ERR_HELPER;
-	} else if ((r = identity_replace(id, &hid, pkey, what)) == 0)
+	if ((r = identity_replace(id, &hid, pkey, what)) == 0)
 		return 0;
 	X509_free(hid.cert);
 	EVP_PKEY_free(pkey);
@@ -1401,7 +1487,10 @@ restart(struct agent *a, struct module_rt *s)
 	if (watch_module(s) != 0)
 		return;
 	for (id = a->identities; id != NULL; id = id->next) {
-		if (id->mod != s || (ro = calloc(1, sizeof(*ro))) == NULL)
+		/* a retired identity's tunnels only finish their connections:
+		 * its key is not opened (nor its PIN asked for) again */
+		if (id->mod != s || id->retired ||
+		    (ro = calloc(1, sizeof(*ro))) == NULL)
 			continue;
 		ro->mod = s;
 		ro->id = id;

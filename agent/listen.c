@@ -300,6 +300,9 @@ on_listen(struct watch *w, uint32_t events)
 	struct listener	*ln = w->arg;
 	int		 fd, n;
 
+	/* closed, moved or paused earlier in this batch of events */
+	if (w->fd == -1 || w->events == 0)
+		return;
 	for (n = 0; n < ACCEPT_BUDGET; n++) {
 		fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1)

@@ -59,7 +59,25 @@ finish(struct agent *a, int err, const char *msg)
 		cb(arg, err, msg);
 }
 
-/* Back to the configuration that ran before. */
+/* Keeps a configuration that retired identities or tunnels run on. */
+static void
+keep_old(struct agent *a, struct config *old)
+{
+	struct config	**v;
+
+	if ((v = reallocarray(a->old_cfgs, a->nold_cfgs + 1,
+	    sizeof(*v))) == NULL) {
+		log_err("out of memory: a configuration stays in memory "
+		    "until the agent stops");
+		return;
+	}
+	a->old_cfgs = v;
+	v[a->nold_cfgs++] = old;
+}
+
+/* Back to the configuration that ran before.  The identities the reload
+ * opened retire (a helper's request may still point at one), and the
+ * new configuration stays until they are gone. */
 static void
 undo(struct agent *a)
 {
@@ -67,37 +85,49 @@ undo(struct agent *a)
 
 	identity_reload_abort(a);
 	a->cfg = rl.old;
-	config_free(nc);
+	keep_old(a, nc);
 }
 
 static int
-keep_old(struct agent *a, struct config *old)
+str_same(const char *a, const char *b)
 {
-	struct config	**v;
-
-	if ((v = reallocarray(a->old_cfgs, a->nold_cfgs + 1,
-	    sizeof(*v))) == NULL)
-		return P11A_ERR_NOMEM;
-	a->old_cfgs = v;
-	v[a->nold_cfgs++] = old;
-	return 0;
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* What of [agent] a reload cannot change: said, and the old value kept. */
-static void
-agent_settings(struct agent *a, const struct config *old)
+/*
+ * What of [agent] a reload cannot change: module-allow is checked by the
+ * token helpers when they start, so a new list is refused (the running
+ * helpers would not apply it); the others are said, and the running
+ * value is kept.
+ */
+static int
+agent_settings(const struct config *nc, const struct config *old, char *err,
+    size_t errlen)
 {
-	struct cfg_agent	*n = &a->cfg->agent;
+	struct cfg_agent	*n = (struct cfg_agent *)&nc->agent;
 	const struct cfg_agent	*o = &old->agent;
+	int			 i, same = n->nmodule_allow == o->nmodule_allow;
 
-	if ((n->control == NULL) != (o->control == NULL) ||
-	    (n->control != NULL && strcmp(n->control, o->control) != 0))
+	for (i = 0; same && i < n->nmodule_allow; i++)
+		same = strcmp(n->module_allow[i], o->module_allow[i]) == 0;
+	if (!same) {
+		snprintf(err, errlen, "%s:%d: [agent] module-allow changed: "
+		    "the token helpers check it when they start; restart "
+		    "p11agent to apply it", nc->path, n->line);
+		return P11A_ERR_CONFIG;
+	}
+	if (!str_same(n->control, o->control))
 		log_warn("%s:%d: [agent] control: a reload keeps the socket "
 		    "the agent opened (%s); restart p11agent to move it",
-		    a->cfg->path, n->line, o->control != NULL ? o->control :
+		    nc->path, n->line, o->control != NULL ? o->control :
 		    "the default");
-	if (n->lock_after != o->lock_after)
-		control_set_lock_after(n->lock_after);
+	if (n->token_poll_ms != o->token_poll_ms) {
+		log_warn("%s:%d: [agent] token-poll: a reload keeps %d ms, "
+		    "which the running token helpers use; restart p11agent "
+		    "to change it", nc->path, n->line, o->token_poll_ms);
+		n->token_poll_ms = o->token_poll_ms;
+	}
+	return 0;
 }
 
 static void
@@ -128,11 +158,9 @@ opened(struct agent *a, int failed)
 	for (id = a->identities; id != NULL; id = id->next)
 		nid += id->fresh;
 	retired = identity_reload_commit(a);
-	agent_settings(a, rl.old);
-	if (keep_old(a, rl.old) != 0) {
-		log_err("out of memory: the old configuration stays in "
-		    "memory until the agent stops");
-	}
+	if (a->cfg->agent.lock_after != rl.old->agent.lock_after)
+		control_set_lock_after(a->cfg->agent.lock_after);
+	keep_old(a, rl.old);
 	snprintf(msg, sizeof(msg), "%s: tunnels: %d new, %d changed, %d "
 	    "unchanged, %d removed; identities: %d opened, %d retired "
 	    "(%ld ms)", a->cfg->path, ts.added, ts.changed, ts.kept,
@@ -147,11 +175,15 @@ reload_start(struct agent *a, reload_cb cb, void *arg)
 	char		 err[CONFIG_MAX_ERR];
 	int		 r;
 
+	const char	*why;
+
 	if (a->reloading || a->opening || a->tunnels == NULL || a->draining) {
+		why = a->reloading ? "a reload is already under way" :
+		    a->draining ? "the agent is stopping" :
+		    "the agent is still starting";
+		log_warn("reload refused: %s", why);
 		if (cb != NULL)
-			cb(arg, P11A_ERR_CONFIG, a->reloading ? "a reload is "
-			    "already under way" : a->draining ? "the agent is "
-			    "stopping" : "the agent is still starting");
+			cb(arg, P11A_ERR_CONFIG, why);
 		return;
 	}
 	rl.cb = cb;
@@ -165,7 +197,8 @@ reload_start(struct agent *a, reload_cb cb, void *arg)
 		return;
 	}
 	/* listen = systemd:NAME against the sockets systemd passed */
-	if ((r = sd_check_config(nc, err, sizeof(err))) != 0) {
+	if ((r = sd_check_config(nc, err, sizeof(err))) != 0 ||
+	    (r = agent_settings(nc, a->cfg, err, sizeof(err))) != 0) {
 		config_free(nc);
 		finish(a, r, err);
 		return;
@@ -177,11 +210,8 @@ reload_start(struct agent *a, reload_cb cb, void *arg)
 		finish(a, r, r == P11A_ERR_NOMEM ? "out of memory" : err);
 		return;
 	}
-	if ((r = identity_open_start(a, opened)) != 0) {
-		/* nothing is in flight when it fails before its requests */
-		undo(a);
-		finish(a, r, "cannot ask the token helpers");
-	}
+	/* every outcome, failures too, comes to opened() */
+	identity_open_start(a, opened);
 }
 
 static void
@@ -239,9 +269,11 @@ reload_tick(struct agent *a, long now)
 			loop_stop();
 		}
 	}
-	if (a->nold_cfgs == 0)
+	if (a->nold_cfgs == 0 && !a->mods_check)
 		return;
 	left = identity_retired_free(a);
+	if (a->nold_cfgs == 0)
+		return;
 	for (rt = a->tunnels; rt != NULL && !rt->retired; rt = rt->next)
 		;
 	if (left != 0 || rt != NULL)
@@ -258,6 +290,10 @@ reload_cleanup(struct agent *a)
 {
 	int	 i;
 
+	if (rl.old != NULL) {	/* stopped while a reload ran */
+		config_free(rl.old);
+		rl.old = NULL;
+	}
 	for (i = 0; i < a->nold_cfgs; i++)
 		config_free(a->old_cfgs[i]);
 	free(a->old_cfgs);

@@ -1297,7 +1297,7 @@ limits_update(struct agent *a)
 		log_warn("%d connections open, the agent's max-connections: "
 		    "not accepting more until one closes", a->nconns);
 	was_all = all;
-	for (rt = a->tunnels; rt != NULL; rt = rt->next) {
+	for (rt = a->tunnels; rt != NULL && !rt->retired; rt = rt->next) {
 		full = rt->stats->open >= rt->cfg->max_connections;
 		if (full && !rt->listen[0].paused && !all)
 			log_warn("tunnel %s: %d connections open, its "
@@ -1661,6 +1661,7 @@ rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
 
 struct plan {
 	struct cfg_tunnel	*t;
+	struct tunnel_rt	*old;		/* running under its name */
 	struct tunnel_rt	*keep;		/* unchanged: goes on */
 	struct tunnel_rt	*fresh;		/* new or changed */
 	struct listener		*from[CONFIG_MAX_LISTEN];	/* to move */
@@ -1705,8 +1706,8 @@ listener_to_take(struct agent *a, const struct cfg_tunnel *t,
 /* Builds what a changed or new tunnel needs, opening only addresses that
  * no running tunnel listens on; 0, or < 0 with err. */
 static int
-plan_fresh(struct agent *a, struct plan *plan, int i, struct tunnel_rt *old,
-    char *err, size_t errlen)
+plan_fresh(struct agent *a, struct plan *plan, int nplan, int i, char *err,
+    size_t errlen)
 {
 	struct plan		*p = &plan[i];
 	struct cfg_tunnel	*t = p->t;
@@ -1714,12 +1715,12 @@ plan_fresh(struct agent *a, struct plan *plan, int i, struct tunnel_rt *old,
 	char			 why[512];
 	int			 j, r;
 
-	if ((rt = p->fresh = rt_new(a, t, old != NULL ? old->stats : NULL,
-	    err, errlen)) == NULL)
+	if ((rt = p->fresh = rt_new(a, t, p->old != NULL ? p->old->stats :
+	    NULL, err, errlen)) == NULL)
 		return P11A_ERR_TLS;
 	for (j = 0; j < t->nlisten; j++) {
 		if ((p->from[j] = listener_to_take(a, t, &t->listen[j], plan,
-		    i + 1)) != NULL) {
+		    nplan)) != NULL) {
 			if (!t->allow_remote && listen_is_remote(p->from[j])) {
 				snprintf(err, errlen, "%s:%d: [tunnel %s] "
 				    "listen: %s is not a loopback address; "
@@ -1746,7 +1747,7 @@ tunnels_reload(struct agent *a, struct tunnels_reload_sum *sum, char *err,
     size_t errlen)
 {
 	struct cfg_tunnel	*t;
-	struct tunnel_rt	*rt, *old, **was = NULL, **tail;
+	struct tunnel_rt	*rt, **was = NULL, **tail;
 	struct plan		*plan;
 	int			 n = 0, nwas = 0, i, j, k, r = 0;
 
@@ -1763,17 +1764,18 @@ tunnels_reload(struct agent *a, struct tunnels_reload_sum *sum, char *err,
 	}
 	for (rt = a->tunnels, k = 0; rt != NULL; rt = rt->next)
 		was[k++] = rt;
-	/* what can fail comes first, while the running tunnels serve */
-	for (t = a->cfg->tunnels, i = 0; t != NULL && r == 0; t = t->next,
-	    i++) {
+	/* the unchanged tunnels first: no other takes their sockets */
+	for (t = a->cfg->tunnels, i = 0; t != NULL; t = t->next, i++) {
 		plan[i].t = t;
-		old = rt_named(a, t->name);
-		if (old != NULL && rt_unchanged(old, t,
+		plan[i].old = rt_named(a, t->name);
+		if (plan[i].old != NULL && rt_unchanged(plan[i].old, t,
 		    identity_find(a, t->identity)))
-			plan[i].keep = old;
-		else
-			r = plan_fresh(a, plan, i, old, err, errlen);
+			plan[i].keep = plan[i].old;
 	}
+	/* what can fail comes next, while the running tunnels serve */
+	for (i = 0; i < n && r == 0; i++)
+		if (plan[i].keep == NULL)
+			r = plan_fresh(a, plan, n, i, err, errlen);
 	if (r != 0) {
 		for (i = 0; i < n; i++)
 			if (plan[i].fresh != NULL)
@@ -1790,7 +1792,7 @@ tunnels_reload(struct agent *a, struct tunnels_reload_sum *sum, char *err,
 			sum->kept++;
 		} else {
 			rt = plan[i].fresh;
-			if (rt_named(a, rt->cfg->name) != NULL)
+			if (plan[i].old != NULL)
 				sum->changed++;
 			else
 				sum->added++;
@@ -1853,6 +1855,12 @@ tunnels_drain(struct agent *a)
 	return a->nconns;
 }
 
+static void
+rt_free_deferred(void *arg)
+{
+	rt_free(arg);
+}
+
 /* Retired tunnels that nothing refers to any more go. */
 static void
 retired_free(struct agent *a)
@@ -1864,7 +1872,8 @@ retired_free(struct agent *a)
 			*pp = rt->next;
 			log_debug("tunnel %s: retired, its last connection "
 			    "gone", rt->cfg->name);
-			rt_free(rt);
+			/* after this batch: an event of it may be in it */
+			loop_defer(rt_free_deferred, rt);
 		} else
 			pp = &rt->next;
 	}
@@ -1903,7 +1912,8 @@ tunnel_log_stats(const struct tunnel_rt *rt)
 }
 
 int
-tunnels_rebuild_tls(struct agent *a, struct identity *id)
+tunnels_rebuild_tls(struct agent *a, struct identity *id,
+    const char *flush_why)
 {
 	struct tunnel_rt	*rt;
 	SSL_CTX			**ctx;
@@ -1932,8 +1942,9 @@ tunnels_rebuild_tls(struct agent *a, struct identity *id)
 		if (r == 0) {
 			SSL_CTX_free(rt->ssl_ctx);	/* open SSLs hold it */
 			rt->ssl_ctx = ctx[i];
-			sess_flush(&rt->sess, rt->cfg->name, "the identity's "
-			    "key or certificate changed");
+			if (flush_why != NULL)
+				sess_flush(&rt->sess, rt->cfg->name,
+				    flush_why);
 		} else
 			SSL_CTX_free(ctx[i]);
 	}

@@ -26,6 +26,7 @@ struct agent {
 	/* reload (agent/reload.c): one at a time; the configurations that
 	 * retired tunnels and identities still run on */
 	int			 reloading;
+	int			 mods_check;	/* a helper may be unneeded */
 	struct config		**old_cfgs;
 	int			 nold_cfgs;
 	/* SIGTERM: not accepting, open connections finish until then */

@@ -62,7 +62,6 @@ struct cfg_identity {
 	/* card removal */
 	int			 on_removal;	/* CFG_REMOVAL_* */
 	int			 on_reinsert;	/* CFG_REINSERT_* */
-	char			*text;		/* "key=value\n"..., as read */
 	struct cfg_identity	*next;
 };
 

@@ -10,6 +10,8 @@
 #ifndef P11AGENT_IDENTITY_H
 #define P11AGENT_IDENTITY_H
 
+#include <sys/stat.h>
+
 #include <openssl/evp.h>
 
 #include "p11agent/helper.h"
@@ -87,6 +89,7 @@ struct identity {
 	 * goes after its last tunnel */
 	int			 fresh;
 	int			 kept;
+	struct stat		 cert_st;	/* cert = FILE, when read */
 	struct cfg_identity	*prev_cfg;
 	int			 retired;
 	struct identity		*next;

@@ -113,9 +113,11 @@ void	 tunnels_stop(struct agent *);
 /* After the helpers failed every request: lets paused jobs finish. */
 void	 tunnels_reap(void);
 /* The identity's key or certificate changed: new TLS contexts for its
- * tunnels (open connections keep theirs); 0 or P11A_ERR_TLS (logged),
- * and then nothing changed. */
-int	 tunnels_rebuild_tls(struct agent *, struct identity *);
+ * tunnels (open connections keep theirs), and their sessions dropped
+ * saying why (NULL: kept, the same key under a new handle); 0 or
+ * P11A_ERR_TLS (logged), and then nothing changed. */
+int	 tunnels_rebuild_tls(struct agent *, struct identity *,
+	    const char *flush_why);
 /* The identity's card was pulled and on-removal = close: closes its
  * open connections (each logged with why); returns how many. */
 int	 tunnels_close_identity(struct agent *, struct identity *,

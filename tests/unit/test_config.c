@@ -90,6 +90,10 @@ expect_error(const char *text, const char *want1, const char *want2)
 static void
 test_errors(void)
 {
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path;
+
 	expect_error(GOOD "colour = blue\n", "bad.conf:16:",
 	    "[tunnel second] colour: unknown key");
 	expect_error("[identity a]\nkey = pkcs11:token=x\n", "bad.conf:",
@@ -158,6 +162,18 @@ test_errors(void)
 	    "module-allow: 'lib/*.so' must be an absolute path pattern");
 	expect_error(GOOD "[agent]\nconnect = h:1\n", "bad.conf:17:",
 	    "[agent] connect: this key belongs in a [tunnel NAME] section");
+	/* one address, one listen line (tcp:HOST:0 excepted) */
+	expect_error(GOOD "[tunnel third]\nlisten = tcp:127.0.0.1:8443\n"
+	    "connect = h:1\nidentity = corp\n", "bad.conf:17:",
+	    "[tunnel third] listen: the same address as [tunnel api] on line 7");
+	expect_error(GOOD "[tunnel third]\nlisten = tcp:[::1]:9\n"
+	    "listen = unix:/run/user/1000/p11agent/api.sock\n"
+	    "connect = h:1\nidentity = corp\n", "bad.conf:18:",
+	    "[tunnel third] listen: the same address as [tunnel api] on line 8");
+	path = test_write("ok.conf", GOOD "[tunnel third]\nlisten = "
+	    "tcp:[::1]:0\nconnect = h:1\nidentity = corp\n", 0644);
+	CU_ASSERT_EQUAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	config_free(cfg);
 }
 
 /* The [agent] section and the limits. */
