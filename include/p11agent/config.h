@@ -121,6 +121,10 @@ struct cfg_agent {
 	char			*control;
 	int			 lock_after;
 	int			 lock_after_line;
+	/* metrics = ADDRESS (kind 0: none), beyond loopback only with
+	 * allow-remote-listen = yes (agent/metrics.c) */
+	struct cfg_listen	 metrics;
+	int			 allow_remote;
 };
 
 struct config {
