@@ -8,6 +8,7 @@
 #   Allow), garbage 400, HTTP/2.0 505, a request over 8 KiB 431;
 # - a client that sends nothing gets 408 and is closed after 3 s, while
 #   another client is served meanwhile; 20 clients at once are all served;
+#   a 33rd at once gets 503;
 # - the address is reported on --ready-fd (port 0 works);
 # - unix:/PATH: a socket of mode 0600 in a directory of mode 0700;
 # - tcp:0.0.0.0 without allow-remote-listen is refused at start-up, naming
@@ -155,6 +156,29 @@ if not 2.5 < closed < 6:
 print("served %.2f s; silent closed after %.1f s with 408" % (served, closed))
 PY
 ok "$(cat "$T/slow.out"); 20 clients at once: 200 each"
+# past 32 clients at once: 503 at once, the others still served
+/usr/bin/python3 - "$hp" >"$T/busy.out" 2>&1 <<'PY' || fail "33 clients: $(cat "$T/busy.out")"
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+port = int(port)
+held = [socket.create_connection((host, port), timeout=20) for i in range(32)]
+start = time.monotonic()
+extra = socket.create_connection((host, port), timeout=20)
+data = extra.recv(4096)
+if not data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") or time.monotonic() - start > 2:
+    sys.exit("the 33rd client got %r after %.1f s" % (data[:100], time.monotonic() - start))
+held[0].sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+data = b""
+while True:
+    b = held[0].recv(65536)
+    if not b:
+        break
+    data += b
+if not data.startswith(b"HTTP/1.1 200 OK\r\n"):
+    sys.exit("a held client got %r" % data[:100])
+print("the 33rd: 503 at once; a held one then served")
+PY
+ok "$(cat "$T/busy.out")"
 stop_agent || fail "the agent did not exit cleanly"
 
 # a Unix socket: 0600 in a 0700 directory
