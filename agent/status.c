@@ -207,6 +207,7 @@ token_add_id(struct st_token *t, const struct identity *id)
 		t->ids[t->nids++] = id;
 	if (id->absent) {
 		/* its helper said the card was pulled */
+		t->absent = 1;
 		t->present = PROTO_STATE_NO;
 		t->login = PROTO_STATE_NO;
 	}
@@ -218,7 +219,7 @@ token_of_id(const struct st_answer *a, const struct identity *id)
 {
 	uint32_t	 i, j;
 
-	if (a == NULL || a->state != ANS_OK || id->pkey == NULL || id->absent)
+	if (a == NULL || a->state != ANS_OK || id->pkey == NULL)
 		return -1;
 	for (i = 0; i < a->st.n; i++)
 		for (j = 0; j < a->st.tokens[i].nhandles; j++)
@@ -482,6 +483,19 @@ jbool(int v)
 	    "false" : "null";
 }
 
+/* Known when it is logged in, or says it needs none, or is there and
+ * not logged in. */
+static const char *
+login_required(const struct st_token *t)
+{
+	if (t->login == PROTO_STATE_NOT_NEEDED)
+		return "false";
+	if (t->login == PROTO_STATE_YES || (t->login == PROTO_STATE_NO &&
+	    t->present == PROTO_STATE_YES))
+		return "true";
+	return "null";
+}
+
 static void
 json_tokens(struct status_req *c)
 {
@@ -506,9 +520,8 @@ json_tokens(struct status_req *c)
 		    "\"login_required\": %s, \"pin_state\": \"%s\", "
 		    "\"pin_tries_left\": %s, \"login_refused\": %s}%s",
 		    jbool(t->present), t->login == PROTO_STATE_NOT_NEEDED ?
-		    "null" : jbool(t->login), t->login ==
-		    PROTO_STATE_NOT_NEEDED ? "false" : t->login ==
-		    PROTO_STATE_UNKNOWN ? "null" : "true", pin_names[t->pin], n,
+		    "null" : jbool(t->login), login_required(t),
+		    pin_names[t->pin], n,
 		    t->refused < 0 ? "null" : t->refused ? "true" : "false",
 		    i + 1 < c->ntoks ? "," : "");
 	}

@@ -119,8 +119,9 @@ ok "a stopped helper: status in $ms ms, tokens unknown, helper not answering; an
 log_mark
 touch "$T/absent"
 wait_log "identity ec: .* was removed; insert it again" 10 || fail "no removal"
-tokens 't["present"] is False' 't["logged_in"] is False'
-grep -q ": not present (card removed), not logged in, PIN " <<<"$(st)" ||
+tokens 't["present"] is False' 't["logged_in"] is False' 'len(toks) == 1' \
+    't["identities"] == ["ec", "rsa"]' 't["login_required"] is None'
+grep -q ": not present (card removed), not logged in, PIN [a-z-]* (tries left: unknown); identities ec, rsa$" <<<"$(st)" ||
     fail "status after removal: $(st)"
 prom_has "p11agent_token_present{$L} 0"
 log_mark
