@@ -987,6 +987,20 @@ state_answered(void *arg, int err, const char *why, struct pbuf *reply)
 		finish(c);
 }
 
+/* A STATE in service for longer than a signature may take is hung. */
+static int
+state_timeout(const struct agent *ag, const struct module_rt *s)
+{
+	const struct identity	*id;
+	int			 ms = STATUS_STATE_MS;
+
+	for (id = ag->identities; id != NULL; id = id->next)
+		if (id->mod == s && id->cfg->sign_timeout > 0 &&
+		    id->cfg->sign_timeout < ms / 1000)
+			ms = id->cfg->sign_timeout * 1000;
+	return ms < STATUS_WAIT_MS ? STATUS_WAIT_MS : ms;
+}
+
 int
 status_start(struct agent *ag, enum status_format fmt, const char *prefix,
     size_t max, status_cb cb, void *arg, struct status_req **out)
@@ -1023,7 +1037,7 @@ status_start(struct agent *ag, enum status_format fmt, const char *prefix,
 		}
 		pbuf_init(&req);
 		r = helper_request(s->helper, PROTO_STATE, &req,
-		    STATUS_STATE_MS, state_answered, a);
+		    state_timeout(ag, s), state_answered, a);
 		pbuf_clear(&req);
 		if (r == 0) {
 			c->pending++;

@@ -20,7 +20,10 @@ struct module_rt;
 struct status_req;
 
 #define STATUS_WAIT_MS		2000	/* for the helpers' answers */
-#define STATUS_STATE_MS		30000	/* a STATE request's own timeout */
+/* A STATE request's own timeout: the smallest sign-timeout of the
+ * module's identities, at least STATUS_WAIT_MS, STATUS_STATE_MS when it
+ * has none; the helper is taken for hung after it, as after a signature. */
+#define STATUS_STATE_MS		10000
 
 enum status_format {
 	STATUS_TEXT,
