@@ -4,7 +4,9 @@
  *
  * A status_req asks each token helper that runs for its tokens' state
  * (PROTO_STATE) and is built when all have answered or failed, or its
- * wait is over; the answers that come later only free it.  The tokens
+ * wait is over; the answers that come later only free it.  Statuses that
+ * start while a helper's STATE is in flight share it (st_flight): however
+ * many clients scrape at once, a helper has one STATE at a time.  The tokens
  * are what the helpers say, merged with what the agent knows: a card
  * its helper reported pulled is not present, whatever the new helper
  * (which has not opened it) can tell.
@@ -45,6 +47,7 @@ enum st_answer_state {
 
 struct st_answer {
 	struct status_req	*req;
+	struct st_answer	*next_sub;	/* sharing its STATE */
 	const struct module_rt	*mod;	/* compared, never followed */
 	enum st_answer_state	 state;
 	char			 why[256];
@@ -91,7 +94,15 @@ struct status_req {
 	struct status_req	*next;		/* waiting ones */
 };
 
+/* One STATE in flight per helper, shared by the statuses that want it. */
+struct st_flight {
+	const struct module_rt	*mod;		/* compared, never followed */
+	struct st_answer	*subs;
+	struct st_flight	*next;
+};
+
 static struct status_req	*waiting;
+static struct st_flight		*flights;
 static long long		 started;
 
 void
@@ -964,29 +975,6 @@ finish_deferred(void *arg)
 	finish(arg);
 }
 
-static void
-state_answered(void *arg, int err, const char *why, struct pbuf *reply)
-{
-	struct st_answer	*a = arg;
-	struct status_req	*c = a->req;
-
-	if (!c->done) {
-		if (err == 0 && (err = helper_parse_states(reply, &a->st)) != 0)
-			why = "a malformed STATE reply";
-		if (err == 0)
-			a->state = ANS_OK;
-		else if (err == P11A_ERR_TIMEOUT)
-			a->state = ANS_TIMEOUT;
-		else {
-			a->state = ANS_FAILED;
-			snprintf(a->why, sizeof(a->why), "%s", why != NULL ?
-			    why : p11a_strerror(err));
-		}
-	}
-	if (--c->pending == 0)
-		finish(c);
-}
-
 /* A STATE in service for longer than a signature may take is hung. */
 static int
 state_timeout(const struct agent *ag, const struct module_rt *s)
@@ -1001,6 +989,92 @@ state_timeout(const struct agent *ag, const struct module_rt *s)
 	return ms < STATUS_WAIT_MS ? STATUS_WAIT_MS : ms;
 }
 
+/* An answer of one status: the helper's tokens (copied), or why none. */
+static void
+answer_set(struct st_answer *a, int err, const char *why,
+    const struct helper_states *st)
+{
+	struct status_req	*c = a->req;
+
+	if (!c->done) {
+		if (err == 0 && st->n > 0 && (a->st.tokens = calloc(st->n,
+		    sizeof(*a->st.tokens))) == NULL) {
+			err = P11A_ERR_NOMEM;
+			why = "out of memory";
+		}
+		if (err == 0) {
+			a->st.n = st->n;
+			if (st->n > 0)
+				memcpy(a->st.tokens, st->tokens, st->n *
+				    sizeof(*st->tokens));
+			a->state = ANS_OK;
+		} else if (err == P11A_ERR_TIMEOUT)
+			a->state = ANS_TIMEOUT;
+		else {
+			a->state = ANS_FAILED;
+			snprintf(a->why, sizeof(a->why), "%s", why != NULL ?
+			    why : p11a_strerror(err));
+		}
+	}
+	if (--c->pending == 0)
+		finish(c);
+}
+
+/* The STATE reply (or its failure) goes to every status that shares it. */
+static void
+state_answered(void *arg, int err, const char *why, struct pbuf *reply)
+{
+	struct st_flight	*f = arg, **pp;
+	struct st_answer	*a, *next;
+	struct helper_states	 st;
+
+	for (pp = &flights; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	memset(&st, 0, sizeof(st));
+	if (err == 0 && (err = helper_parse_states(reply, &st)) != 0)
+		why = "a malformed STATE reply";
+	for (a = f->subs; a != NULL; a = next) {
+		next = a->next_sub;
+		answer_set(a, err, why, &st);
+	}
+	helper_states_clear(&st);
+	free(f);
+}
+
+/* Asks s for its tokens, or joins the request in flight: one at a time
+ * per helper, however many statuses (scrapes) come at once. */
+static int
+state_ask(struct agent *ag, struct module_rt *s, struct st_answer *a)
+{
+	struct st_flight	*f;
+	struct pbuf		 req;
+	int			 r;
+
+	for (f = flights; f != NULL && f->mod != s; f = f->next)
+		;
+	if (f == NULL) {
+		if ((f = calloc(1, sizeof(*f))) == NULL)
+			return P11A_ERR_NOMEM;
+		pbuf_init(&req);
+		r = helper_request(s->helper, PROTO_STATE, &req,
+		    state_timeout(ag, s), state_answered, f);
+		pbuf_clear(&req);
+		if (r != 0) {
+			free(f);
+			return r;
+		}
+		f->mod = s;
+		f->next = flights;
+		flights = f;
+	}
+	a->next_sub = f->subs;
+	f->subs = a;
+	return 0;
+}
+
 int
 status_start(struct agent *ag, enum status_format fmt, const char *prefix,
     size_t max, status_cb cb, void *arg, struct status_req **out)
@@ -1008,7 +1082,6 @@ status_start(struct agent *ag, enum status_format fmt, const char *prefix,
 	struct status_req	*c;
 	struct module_rt	*s;
 	struct st_answer	*a;
-	struct pbuf		 req;
 	int			 i, r;
 
 	if ((c = calloc(1, sizeof(*c))) == NULL ||
@@ -1035,11 +1108,7 @@ status_start(struct agent *ag, enum status_format fmt, const char *prefix,
 			a->state = ANS_NOT_RUNNING;
 			continue;
 		}
-		pbuf_init(&req);
-		r = helper_request(s->helper, PROTO_STATE, &req,
-		    state_timeout(ag, s), state_answered, a);
-		pbuf_clear(&req);
-		if (r == 0) {
+		if ((r = state_ask(ag, s, a)) == 0) {
 			c->pending++;
 			continue;
 		}

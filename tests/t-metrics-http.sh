@@ -118,7 +118,13 @@ done
 ok "HTTP/1.0 and HEAD 200; / 404; POST and DELETE 405 (Allow: GET, HEAD); garbage 400 (9 kinds); HTTP/2.0 505; 9000 bytes 431"
 
 # a client that sends nothing is closed after the 3 s deadline; another
-# is served meanwhile; 20 at once are all served
+# is served meanwhile; 20 at once are all served, sharing the helper's
+# STATE requests (C_GetTokenInfo: one per STATE; the presence watch calls
+# it only after a failure)
+gti() {
+	grep -c ' C_GetTokenInfo ' "$T/calls.log"
+}
+gti0=$(gti)
 /usr/bin/python3 - "$hp" "$URL" >"$T/slow.out" 2>&1 <<'PY' || fail "slow client: $(cat "$T/slow.out")"
 import socket, subprocess, sys, time
 host, port = sys.argv[1].rsplit(":", 1)
@@ -155,7 +161,9 @@ if not 2.5 < closed < 6:
     sys.exit("the silent client was closed after %.1f s" % closed)
 print("served %.2f s; silent closed after %.1f s with 408" % (served, closed))
 PY
-ok "$(cat "$T/slow.out"); 20 clients at once: 200 each"
+n=$(( $(gti) - gti0 ))
+[ "$n" -ge 1 ] && [ "$n" -le 8 ] || fail "21 scrapes made $n STATE requests (C_GetTokenInfo)"
+ok "$(cat "$T/slow.out"); 20 clients at once: 200 each; $n STATE requests for 21 scrapes"
 # past 32 clients at once: 503 at once, the others still served
 /usr/bin/python3 - "$hp" >"$T/busy.out" 2>&1 <<'PY' || fail "33 clients: $(cat "$T/busy.out")"
 import socket, sys, time
