@@ -728,6 +728,22 @@ tlabels(char *buf, size_t size, const struct st_token *t)
 	return buf;
 }
 
+/* An earlier token has the same labels: its samples are said (a series
+ * twice would make the whole scrape invalid). */
+static int
+same_series(const struct status_req *c, int i)
+{
+	const struct st_token	*t = &c->toks[i];
+	int			 j;
+
+	for (j = 0; j < i; j++)
+		if (c->toks[j].mod == t->mod &&
+		    strcmp(c->toks[j].label, t->label) == 0 &&
+		    strcmp(c->toks[j].serial, t->serial) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 prometheus_tokens(struct status_req *c, struct agent *a)
 {
@@ -735,6 +751,9 @@ prometheus_tokens(struct status_req *c, struct agent *a)
 	char			 l[480];
 	int			 i, p;
 
+/* each token whose labels no earlier one had */
+#define EACH_TOKEN	for (i = 0; i < c->ntoks; i++) \
+			    if ((t = &c->toks[i]), !same_series(c, i))
 	family(c, "p11agent_helper_answering", "gauge",
 	    "Whether the module's token helper answered this status in time "
 	    "(0: busy with a PIN dialog or a slow token, hung, or not "
@@ -749,45 +768,43 @@ prometheus_tokens(struct status_req *c, struct agent *a)
 	family(c, "p11agent_token_present", "gauge",
 	    "Whether the token (the card) is in its reader; missing when "
 	    "unknown.");
-	for (i = 0; i < c->ntoks; i++)
-		if ((t = &c->toks[i])->present == PROTO_STATE_YES ||
-		    t->present == PROTO_STATE_NO)
+	EACH_TOKEN
+		if (t->present == PROTO_STATE_YES || t->present == PROTO_STATE_NO)
 			say(c, "* p11agent_token_present{%s} %d",
 			    tlabels(l, sizeof(l), t),
 			    t->present == PROTO_STATE_YES);
 	family(c, "p11agent_token_logged_in", "gauge",
 	    "Whether the token is logged in (its keys sign without a PIN); "
 	    "missing when unknown or when the token needs no login.");
-	for (i = 0; i < c->ntoks; i++)
-		if ((t = &c->toks[i])->login == PROTO_STATE_YES ||
-		    t->login == PROTO_STATE_NO)
+	EACH_TOKEN
+		if (t->login == PROTO_STATE_YES || t->login == PROTO_STATE_NO)
 			say(c, "* p11agent_token_logged_in{%s} %d",
 			    tlabels(l, sizeof(l), t),
 			    t->login == PROTO_STATE_YES);
 	family(c, "p11agent_token_pin_state", "gauge",
 	    "The token's PIN state from its flags: 1 for the current one; "
 	    "missing when unknown.");
-	for (i = 0; i < c->ntoks; i++)
-		for (p = PIN_OK; (t = &c->toks[i])->pin != PIN_UNKNOWN &&
-		    p < PIN_UNKNOWN; p++)
+	EACH_TOKEN
+		for (p = PIN_OK; t->pin != PIN_UNKNOWN && p < PIN_UNKNOWN; p++)
 			say(c, "* p11agent_token_pin_state{%s,state=\"%s\"} %d",
 			    tlabels(l, sizeof(l), t), pin_names[p],
 			    (int)t->pin == p);
 	family(c, "p11agent_token_pin_tries_left", "gauge",
 	    "PIN tries left, where the token's flags tell (final try: 1, "
 	    "locked: 0); PKCS#11 gives no count otherwise.");
-	for (i = 0; i < c->ntoks; i++)
-		if ((t = &c->toks[i])->tries >= 0)
+	EACH_TOKEN
+		if (t->tries >= 0)
 			say(c, "* p11agent_token_pin_tries_left{%s} %d",
 			    tlabels(l, sizeof(l), t), t->tries);
 	family(c, "p11agent_token_login_refused", "gauge",
 	    "1 when the token refused the PIN from a file, env or fd source "
 	    "(or the PIN is locked) and p11agent tries no login on it until "
 	    "p11agent unlock.");
-	for (i = 0; i < c->ntoks; i++)
-		if ((t = &c->toks[i])->refused >= 0)
+	EACH_TOKEN
+		if (t->refused >= 0)
 			say(c, "* p11agent_token_login_refused{%s} %d",
 			    tlabels(l, sizeof(l), t), t->refused);
+#undef EACH_TOKEN
 }
 
 static void
