@@ -28,6 +28,7 @@
 #include "p11agent/status.h"
 
 #define MX_DRAIN_MS	1000
+#define MX_WARN_MS	10000	/* between two "refused" warnings */
 #define MX_DRAIN_MAX	(64 * 1024)
 #define MX_CTYPE	"text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,6 +55,8 @@ static struct {
 	int			 open;
 	struct mx_client	*clients;
 	int			 nclients;
+	unsigned long		 refused;	/* since the last warning */
+	long			 warned;	/* when it was said */
 } mx;
 
 static void
@@ -382,9 +385,16 @@ on_accept(struct listener *ln, int fd)
 	(void)ln;
 	if (mx.nclients >= METRICS_MAX_CLIENTS ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
-		log_warn("metrics: %s; refused a client", mx.nclients >=
-		    METRICS_MAX_CLIENTS ? "too many clients at once" :
-		    "out of memory");
+		/* said once per MX_WARN_MS: any local user can do this */
+		mx.refused++;
+		if (mx.warned == 0 || clock_now_ms() - mx.warned >= MX_WARN_MS) {
+			log_warn("metrics: %s; refused %lu client%s since the "
+			    "last such line", mx.nclients >= METRICS_MAX_CLIENTS ?
+			    "more than 32 clients at once" : "out of memory",
+			    mx.refused, mx.refused == 1 ? "" : "s");
+			mx.warned = clock_now_ms();
+			mx.refused = 0;
+		}
 		n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL |
 		    MSG_DONTWAIT);
 		(void)n;

@@ -186,6 +186,8 @@ if not data.startswith(b"HTTP/1.1 200 OK\r\n"):
     sys.exit("a held client got %r" % data[:100])
 print("the 33rd: 503 at once; a held one then served")
 PY
+agent_log_has "metrics: more than 32 clients at once; refused 1 client since the last such line" ||
+    fail "no warning for the refused client"
 ok "$(cat "$T/busy.out")"
 stop_agent || fail "the agent did not exit cleanly"
 
