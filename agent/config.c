@@ -34,6 +34,7 @@ enum keyword {
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
 	K_DRAIN_TIMEOUT,		/* SIGTERM: how long to drain */
+	K_METRICS,			/* the metrics listener (agent) */
 	/* TLS session resumption (tunnel) */
 	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
 	K_COUNT
@@ -79,6 +80,7 @@ static const struct {
 	{ "tls-min",		S_TUNNEL,	K_TLS_MIN },
 	{ "tls-max",		S_TUNNEL,	K_TLS_MAX },
 	{ "allow-remote-listen", S_TUNNEL,	K_ALLOW_REMOTE },
+	{ "allow-remote-listen", S_AGENT,	K_ALLOW_REMOTE },
 	{ "connect-timeout",	S_TUNNEL,	K_CONNECT_TIMEOUT },
 	{ "handshake-timeout",	S_TUNNEL,	K_HANDSHAKE_TIMEOUT },
 	{ "idle-timeout",	S_TUNNEL,	K_IDLE_TIMEOUT },
@@ -98,6 +100,7 @@ static const struct {
 	{ "control",		S_AGENT,	K_CONTROL },
 	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
 	{ "drain-timeout",	S_AGENT,	K_DRAIN_TIMEOUT },
+	{ "metrics",		S_AGENT,	K_METRICS },
 };
 
 struct parser {
@@ -294,47 +297,69 @@ fdname_ok(struct parser *p, const char *name)
 	return 1;
 }
 
+/* tcp:ADDRESS:PORT, unix:/PATH or (listen only) systemd:NAME into l
+ * (config_free frees what is set, also on error). */
 static int
-parse_listen(struct parser *p, const char *v)
+parse_addr(struct parser *p, const char *key, const char *v,
+    struct cfg_listen *l)
 {
-	struct cfg_tunnel	*t = p->tun;
-	struct cfg_listen	*l;
 	unsigned char		 addr[16];
 
-	if (t->nlisten == CONFIG_MAX_LISTEN)
-		return perr(p, p->line, "[%s] listen: at most %d per tunnel",
-		    p->secname, CONFIG_MAX_LISTEN);
-	l = &t->listen[t->nlisten];
 	l->line = p->line;
 	if (strncmp(v, "unix:", 5) == 0 && v[5] == '/') {
 		l->kind = LISTEN_UNIX;
 		if (strlen(v + 5) >= 108)
-			return perr(p, p->line, "[%s] listen: the socket path "
-			    "is longer than 107 bytes", p->secname);
+			return perr(p, p->line, "[%s] %s: the socket path "
+			    "is longer than 107 bytes", p->secname, key);
 		if ((l->path = strdup(v + 5)) == NULL)
 			return perr(p, p->line, "out of memory");
 	} else if (strncmp(v, "tcp:", 4) == 0) {
 		l->kind = LISTEN_TCP;
-		t->nlisten++;	/* config_free() frees what is set */
 		if (config_split_hostport(v + 4, &l->host, &l->port) != 0 ||
 		    (inet_pton(AF_INET, l->host, addr) != 1 &&
 		    inet_pton(AF_INET6, l->host, addr) != 1))
-			return perr(p, p->line, "[%s] listen: '%s' is not "
+			return perr(p, p->line, "[%s] %s: '%s' is not "
 			    "tcp:ADDRESS:PORT with an IP address such as "
-			    "127.0.0.1 or [::1]", p->secname, v);
-		return 1;
-	} else if (strncmp(v, "systemd:", 8) == 0) {
+			    "127.0.0.1 or [::1]", p->secname, key, v);
+	} else if (strncmp(v, "systemd:", 8) == 0 &&
+	    strcmp(key, "listen") == 0) {
 		if (!fdname_ok(p, v + 8))
 			return 0;
 		l->kind = LISTEN_SYSTEMD;
 		if ((l->fdname = strdup(v + 8)) == NULL)
 			return perr(p, p->line, "out of memory");
-	} else
+	} else if (strcmp(key, "listen") == 0)
 		return perr(p, p->line, "[%s] listen: '%s' is neither "
 		    "tcp:ADDRESS:PORT, unix:/ABSOLUTE/PATH nor systemd:NAME",
 		    p->secname, v);
-	t->nlisten++;
+	else
+		return perr(p, p->line, "[%s] %s: '%s' is neither "
+		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname,
+		    key, v);
 	return 1;
+}
+
+static int
+parse_listen(struct parser *p, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+
+	if (t->nlisten == CONFIG_MAX_LISTEN)
+		return perr(p, p->line, "[%s] listen: at most %d per tunnel",
+		    p->secname, CONFIG_MAX_LISTEN);
+	return parse_addr(p, "listen", v, &t->listen[t->nlisten++]);
+}
+
+/* [agent] metrics = tcp:ADDRESS:PORT | unix:/PATH (agent/metrics.c) */
+static int
+parse_metrics(struct parser *p, const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+
+	if (a->metrics.kind != 0)
+		return perr(p, p->line, "[agent] metrics: given twice (also "
+		    "line %d)", a->metrics.line);
+	return parse_addr(p, "metrics", v, &a->metrics);
 }
 
 static int
@@ -693,6 +718,10 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return control_key(p, kw, key, v);
 	case K_DRAIN_TIMEOUT:
 		return parse_drain(p, key, v);
+	case K_METRICS:
+		return parse_metrics(p, v);
+	case K_ALLOW_REMOTE:
+		return parse_bool(p, key, v, &p->cfg->agent.allow_remote);
 	default:
 		return 0;
 	}
@@ -1065,6 +1094,9 @@ config_free(struct config *cfg)
 	for (i = 0; i < cfg->agent.nmodule_allow; i++)
 		free(cfg->agent.module_allow[i]);
 	free(cfg->agent.control);
+	free(cfg->agent.metrics.host);
+	free(cfg->agent.metrics.port);
+	free(cfg->agent.metrics.path);
 	free(cfg->path);
 	free(cfg);
 }

@@ -39,6 +39,7 @@
 #include "p11agent/reload.h"
 #include "p11agent/proto.h"
 #include "p11agent/sd.h"
+#include "p11agent/status.h"
 
 #define CTL_MAX_CLIENTS		8
 #define CTL_MAX_WORDS		8
@@ -48,9 +49,6 @@
 #define CTL_WRITE_MS		5000	/* for the client to take the answer */
 #define LOGOUT_TIMEOUT_MS	30000
 #define UNLOCK_TIMEOUT_MS	120000	/* a PIN dialog: PROTO_BUSY extends */
-/* what a reload retired (it finishes its connections) is kept at the end
- * of its list, and status shows only what runs */
-#define LIVE(x)			((x) != NULL && !(x)->retired)
 
 enum ctl_state { C_READ, C_WORK, C_WRITE };
 
@@ -68,6 +66,7 @@ struct ctl_client {
 	size_t			 outlen;
 	size_t			 outoff;
 	struct ctl_op		*op;		/* waiting for the helpers */
+	struct status_req	*sreq;		/* a status, likewise */
 	int			 cut;		/* an info line did not fit */
 	struct ctl_client	*next;
 };
@@ -139,7 +138,6 @@ static struct {
 	int			 lock_after;	/* seconds; 0: off */
 	long			 lock_mark;	/* last activity at the lock */
 	long			 last_unlock;	/* an unlock logs in too */
-	long long		 started;	/* wall clock, for status */
 	char			 user[64];	/* the agent's user's name */
 } ctl;
 
@@ -209,6 +207,7 @@ client_free(struct ctl_client *c)
 		ctl.reload_client = NULL;	/* the reload goes on */
 	if (c->op != NULL)
 		c->op->c = NULL;	/* the request goes on without it */
+	status_cancel(c->sreq);
 	loop_set(&c->w, 0);
 	close(c->w.fd);
 	c->w.fd = -1;
@@ -288,14 +287,6 @@ client_end(struct ctl_client *c)
 }
 
 /* ---- requests that go to every token helper */
-
-static const char *
-module_label(const struct module_rt *s)
-{
-	if (s->module != NULL)
-		return s->module;
-	return s->registry_name ? s->registry_name : "the p11-kit registry";
-}
 
 static void
 op_free(struct ctl_op *op)
@@ -423,7 +414,7 @@ not_running(struct ctl_op *op, struct ctl_answer *a, struct module_rt *s)
 		    "refused its PIN; starting it again (it logs in as it "
 		    "opens its identities)");
 		log_info("unlock: token helper for %s: starting it again",
-		    module_label(s));
+		    status_module_label(s));
 	} else
 		snprintf(a->why, sizeof(a->why), "not running (it is being "
 		    "restarted); nothing to ask it");
@@ -483,7 +474,7 @@ op_start(struct ctl_client *c, const struct helper_ask *ask, const char *by)
 		a = &op->ans[op->n++];
 		a->op = op;
 		snprintf(a->who, sizeof(a->who), "token helper for %s (pid %d)",
-		    module_label(s), (int)helper_pid(s->helper));
+		    status_module_label(s), (int)helper_pid(s->helper));
 		if (s->dead) {
 			not_running(op, a, s);
 			continue;
@@ -573,66 +564,6 @@ req_unlock(struct ctl_client *c, int argc, char **argv)
 	op_start(c, &ask_unlock, by);
 }
 
-/* ---- status: what runs, for people or (--json) for programs */
-
-/* s as a JSON string (quoted, escaped) into buf. */
-static const char *
-jstr(char *buf, size_t size, const char *s)
-{
-	size_t	 n = 0;
-
-	if (s == NULL)
-		return "null";
-	buf[n++] = '"';
-	for (; *s != '\0' && n + 8 < size; s++) {
-		unsigned char	 ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\') {
-			buf[n++] = '\\';
-			buf[n++] = (char)ch;
-		} else if (ch < 0x20 || ch == 0x7f)
-			n += (size_t)snprintf(buf + n, size - n, "\\u%04x", ch);
-		else
-			buf[n++] = (char)ch;
-	}
-	buf[n++] = '"';
-	buf[n] = '\0';
-	return buf;
-}
-
-/* "2026-12-01 10:42:07 UTC" */
-static const char *
-utc(char *buf, size_t size, long long t)
-{
-	time_t		 tt = (time_t)t;
-	struct tm	 tm;
-
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    strftime(buf, size, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-		snprintf(buf, size, "?");
-	return buf;
-}
-
-static const char *
-identity_state(const struct identity *id)
-{
-	if (id->pkey == NULL)
-		return "not open";
-	if (id->absent)
-		return "card removed";
-	return "open";
-}
-
-static const char *
-helper_state(const struct module_rt *s)
-{
-	if (s->given_up)
-		return "given up";
-	if (s->dead || s->killed)
-		return "restarting";
-	return "running";
-}
-
 /* The final line: OK, or an error if the answer was cut (never a part
  * passed off as the whole). */
 static void
@@ -646,309 +577,55 @@ status_end(struct ctl_client *c)
 		say(c, "OK");
 }
 
+/* The status is built (agent/status.c): its lines, then the last. */
 static void
-status_text(struct ctl_client *c, struct agent *a)
+status_done(void *arg, char *text, size_t len, int cut)
 {
-	const struct tunnel_rt	*rt;
-	const struct tunnel_stats *st;
-	const struct identity	*id;
-	const struct module_rt	*s;
-	const struct helper_sign_stats *ss;
-	char			 fails[256], addrs[512], when[40];
-	size_t			 n;
-	int			 i;
+	struct ctl_client	*c = arg;
 
-	say(c, "* agent: pid %ld, up %lld s, %d connections open",
-	    (long)getpid(), (long long)time(NULL) - ctl.started, a->nconns);
-	for (rt = a->tunnels; LIVE(rt); rt = rt->next) {
-		st = rt->stats;
-		addrs[0] = '\0';
-		for (i = 0; i < rt->nlisten; i++) {
-			n = strlen(addrs);
-			snprintf(addrs + n, sizeof(addrs) - n, "%s%s",
-			    i ? " " : "", rt->listen[i].addr);
-		}
-		say(c, "* tunnel %s: listen %s; to %s:%s; identity %s",
-		    rt->cfg->name, addrs[0] ? addrs : "(none)",
-		    rt->cfg->connect_host, rt->cfg->connect_port,
-		    rt->cfg->identity_name);
-		say(c, "*   %d open, %llu connections, %llu handshakes "
-		    "(%llu resumed), %llu bytes up, %llu down, failed: %s",
-		    st->open, st->accepted, st->handshakes, st->resumed,
-		    st->bytes_up, st->bytes_down,
-		    tunnel_fails(st, fails, sizeof(fails)));
-		if (st->last_err_at != 0)
-			say(c, "*   last error at %s: %s",
-			    utc(when, sizeof(when), st->last_err_at),
-			    st->last_err);
+	c->sreq = NULL;
+	if (text == NULL) {
+		say(c, "ERR failed out of memory");
+		client_end(c);
+		return;
 	}
-	for (id = a->identities; LIVE(id); id = id->next)
-		say(c, "* identity %s: %s; %s%s%s%s%s", id->cfg->name,
-		    identity_state(id), id->cfg->key,
-		    id->tok_label[0] ? "; token '" : "", id->tok_label,
-		    id->tok_label[0] ? "' serial " : "", id->tok_serial);
-	for (i = 0; i < a->nmods; i++) {
-		s = a->mods[i];
-		say(c, "* token helper for %s: %s, pid %ld, %d restarts",
-		    module_label(s), helper_state(s), s->helper != NULL ?
-		    (long)helper_pid(s->helper) : -1L, s->restarts);
-		if (s->helper == NULL)
-			continue;
-		ss = helper_sign_stats(s->helper);
-		say(c, "*   %llu signatures (%llu failed), %.1f ms each on "
-		    "average, at most %llu ms", ss->ok, ss->failed, ss->ok ?
-		    (double)ss->total_ms / (double)ss->ok : 0.0, ss->max_ms);
+	if (c->out == NULL)
+		c->out = malloc(CTL_MAX_OUT);
+	if (c->out != NULL && len <= CTL_MAX_OUT - CTL_LINE) {
+		memcpy(c->out, text, len);
+		c->outlen = len;
 	}
+	free(text);
+	c->cut = cut;
 	status_end(c);
-}
-
-static void
-status_json(struct ctl_client *c, struct agent *a)
-{
-	const struct tunnel_rt	*rt;
-	const struct tunnel_stats *st;
-	const struct identity	*id;
-	const struct module_rt	*s;
-	static const struct helper_sign_stats none;
-	const struct helper_sign_stats *ss;
-	char			 b1[600], b2[900], b3[300], b4[120];
-	size_t			 n;
-	int			 i, f;
-
-	say(c, "* {\"version\": 1,");
-	say(c, "*  \"agent\": {\"pid\": %ld, \"uptime_seconds\": %lld, "
-	    "\"connections_open\": %d},", (long)getpid(),
-	    (long long)time(NULL) - ctl.started, a->nconns);
-	say(c, "*  \"tunnels\": [");
-	for (rt = a->tunnels; LIVE(rt); rt = rt->next) {
-		st = rt->stats;
-		say(c, "*   {\"name\": %s, \"upstream\": %s, \"identity\": %s,",
-		    jstr(b1, sizeof(b1), rt->cfg->name),
-		    jstr(b2, sizeof(b2), rt->cfg->connect_host),
-		    jstr(b3, sizeof(b3), rt->cfg->identity_name));
-		say(c, "*    \"upstream_port\": %s, \"listen\": [",
-		    jstr(b1, sizeof(b1), rt->cfg->connect_port));
-		for (i = 0; i < rt->nlisten; i++)
-			say(c, "*     %s%s", jstr(b1, sizeof(b1),
-			    rt->listen[i].addr), i + 1 < rt->nlisten ? "," : "");
-		say(c, "*    ], \"connections_open\": %d, \"connections\": %llu, "
-		    "\"handshakes\": %llu, \"handshakes_resumed\": %llu,",
-		    st->open, st->accepted, st->handshakes, st->resumed);
-		say(c, "*    \"bytes_up\": %llu, \"bytes_down\": %llu, "
-		    "\"failed\": {", st->bytes_up, st->bytes_down);
-		for (f = 0; f < TFAIL_MAX; f++)
-			say(c, "*     \"%s\": %llu%s", tunnel_fail_name(f),
-			    st->failed[f], f + 1 < TFAIL_MAX ? "," : "");
-		if (st->last_err_at != 0)
-			say(c, "*    }, \"last_error\": {\"at\": %lld, \"text\": "
-			    "%s}}%s", st->last_err_at,
-			    jstr(b1, sizeof(b1), st->last_err),
-			    LIVE(rt->next) ? "," : "");
-		else
-			say(c, "*    }, \"last_error\": null}%s",
-			    LIVE(rt->next) ? "," : "");
-	}
-	say(c, "*  ],");
-	say(c, "*  \"identities\": [");
-	for (id = a->identities; LIVE(id); id = id->next) {
-		say(c, "*   {\"name\": %s, \"state\": \"%s\",",
-		    jstr(b1, sizeof(b1), id->cfg->name), identity_state(id));
-		say(c, "*    \"key\": %s,", jstr(b2, sizeof(b2), id->cfg->key));
-		say(c, "*    \"token\": %s, \"serial\": %s, \"removals\": %llu, "
-		    "\"queue_depth\": %d}%s",
-		    jstr(b3, sizeof(b3), id->tok_label[0] ? id->tok_label :
-		    NULL), jstr(b4, sizeof(b4), id->tok_serial[0] ?
-		    id->tok_serial : NULL), id->removals, id->hsq_len,
-		    LIVE(id->next) ? "," : "");
-	}
-	say(c, "*  ],");
-	say(c, "*  \"helpers\": [");
-	for (i = 0; i < a->nmods; i++) {
-		s = a->mods[i];
-		say(c, "*   {\"module\": %s, \"state\": \"%s\", \"pid\": %ld, "
-		    "\"restarts\": %d,", jstr(b1, sizeof(b1),
-		    module_label(s)), helper_state(s), s->helper != NULL ?
-		    (long)helper_pid(s->helper) : -1L, s->restarts);
-		ss = s->helper != NULL ? helper_sign_stats(s->helper) : &none;
-		say(c, "*    \"signatures\": %llu, \"signatures_failed\": %llu, "
-		    "\"sign_ms_total\": %llu, \"sign_ms_max\": %llu, "
-		    "\"pin_prompts\": %llu,", ss->ok, ss->failed, ss->total_ms,
-		    ss->max_ms, ss->prompts);
-		b1[0] = '\0';
-		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
-			n = strlen(b1);
-			if (helper_sign_buckets_ms[f] == INT_MAX)
-				snprintf(b1 + n, sizeof(b1) - n, "\"+Inf\": %llu",
-				    ss->le[f]);
-			else
-				snprintf(b1 + n, sizeof(b1) - n, "\"%d\": %llu, ",
-				    helper_sign_buckets_ms[f], ss->le[f]);
-		}
-		say(c, "*    \"sign_ms_buckets\": {%s}}%s", b1,
-		    i + 1 < a->nmods ? "," : "");
-	}
-	say(c, "*  ]}");
-	status_end(c);
-}
-
-/* s as a Prometheus label value (escaped, not quoted) into buf. */
-static const char *
-plabel(char *buf, size_t size, const char *s)
-{
-	size_t	 n = 0;
-
-	for (; s != NULL && *s != '\0' && n + 3 < size; s++) {
-		if (*s == '\\' || *s == '"') {
-			buf[n++] = '\\';
-			buf[n++] = *s;
-		} else if (*s == '\n') {
-			buf[n++] = '\\';
-			buf[n++] = 'n';
-		} else
-			buf[n++] = *s;
-	}
-	buf[n] = '\0';
-	return buf;
-}
-
-/* "# HELP" and "# TYPE" of one metric family. */
-static void
-family(struct ctl_client *c, const char *name, const char *type,
-    const char *help)
-{
-	say(c, "* # HELP %s %s", name, help);
-	say(c, "* # TYPE %s %s", name, type);
-}
-
-static void
-status_prometheus(struct ctl_client *c, struct agent *a)
-{
-	static const struct helper_sign_stats none;
-	const struct helper_sign_stats *ss;
-	const struct tunnel_rt	*rt;
-	const struct identity	*id;
-	const struct module_rt	*s;
-	char			 l[300];
-	int			 i, f;
-
-#define EACH_TUNNEL	for (rt = a->tunnels; LIVE(rt); rt = rt->next)
-#define TL		plabel(l, sizeof(l), rt->cfg->name)
-#define EACH_MODULE	for (i = 0; i < a->nmods && ((s = a->mods[i]), \
-			    (ss = s->helper != NULL ? \
-			    helper_sign_stats(s->helper) : &none), 1); i++)
-#define ML		plabel(l, sizeof(l), module_label(s))
-	family(c, "p11agent_start_time_seconds", "gauge",
-	    "When the agent started, in seconds since the epoch.");
-	say(c, "* p11agent_start_time_seconds %lld", ctl.started);
-	family(c, "p11agent_connections_total", "counter",
-	    "Client connections accepted, refused ones included.");
-	EACH_TUNNEL
-		say(c, "* p11agent_connections_total{tunnel=\"%s\"} %llu", TL,
-		    rt->stats->accepted);
-	family(c, "p11agent_connections_open", "gauge",
-	    "Client connections open now.");
-	EACH_TUNNEL
-		say(c, "* p11agent_connections_open{tunnel=\"%s\"} %d", TL,
-		    rt->stats->open);
-	family(c, "p11agent_handshakes_total", "counter",
-	    "TLS handshakes with the upstream completed, full (signed on the "
-	    "token) or resumed.");
-	EACH_TUNNEL {
-		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind=\"full\"} "
-		    "%llu", TL, rt->stats->handshakes - rt->stats->resumed);
-		say(c, "* p11agent_handshakes_total{tunnel=\"%s\",kind="
-		    "\"resumed\"} %llu", TL, rt->stats->resumed);
-	}
-	family(c, "p11agent_connection_failures_total", "counter",
-	    "Connections that ended in failure, by reason.");
-	EACH_TUNNEL
-		for (f = 0; f < TFAIL_MAX; f++)
-			say(c, "* p11agent_connection_failures_total{tunnel="
-			    "\"%s\",reason=\"%s\"} %llu", TL,
-			    tunnel_fail_name(f), rt->stats->failed[f]);
-	family(c, "p11agent_access_denials_total", "counter",
-	    "Connections refused because the local peer may not use the "
-	    "tunnel.");
-	EACH_TUNNEL
-		say(c, "* p11agent_access_denials_total{tunnel=\"%s\"} %llu",
-		    TL, rt->stats->failed[TFAIL_DENIED]);
-	family(c, "p11agent_bytes_total", "counter",
-	    "Bytes carried: up is client to upstream, down the other way.");
-	EACH_TUNNEL {
-		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction=\"up\"} "
-		    "%llu", TL, rt->stats->bytes_up);
-		say(c, "* p11agent_bytes_total{tunnel=\"%s\",direction="
-		    "\"down\"} %llu", TL, rt->stats->bytes_down);
-	}
-	family(c, "p11agent_token_signatures_total", "counter",
-	    "Signatures the tunnels' handshakes asked of a module's token "
-	    "helper, by result.");
-	EACH_MODULE {
-		say(c, "* p11agent_token_signatures_total{module=\"%s\",result="
-		    "\"ok\"} %llu", ML, ss->ok);
-		say(c, "* p11agent_token_signatures_total{module=\"%s\",result="
-		    "\"failed\"} %llu", ML, ss->failed);
-	}
-	family(c, "p11agent_token_signature_duration_seconds", "histogram",
-	    "Time from a signature request to its answer, of the answered "
-	    "ones, PIN dialogs included (whole milliseconds).");
-	EACH_MODULE {
-		for (f = 0; f < HELPER_SIGN_BUCKETS; f++) {
-			if (helper_sign_buckets_ms[f] == INT_MAX)
-				say(c, "* p11agent_token_signature_duration_"
-				    "seconds_bucket{module=\"%s\",le=\"+Inf\"} "
-				    "%llu", ML, ss->le[f]);
-			else
-				say(c, "* p11agent_token_signature_duration_"
-				    "seconds_bucket{module=\"%s\",le=\"%g\"} "
-				    "%llu", ML, helper_sign_buckets_ms[f] / 1e3,
-				    ss->le[f]);
-		}
-		say(c, "* p11agent_token_signature_duration_seconds_sum{module="
-		    "\"%s\"} %.3f", ML, (double)ss->total_ms / 1e3);
-		say(c, "* p11agent_token_signature_duration_seconds_count{"
-		    "module=\"%s\"} %llu", ML, ss->ok);
-	}
-	family(c, "p11agent_pin_prompts_total", "counter",
-	    "PIN dialogs a module's token helper opened.");
-	EACH_MODULE
-		say(c, "* p11agent_pin_prompts_total{module=\"%s\"} %llu", ML,
-		    ss->prompts);
-	family(c, "p11agent_helper_restarts_total", "counter",
-	    "Token helpers started again after the first.");
-	EACH_MODULE
-		say(c, "* p11agent_helper_restarts_total{module=\"%s\"} %d", ML,
-		    s->restarts);
-	family(c, "p11agent_handshake_queue_depth", "gauge",
-	    "Full handshakes waiting for a free slot on the identity's "
-	    "token.");
-	for (id = a->identities; LIVE(id); id = id->next)
-		say(c, "* p11agent_handshake_queue_depth{identity=\"%s\"} %d",
-		    plabel(l, sizeof(l), id->cfg->name), id->hsq_len);
-	family(c, "p11agent_token_removals_total", "counter",
-	    "Times the identity's card was pulled.");
-	for (id = a->identities; LIVE(id); id = id->next)
-		say(c, "* p11agent_token_removals_total{identity=\"%s\"} %llu",
-		    plabel(l, sizeof(l), id->cfg->name), id->removals);
-#undef EACH_TUNNEL
-#undef TL
-#undef EACH_MODULE
-#undef ML
-	status_end(c);
+	client_end(c);
 }
 
 static void
 req_status(struct ctl_client *c, int argc, char **argv)
 {
+	enum status_format	 f;
+
 	if (argc == 1)
-		status_text(c, ctl.agent);
+		f = STATUS_TEXT;
 	else if (argc == 2 && strcmp(argv[1], "--json") == 0)
-		status_json(c, ctl.agent);
+		f = STATUS_JSON;
 	else if (argc == 2 && strcmp(argv[1], "--prometheus") == 0)
-		status_prometheus(c, ctl.agent);
-	else
+		f = STATUS_PROMETHEUS;
+	else {
 		say(c, "ERR usage status [--json | --prometheus]");
-	client_end(c);
+		client_end(c);
+		return;
+	}
+	/* the token helpers are asked first: the answer comes later */
+	if (status_start(ctl.agent, f, "* ", CTL_MAX_OUT - CTL_LINE,
+	    status_done, c, &c->sreq) != 0) {
+		say(c, "ERR failed out of memory");
+		client_end(c);
+		return;
+	}
+	c->state = C_WORK;
+	loop_set(&c->w, 0);
 }
 
 /* The reload's answer (agent/reload.c), to the client that asked. */
@@ -1232,7 +909,7 @@ control_open(struct agent *a, const char *path)
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.agent = a;
-	ctl.started = (long long)time(NULL);
+	status_init();
 	ctl.lock_after = a->cfg->agent.lock_after;
 	if (sd_listen_fd(SD_CONTROL_NAME, &fd) == 0)
 		return open_inherited(fd, path);
@@ -1271,6 +948,7 @@ control_tick(struct agent *a, long now)
 	char			 by[64];
 	long			 last;
 
+	status_tick(now);	/* the metrics listener's too */
 	if (!ctl.open)
 		return;
 	for (c = ctl.clients; c != NULL; c = next) {

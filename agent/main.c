@@ -20,6 +20,7 @@
 
 #include "p11agent/error.h"
 #include "p11agent/log.h"
+#include "p11agent/metrics.h"
 #include "p11agent/proto.h"
 #include "p11agent/agent.h"
 #include "p11agent/config.h"
@@ -130,6 +131,7 @@ tick(long now)
 	control_tick(&agent, now);
 	reload_tick(&agent, now);
 	sd_tick(&agent, now);
+	metrics_tick(now);
 }
 
 /* SIGHUP reloads, SIGTERM and SIGINT drain (agent/reload.c). */
@@ -233,7 +235,8 @@ static int
 start_loaded(void (*opened)(struct agent *, int), int control)
 {
 	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
-	    loop_init() != 0 || (control && serve_control() != 0) ||
+	    loop_init() != 0 || (control && (serve_control() != 0 ||
+	    metrics_open(&agent, ready_fd) != 0)) ||
 	    resolve_init() != 0 || identity_open_start(&agent, opened) != 0)
 		return -1;
 	return 0;
@@ -309,6 +312,7 @@ out:
 	helpers_fail_all(&agent);
 	tunnels_reap();
 	control_close(&agent);
+	metrics_close();
 	loop_run_deferred();	/* frees the last connections' SSLs */
 	identity_close_all(&agent);
 	wbio_cleanup();		/* after the last SSL that used it */

@@ -121,6 +121,14 @@ agent_settings(const struct config *nc, const struct config *old, char *err,
 		    "the agent opened (%s); restart p11agent to move it",
 		    nc->path, n->line, o->control != NULL ? o->control :
 		    "the default");
+	if (n->metrics.kind != o->metrics.kind ||
+	    !str_same(n->metrics.host, o->metrics.host) ||
+	    !str_same(n->metrics.port, o->metrics.port) ||
+	    !str_same(n->metrics.path, o->metrics.path) ||
+	    n->allow_remote != o->allow_remote)
+		log_warn("%s:%d: [agent] metrics: a reload keeps the metrics "
+		    "listener the agent opened; restart p11agent to change it",
+		    nc->path, n->line);
 	if (n->token_poll_ms != o->token_poll_ms) {
 		log_warn("%s:%d: [agent] token-poll: a reload keeps %d ms, "
 		    "which the running token helpers use; restart p11agent "

@@ -122,3 +122,79 @@ out:
 	helper_modules_clear(&m);
 	return r;
 }
+
+/* A str field of at most size - 1 bytes, without NUL, into buf. */
+static void
+get_name(struct pbuf *b, char *buf, size_t size)
+{
+	const uint8_t	*p;
+	size_t		 len;
+
+	buf[0] = '\0';
+	p = pbuf_get_bytes(b, &len, PROTO_MAX_STRING);
+	if (b->err != 0)
+		return;
+	if (len >= size || (len > 0 && memchr(p, '\0', len) != NULL)) {
+		b->err = P11A_ERR_PROTOCOL;
+		return;
+	}
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+}
+
+/* A u8 field that is one of the PROTO_STATE_* values. */
+static int
+get_state(struct pbuf *b)
+{
+	uint8_t	 v = pbuf_get_u8(b);
+
+	if (b->err == 0 && v > PROTO_STATE_UNKNOWN)
+		b->err = P11A_ERR_PROTOCOL;
+	return v;
+}
+
+void
+helper_states_clear(struct helper_states *s)
+{
+	free(s->tokens);
+	memset(s, 0, sizeof(*s));
+}
+
+int
+helper_parse_states(struct pbuf *reply, struct helper_states *out)
+{
+	struct helper_states	 s;
+	struct helper_tstate	*t;
+	uint32_t		 i, j, n;
+	int			 r;
+
+	memset(&s, 0, sizeof(s));
+	if ((r = get_count(reply, PROTO_MAX_STATE_TOKENS, &n)) != 0)
+		return r;
+	if (n > 0 && (s.tokens = calloc(n, sizeof(*s.tokens))) == NULL)
+		return P11A_ERR_NOMEM;
+	s.n = n;
+	for (i = 0; i < n && reply->err == 0; i++) {
+		t = &s.tokens[i];
+		get_name(reply, t->label, sizeof(t->label));
+		get_name(reply, t->serial, sizeof(t->serial));
+		t->present = get_state(reply);
+		t->login = get_state(reply);
+		t->flags_known = pbuf_get_u8(reply) != 0;
+		t->flags = pbuf_get_u32(reply);
+		t->ckr = pbuf_get_u32(reply);
+		t->refused = pbuf_get_u8(reply) != 0;
+		t->nhandles = pbuf_get_u32(reply);
+		if (reply->err == 0 && t->nhandles > PROTO_MAX_STATE_KEYS)
+			reply->err = P11A_ERR_TOO_LARGE;
+		for (j = 0; j < t->nhandles && reply->err == 0; j++)
+			t->handles[j] = pbuf_get_u32(reply);
+	}
+	if ((r = pbuf_end(reply)) != 0)
+		goto out;
+	*out = s;
+	memset(&s, 0, sizeof(s));
+out:
+	helper_states_clear(&s);
+	return r;
+}

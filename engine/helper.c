@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <p11-kit/pkcs11.h>
 
 #include "p11agent/clock.h"
 #include "p11agent/enroll.h"
@@ -32,7 +33,16 @@
 #define HELPER_FD	3
 
 _Static_assert(HREQ_MAX_CERTS == ENROLL_MAX_CERTS, "IMPORT certificate limit");
+_Static_assert(TOKEN_STATE_NO == PROTO_STATE_NO &&
+    TOKEN_STATE_YES == PROTO_STATE_YES &&
+    TOKEN_STATE_NOT_NEEDED == PROTO_STATE_NOT_NEEDED &&
+    TOKEN_STATE_UNKNOWN == PROTO_STATE_UNKNOWN, "STATE_OK values");
+_Static_assert(PROTO_CKF_USER_PIN_COUNT_LOW == CKF_USER_PIN_COUNT_LOW &&
+    PROTO_CKF_USER_PIN_FINAL_TRY == CKF_USER_PIN_FINAL_TRY &&
+    PROTO_CKF_USER_PIN_LOCKED == CKF_USER_PIN_LOCKED, "token flags");
 #define MAX_KEYS	64
+_Static_assert(MAX_KEYS <= PROTO_MAX_STATE_TOKENS &&
+    MAX_KEYS <= PROTO_MAX_STATE_KEYS, "STATE_OK limits");
 #define MAX_ALLOW	64	/* -a patterns (the config allows 16) */
 
 struct helper_state {
@@ -266,6 +276,71 @@ do_unlock(struct helper_state *h, uint32_t id, struct pbuf *in)
 	return r;
 }
 
+/* One token of a STATE_OK reply: its state and the handles of its keys. */
+static void
+put_token_state(struct helper_state *h, int first, struct pbuf *out)
+{
+	struct token_state	 st;
+	uint32_t		 n = 0;
+	int			 i;
+
+	token_key_state(h->ctx, h->keys[first], &st);
+	pbuf_put_str(out, st.label);
+	pbuf_put_str(out, st.serial);
+	pbuf_put_u8(out, (uint8_t)st.present);
+	pbuf_put_u8(out, (uint8_t)st.login);
+	pbuf_put_u8(out, (uint8_t)st.flags_known);
+	pbuf_put_u32(out, st.flags_known ? st.flags : 0);
+	pbuf_put_u32(out, st.ckr);
+	pbuf_put_u8(out, (uint8_t)st.refused);
+	for (i = first; i < h->nkeys; i++)
+		if (h->keys[i] != NULL &&
+		    token_key_same_token(h->keys[i], h->keys[first]))
+			n++;
+	pbuf_put_u32(out, n);
+	for (i = first; i < h->nkeys; i++)
+		if (h->keys[i] != NULL &&
+		    token_key_same_token(h->keys[i], h->keys[first]))
+			pbuf_put_u32(out, (uint32_t)i);
+}
+
+/* Is keys[i] the first opened key of its token? */
+static int
+first_of_token(const struct helper_state *h, int i)
+{
+	int	 j;
+
+	if (h->keys[i] == NULL)
+		return 0;
+	for (j = 0; j < i; j++)
+		if (h->keys[j] != NULL &&
+		    token_key_same_token(h->keys[j], h->keys[i]))
+			return 0;
+	return 1;
+}
+
+/* status: each token of the opened keys, no login, no dialog */
+static int
+do_state(struct helper_state *h, uint32_t id, struct pbuf *in)
+{
+	struct pbuf	 out;
+	uint32_t	 n = 0;
+	int		 i, r;
+
+	if (hreq_state(in) != 0)
+		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
+	for (i = 0; i < h->nkeys; i++)
+		n += (uint32_t)first_of_token(h, i);
+	pbuf_init(&out);
+	pbuf_put_u32(&out, n);
+	for (i = 0; i < h->nkeys; i++)
+		if (first_of_token(h, i))
+			put_token_state(h, i, &out);
+	r = reply(id, PROTO_STATE_OK, out.err, h->ctx, &out);
+	pbuf_clear(&out);
+	return r;
+}
+
 /* Before a dialog: the agent moves the deadlines of what waits on it. */
 static void
 send_busy(void *arg, int ms)
@@ -389,6 +464,8 @@ dispatch(struct helper_state *h, uint32_t type, uint32_t id, struct pbuf *in)
 		return do_logout(h, id, in);
 	case PROTO_UNLOCK:
 		return do_unlock(h, id, in);
+	case PROTO_STATE:
+		return do_state(h, id, in);
 	case PROTO_GENKEY:
 		return do_genkey(h, id, in);
 	case PROTO_IMPORT:

@@ -132,6 +132,12 @@ hreq_modules(struct pbuf *b)
 	return pbuf_end(b);
 }
 
+int
+hreq_state(struct pbuf *b)
+{
+	return pbuf_end(b);
+}
+
 void
 hreq_probe_clear(struct hreq_probe *q)
 {

@@ -80,6 +80,7 @@ int	 hreq_list(struct pbuf *, struct hreq_list *);
 int	 hreq_modules(struct pbuf *);		/* an empty payload */
 int	 hreq_probe(struct pbuf *, struct hreq_probe *);
 int	 hreq_logout(struct pbuf *);		/* an empty payload */
+int	 hreq_state(struct pbuf *);		/* an empty payload */
 int	 hreq_unlock(struct pbuf *, struct hreq_unlock *);
 void	 hreq_unlock_clear(struct hreq_unlock *);
 void	 hreq_sign_clear(struct hreq_sign *);

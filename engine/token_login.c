@@ -538,3 +538,56 @@ token_unlock(struct token_ctx *ctx, const struct token_req *rq, int *n)
 	}
 	return 0;
 }
+
+/* ---- status: what the agent's status shows of a token */
+
+int
+token_key_same_token(const struct token_key *a, const struct token_key *b)
+{
+	return a->mod == b->mod && a->slot == b->slot;
+}
+
+int
+token_key_state(struct token_ctx *ctx, struct token_key *k,
+    struct token_state *st)
+{
+	CK_SLOT_INFO	 si;
+	CK_SESSION_INFO	 ses;
+	CK_TOKEN_INFO	 ti;
+	CK_RV		 rv, srv;
+	CK_FLAGS	 flags = k->flags;
+
+	(void)ctx;
+	memset(st, 0, sizeof(*st));
+	token_label(k->label, st->label);
+	TOKEN_UNPAD(k->serial, st->serial);
+	st->present = TOKEN_STATE_UNKNOWN;
+	st->login = TOKEN_STATE_UNKNOWN;
+	rv = k->mod->C_GetSlotInfo(k->slot, &si);
+	if (rv == CKR_OK && !(si.flags & CKF_TOKEN_PRESENT))
+		rv = CKR_TOKEN_NOT_PRESENT;
+	if (rv == CKR_OK && (rv = k->mod->C_GetTokenInfo(k->slot, &ti)) ==
+	    CKR_OK) {
+		flags = ti.flags;
+		st->flags_known = 1;
+	}
+	st->ckr = (uint32_t)rv;
+	srv = k->mod->C_GetSessionInfo(k->session, &ses);
+	if (rv == CKR_TOKEN_NOT_PRESENT || rv == CKR_DEVICE_REMOVED ||
+	    rv == CKR_SLOT_ID_INVALID || srv == CKR_SESSION_HANDLE_INVALID ||
+	    srv == CKR_SESSION_CLOSED || srv == CKR_DEVICE_REMOVED ||
+	    srv == CKR_TOKEN_NOT_PRESENT) {
+		/* gone, or pulled and put back: its sessions died with it */
+		st->present = TOKEN_STATE_NO;
+		st->login = TOKEN_STATE_NO;
+	} else if (rv == CKR_OK && srv == CKR_OK)
+		st->present = TOKEN_STATE_YES;
+	if (st->present != TOKEN_STATE_NO && srv == CKR_OK)
+		st->login = ses.state == CKS_RO_USER_FUNCTIONS ||
+		    ses.state == CKS_RW_USER_FUNCTIONS ? TOKEN_STATE_YES :
+		    !(flags & CKF_LOGIN_REQUIRED) ? TOKEN_STATE_NOT_NEEDED :
+		    TOKEN_STATE_NO;
+	st->flags = (uint32_t)flags;
+	st->refused = k->ts != NULL && (k->ts->rejected || k->ts->blocked);
+	return 0;
+}

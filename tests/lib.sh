@@ -138,7 +138,8 @@ start_server() {
 }
 
 # start_agent CONFIG: runs the agent until it reports "ready"; sets
-# LISTEN_<tunnel>_<n> for each listener (n from 0), in config order.
+# LISTEN_<tunnel>_<n> for each listener (n from 0), in config order, and
+# METRICS_ADDR for the [agent] metrics listener.
 start_agent() {
 	local conf=$1 fd line name addr
 	declare -gA LISTEN=()
@@ -158,6 +159,9 @@ start_agent() {
 		listen\ *)
 			read -r _ name addr <<<"$line"
 			LISTEN[$name]="${LISTEN[$name]:-}${LISTEN[$name]:+ }$addr"
+			;;
+		metrics\ *)
+			METRICS_ADDR=${line#metrics }
 			;;
 		esac
 	done

@@ -5,6 +5,8 @@
 #   the agent never drives the card to locked: at one try left it does not
 #   log in at all (the card keeps its last try);
 # - a login with the right PIN resets the counter;
+# - p11agent status shows the card's PIN state as the card counts down
+#   (wrong PINs from another program): ok, final-try (1 left), locked (0);
 # - a locked card: no login, the message says to unblock with the PUK;
 #   unblocked with the PUK (RESET RETRY COUNTER) it works again;
 # - the slot-9c key (PIN for each signature, CKA_ALWAYS_AUTHENTICATE):
@@ -69,13 +71,51 @@ conf "$CARD_PIN_FILE" 01
 out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) || fail "check with the right PIN: $out"
 ok "right PIN: counter back to 3, check signs"
 
-# ---- locked: three wrong PINs by another program; the agent does not log
-# in, says what to do; the PUK unblocks it
-for i in 1 2 3; do
+# ---- locked: three wrong PINs by another program; the status of an agent
+# started after them shows the card's counter as OpenSC reports it (final
+# try: 1 left, then locked: 0); the agent does not log in, says what to
+# do; the PUK unblocks it
+wrong() {
 	pkcs11-tool --module "$OPENSC_PKCS11" --login --pin 999999 -O \
 	    >/dev/null 2>&1 && fail "pkcs11-tool logged in with a wrong PIN"
-done
+}
+# pin_status STATE TRIES: the card's token in status --json and the text
+pin_status() {
+	"$P11AGENT" status --json -c "$T/agent.conf" >"$T/s.json" || fail "status --json"
+	/usr/bin/python3 - "$T/s.json" "$1" "$2" <<'PY' || fail "status --json: $(cat "$T/s.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = d["tokens"][0]
+tries = None if sys.argv[3] == "null" else int(sys.argv[3])
+if (t["present"], t["pin_state"], t["pin_tries_left"], t["identities"]) != (True, sys.argv[2], tries, ["k"]):
+    sys.exit("token %r: wanted present, PIN %s, %s tries left" % (t, sys.argv[2], sys.argv[3]))
+PY
+	"$P11AGENT" status -c "$T/agent.conf" | grep -q "^  token '$CARD_TOKEN_LABEL' (serial $CARD_SERIAL): present, .*, PIN $1 (tries left: ${2/null/unknown}); identities k$" ||
+	    fail "status: $("$P11AGENT" status -c "$T/agent.conf")"
+}
+# OpenSC's PIV driver reads the card's counter (an empty VERIFY) when it
+# binds the card and at a login, not at each C_GetTokenInfo: a helper
+# started after the wrong PINs shows it.  pin = pinentry: no login at open
+# (the first signature would ask), so the agent starts on a final try and
+# on a locked card, and no signature is asked here.
+sed 's|^pin = file:.*|pin = pinentry|' "$T/agent.conf" >"$T/ask.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start (status)"
+pin_status ok null
+stop_agent || fail "the agent did not exit cleanly (status)"
+wrong
+wrong
+[ "$(tries)" = 1 ] || fail "after 2 wrong PINs the card has $(tries) tries"
+cp "$T/ask.conf" "$T/agent.conf"
+start_agent "$T/agent.conf" || fail "the agent did not start (final try)"
+pin_status final-try 1
+stop_agent || fail "the agent did not exit cleanly (final try)"
+wrong
 [ "$(tries)" = 0 ] || fail "after 3 wrong PINs the card has $(tries) tries"
+start_agent "$T/agent.conf" || fail "the agent did not start (locked)"
+pin_status locked 0
+stop_agent || fail "the agent did not exit cleanly (locked)"
+conf "$CARD_PIN_FILE" 01
+ok "status of the card: PIN ok, then final-try (tries left: 1), then locked (tries left: 0)"
 : >"$T/calls.log"
 out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) && fail "check passed on a locked card"
 grep -q "the user PIN is locked; p11agent will not try to log in: unblock it with the PUK" <<<"$out" ||

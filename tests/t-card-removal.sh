@@ -3,8 +3,10 @@
 # 3): the virtual PIV card (tests/vcard/) leaves its reader (the emulator
 # closes its vpcd connection), so pcscd and OpenSC see a removal, as with
 # a real card; no fault module makes it up.
-# - with the agent running, a new connection fails fast, naming the card;
-# - put back, the next connection succeeds: same agent, no restart;
+# - with the agent running, a new connection fails fast, naming the card,
+#   and status says the card is not present;
+# - put back, the next connection succeeds: same agent, no restart; status
+#   says present again;
 # - the emulator restarted from its state file (the same card after a
 #   power loss) and pcscd restarted: the agent recovers both times;
 # - enroll: OpenSC offers no key-pair generation on PIV, and p11agent
@@ -66,6 +68,16 @@ roundtrip >/dev/null || fail "before the removal"
 # agent learns of the removal only when a signature it asked for times out
 # (sign-timeout = 2 here): that case must still fail the connection and
 # recover, and it is reported, not hidden.
+# token_present true|false: status --json says so of the card
+token_present() {
+	"$P11AGENT" status --json -c "$T/agent.conf" >"$T/s.json" || return 1
+	/usr/bin/python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["tokens"]
+sys.exit(not (len(t) == 1 and t[0]["identities"] == ["k"] and
+    t[0]["present"] is (sys.argv[2] == "true")))' "$T/s.json" "$1"
+}
+token_present true || fail "status before the removal: $(cat "$T/s.json")"
 STUCK=0
 log_mark
 card_remove c
@@ -79,6 +91,10 @@ if wait_log "identity k: $CARD was removed; insert it again" 10; then
 	wait_log "conn [0-9]+ \(t\): $CARD was removed; insert it again" 5 ||
 	    fail "the refused connection's line does not name the card"
 	ok "pulled: the agent logged it; a new connection failed in $((t1 - t0)) ms naming the card"
+	# status: the card is not present (what the helper says, or, should
+	# OpenSC hold it up, what the agent was told)
+	token_present false || fail "status after the removal: $(cat "$T/s.json")"
+	ok "pulled: status says present = no"
 else
 	echo "KNOWN: no removal line in 10 s: OpenSC did not return from the helper's presence look"
 	t0=$(ms_now)
@@ -100,7 +116,8 @@ if [ "$STUCK" = 0 ]; then
 	wait_log "identity k: $CARD is back; new connections use it" 15 ||
 	    fail "the card was not taken back"
 	out=$(roundtrip) || fail "after the reinsertion: $out"
-	ok "put back: $(tail -n 1 <<<"$out") (agent pid $pid)"
+	token_present true || fail "status after the reinsertion: $(cat "$T/s.json")"
+	ok "put back: $(tail -n 1 <<<"$out") (agent pid $pid); status says present = yes"
 else
 	recover "put back after the stuck helper" 4
 fi

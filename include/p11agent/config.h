@@ -129,6 +129,10 @@ struct cfg_agent {
 	int			 lock_after_line;
 	int			 drain_timeout;	/* seconds, after SIGTERM */
 	int			 drain_set;
+	/* metrics = ADDRESS (kind 0: none), beyond loopback only with
+	 * allow-remote-listen = yes (agent/metrics.c) */
+	struct cfg_listen	 metrics;
+	int			 allow_remote;
 };
 
 struct config {

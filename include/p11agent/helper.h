@@ -18,6 +18,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "p11agent/proto.h"
+
 struct pbuf;
 struct helper;
 
@@ -173,6 +175,31 @@ int	 helper_parse_probe(struct pbuf *, struct helper_probe *);
 void	 helper_probe_clear(struct helper_probe *);
 int	 helper_parse_modules(struct pbuf *, struct helper_modules *);
 void	 helper_modules_clear(struct helper_modules *);
+
+/*
+ * The state of the tokens of a helper's opened keys (PROTO_STATE, empty
+ * request; no login, no dialog), for status.  The parser decodes an
+ * untrusted reply: at most PROTO_MAX_STATE_TOKENS tokens of at most
+ * PROTO_MAX_STATE_KEYS handles each; on error *out is untouched.
+ */
+struct helper_tstate {
+	char		 label[33];
+	char		 serial[17];
+	int		 present;	/* PROTO_STATE_* */
+	int		 login;		/* PROTO_STATE_* */
+	int		 flags_known;	/* C_GetTokenInfo answered */
+	uint32_t	 flags;		/* its token flags (CKF_*) */
+	uint32_t	 ckr;		/* or why it did not */
+	int		 refused;	/* no login tried until unlock */
+	uint32_t	 nhandles;	/* the keys opened on it */
+	uint32_t	 handles[PROTO_MAX_STATE_KEYS];
+};
+struct helper_states {
+	uint32_t		 n;
+	struct helper_tstate	*tokens;
+};
+int	 helper_parse_states(struct pbuf *, struct helper_states *);
+void	 helper_states_clear(struct helper_states *);
 
 /*
  * An EVP_PKEY for the identity: public half from its certificate, each

@@ -34,6 +34,7 @@ enum proto_type {
 	PROTO_IMPORT = 7,	/* write certificates beside a key */
 	PROTO_LOGOUT = 8,	/* log every token out, wipe cached PINs */
 	PROTO_UNLOCK = 9,	/* clear refusals, log in again now */
+	PROTO_STATE = 10,	/* the opened tokens' state, no login */
 	/* unsolicited: helper -> agent, id 0 or the request it concerns */
 	PROTO_EVENT = 0x40,	/* a token went away or came back */
 	PROTO_BUSY = 0x41,	/* a request waits for the user (a dialog) */
@@ -47,6 +48,7 @@ enum proto_type {
 	PROTO_IMPORT_OK = 0x87,
 	PROTO_LOGOUT_OK = 0x88,
 	PROTO_UNLOCK_OK = 0x89,
+	PROTO_STATE_OK = 0x8a,
 	PROTO_ERROR = 0xff,
 };
 
@@ -78,6 +80,21 @@ enum proto_keytype {
 	PROTO_KEY_RSA = 1,
 	PROTO_KEY_EC = 2,
 };
+
+/* PROTO_STATE_OK: a token's present and login fields */
+enum proto_state {
+	PROTO_STATE_NO = 0,
+	PROTO_STATE_YES = 1,
+	PROTO_STATE_NOT_NEEDED = 2,	/* login: the token needs none */
+	PROTO_STATE_UNKNOWN = 3,
+};
+/* The token flags (PKCS#11 CKF_*, as C_GetTokenInfo gives them) the
+ * agent reads, for it has no PKCS#11 headers. */
+#define PROTO_CKF_USER_PIN_COUNT_LOW	0x00010000
+#define PROTO_CKF_USER_PIN_FINAL_TRY	0x00020000
+#define PROTO_CKF_USER_PIN_LOCKED	0x00040000
+#define PROTO_MAX_STATE_TOKENS	64	/* tokens in a STATE_OK reply */
+#define PROTO_MAX_STATE_KEYS	64	/* key handles per token */
 
 /* PROTO_LIST_OK record kinds */
 enum proto_list_kind {

@@ -117,6 +117,33 @@ uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
 /* The certificate's DER, or NULL with *len 0 when none was asked for. */
 const uint8_t *token_key_cert(const struct token_key *, size_t *);
 
+/*
+ * What a status shows of an opened key's token, asked without a login
+ * and without a dialog (PROTO_STATE): C_GetSlotInfo and C_GetTokenInfo
+ * (present, the PIN flags), C_GetSessionInfo on the key's session
+ * (logged in; a card pulled and put back killed it: not present).
+ */
+#define TOKEN_STATE_NO		0
+#define TOKEN_STATE_YES		1
+#define TOKEN_STATE_NOT_NEEDED	2	/* login: the token needs none */
+#define TOKEN_STATE_UNKNOWN	3
+struct token_state {
+	int		 present;	/* TOKEN_STATE_* */
+	int		 login;		/* TOKEN_STATE_* */
+	uint32_t	 ckr;		/* of C_GetSlotInfo/C_GetTokenInfo */
+	uint32_t	 flags;		/* token flags now, or at open when
+					 * ckr is not CKR_OK */
+	int		 flags_known;	/* read now */
+	int		 refused;	/* no login is tried until unlock */
+	char		 label[33];
+	char		 serial[17];
+};
+int	 token_key_state(struct token_ctx *, struct token_key *,
+	    struct token_state *);
+/* Are the two keys on the same token (module and slot)? */
+int	 token_key_same_token(const struct token_key *,
+	    const struct token_key *);
+
 /* Signs data with alg (PROTO_ALG_*); hash is a PROTO_HASH_* for PSS. */
 int	 token_sign(struct token_ctx *, struct token_key *, int alg,
 	    int hash, uint32_t saltlen, const uint8_t *data, size_t len,

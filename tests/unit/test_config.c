@@ -404,6 +404,54 @@ test_systemd_listen(void)
 #endif
 }
 
+/* [agent] metrics and allow-remote-listen (agent/metrics.c). */
+static void
+test_metrics(void)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path;
+
+	path = test_write("m.conf", "[agent]\nmetrics = tcp:127.0.0.1:9100\n"
+	    "allow-remote-listen = yes\n\n" GOOD, 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->agent.metrics.kind, LISTEN_TCP);
+	CU_ASSERT_STRING_EQUAL(cfg->agent.metrics.host, "127.0.0.1");
+	CU_ASSERT_STRING_EQUAL(cfg->agent.metrics.port, "9100");
+	CU_ASSERT_EQUAL(cfg->agent.metrics.line, 2);
+	CU_ASSERT_EQUAL(cfg->agent.allow_remote, 1);
+	CU_ASSERT_EQUAL(cfg->tunnels->allow_remote, 0);
+	config_free(cfg);
+	cfg = NULL;
+	path = test_write("m.conf", "[agent]\nmetrics = unix:/run/m.sock\n\n"
+	    GOOD, 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->agent.metrics.kind, LISTEN_UNIX);
+	CU_ASSERT_STRING_EQUAL(cfg->agent.metrics.path, "/run/m.sock");
+	CU_ASSERT_EQUAL(cfg->agent.allow_remote, 0);
+	config_free(cfg);
+	cfg = NULL;
+	path = test_write("m.conf", GOOD, 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->agent.metrics.kind, 0);
+	config_free(cfg);
+	expect_error("[agent]\nmetrics = http://127.0.0.1:9100\n",
+	    "bad.conf:2:", "[agent] metrics: 'http://127.0.0.1:9100' is neither "
+	    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH");
+	expect_error("[agent]\nmetrics = tcp:localhost:9100\n", "bad.conf:2:",
+	    "[agent] metrics: 'tcp:localhost:9100' is not tcp:ADDRESS:PORT");
+	expect_error("[agent]\nmetrics = tcp:127.0.0.1:1\nmetrics = "
+	    "unix:/x\n", "bad.conf:3:", "[agent] metrics: given twice (also "
+	    "line 2)");
+	expect_error("[agent]\nallow-remote-listen = maybe\n", "bad.conf:2:",
+	    "allow-remote-listen");
+	expect_error("[agent]\nallow-remote-listen = yes\n"
+	    "allow-remote-listen = no\n", "bad.conf:3:", "[agent] "
+	    "allow-remote-listen: given twice");
+	expect_error("[tunnel t]\nmetrics = tcp:127.0.0.1:1\n", "bad.conf:2:",
+	    "[tunnel t] metrics: this key belongs in a [agent] section");
+}
+
 int
 suite_config(void)
 {
@@ -413,6 +461,7 @@ suite_config(void)
 	    CU_add_test(s, "a good file", test_good) == NULL ||
 	    CU_add_test(s, "errors name file:line:key", test_errors) == NULL ||
 	    CU_add_test(s, "the [agent] section", test_agent_section) == NULL ||
+	    CU_add_test(s, "[agent] metrics", test_metrics) == NULL ||
 	    CU_add_test(s, "allow-users, allow-groups", test_allow) == NULL ||
 	    CU_add_test(s, "on-removal, on-reinsert, token-poll",
 	    test_removal) == NULL ||

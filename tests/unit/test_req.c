@@ -321,6 +321,107 @@ test_parse_modules(void)
 	CU_ASSERT_EQUAL(modules(&b, &m), P11A_ERR_PROTOCOL);
 }
 
+/* One token of a STATE_OK reply with n handles (from 7). */
+static void
+put_state(struct pbuf *b, const char *label, uint32_t n, int present)
+{
+	uint32_t	 i;
+
+	pbuf_put_str(b, label);
+	pbuf_put_str(b, "0123456789abcdef");
+	pbuf_put_u8(b, (uint8_t)present);
+	pbuf_put_u8(b, PROTO_STATE_YES);
+	pbuf_put_u8(b, 1);
+	pbuf_put_u32(b, PROTO_CKF_USER_PIN_COUNT_LOW | 0x400);
+	pbuf_put_u32(b, 0);
+	pbuf_put_u8(b, 0);
+	pbuf_put_u32(b, n);
+	for (i = 0; i < n; i++)
+		pbuf_put_u32(b, 7 + i);
+}
+
+/* Parses b as STATE_OK; *out must stay as it was on failure. */
+static int
+states(struct pbuf *b, struct helper_states *out)
+{
+	struct pbuf	 r;
+	int		 e;
+
+	out->n = 99;
+	out->tokens = NULL;
+	if ((e = helper_parse_states(reread(b, &r), out)) != 0)
+		CU_ASSERT(out->n == 99 && out->tokens == NULL);
+	return e;
+}
+
+static void
+test_parse_states(void)
+{
+	struct helper_states	 st;
+	struct pbuf		 b;
+	char			 label[40];
+
+	pbuf_init(&b);
+	pbuf_put_u32(&b, 2);
+	put_state(&b, "card a", 2, PROTO_STATE_YES);
+	put_state(&b, "card b", 0, PROTO_STATE_NO);
+	CU_ASSERT_EQUAL_FATAL(states(&b, &st), 0);
+	CU_ASSERT_EQUAL_FATAL(st.n, 2);
+	CU_ASSERT_STRING_EQUAL(st.tokens[0].label, "card a");
+	CU_ASSERT_STRING_EQUAL(st.tokens[0].serial, "0123456789abcdef");
+	CU_ASSERT(st.tokens[0].present == PROTO_STATE_YES &&
+	    st.tokens[0].login == PROTO_STATE_YES &&
+	    st.tokens[0].flags_known && st.tokens[0].flags ==
+	    (PROTO_CKF_USER_PIN_COUNT_LOW | 0x400) && !st.tokens[0].refused);
+	CU_ASSERT(st.tokens[0].nhandles == 2 && st.tokens[0].handles[1] == 8);
+	CU_ASSERT(st.tokens[1].present == PROTO_STATE_NO &&
+	    st.tokens[1].nhandles == 0);
+	helper_states_clear(&st);
+	CU_ASSERT(st.n == 0 && st.tokens == NULL);
+	pbuf_clear(&b);
+	/* none: an answer */
+	pbuf_put_u32(&b, 0);
+	CU_ASSERT_EQUAL(states(&b, &st), 0);
+	CU_ASSERT(st.n == 0 && st.tokens == NULL);
+	pbuf_clear(&b);
+	/* over the limits: tokens, handles, a label or serial too long */
+	pbuf_put_u32(&b, PROTO_MAX_STATE_TOKENS + 1);
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_TOO_LARGE);
+	pbuf_clear(&b);
+	pbuf_put_u32(&b, 1);
+	put_state(&b, "a", PROTO_MAX_STATE_KEYS + 1, PROTO_STATE_YES);
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_TOO_LARGE);
+	pbuf_clear(&b);
+	memset(label, 'x', 33);
+	label[33] = '\0';
+	pbuf_put_u32(&b, 1);
+	put_state(&b, label, 1, PROTO_STATE_YES);
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_PROTOCOL);
+	pbuf_clear(&b);
+	label[32] = '\0';	/* 32 bytes: the most a label has */
+	pbuf_put_u32(&b, 1);
+	put_state(&b, label, 1, PROTO_STATE_YES);
+	CU_ASSERT_EQUAL(states(&b, &st), 0);
+	helper_states_clear(&st);
+	pbuf_clear(&b);
+	/* a state that is none of PROTO_STATE_*, trailing bytes, cut */
+	pbuf_put_u32(&b, 1);
+	put_state(&b, "a", 1, PROTO_STATE_UNKNOWN + 1);
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_PROTOCOL);
+	pbuf_clear(&b);
+	pbuf_put_u32(&b, 1);
+	put_state(&b, "a", 1, PROTO_STATE_YES);
+	pbuf_put_u8(&b, 0);
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_PROTOCOL);
+	pbuf_clear(&b);
+	pbuf_put_u32(&b, 2);
+	put_state(&b, "a", 1, PROTO_STATE_YES);
+	put_state(&b, "b", 3, PROTO_STATE_YES);
+	b.len -= 2;
+	CU_ASSERT_EQUAL(states(&b, &st), P11A_ERR_PROTOCOL);
+	pbuf_clear(&b);
+}
+
 int
 suite_req(void)
 {
@@ -332,7 +433,8 @@ suite_req(void)
 	    CU_add_test(s, "LIST, MODULES, PROBE", test_list_modules_probe) ==
 	    NULL ||
 	    CU_add_test(s, "PROBE_OK replies", test_parse_probe) == NULL ||
-	    CU_add_test(s, "MODULES_OK replies", test_parse_modules) == NULL)
+	    CU_add_test(s, "MODULES_OK replies", test_parse_modules) == NULL ||
+	    CU_add_test(s, "STATE_OK replies", test_parse_states) == NULL)
 		return -1;
 	return 0;
 }
