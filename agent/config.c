@@ -19,6 +19,7 @@
 
 #include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/log.h"
 #include "p11agent/session.h"
 
 #define INI_LINE_MAX	200	/* inih as built by Debian */
@@ -35,6 +36,7 @@ enum keyword {
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
 	/* TLS session resumption (tunnel) */
 	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
+	K_LOG, K_LOG_LEVEL,	/* logging (agent) */
 	K_COUNT
 };
 
@@ -48,7 +50,7 @@ once_only(enum keyword kw)
 	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
-	case K_ALLOW_REMOTE:
+	case K_ALLOW_REMOTE: case K_LOG: case K_LOG_LEVEL:
 		return 1;
 	default:
 		return 0;
@@ -96,6 +98,8 @@ static const struct {
 	{ "token-poll",		S_AGENT,	K_TOKEN_POLL },
 	{ "control",		S_AGENT,	K_CONTROL },
 	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
+	{ "log",		S_AGENT,	K_LOG },
+	{ "log-level",		S_AGENT,	K_LOG_LEVEL },
 };
 
 struct parser {
@@ -620,10 +624,35 @@ control_key(struct parser *p, enum keyword kw, const char *key,
 	return 1;
 }
 
+/* ---- [agent] log = TARGET, log-level = LEVEL (agent/log.c) */
+static int
+log_key(struct parser *p, enum keyword kw, const char *key, const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+	enum log_target		 t;
+	enum log_level		 l;
+
+	if (kw == K_LOG) {
+		if (log_target_parse(v, &t) != 0)
+			return perr(p, p->line, "[agent] %s: '%s' is not one of "
+			    "auto, stderr, journal, syslog", key, v);
+		a->log_target = t;
+		return 1;
+	}
+	if (log_level_parse(v, &l) != 0)
+		return perr(p, p->line, "[agent] %s: '%s' is not one of error, "
+		    "warning, info, debug", key, v);
+	a->log_level = (int)l + 1;
+	return 1;
+}
+
 static int
 agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
 	switch (kw) {
+	case K_LOG:
+	case K_LOG_LEVEL:
+		return log_key(p, kw, key, v);
 	case K_MAX_CONNECTIONS:
 		return parse_count(p, key, v, &p->cfg->agent.max_connections);
 	case K_MODULE_ALLOW:

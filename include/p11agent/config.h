@@ -121,6 +121,10 @@ struct cfg_agent {
 	char			*control;
 	int			 lock_after;
 	int			 lock_after_line;
+	/* log = TARGET (enum log_target; 0: auto) and log-level = LEVEL
+	 * (1 + enum log_level; 0: not set, info); agent/log.c */
+	int			 log_target;
+	int			 log_level;
 };
 
 struct config {
