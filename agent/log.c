@@ -11,6 +11,7 @@
 #include <syslog.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #ifdef HAVE_LIBSYSTEMD
 #define SD_JOURNAL_SUPPRESS_LOCATION	/* CODE_FUNC is ours */
@@ -23,6 +24,7 @@
 #include "p11agent/log.h"
 
 #define MSG_MAX		2048
+#define JOURNAL_SOCKET	"/run/systemd/journal/socket"
 #define ENTRY_MAX	(MSG_MAX + 4096)	/* a message and its fields */
 
 static const char	*prog = "p11agent";
@@ -255,9 +257,11 @@ to_journal(enum log_level l, const char *func, const char *text,
 	char		 buf[ENTRY_MAX];
 	int		 n;
 
+	/* sd_journal_sendv says 0 when no journald listens: look first */
 	n = log_journal_entry(iov, LOG_FIELDS_MAX + 4, buf, sizeof(buf), l,
 	    func, text, f, nf > LOG_FIELDS_MAX ? LOG_FIELDS_MAX : nf);
-	if (n > 0 && sd_journal_sendv(iov, n) >= 0)
+	if (n > 0 && access(JOURNAL_SOCKET, W_OK) == 0 &&
+	    sd_journal_sendv(iov, n) >= 0)
 		return;
 #else
 	(void)func;
