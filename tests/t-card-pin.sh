@@ -34,7 +34,7 @@ conf() {
 	} >"$T/agent.conf"
 }
 start_upstream s
-printf '999999\n' >"$T/wrong.pin"
+printf '60283719\n' >"$T/wrong.pin"
 chmod 600 "$T/wrong.pin"
 [ "$(tries)" = 3 ] || fail "a new card has $(tries) PIN tries"
 
@@ -72,7 +72,7 @@ ok "right PIN: counter back to 3, check signs"
 # ---- locked: three wrong PINs by another program; the agent does not log
 # in, says what to do; the PUK unblocks it
 for i in 1 2 3; do
-	pkcs11-tool --module "$OPENSC_PKCS11" --login --pin 999999 -O \
+	pkcs11-tool --module "$OPENSC_PKCS11" --login --pin 60283719 -O \
 	    >/dev/null 2>&1 && fail "pkcs11-tool logged in with a wrong PIN"
 done
 [ "$(tries)" = 0 ] || fail "after 3 wrong PINs the card has $(tries) tries"
