@@ -404,10 +404,12 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		if (strncmp(v, "file:/", 6) != 0 && strncmp(v, "env:", 4) !=
 		    0 && !pin_fd_ok(v) && strcmp(v, "systemd-ask-password") !=
 		    0 && strcmp(v, "pinentry") != 0 && strcmp(v, "none") != 0)
-			return perr(p, p->line, "[%s] pin: '%s' must be "
-			    "pinentry, file:/ABSOLUTE/PATH, env:NAME, fd:N "
-			    "(N >= 3), systemd-ask-password or none",
-			    p->secname, v);
+			/* not echoed: it may be the PIN itself */
+			return perr(p, p->line, "[%s] pin: not a PIN source "
+			    "(the value is not shown: it may be the PIN); it "
+			    "must be pinentry, file:/ABSOLUTE/PATH, env:NAME, "
+			    "fd:N (N >= 3), systemd-ask-password or none",
+			    p->secname);
 		return set_str(p, key, &id->pin, v);
 	case K_MODULE:
 		if (v[0] != '/')

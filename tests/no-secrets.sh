@@ -57,6 +57,7 @@ SECRETS=(
 	'unit-pinentry-wait=unWt-5jN2'
 	'unit-pinentry-odd=a%b c'
 	'unit-pinentry-refused=unMd-9wE6'
+	'unit-pin-as-source=unSrc-8qP3'
 )
 
 # Files that hold a PIN by design (find -path patterns).

@@ -71,6 +71,11 @@ test_env_and_bad(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not set"));
 	CU_ASSERT_EQUAL(pin_read("prompt:", &p, err, sizeof(err)),
 	    P11A_ERR_PIN_SOURCE);
+	/* a PIN given as the source is not echoed */
+	CU_ASSERT_EQUAL(pin_read("unSrc-8qP3", &p, err, sizeof(err)),
+	    P11A_ERR_PIN_SOURCE);
+	CU_ASSERT_PTR_NULL(strstr(err, "unSrc-8qP3"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not one of file:PATH"));
 	CU_ASSERT_EQUAL(pin_read("none", &p, err, sizeof(err)), 0);
 	CU_ASSERT_PTR_NULL(p);
 	CU_ASSERT_EQUAL(pin_read("file:/nonexistent/pin", &p, err,
