@@ -4,11 +4,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -22,6 +24,7 @@
 
 #include "p11agent/error.h"
 #include "p11agent/log.h"
+#include "p11agent/loop.h"
 
 #define MSG_MAX		2048
 #define JOURNAL_SOCKET	"/run/systemd/journal/socket"
@@ -297,6 +300,71 @@ vlog(enum log_level l, const char *func, const struct log_field *f,
 		break;
 	}
 	errno = e;
+}
+
+/* ---- syslog: what others write to our stderr, relayed */
+static struct watch	 relay = { .fd = -1 };
+static char		 relay_buf[1024];
+static size_t		 relay_len;
+
+/* Our helper's lines are notices; a module's or a library's, warnings. */
+static void
+relay_line(char *line)
+{
+	if (line[0] == '\0')
+		return;
+	log_msg(strncmp(line, "p11agent-helper: ", 17) == 0 ? LOG_LVL_INFO :
+	    LOG_LVL_WARN, "stderr", "%s", line);
+}
+
+static void
+relay_read(struct watch *w, uint32_t events)
+{
+	char	*nl;
+	ssize_t	 n;
+
+	(void)events;
+	while ((n = read(w->fd, relay_buf + relay_len, sizeof(relay_buf) -
+	    relay_len - 1)) > 0) {
+		relay_len += (size_t)n;
+		relay_buf[relay_len] = '\0';
+		while ((nl = strchr(relay_buf, '\n')) != NULL) {
+			*nl = '\0';
+			relay_line(relay_buf);
+			relay_len -= (size_t)(nl + 1 - relay_buf);
+			memmove(relay_buf, nl + 1, relay_len + 1);
+		}
+		if (relay_len == sizeof(relay_buf) - 1) {
+			relay_line(relay_buf);	/* a very long line: in parts */
+			relay_len = 0;
+		}
+	}
+}
+
+int
+log_relay_start(void)
+{
+	int	 p[2];
+
+	if (target != LOG_TO_SYSLOG || relay.fd != -1)
+		return 0;
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warn_sys("the token helpers' messages stay off syslog: pipe");
+		return 0;
+	}
+	/* the write end as our fd 2, which the helpers inherit; writers
+	 * block (only the read end is non-blocking) */
+	loop_watch_init(&relay, p[0], relay_read, NULL);
+	if (fcntl(p[1], F_SETFL, 0) == -1 || loop_set(&relay, EPOLLIN) != 0 ||
+	    dup2(p[1], 2) == -1) {
+		log_warn_sys("the token helpers' messages stay off syslog");
+		close(p[0]);
+		close(p[1]);
+		relay.fd = -1;
+		return 0;
+	}
+	close(p[1]);
+	return 0;
 }
 
 void

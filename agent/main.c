@@ -212,7 +212,8 @@ static int
 start_loaded(void (*opened)(struct agent *, int), int control)
 {
 	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
-	    loop_init() != 0 || (control && serve_control() != 0) ||
+	    loop_init() != 0 || log_relay_start() != 0 ||
+	    (control && serve_control() != 0) ||
 	    resolve_init() != 0 || identity_open_start(&agent, opened) != 0)
 		return -1;
 	return 0;

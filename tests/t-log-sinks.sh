@@ -11,6 +11,7 @@
 # - log = journal without $JOURNAL_STREAM: the same;
 # - stderr /dev/null, no $JOURNAL_STREAM: syslog (facility daemon, its
 #   priorities), the end line of a connection among them;
+# - what the token helper writes to stderr reaches syslog as well;
 # - log = syslog with stderr a file: syslog, and stderr stays empty;
 #   --log stderr wins over it.
 . "$top_srcdir/tests/lib.sh"
@@ -149,19 +150,33 @@ else
 	ok "log = journal, no libsystemd: <N> lines on stderr"
 fi
 
-# ---- syslog: chosen when stderr is /dev/null, or by log = syslog
+# ---- syslog: chosen when stderr is /dev/null, or by log = syslog; what
+# the token helper (and its module) write to stderr goes there too
+cat >"$T/say-helper" <<EOT
+#!/bin/sh
+echo "a module says: hello on stderr" >&2
+exec '$P11AGENT_HELPER' "\$@"
+EOT
+chmod 755 "$T/say-helper"
+export P11AGENT_HELPER=$T/say-helper
+helper_ok() {
+	grep -Eq "^<28>.* p11agent\[[0-9]+\]: warning: a module says: hello on stderr$" "$T/$1.txt" ||
+	    fail "$1: the helper's stderr did not reach syslog: $(cat "$T/$1.txt")"
+}
 conf
 export SINKS_STDERR=null
 run auto
 unset SINKS_STDERR
 syslog_ok auto
+helper_ok auto
 ok "stderr /dev/null: syslog ($(grep -m 1 '^<30>' "$T/auto.txt"))"
 conf "log = syslog"
 run forced-syslog
 syslog_ok forced-syslog
-grep -E '^p11agent: ' "$T/forced-syslog.log" &&
-    fail "log = syslog: lines on stderr too"
-ok "log = syslog: syslog only, stderr empty"
+helper_ok forced-syslog
+[ -s "$T/forced-syslog.log" ] &&
+    fail "log = syslog: lines on stderr too: $(cat "$T/forced-syslog.log")"
+ok "log = syslog: syslog only (the helper's stderr too), stderr empty"
 # --log stderr wins over log = syslog (start_agent has no --log: a
 # wrapper adds it)
 printf '#!/bin/sh\nexec "$@" --log stderr\n' >"$T/add-log"

@@ -54,6 +54,15 @@ enum log_level	log_threshold(void);
 /* What LOG_TO_AUTO means in this process now. */
 enum log_target log_target_auto(void);
 
+/*
+ * After loop_init, when the target is syslog: fd 2 becomes a pipe that the
+ * loop reads, so what the token helpers and their PKCS#11 modules write
+ * to stderr reaches syslog too, a line at a time (the helper's own lines
+ * as info, others as warnings).  Otherwise nothing.  Returns 0 (a
+ * failure is logged, and stderr stays as it was).
+ */
+int	 log_relay_start(void);
+
 /* "error", "warning", "info", "debug" -> level; 0 or -1. */
 int	 log_level_parse(const char *, enum log_level *);
 /* "auto", "stderr", "journal", "syslog" -> target; 0 or -1. */
