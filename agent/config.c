@@ -19,6 +19,7 @@
 
 #include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/log.h"
 #include "p11agent/session.h"
 
 #define INI_LINE_MAX	200	/* inih as built by Debian */
@@ -37,6 +38,7 @@ enum keyword {
 	K_METRICS,			/* the metrics listener (agent) */
 	/* TLS session resumption (tunnel) */
 	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
+	K_LOG, K_LOG_LEVEL,	/* logging (agent) */
 	K_COUNT
 };
 
@@ -50,7 +52,8 @@ once_only(enum keyword kw)
 	case K_HANDSHAKE_TIMEOUT: case K_IDLE_TIMEOUT: case K_MAX_CONNECTIONS:
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
-	case K_ALLOW_REMOTE: case K_DRAIN_TIMEOUT:
+	case K_ALLOW_REMOTE: case K_DRAIN_TIMEOUT: case K_LOG:
+	case K_LOG_LEVEL:
 		return 1;
 	default:
 		return 0;
@@ -101,6 +104,8 @@ static const struct {
 	{ "lock-after",		S_AGENT,	K_LOCK_AFTER },
 	{ "drain-timeout",	S_AGENT,	K_DRAIN_TIMEOUT },
 	{ "metrics",		S_AGENT,	K_METRICS },
+	{ "log",		S_AGENT,	K_LOG },
+	{ "log-level",		S_AGENT,	K_LOG_LEVEL },
 };
 
 struct parser {
@@ -464,10 +469,12 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		if (strncmp(v, "file:/", 6) != 0 && strncmp(v, "env:", 4) !=
 		    0 && !pin_fd_ok(v) && strcmp(v, "systemd-ask-password") !=
 		    0 && strcmp(v, "pinentry") != 0 && strcmp(v, "none") != 0)
-			return perr(p, p->line, "[%s] pin: '%s' must be "
-			    "pinentry, file:/ABSOLUTE/PATH, env:NAME, fd:N "
-			    "(N >= 3), systemd-ask-password or none",
-			    p->secname, v);
+			/* not echoed: it may be the PIN itself */
+			return perr(p, p->line, "[%s] pin: not a PIN source "
+			    "(the value is not shown: it may be the PIN); it "
+			    "must be pinentry, file:/ABSOLUTE/PATH, env:NAME, "
+			    "fd:N (N >= 3), systemd-ask-password or none",
+			    p->secname);
 		return set_str(p, key, &id->pin, v);
 	case K_MODULE:
 		if (v[0] != '/')
@@ -703,10 +710,35 @@ parse_drain(struct parser *p, const char *key, const char *v)
 	return 1;
 }
 
+/* ---- [agent] log = TARGET, log-level = LEVEL (agent/log.c) */
+static int
+log_key(struct parser *p, enum keyword kw, const char *key, const char *v)
+{
+	struct cfg_agent	*a = &p->cfg->agent;
+	enum log_target		 t;
+	enum log_level		 l;
+
+	if (kw == K_LOG) {
+		if (log_target_parse(v, &t) != 0)
+			return perr(p, p->line, "[agent] %s: '%s' is not one of "
+			    "auto, stderr, journal, syslog", key, v);
+		a->log_target = t;
+		return 1;
+	}
+	if (log_level_parse(v, &l) != 0)
+		return perr(p, p->line, "[agent] %s: '%s' is not one of error, "
+		    "warning, info, debug", key, v);
+	a->log_level = (int)l + 1;
+	return 1;
+}
+
 static int
 agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 {
 	switch (kw) {
+	case K_LOG:
+	case K_LOG_LEVEL:
+		return log_key(p, kw, key, v);
 	case K_MAX_CONNECTIONS:
 		return parse_count(p, key, v, &p->cfg->agent.max_connections);
 	case K_MODULE_ALLOW:

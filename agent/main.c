@@ -44,7 +44,7 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: p11agent run [-q | -v] [-c FILE] [--ready-fd N]\n"
+	    "usage: p11agent run [-q | -v] [--log TARGET] [-c FILE] [--ready-fd N]\n"
 	    "       p11agent check [-c FILE]\n"
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
@@ -235,7 +235,8 @@ static int
 start_loaded(void (*opened)(struct agent *, int), int control)
 {
 	if (harden() != 0 || identity_take_env_pins(&agent) != 0 ||
-	    loop_init() != 0 || (control && (serve_control() != 0 ||
+	    loop_init() != 0 || log_relay_start() != 0 ||
+	    (control && (serve_control() != 0 ||
 	    metrics_open(&agent, ready_fd) != 0)) ||
 	    resolve_init() != 0 || identity_open_start(&agent, opened) != 0)
 		return -1;
@@ -299,6 +300,9 @@ cmd_run(const char *path)
 		log_err("%s", err);
 		goto out;
 	}
+	/* -q, -v and --log win over log and log-level in the file */
+	log_configure((enum log_target)agent.cfg->agent.log_target,
+	    agent.cfg->agent.log_level - 1);
 	raise_nofile();
 	if (start_loaded(run_opened, 1) != 0)
 		goto out;
@@ -495,6 +499,7 @@ main(int argc, char *argv[])
 		{ "control", required_argument, NULL, 'C' },
 		{ "idle", required_argument, NULL, 'I' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "log", required_argument, NULL, 'L' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "module", required_argument, NULL, 'm' },
@@ -508,7 +513,8 @@ main(int argc, char *argv[])
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
 	const char	*filter = NULL, *control = NULL, *idle = NULL;
 	char		*end, req[64];
-	int		 ch, verbose = 0, json = 0;
+	int		 ch, verbose = 0, json = 0, logto = -1;
+	enum log_target	 lt;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -545,6 +551,14 @@ main(int argc, char *argv[])
 			}
 			json = ch == 'J' ? 1 : 2;
 			break;
+		case 'L':
+			if (log_target_parse(optarg, &lt) != 0) {
+				log_err("--log: '%s' is not one of auto, "
+				    "stderr, journal, syslog", optarg);
+				return 2;
+			}
+			logto = (int)lt;
+			break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
 		case 'q':	verbose = -1; break;
@@ -573,6 +587,13 @@ main(int argc, char *argv[])
 		usage(stderr);
 		return 2;
 	}
+	if (logto >= 0 && strcmp(cmd, "run") != 0) {
+		log_err("--log is for p11agent run");
+		usage(stderr);
+		return 2;
+	}
+	if (logto >= 0)
+		log_set_target((enum log_target)logto);
 	log_init("p11agent", verbose);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(config);

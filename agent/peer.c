@@ -554,21 +554,37 @@ in_group(const struct peer *p, long gid)
 }
 
 int
-peer_allowed(const struct peer *p, const struct cfg_tunnel *t)
+peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
+    size_t len)
 {
 	int	 i;
 
 	if (p->uid < 0)
 		return 0;	/* the kernel did not say: deny */
-	if (p->uid == (long)getuid())
+	if (p->uid == (long)getuid()) {
+		snprintf(rule, len, "own uid");
 		return 1;
+	}
 	for (i = 0; i < t->nallow_users; i++)
-		if ((long)t->allow_users[i] == p->uid)
+		if ((long)t->allow_users[i] == p->uid) {
+			snprintf(rule, len, "allow-users %ld", p->uid);
 			return 1;
+		}
 	for (i = 0; i < t->nallow_groups; i++)
-		if (in_group(p, (long)t->allow_groups[i]))
+		if (in_group(p, (long)t->allow_groups[i])) {
+			snprintf(rule, len, "allow-groups %ld",
+			    (long)t->allow_groups[i]);
 			return 1;
+		}
 	return 0;
+}
+
+int
+peer_allowed(const struct peer *p, const struct cfg_tunnel *t)
+{
+	char	 rule[64];
+
+	return peer_access(p, t, rule, sizeof(rule));
 }
 
 void

@@ -168,6 +168,15 @@ opened(struct agent *a, int failed)
 	retired = identity_reload_commit(a);
 	if (a->cfg->agent.lock_after != rl.old->agent.lock_after)
 		control_set_lock_after(a->cfg->agent.lock_after);
+	/* log-level applies (unless -q or -v was given); the target stays,
+	 * since the token helpers' stderr was set up for it */
+	if (a->cfg->agent.log_target != rl.old->agent.log_target)
+		log_warn("%s:%d: [agent] log: a reload keeps the log target "
+		    "the agent started with; restart p11agent to change it",
+		    a->cfg->path, a->cfg->agent.line);
+	log_configure((enum log_target)rl.old->agent.log_target,
+	    a->cfg->agent.log_level > 0 ? a->cfg->agent.log_level - 1 :
+	    LOG_LVL_INFO);
 	keep_old(a, rl.old);
 	snprintf(msg, sizeof(msg), "%s: tunnels: %d new, %d changed, %d "
 	    "unchanged, %d removed; identities: %d opened, %d retired "

@@ -28,6 +28,7 @@
 #include "p11agent/agent.h"
 #include "p11agent/bufpool.h"
 #include "p11agent/clock.h"
+#include "p11agent/connlog.h"
 #include "p11agent/error.h"
 #include "p11agent/identity.h"
 #include "p11agent/log.h"
@@ -85,6 +86,7 @@ struct conn {
 	unsigned long long	 up_bytes, down_bytes;
 	char			*who;		/* for a PIN dialog, until the
 						 * handshake is done */
+	struct connlog		 log;		/* for its end line */
 	struct conn		*prev, *next;
 };
 
@@ -168,6 +170,7 @@ conn_free(void *arg)
 	buf_put(&c->c2u);
 	buf_put(&c->u2c);
 	free(c->who);
+	connlog_clear(&c->log);
 	free(c);
 	heap_freed();
 }
@@ -287,12 +290,9 @@ conn_close(struct conn *c, const char *why)
 	st->open--;
 	c->rt->agent->nconns--;
 	limits_update(c->rt->agent);
-	if (why != NULL)
-		log_info("conn %lu (%s): closed: %s", c->id, c->rt->cfg->name,
-		    why);
-	else
-		log_info("conn %lu (%s): closed, %llu bytes up, %llu down",
-		    c->id, c->rt->cfg->name, c->up_bytes, c->down_bytes);
+	connlog_end(&c->log, c->id, c->rt, c->state == C_PUMP ? c->ssl : NULL,
+	    c->up_bytes, c->down_bytes, clock_now_ms() - c->started, why,
+	    c->up_dead);
 	if (c->res != NULL)
 		resolve_cancel(c->res);
 	loop_set(&c->cw, 0);
@@ -990,6 +990,7 @@ client_to_upstream(struct conn *c, struct wants *w)
 		buf_put(&c->c2u);	/* nothing in flight this way */
 		if (n == 0) {
 			c->client_eof = 1;
+			connlog_eof(&c->log, CONNLOG_CLIENT);
 			return 1;
 		}
 		if (errno == EAGAIN)
@@ -1066,6 +1067,7 @@ upstream_gone(struct conn *c, int e, int err)
 		    c->id, how);
 	ERR_clear_error();
 	c->up_eof = c->up_dead = 1;
+	connlog_eof(&c->log, CONNLOG_UPSTREAM);
 	return 1;
 }
 
@@ -1104,6 +1106,7 @@ upstream_read(struct conn *c, struct wants *w)
 			break;
 		case SSL_ERROR_ZERO_RETURN:
 			c->up_eof = eof = 1;	/* close_notify */
+			connlog_eof(&c->log, CONNLOG_UPSTREAM);
 			break;
 		default:
 			if (upstream_gone(c, e, err))
@@ -1313,20 +1316,8 @@ static void
 refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
 {
 	struct tunnel_rt	*rt = ln->arg;
-	char			 uid[32], pid[32], rule[512];
 
-	if (p->uid == -1)
-		snprintf(uid, sizeof(uid), "unknown");
-	else
-		snprintf(uid, sizeof(uid), "%ld", p->uid);
-	if (p->pid == -1)
-		snprintf(pid, sizeof(pid), "?");
-	else
-		snprintf(pid, sizeof(pid), "%ld", p->pid);
-	peer_rule(rt->cfg, rule, sizeof(rule));
-	log_warn("conn %lu (%s): refused: uid %s (program %s, pid %s) is not "
-	    "allowed on %s (%s)", c->id, rt->cfg->name, uid,
-	    p->exe[0] ? p->exe : "?", pid, ln->addr, rule);
+	connlog_refused(c->id, rt, ln->addr, p);
 	log_info("conn %lu (%s): closed: refused", c->id, rt->cfg->name);
 	rt->stats->accepted++;
 	count_fail(rt, TFAIL_DENIED, "refused: the peer may not use the tunnel");
@@ -1376,7 +1367,7 @@ on_accept(struct listener *ln, int fd)
 	struct tunnel_rt	*rt = ln->arg;
 	struct conn		*c;
 	struct peer		 peer;	/* 4 KB: not kept in the conn */
-	char			 who[PATH_MAX + 64];
+	char			 who[PATH_MAX + 64], rule[64];
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		log_err("out of memory: closing a new connection");
@@ -1385,10 +1376,11 @@ on_accept(struct listener *ln, int fd)
 	}
 	c->id = next_id++;
 	peer_from_fd(fd, &peer);
-	if (!peer_allowed(&peer, rt->cfg)) {
+	if (!peer_access(&peer, rt->cfg, rule, sizeof(rule))) {
 		refuse(c, ln, fd, &peer);
 		return;
 	}
+	connlog_peer(&c->log, &peer, rule);
 	/* what a PIN dialog would show (NULL if out of memory: less) */
 	peer_requester(&peer, who, sizeof(who));
 	c->who = strdup(who);

@@ -223,8 +223,10 @@ pin_read(const char *source, struct pin **out, char *err, size_t errlen)
 			    p11a_strerror(r));
 		return r;
 	}
-	snprintf(err, errlen, "PIN source '%s' is not one of file:PATH, "
-	    "env:NAME, pinentry, " ASK_PROGRAM ", none", source);
+	/* not echoed: it may be the PIN itself */
+	snprintf(err, errlen, "the PIN source is not one of file:PATH, "
+	    "env:NAME, pinentry, " ASK_PROGRAM ", none (the value is not "
+	    "shown: it may be the PIN)");
 	return P11A_ERR_PIN_SOURCE;
 }
 

@@ -60,8 +60,17 @@ if [ -n "${P11AGENT_VALGRIND:-}" ]; then
 	    --log-file="$T/vg.%p")
 fi
 
+keep_logs() {
+	local f
+	rm -rf "$1" && mkdir -p "$1" || return 0
+	while IFS= read -r -d '' f; do
+		mkdir -p "$1/$(dirname "${f#"$T"/}")" &&
+		    cp -p "$f" "$1/${f#"$T"/}"
+	done < <("$top_srcdir/tests/no-secrets.sh" --files "$T")
+}
+
 cleanup() {
-	local p rc=$?
+	local p found rc=$?
 	stop_agent || rc=1
 	for p in "${PIDS[@]}"; do
 		kill "$p" 2>/dev/null
@@ -83,6 +92,17 @@ cleanup() {
 		    2>/dev/null | head -n 80
 		echo "FAIL: sanitizer report (above)"
 		rc=1
+	fi
+	# no test PIN in any file the test leaves (tests/no-secrets.sh);
+	# P11AGENT_KEEP_LOGS=DIR: copies of those files in DIR/TEST/ (CI
+	# scans them again with the test logs)
+	if ! found=$("$top_srcdir/tests/no-secrets.sh" "$T"); then
+		echo "$found"
+		echo "FAIL: a test PIN in a file the test left (above)"
+		rc=1
+	fi
+	if [ -n "${P11AGENT_KEEP_LOGS:-}" ]; then
+		keep_logs "$P11AGENT_KEEP_LOGS/$(basename "$0" .sh)"
 	fi
 	[ -n "${KEEP:-}" ] || rm -rf "$T"
 	exit "$rc"

@@ -4,7 +4,7 @@
 # Usage: tests/mktoken.sh DIR
 #
 # Creates (or refreshes) DIR with:
-#   softhsm2.conf, tokens/   SoftHSM token "p11agent-test" (SO PIN 5678, user PIN 1234)
+#   softhsm2.conf, tokens/   SoftHSM token "p11agent-test" (SO PIN soP1n-9mW4z, user PIN uP1n-7kQ2x)
 #                            holding on-token, non-extractable keys id 01 "rsa-key"
 #                            (RSA-2048), id 02 "ec-key" (EC P-256) and id 03
 #                            "ec384-key" (EC P-384) plus their certs
@@ -19,8 +19,8 @@ set -euo pipefail
 
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 TOKEN=p11agent-test
-SO_PIN=5678
-PIN=1234
+SO_PIN=soP1n-9mW4z
+PIN=uP1n-7kQ2x
 
 die() { echo "mktoken.sh: $*" >&2; exit 1; }
 skip() { echo "mktoken.sh: skipping: $*" >&2; exit 77; }

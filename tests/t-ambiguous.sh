@@ -10,9 +10,9 @@ make_token
 
 # a second token in the same SoftHSM store, with an EC key pair of the
 # same label (pkcs11-tool leaves its public key object readable)
-softhsm2-util --init-token --free --label second --so-pin 5678 \
-    --pin 0000 >/dev/null || fail "a second token"
-pkcs11-tool --module "$SOFTHSM" --token-label second --login --pin 0000 \
+softhsm2-util --init-token --free --label second --so-pin soP1n-9mW4z \
+    --pin 2ndP1n-5hT8 >/dev/null || fail "a second token"
+pkcs11-tool --module "$SOFTHSM" --token-label second --login --pin 2ndP1n-5hT8 \
     --keypairgen --key-type EC:prime256v1 --id 02 --label ec-key \
     --usage-sign >/dev/null 2>&1 || fail "a key pair on the second token"
 
@@ -24,7 +24,7 @@ uri_second=$(grep -E '^      pkcs11:.*;token=second$' <<<"$out" | tr -d ' ')
 grep -q "public key, EC P-256" <<<"$(grep -A20 "token 'second'" <<<"$out")" ||
     fail "the second token shows no public key: $out"
 
-(umask 077 && echo 0000 >"$T/second.pin")
+(umask 077 && echo 2ndP1n-5hT8 >"$T/second.pin")
 
 # conf KEYURI [PINFILE]: one identity, checked by 'p11agent check'
 conf() {

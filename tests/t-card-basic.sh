@@ -139,7 +139,7 @@ ms=$(sed -n 's/.*, \([0-9]*\)\.[0-9]* ms each/\1/p' "$T/time")
 # PIV: its PIN object has no maximum), 1 is OpenSC's final try, a right
 # PIN resets it; three wrong lock it; the PUK unblocks
 wrong_pin() {
-	if "${P11[@]}" --login --pin 999999 -O >"$T/login.out" 2>&1; then
+	if "${P11[@]}" --login --pin 60283719 -O >"$T/login.out" 2>&1; then
 		fail "login with a wrong PIN worked"
 	fi
 	grep -q "$1" "$T/login.out" || fail "wrong PIN: not $1: $(cat "$T/login.out")"
@@ -168,7 +168,7 @@ grep -q CKR_PIN_LOCKED "$T/login.out" || fail "locked: $(cat "$T/login.out")"
 flags | grep -q 'user PIN locked' || fail "locked card: $(flags)"
 card_log_has '^VERIFY .*lc=8 .*sw=6983' || fail "no 6983 from VERIFY"
 # a wrong PUK counts its own counter
-if pivprov c unblock 87654321 "$CARD_PIN" 2>"$T/err"; then
+if pivprov c unblock 38176452 "$CARD_PIN" 2>"$T/err"; then
 	fail "a wrong PUK unblocked"
 fi
 grep -q '63C2 (wrong, 2 tries left)' "$T/err" || fail "wrong PUK: $(cat "$T/err")"

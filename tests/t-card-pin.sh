@@ -36,7 +36,7 @@ conf() {
 	} >"$T/agent.conf"
 }
 start_upstream s
-printf '999999\n' >"$T/wrong.pin"
+printf '60283719\n' >"$T/wrong.pin"
 chmod 600 "$T/wrong.pin"
 [ "$(tries)" = 3 ] || fail "a new card has $(tries) PIN tries"
 
@@ -59,8 +59,8 @@ grep -q "only one PIN try is left; p11agent will not risk it without you" <<<"$o
     fail "no final-try refusal: $out"
 [ "$(logins)" = 0 ] || fail "C_Login on the card's final try"
 [ "$(tries)" = 1 ] || fail "the card has $(tries) tries left, wanted 1"
-grep -q 999999 "$T/run.err" && fail "the PIN is in a message"
-grep -q 999999 <<<"$out" && fail "the PIN is in a message"
+grep -q 60283719 "$T/run.err" && fail "the PIN is in a message"
+grep -q 60283719 <<<"$out" && fail "the PIN is in a message"
 ok "final try: no C_Login, the card keeps its last try ($(grep -o 'only one PIN try is left[^:]*' <<<"$out"))"
 
 # the right PIN once, with the card's own tools, resets the counter
@@ -76,7 +76,7 @@ ok "right PIN: counter back to 3, check signs"
 # try: 1 left, then locked: 0); the agent does not log in, says what to
 # do; the PUK unblocks it
 wrong() {
-	pkcs11-tool --module "$OPENSC_PKCS11" --login --pin 999999 -O \
+	pkcs11-tool --module "$OPENSC_PKCS11" --login --pin 60283719 -O \
 	    >/dev/null 2>&1 && fail "pkcs11-tool logged in with a wrong PIN"
 }
 # pin_status STATE TRIES: the card's token in status --json and the text

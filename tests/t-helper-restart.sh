@@ -57,7 +57,7 @@ ok "stopping during a signature: clean exit"
 unset P11FAULT_SIGN_DELAY_MS
 # each module logs in to a token of its own: SoftHSM 2.6.1 can show a
 # token as uninitialised to one process while another logs in to it
-softhsm2-util --init-token --free --label second --so-pin 5678 \
+softhsm2-util --init-token --free --label second --so-pin soP1n-9mW4z \
     --pin "$P11TEST_PIN" >/dev/null || fail "a second token"
 p11() {
 	pkcs11-tool --module "$SOFTHSM" --token-label second --login \
@@ -108,7 +108,7 @@ stop_agent || fail "the agent did not exit cleanly"
 cp "$TOK/pin" "$T/pin2"
 sed "s|pin = file:$TOK/pin|pin = file:$T/pin2|" "$T/agent.conf" >"$T/pin2.conf"
 start_agent "$T/pin2.conf" || fail "the agent did not start"
-printf 'wrongpin\n' >"$T/pin2"
+printf 'wrP1n-8cY1\n' >"$T/pin2"
 log_mark
 : >"$T/calls.log"
 kill -KILL "$(pgrep -P "$AGENT_PID")"

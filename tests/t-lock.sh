@@ -129,7 +129,7 @@ ok "unlock: $(tail -n1 <<<"$OUT"); one C_Login at once, none at the next handsha
 
 # ---- unlock starts again a helper that was stopped after a refused PIN
 cp "$TOK/pin" "$T/pin.good"
-printf '0000\n' >"$TOK/pin"
+printf 'wrP1n-3vL6\n' >"$TOK/pin"
 log_mark
 kill -KILL "$(pgrep -P "$AGENT_PID")"
 wait_log "token helper for .* exited; not restarting it" 20 ||

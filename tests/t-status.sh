@@ -56,8 +56,8 @@ log_mark
 wait_log "conn [0-9]+ \(dead\): closed" 10 || fail "dead: no closing line"
 # the bytes each tunnel's connections carried, from their closing lines
 down() {
-	grep -E "conn [0-9]+ \($1\): closed, [0-9]+ bytes up, [0-9]+ down" "$T/agent.log" |
-	    sed -E 's/.* ([0-9]+) down$/\1/' | paste -sd+ | bc
+	grep -E "conn [0-9]+ \($1\): closed.*; [0-9]+ bytes up, [0-9]+ down, [0-9]+ ms$" "$T/agent.log" |
+	    sed -E 's/.* ([0-9]+) down, [0-9]+ ms$/\1/' | paste -sd+ | bc
 }
 t_down=$(down t) r_down=$(down r)
 helper=$(pgrep -P "$AGENT_PID") || fail "no helper"

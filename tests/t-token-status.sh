@@ -83,7 +83,7 @@ prom_has "p11agent_token_logged_in{$L} 0"
 ok "after p11agent lock: not logged in"
 
 # a wrong PIN: the token counts it (SoftHSM sets CKF_USER_PIN_COUNT_LOW)
-printf '9999\n' >"$TOK/pin"
+printf 'wrongpin7f3a\n' >"$TOK/pin"
 rc=0
 "$P11AGENT" unlock -c "$T/agent.conf" >"$T/unlock.out" 2>&1 || rc=$?
 [ "$rc" = 1 ] || fail "unlock with a wrong PIN exited $rc: $(cat "$T/unlock.out")"
@@ -93,7 +93,7 @@ grep -q ": present, not logged in, PIN count-low (tries left: unknown); its PIN 
     fail "status after a wrong PIN: $(st)"
 prom_has "p11agent_token_pin_state{$L,state=\"count-low\"} 1" \
     "p11agent_token_pin_state{$L,state=\"ok\"} 0" "p11agent_token_login_refused{$L} 1"
-printf '1234\n' >"$TOK/pin"
+printf '%s\n' "$P11TEST_PIN" >"$TOK/pin"
 "$P11AGENT" unlock -c "$T/agent.conf" >"$T/unlock.out" 2>&1 || fail "unlock: $(cat "$T/unlock.out")"
 tokens 't["logged_in"] is True' 't["login_refused"] is False'
 ok "a wrong PIN: count-low and refused; the right one: logged in ($(grep -o 'PIN [a-z-]*' <<<"$(st)" | head -n 1) now)"

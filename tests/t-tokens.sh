@@ -153,8 +153,8 @@ out=$("$P11AGENT" tokens -m /nonexistent/module.so 2>&1) || rc=$?
 ok "bad module: $out"
 
 # with two tokens that want a login, a PIN goes to one named token only
-softhsm2-util --init-token --free --label second --so-pin 5678 \
-    --pin 0000 >/dev/null || fail "a second token"
+softhsm2-util --init-token --free --label second --so-pin soP1n-9mW4z \
+    --pin 2ndP1n-5hT8 >/dev/null || fail "a second token"
 : >"$P11FAULT_LOG"
 rc=0
 out=$("$P11AGENT" tokens -m "$FAULT" --pin "file:$TOK/pin" 2>&1) || rc=$?

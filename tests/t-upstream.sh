@@ -47,7 +47,7 @@ closes() {
 	down=$((${#first} + 1 + N))
 	wait_log "conn [0-9]+ \\($name\\): closed" ||
 	    fail "$name: the agent did not close the connection"
-	log_since_has "conn [0-9]+ \\($name\\): closed, $up bytes up, $down down$" ||
+	log_since_has "conn [0-9]+ \\($name\\): closed by the upstream.*; $up bytes up, $down down, [0-9]+ ms$" ||
 	    fail "$name: no close line with $up bytes up, $down down"
 	if [ -n "$line" ]; then
 		log_since_has "conn [0-9]+: $line$" || fail "$name: no log line '$line'"
@@ -75,7 +75,7 @@ out=$("$CLIENT" "$(listen_addr nores tcp)" expect-close \
 wait_log "conn [0-9]+ \\(nores\\): closed" || fail "nores: not closed"
 log_since_has "conn [0-9]+: upstream nonexistent.invalid:443: name resolution failed: " ||
     fail "nores: no 'name resolution failed' line"
-log_since_has "conn [0-9]+ \\(nores\\): closed: upstream name does not resolve$" ||
+log_since_has "conn [0-9]+ \\(nores\\): closed: upstream name does not resolve; .*, no TLS handshake; 0 bytes up, 0 down, [0-9]+ ms$" ||
     fail "nores: no close line"
 ok "nonexistent.invalid: $out; $(grep -E 'name resolution failed' "$T/agent.log")"
 
@@ -88,7 +88,7 @@ ms=$(( ($(date +%s%N) - start) / 1000000 ))
 wait_log "conn [0-9]+ \\(hang\\): closed" || fail "hang: not closed"
 log_since_has "conn [0-9]+: upstream localhost:$hang_port: connect timed out$" ||
     fail "hang: no 'connect timed out' line"
-log_since_has "conn [0-9]+ \\(hang\\): closed: timeout$" ||
+log_since_has "conn [0-9]+ \\(hang\\): closed: timeout; .*, no TLS handshake; 0 bytes up, 0 down, [0-9]+ ms$" ||
     fail "hang: no close line"
 [ "$ms" -ge 1000 ] && [ "$ms" -lt $((3000 * SLOW)) ] ||
     fail "hang: the client was closed after $ms ms, not ~1 s"

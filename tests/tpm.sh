@@ -195,7 +195,7 @@ tpm_issue() {
 # Sets TPM_TOKEN_LABEL, TPM_PIN (a file), TPM_MODULE, TPM_RSA_ID and
 # TPM_EC_ID (URI-encoded: tpm2_ptool stores --id=01 as the ASCII "01").
 make_tpm_token() {
-	local sopin=5678 pin=4321
+	local sopin=tpmSo-8nB1 pin=tpmP1n-6rK3
 	: "${TOK:?make_token first}" "${TPMD:?tpm_start first}"
 	TPM_TOKEN_LABEL=p11agent-tpm
 	TPM_PIN=$TPMD/pin

@@ -133,6 +133,10 @@ struct cfg_agent {
 	 * allow-remote-listen = yes (agent/metrics.c) */
 	struct cfg_listen	 metrics;
 	int			 allow_remote;
+	/* log = TARGET (enum log_target; 0: auto) and log-level = LEVEL
+	 * (1 + enum log_level; 0: not set, info); agent/log.c */
+	int			 log_target;
+	int			 log_level;
 };
 
 struct config {

@@ -47,6 +47,10 @@ void	 peer_describe(const struct peer *, char *, size_t);
  * unknown).  A group is matched against the peer's gid (Unix sockets)
  * and the groups of the uid's account (getgrouplist). */
 int	 peer_allowed(const struct peer *, const struct cfg_tunnel *);
+/* The same, and the rule that let it in, into rule: "own uid",
+ * "allow-users UID" or "allow-groups GID" (left alone if denied). */
+int	 peer_access(const struct peer *, const struct cfg_tunnel *,
+	    char *rule, size_t);
 /* The rule, for a refusal: "only uid 1000; allow-users/allow-groups
  * widen it" or "only uid 1000, allow-users 1001, 1002". */
 void	 peer_rule(const struct cfg_tunnel *, char *, size_t);

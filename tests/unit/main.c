@@ -69,7 +69,8 @@ main(int argc, char *argv[])
 		return 99;
 	if (suite_proto() != 0 || suite_config() != 0 || suite_pin() != 0 ||
 	    suite_req() != 0 || suite_spawn() != 0 ||
-	    suite_resolve() != 0 || suite_pinentry() != 0) {
+	    suite_resolve() != 0 || suite_pinentry() != 0 ||
+	    suite_log() != 0) {
 		CU_cleanup_registry();
 		return 99;
 	}

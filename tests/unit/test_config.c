@@ -87,6 +87,19 @@ expect_error(const char *text, const char *want1, const char *want2)
 		fprintf(stderr, "\n  got: %s\n", err);
 }
 
+/* The error of text does not contain secret. */
+static void
+expect_not(const char *text, const char *secret)
+{
+	struct config	*cfg = NULL;
+	char		 err[CONFIG_MAX_ERR];
+	const char	*path = test_write("bad.conf", text, 0644);
+
+	CU_ASSERT_EQUAL(config_load(path, &cfg, err, sizeof(err)),
+	    P11A_ERR_CONFIG);
+	CU_ASSERT_PTR_NULL(strstr(err, secret));
+}
+
 static void
 test_errors(void)
 {
@@ -119,8 +132,11 @@ test_errors(void)
 	    "tls-min: '1.0' must be 1.2 or 1.3");
 	expect_error("[tunnel t]\nidle-timeout = soon\n", "bad.conf:2:",
 	    "idle-timeout");
+	/* a PIN written as the value is not echoed */
 	expect_error("[identity a]\npin = hunter2\n", "bad.conf:2:",
-	    "pin: 'hunter2' must be");
+	    "pin: not a PIN source (the value is not shown: it may be the "
+	    "PIN); it must be pinentry, file:/ABSOLUTE/PATH");
+	expect_not("[identity a]\npin = hunter2\n", "hunter2");
 	expect_error("[vpn x]\nkey = 1\n", "bad.conf:1:", "unknown section");
 	expect_error("key = 1\n", "bad.conf:1:", "outside of any section");
 	expect_error("[tunnel t]\nthis line has no equals sign\n",

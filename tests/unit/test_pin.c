@@ -30,12 +30,12 @@ test_file(void)
 	struct pin	*p = NULL;
 	char		 src[600], err[512];
 
-	snprintf(src, sizeof(src), "file:%s", test_write("pin", "1234\n",
+	snprintf(src, sizeof(src), "file:%s", test_write("pin", "unP1n-2aS7\n",
 	    0600));
 	CU_ASSERT_EQUAL(pin_read(src, &p, err, sizeof(err)), 0);
 	CU_ASSERT_FATAL(p != NULL);
-	CU_ASSERT_EQUAL(p->len, 4);
-	CU_ASSERT_STRING_EQUAL(p->value, "1234");
+	CU_ASSERT_EQUAL(p->len, 10);
+	CU_ASSERT_STRING_EQUAL(p->value, "unP1n-2aS7");
 	pin_free(p);
 }
 
@@ -45,7 +45,7 @@ test_loose_mode(void)
 	struct pin	*p = NULL;
 	char		 src[600], err[512];
 
-	snprintf(src, sizeof(src), "file:%s", test_write("loose", "1234\n",
+	snprintf(src, sizeof(src), "file:%s", test_write("loose", "unP1n-2aS7\n",
 	    0644));
 	CU_ASSERT_EQUAL(pin_read(src, &p, err, sizeof(err)), P11A_ERR_PERM);
 	CU_ASSERT_PTR_NULL(p);
@@ -59,10 +59,10 @@ test_env_and_bad(void)
 	struct pin	*p = NULL;
 	char		 err[512], src[600];
 
-	setenv("P11AGENT_UNIT_PIN", "9876", 1);
+	setenv("P11AGENT_UNIT_PIN", "unEnv-4kD2", 1);
 	CU_ASSERT_EQUAL(pin_read("env:P11AGENT_UNIT_PIN", &p, err,
 	    sizeof(err)), 0);
-	CU_ASSERT(p != NULL && strcmp(p->value, "9876") == 0);
+	CU_ASSERT(p != NULL && strcmp(p->value, "unEnv-4kD2") == 0);
 	pin_free(p);
 	p = NULL;
 	unsetenv("P11AGENT_UNIT_PIN");
@@ -71,6 +71,11 @@ test_env_and_bad(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not set"));
 	CU_ASSERT_EQUAL(pin_read("prompt:", &p, err, sizeof(err)),
 	    P11A_ERR_PIN_SOURCE);
+	/* a PIN given as the source is not echoed */
+	CU_ASSERT_EQUAL(pin_read("unSrc-8qP3", &p, err, sizeof(err)),
+	    P11A_ERR_PIN_SOURCE);
+	CU_ASSERT_PTR_NULL(strstr(err, "unSrc-8qP3"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not one of file:PATH"));
 	CU_ASSERT_EQUAL(pin_read("none", &p, err, sizeof(err)), 0);
 	CU_ASSERT_PTR_NULL(p);
 	CU_ASSERT_EQUAL(pin_read("file:/nonexistent/pin", &p, err,
@@ -110,12 +115,12 @@ test_ask(void)
 	CU_ASSERT_EQUAL(ask("#!/bin/sh\n"
 	    "[ \"$2\" = \"--timeout=7\" ] || exit 2\n"
 	    "[ \"$3\" = \"PIN for token 'tok' (serial 0123):\" ] || exit 3\n"
-	    "echo 98765\n", 7, &p, err, sizeof(err)), 0);
-	CU_ASSERT(p != NULL && strcmp(p->value, "98765") == 0 && p->len == 5);
+	    "echo unAsk-6tB9\n", 7, &p, err, sizeof(err)), 0);
+	CU_ASSERT(p != NULL && strcmp(p->value, "unAsk-6tB9") == 0 && p->len == 10);
 	pin_free(p);
 	p = NULL;
 	/* cancelled, empty, too long */
-	CU_ASSERT_EQUAL(ask("#!/bin/sh\necho 1234; exit 1\n", 5, &p, err,
+	CU_ASSERT_EQUAL(ask("#!/bin/sh\necho unCan-1pR4; exit 1\n", 5, &p, err,
 	    sizeof(err)), P11A_ERR_PIN_SOURCE);
 	CU_ASSERT_PTR_NULL(p);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "gave no PIN (cancelled"));

@@ -276,7 +276,7 @@ test_texts(void)
 	const char	*log;
 	size_t		 i;
 
-	stub_env("pin", "1234");
+	stub_env("pin", "unPe-7dM3");
 	setenv("GPG_TTY", "/dev/pts/77", 1);
 	setenv("TERM", "xterm-stub", 1);
 	setenv("DISPLAY", ":77", 1);
@@ -302,7 +302,7 @@ test_texts(void)
 	CU_ASSERT(strstr(log, " SETDESC ") < strstr(log, " GETPIN"));
 
 	/* a description too long for a line: cut between characters */
-	stub_env("pin", "1234");
+	stub_env("pin", "unPe-7dM3");
 	for (i = 0; i + 3 < sizeof(big); i += 3)
 		memcpy(big + i, i % 2 ? "\xc3\xbc%" : "%\xc3\xbc", 3);
 	big[i] = '\0';
@@ -331,11 +331,11 @@ answer(const char *mode, int timeout, char *err, size_t errlen)
 	struct pin	*p;
 	int		 r;
 
-	stub_env(mode, "5678");
+	stub_env(mode, "unMd-9wE6");
 	r = entry(&a, &p, err, errlen);
 	CU_ASSERT_PTR_NULL(p);
 	pin_free(p);
-	CU_ASSERT_PTR_NULL(strstr(err, "5678"));
+	CU_ASSERT_PTR_NULL(strstr(err, "unMd-9wE6"));
 	CU_ASSERT(no_children());
 	return r;
 }
@@ -395,16 +395,16 @@ test_empty_inquire(void)
 	CU_ASSERT_PTR_NULL(p);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no PIN entered"));
 	/* INQUIRE is answered with CAN; the dialog goes on */
-	stub_env("inquire", "4321");
+	stub_env("inquire", "unInq-3gH8");
 	CU_ASSERT_EQUAL(entry(&a, &p, err, sizeof(err)), 0);
-	CU_ASSERT(p != NULL && p->len == 4 && memcmp(p->value, "4321", 4) == 0);
+	CU_ASSERT(p != NULL && p->len == 10 && memcmp(p->value, "unInq-3gH8", 10) == 0);
 	pin_free(p);
 	CU_ASSERT_PTR_NOT_NULL(strstr(stub_log(), " CAN\n"));
 	/* wait:FILE says so in the log, and answers once FILE is there */
 	snprintf(file, sizeof(file), "wait:%s", test_write("go", "", 0600));
-	stub_env(file, "8765");
+	stub_env(file, "unWt-5jN2");
 	CU_ASSERT_EQUAL(entry(&a, &p, err, sizeof(err)), 0);
-	CU_ASSERT(p != NULL && p->len == 4 && memcmp(p->value, "8765", 4) == 0);
+	CU_ASSERT(p != NULL && p->len == 9 && memcmp(p->value, "unWt-5jN2", 9) == 0);
 	pin_free(p);
 	CU_ASSERT_PTR_NOT_NULL(strstr(stub_log(), " GETPIN waiting\n"));
 	CU_ASSERT(no_children());
@@ -434,7 +434,7 @@ test_missing(void)
 	struct pin	*p;
 	char		 err[512], *old;
 
-	stub_env("pin", "1234");
+	stub_env("pin", "unPe-7dM3");
 	CU_ASSERT_EQUAL(entry(&a, &p, err, sizeof(err)), P11A_ERR_PIN_SOURCE);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "pinentry-program "
 	    "/nonexistent/pinentry-x: No such file or directory"));

@@ -11,6 +11,7 @@ int	 suite_req(void);
 int	 suite_spawn(void);
 int	 suite_resolve(void);
 int	 suite_pinentry(void);
+int	 suite_log(void);
 /* The pinentry suite's child without locked memory (argv[0] pin-nolock). */
 int	 pin_nolock_child(void);
 /* The spawn suite's token helper (argv[0] p11agent-helper). */

@@ -6,7 +6,7 @@
 # connects to 127.0.0.1:PORT and answers what pcscd forwards.  See
 # tests/vcard/README.md for the APDUs it implements.
 #
-#   vcard.py init --state FILE [--pin 123456] [--puk 12345678]
+#   vcard.py init --state FILE [--pin 73915846] [--puk 46290513]
 #            [--serial HEX16] [--mgmt-key HEX32]
 #   vcard.py run --state FILE --port PORT [--ctl PATH] [--log FILE]
 #   vcard.py ctl --ctl PATH remove|insert|status|quit
@@ -678,8 +678,8 @@ def main():
 	sub = p.add_subparsers(dest="cmd", required=True)
 	i = sub.add_parser("init", help="create a new card's state file")
 	i.add_argument("--state", required=True)
-	i.add_argument("--pin", default="123456")
-	i.add_argument("--puk", default="12345678")
+	i.add_argument("--pin", default="73915846")
+	i.add_argument("--puk", default="46290513")
 	i.add_argument("--serial", help="16 hex digits (default: random)")
 	i.add_argument("--mgmt-key", default="000102030405060708090a0b0c0d0e0f",
 	    help="AES-128 9B key, 32 hex digits")
