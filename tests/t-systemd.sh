@@ -65,8 +65,9 @@ mkdir -m 700 "$T/sock" "$XDG_RUNTIME_DIR/p11agent"
 : >"$T/agent.log"
 CONTROL=$XDG_RUNTIME_DIR/p11agent/control
 # what the agent needs of the test's environment: systemd-socket-activate
-# passes only PATH, HOME and -E variables
-export -p >"$T/env.sh"
+# passes only PATH, HOME and -E variables (not the test token's PIN,
+# which the agent never needs: its PIN is in a file)
+export -p | grep -v '^declare -x P11TEST_PIN=' >"$T/env.sh"
 
 {
 	agent_section
