@@ -227,6 +227,36 @@ term_within() {
 	[ "$STOP_MS" -lt "$2" ] || fail "$3: SIGTERM took $STOP_MS ms"
 }
 
+# start_xfer ADDR BYTES PAUSE: a round trip through ADDR that stops
+# sending after PAUSE bytes until a line is written to $GO (made on first
+# use); returns once it paused.  Sets XFER (its pid) and XOUT (a descriptor
+# with the rest of its output: "ok bytes=N ..." when done).
+XFER_N=0
+start_xfer() {
+	local line=
+	if [ -z "${GO:-}" ]; then
+		mkfifo "$T/go"
+		exec {GO}<>"$T/go"
+	fi
+	XFER_N=$((XFER_N + 1))
+	mkfifo "$T/xfer$XFER_N.out"
+	"$CLIENT" "$1" roundtrip --bytes "$2" --pause-after "$3" \
+	    --timeout $((120 * SLOW)) <"$T/go" >"$T/xfer$XFER_N.out" 2>&1 &
+	XFER=$!
+	PIDS+=($XFER)
+	exec {XOUT}<"$T/xfer$XFER_N.out"
+	while read -r -t $((30 * SLOW)) -u "$XOUT" line; do
+		case $line in paused*) return 0 ;; esac
+	done
+	fail "the transfer through $1 did not get to $3: $line"
+}
+
+# refused tcp:HOST:PORT: nothing listens there
+refused() {
+	local hp=${1#tcp:}
+	! (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
+}
+
 # log_mark; ...; wait_log REGEX [SECONDS]: waits (event-driven, bounded,
 # SECONDS times $SLOW) for the agent to log a matching line after the mark.
 log_mark() {

@@ -7,29 +7,6 @@
 make_token
 start_upstream s
 
-mkfifo "$T/go"
-exec {GO}<>"$T/go"
-nx=0
-# start_xfer ADDR BYTES PAUSE: a round trip that stops sending after
-# PAUSE bytes until "echo go >&$GO"; sets XFER and XOUT
-start_xfer() {
-	local line=
-	nx=$((nx + 1))
-	mkfifo "$T/xfer$nx.out"
-	"$CLIENT" "$1" roundtrip --bytes "$2" --pause-after "$3" \
-	    --timeout $((60 * SLOW)) <"$T/go" >"$T/xfer$nx.out" 2>&1 &
-	XFER=$!
-	PIDS+=($XFER)
-	exec {XOUT}<"$T/xfer$nx.out"
-	while read -r -t $((30 * SLOW)) -u "$XOUT" line; do
-		case $line in paused*) return 0 ;; esac
-	done
-	fail "the transfer through $1 did not get to $3: $line"
-}
-refused() {
-	local hp=${1#tcp:}
-	! (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
-}
 conf() {	# conf DRAIN-TIMEOUT
 	{
 		printf '[agent]\nmodule-allow = %s/*\ndrain-timeout = %s\n\n' \
@@ -71,15 +48,10 @@ start_agent "$T/agent.conf" || fail "the agent did not start again"
 a=$(listen_addr t tcp)
 start_xfer "$a" 1M 100K
 log_mark
-start=$(date +%s%N)
-kill -TERM "$AGENT_PID"
-rc=0
-wait "$AGENT_PID" || rc=$?
+term_within "$AGENT_PID" $((3000 * SLOW)) "drain-timeout = 1"
 AGENT_PID=
-ms=$((($(date +%s%N) - start) / 1000000))
-[ "$rc" = 0 ] || fail "the agent exited $rc at drain-timeout"
-[ "$ms" -ge 900 ] && [ "$ms" -lt $((3000 * SLOW)) ] ||
-    fail "stopped after $ms ms with drain-timeout = 1"
+ms=$STOP_MS
+[ "$ms" -ge 900 ] || fail "stopped after $ms ms with drain-timeout = 1"
 log_since_has "drain-timeout \(1 s\): closing the 1 connections still open" ||
     fail "no drain-timeout line"
 ! wait "$XFER" || fail "the stalled transfer completed?"
@@ -92,14 +64,9 @@ start_xfer "$(listen_addr t tcp)" 1M 100K
 log_mark
 kill -TERM "$AGENT_PID"
 wait_log "may finish within drain-timeout" || fail "no drain"
-start=$(date +%s%N)
-kill -TERM "$AGENT_PID"
-rc=0
-wait "$AGENT_PID" || rc=$?
+term_within "$AGENT_PID" $((2000 * SLOW)) "the second SIGTERM"
 AGENT_PID=
-ms=$((($(date +%s%N) - start) / 1000000))
-[ "$rc" = 0 ] || fail "the agent exited $rc on the second signal"
-[ "$ms" -lt $((2000 * SLOW)) ] || fail "the second SIGTERM took $ms ms"
+ms=$STOP_MS
 log_since_has "stopping now, without waiting for the open connections" ||
     fail "no second-signal line"
 ok "a second SIGTERM while draining: exit 0 after $ms ms"

@@ -31,11 +31,6 @@ for t in d["tunnels"]:
 else:
     sys.exit("no tunnel " + sys.argv[1])' "$1"
 }
-# refused ADDR: nothing listens on the tcp: address
-refused() {
-	local hp=${1#tcp:}
-	! (exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
-}
 conf() {	# conf TUNNEL-SECTIONS...: the config, written whole
 	{
 		agent_section
@@ -57,27 +52,6 @@ start_agent "$T/agent.conf" || fail "the agent did not start"
 a=$(listen_addr a tcp) b=$(listen_addr b tcp)
 "$CLIENT" "$b" roundtrip --bytes 1000 >/dev/null || fail "b before the reload"
 [ "$(logins)" = 1 ] || fail "C_Login calls at start: $(logins)"
-
-# start_xfer ADDR BYTES PAUSE: a round trip through ADDR that stops
-# sending after PAUSE bytes until "echo go >&$GO"; sets XFER (its pid)
-# and XOUT (its output, from the line after "paused")
-mkfifo "$T/go"
-exec {GO}<>"$T/go"
-nx=0
-start_xfer() {
-	local line=
-	nx=$((nx + 1))
-	mkfifo "$T/xfer$nx.out"
-	"$CLIENT" "$1" roundtrip --bytes "$2" --pause-after "$3" \
-	    --timeout $((120 * SLOW)) <"$T/go" >"$T/xfer$nx.out" 2>&1 &
-	XFER=$!
-	PIDS+=($XFER)
-	exec {XOUT}<"$T/xfer$nx.out"
-	while read -r -t $((30 * SLOW)) -u "$XOUT" line; do
-		case $line in paused*) return 0 ;; esac
-	done
-	fail "the transfer through $1 did not get to $3: $line"
-}
 
 # ---- a 64 MiB transfer through a, paused half-way while the reload runs
 start_xfer "$a" 64M 32M
