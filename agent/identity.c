@@ -332,8 +332,11 @@ module_for(struct agent *a, const char *module, const char *name)
 
 	for (i = 0; i < a->nmods; i++)
 		if (same_module(a->mods[i]->module, module) &&
-		    same_module(a->mods[i]->registry_name, name))
+		    same_module(a->mods[i]->registry_name, name)) {
+			/* retired in this batch, wanted again: it stays */
+			a->mods[i]->retiring = 0;
 			return a->mods[i];
+		}
 	/* each module_rt is its own allocation: identities point to it */
 	mods = reallocarray(a->mods, a->nmods + 1, sizeof(*mods));
 	if (mods == NULL)
@@ -420,16 +423,21 @@ module_remove(struct module_rt *s)
 static void
 module_remove_deferred(void *arg)
 {
-	module_remove(arg);
+	struct module_rt	*s = arg;
+
+	s->remove_queued = 0;
+	if (s->retiring)	/* not taken back meanwhile (module_for) */
+		module_remove(s);
 }
 
 /* Removes the module after the current batch of events, once. */
 static void
 module_retire(struct module_rt *s)
 {
-	if (s->retiring)
-		return;
 	s->retiring = 1;
+	if (s->remove_queued)
+		return;
+	s->remove_queued = 1;
 	loop_defer(module_remove_deferred, s);
 }
 
@@ -802,7 +810,8 @@ modules_listed(void *arg, int err, const char *why, struct pbuf *reply)
 		log_debug("registry: %u modules, each in a helper of its own",
 		    n);
 	for (id = a->identities; id != NULL; id = id->next) {
-		if (id->cfg->module != NULL || id->mod != NULL)
+		/* (a retired one is not of this round: not counted in it) */
+		if (id->cfg->module != NULL || id->mod != NULL || id->retired)
 			continue;
 		if (err != 0) {
 			identity_failed(id, "the p11-kit registry: %s",
@@ -876,10 +885,18 @@ identity_open_start(struct agent *a, void (*cb)(struct agent *, int))
 			registry = 1;	/* found by the modules' PROBEs */
 			continue;
 		}
-		if ((id->mod = module_for(a, id->cfg->module, NULL)) == NULL ||
-		    open_send(a, id) != 0) {
+		if ((id->mod = module_for(a, id->cfg->module, NULL)) != NULL &&
+		    (id->mod->dead || id->mod->given_up)) {
+			open_error(a, id->cfg, id->mod->given_up ? "the token "
+			    "helper of its module was stopped after a refused "
+			    "PIN or a failed start (see the log); restart "
+			    "p11agent to use this configuration" : "the token "
+			    "helper of its module is restarting; try again in "
+			    "a few seconds");
+			a->opening--;
+		} else if (id->mod == NULL || open_send(a, id) != 0) {
 			open_error(a, id->cfg, "its token helper cannot be "
-			    "started or asked (see above)");
+			    "started or asked (see the log)");
 			a->opening--;
 		}
 	}
@@ -1410,7 +1427,7 @@ round_done(struct module_rt *s)
 	int		 present = 0;
 
 	for (id = a->identities; id != NULL; id = id->next)
-		if (id->mod == s && !id->absent)
+		if (id->mod == s && !id->absent && !id->retired)
 			present = 1;
 	for (id = a->identities; id != NULL; id = id->next) {
 		if (id->mod != s || !id->card_wait)
@@ -1489,6 +1506,8 @@ restart(struct agent *a, struct module_rt *s)
 	for (id = a->identities; id != NULL; id = id->next) {
 		/* a retired identity's tunnels only finish their connections:
 		 * its key is not opened (nor its PIN asked for) again */
+		if (id->mod == s && id->retired)
+			id->absent = 1;	/* its handle may be another key's now */
 		if (id->mod != s || id->retired ||
 		    (ro = calloc(1, sizeof(*ro))) == NULL)
 			continue;
@@ -1567,7 +1586,8 @@ helpers_tick(struct agent *a, long now)
 		    (int)gone[i - 1]);
 	for (id = a->identities; id != NULL; id = id->next)
 		if (id->card_wait && !id->probing && now >= id->probe_at &&
-		    id->mod != NULL && !id->mod->dead && !id->mod->reinserting)
+		    !id->retired && id->mod != NULL && !id->mod->dead &&
+		    !id->mod->reinserting)
 			card_probe(id);
 	for (i = 0; i < a->nmods; i++) {
 		s = a->mods[i];
@@ -1796,7 +1816,8 @@ on_inserted(struct module_rt *s, const struct token_event *ev)
 	int		 go = 0;
 
 	for (id = s->agent->identities; id != NULL; id = id->next)
-		if (event_has(ev, s, id) && id->absent && may_reopen(id, ev))
+		if (event_has(ev, s, id) && id->absent && !id->retired &&
+		    may_reopen(id, ev))
 			go = 1;
 	if (!go || s->reinserting)
 		return;

@@ -38,7 +38,10 @@ static struct {
 	reload_cb	 cb;
 	void		*arg;
 	long		 started;
+	int		 pending;	/* a SIGHUP came while it ran */
 } rl;
+
+static void	pending_reload(void *);
 
 static void
 finish(struct agent *a, int err, const char *msg)
@@ -47,7 +50,8 @@ finish(struct agent *a, int err, const char *msg)
 	void		*arg = rl.arg;
 
 	a->reloading = 0;
-	sd_ready(a);	/* after RELOADING=1, taken or not */
+	if (!a->draining)
+		sd_ready(a);	/* after RELOADING=1, taken or not */
 	rl.cb = NULL;
 	rl.arg = NULL;
 	rl.old = NULL;
@@ -57,6 +61,10 @@ finish(struct agent *a, int err, const char *msg)
 		log_info("reload: %s", msg);
 	if (cb != NULL)
 		cb(arg, err, msg);
+	if (rl.pending && !a->draining) {
+		rl.pending = 0;		/* the SIGHUP that came meanwhile */
+		loop_defer(pending_reload, a);
+	}
 }
 
 /* Keeps a configuration that retired identities or tunnels run on. */
@@ -239,12 +247,30 @@ logged(void *arg, int err, const char *msg)
 	(void)msg;	/* finish() logged it */
 }
 
+static void
+pending_reload(void *arg)
+{
+	struct agent	*a = arg;
+
+	if (a->draining || a->reloading)
+		return;
+	log_info("SIGHUP (during the last reload): reloading");
+	reload_start(a, logged, NULL);
+}
+
 void
 reload_signal(struct agent *a, int signo)
 {
 	int	 n;
 
 	if (signo == SIGHUP) {
+		if (a->reloading) {
+			/* the file may have changed again: read it after */
+			log_info("SIGHUP: a reload is under way; another "
+			    "follows it");
+			rl.pending = 1;
+			return;
+		}
 		log_info("SIGHUP: reloading");
 		reload_start(a, logged, NULL);
 		return;
@@ -258,15 +284,17 @@ reload_signal(struct agent *a, int signo)
 	a->draining = 1;
 	sd_stopping();
 	n = tunnels_drain(a);
-	if (n == 0 || a->cfg->agent.drain_timeout == 0) {
+	/* while a reload runs, the running configuration's (not the new) */
+	a->drain_secs = (rl.old != NULL ? rl.old : a->cfg)->agent.drain_timeout;
+	if (n == 0 || a->drain_secs == 0) {
 		log_info("signal %d: stopping; %d connections open", signo, n);
 		loop_stop();
 		return;
 	}
-	a->drain_until = clock_now_ms() + a->cfg->agent.drain_timeout * 1000L;
+	a->drain_until = clock_now_ms() + a->drain_secs * 1000L;
 	log_info("signal %d: stopping: not accepting; %d open connections "
 	    "may finish within drain-timeout (%d s)", signo, n,
-	    a->cfg->agent.drain_timeout);
+	    a->drain_secs);
 }
 
 void
@@ -281,8 +309,7 @@ reload_tick(struct agent *a, long now)
 			loop_stop();
 		} else if (now >= a->drain_until) {
 			log_warn("drain-timeout (%d s): closing the %d "
-			    "connections still open", a->cfg->agent.drain_timeout,
-			    a->nconns);
+			    "connections still open", a->drain_secs, a->nconns);
 			loop_stop();
 		}
 	}

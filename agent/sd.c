@@ -48,6 +48,7 @@ static int		 notify;	/* NOTIFY_SOCKET was set */
 static long		 wd_half_ms;	/* 0: no watchdog */
 static long		 wd_last;
 static char		 status_sent[STATUS_MAX];
+static int		 stopping_said;	/* STOPPING=1: nothing but that */
 
 static void
 say(const char *msg)
@@ -252,8 +253,8 @@ status_line(const struct agent *a, char *buf, size_t size)
 	const struct tunnel_rt	*rt;
 	int			 n = 0;
 
-	for (rt = a->tunnels; rt != NULL; rt = rt->next)
-		n++;
+	for (rt = a->tunnels; rt != NULL && !rt->retired; rt = rt->next)
+		n++;	/* (what a reload retired is at the end) */
 	snprintf(buf, size, "serving %d tunnel%s, %d connection%s", n,
 	    n == 1 ? "" : "s", a->nconns, a->nconns == 1 ? "" : "s");
 }
@@ -263,7 +264,7 @@ sd_ready(const struct agent *a)
 {
 	char	 line[STATUS_MAX], msg[STATUS_MAX + 32];
 
-	if (!notify)
+	if (!notify || stopping_said)
 		return;
 	status_line(a, line, sizeof(line));
 	if (strcmp(line, status_sent) == 0) {	/* after a reload */
@@ -278,9 +279,7 @@ sd_ready(const struct agent *a)
 void
 sd_stopping(void)
 {
-	static int	 said;
-
-	if (said++)	/* at the drain's start, and after the loop */
+	if (stopping_said++)	/* at the drain's start, and after the loop */
 		return;
 	snprintf(status_sent, sizeof(status_sent), "stopping");
 	say("STOPPING=1\nSTATUS=stopping");

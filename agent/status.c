@@ -260,7 +260,7 @@ token_from_answer(struct status_req *c, const struct module_rt *s,
 		    t->pin == PIN_FINAL_TRY ? 1 : -1;
 	}
 	t->refused = ts->refused;
-	for (id = c->agent->identities; id != NULL; id = id->next)
+	for (id = c->agent->identities; LIVE(id); id = id->next)
 		if (id->mod == s && token_of_id(a, id) == idx)
 			token_add_id(t, id);
 }
@@ -275,7 +275,7 @@ tokens_from_agent(struct status_req *c, const struct module_rt *s,
 	struct st_token		*t;
 	int			 i;
 
-	for (id = c->agent->identities; id != NULL; id = id->next) {
+	for (id = c->agent->identities; LIVE(id); id = id->next) {
 		if (id->mod != s || token_of_id(a, id) != -1)
 			continue;
 		for (i = 0, t = NULL; i < c->ntoks && t == NULL; i++)

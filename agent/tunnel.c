@@ -1337,6 +1337,13 @@ token_removed(struct conn *c)
 
 	if (id == NULL || !id->absent)
 		return 0;
+	if (id->retired) {
+		log_warn("conn %lu (%s): its identity %s was removed by a "
+		    "reload and its token helper has restarted since: no "
+		    "signature", c->id, c->rt->cfg->name, id->cfg->name);
+		conn_fail(c, TFAIL_TOKEN, "identity removed");
+		return 1;
+	}
 	log_warn("conn %lu (%s): token '%s' (serial %s) was removed; insert "
 	    "it again", c->id, c->rt->cfg->name, id->tok_label[0] ?
 	    id->tok_label : "?", id->tok_serial[0] ? id->tok_serial :

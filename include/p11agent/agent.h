@@ -32,6 +32,7 @@ struct agent {
 	/* SIGTERM: not accepting, open connections finish until then */
 	int			 draining;
 	long			 drain_until;
+	int			 drain_secs;
 	int			 stopping;	/* after the loop: open nothing */
 	void			(*opened_cb)(struct agent *, int failed);
 };

@@ -39,6 +39,7 @@ struct module_rt {
 	int			 given_up;	/* needs the user: no restarts */
 	int			 reopening;	/* OPENs in flight */
 	int			 retiring;	/* to be removed: not needed */
+	int			 remove_queued;	/* its removal is deferred */
 	long			 restart_at;
 	int			 backoff_ms;
 	int			 reinserting;	/* a card came back: restart */
