@@ -130,11 +130,16 @@ log_target_auto(void)
 	return LOG_TO_SYSLOG;
 }
 
+/* syslog: the pipe that became our fd 2 (log_relay_start) */
+static struct watch	 relay = { .fd = -1 };
+
 static void
 use_target(enum log_target t)
 {
 	if (t == LOG_TO_AUTO)
 		t = log_target_auto();
+	if (relay.fd != -1)	/* fd 2 is the relay's pipe: syslog stays */
+		t = LOG_TO_SYSLOG;
 	if (t == LOG_TO_SYSLOG && !syslog_open) {
 		openlog(prog, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 		syslog_open = 1;
@@ -278,12 +283,17 @@ static void
 vlog(enum log_level l, const char *func, const struct log_field *f,
     size_t nf, const char *extra, const char *fmt, va_list ap)
 {
-	char	 msg[MSG_MAX], text[MSG_MAX + 128];
+	char	 msg[MSG_MAX], text[MSG_MAX + 128], *p;
 	int	 e = errno;
 
 	if (l > threshold)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* a message has one line: a newline or escape in what it quotes
+	 * (a program's path, a server's text) cannot make a line of its own */
+	for (p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	if (l == LOG_LVL_DEBUG)
 		snprintf(text, sizeof(text), "%s: %s%s", func, msg, extra);
 	else
@@ -303,11 +313,12 @@ vlog(enum log_level l, const char *func, const struct log_field *f,
 }
 
 /* ---- syslog: what others write to our stderr, relayed */
-static struct watch	 relay = { .fd = -1 };
 static char		 relay_buf[1024];
 static size_t		 relay_len;
 
-/* Our helper's lines are notices; a module's or a library's, warnings. */
+#define RELAY_READS	4
+
+/* Our helper's lines are info; a module's or a library's, warnings. */
 static void
 relay_line(char *line)
 {
@@ -322,10 +333,17 @@ relay_read(struct watch *w, uint32_t events)
 {
 	char	*nl;
 	ssize_t	 n;
+	size_t	 i;
+	int	 reads;
 
 	(void)events;
-	while ((n = read(w->fd, relay_buf + relay_len, sizeof(relay_buf) -
-	    relay_len - 1)) > 0) {
+	/* a few reads per wake-up: a module that writes without pause
+	 * cannot hold the loop (the rest waits in the pipe, then it) */
+	for (reads = 0; reads < RELAY_READS && (n = read(w->fd, relay_buf +
+	    relay_len, sizeof(relay_buf) - relay_len - 1)) > 0; reads++) {
+		for (i = relay_len; i < relay_len + (size_t)n; i++)
+			if (relay_buf[i] == '\0')
+				relay_buf[i] = '?';
 		relay_len += (size_t)n;
 		relay_buf[relay_len] = '\0';
 		while ((nl = strchr(relay_buf, '\n')) != NULL) {

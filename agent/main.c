@@ -516,6 +516,12 @@ main(int argc, char *argv[])
 	int		 ch, verbose = 0, json = 0, logto = -1;
 	enum log_target	 lt;
 
+	/* a closed 0, 1 or 2 would be the next file opened (a socket, the
+	 * configuration) and get what is meant for stdio */
+	for (ch = 0; ch <= 2; ch++)
+		if (fcntl(ch, F_GETFD) == -1 && errno == EBADF &&
+		    open("/dev/null", ch == 0 ? O_RDONLY : O_WRONLY) != ch)
+			return 1;
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
 		usage(stdout);
@@ -561,8 +567,8 @@ main(int argc, char *argv[])
 			break;
 		case 'm':	module = optarg; break;
 		case 'p':	pin = optarg; break;
-		case 'q':	verbose = -1; break;
-		case 'v':	verbose++; break;
+		case 'q':	verbose = -1; break;	/* the last wins */
+		case 'v':	verbose = verbose < 0 ? 1 : verbose + 1; break;
 		case 'h':	usage(stdout); return 0;
 		case 'V':	printf("p11agent %s\n", PACKAGE_VERSION);
 				return 0;

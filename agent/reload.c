@@ -182,9 +182,8 @@ opened(struct agent *a, int failed)
 		log_warn("%s:%d: [agent] log: a reload keeps the log target "
 		    "the agent started with; restart p11agent to change it",
 		    a->cfg->path, a->cfg->agent.line);
-	log_configure((enum log_target)rl.old->agent.log_target,
-	    a->cfg->agent.log_level > 0 ? a->cfg->agent.log_level - 1 :
-	    LOG_LVL_INFO);
+	log_configure(log_target(), a->cfg->agent.log_level > 0 ?
+	    a->cfg->agent.log_level - 1 : LOG_LVL_INFO);
 	keep_old(a, rl.old);
 	snprintf(msg, sizeof(msg), "%s: tunnels: %d new, %d changed, %d "
 	    "unchanged, %d removed; identities: %d opened, %d retired "

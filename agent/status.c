@@ -328,15 +328,21 @@ tokens_build(struct status_req *c)
 static const char *
 token_ids(const struct st_token *t, char *buf, size_t size, int json)
 {
-	size_t	 n = 0;
+	size_t	 n = 0, len;
 	int	 i;
 
 	buf[0] = '\0';
-	for (i = 0; i < t->nids && n + 1 < size; i++)
+	/* whole names only: what does not fit is left out (JSON stays
+	 * valid), the text says how many */
+	for (i = 0; i < t->nids; i++) {
+		len = strlen(t->ids[i]->cfg->name) + (json ? 4 : 2);
+		if (n + len + 16 >= size)
+			break;
 		n += (size_t)snprintf(buf + n, size - n, json ? "%s\"%s\"" :
 		    "%s%s", i ? ", " : "", t->ids[i]->cfg->name);
-	if (n >= size)
-		buf[size - 1] = '\0';
+	}
+	if (i < t->nids && !json)
+		snprintf(buf + n, size - n, " and %d more", t->nids - i);
 	return buf;
 }
 
