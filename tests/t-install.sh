@@ -33,7 +33,22 @@ for f in "$mandir/man1/p11agent.1" "$mandir/man5/p11agent.conf.5" \
 done
 [ -d "$D$sysconfdir/p11agent/policies.d" ] ||
     fail "make install: no directory $sysconfdir/p11agent/policies.d"
-ok "installed: $bindir/p11agent, $pkglibexecdir/p11agent-helper, man pages, docs, policies.d"
+# the systemd units (where the build has libsystemd: they are Type=notify)
+# name the installed program
+if grep -q '^#define HAVE_LIBSYSTEMD 1' "$top_builddir/config.h"; then
+	read -r userunitdir systemunitdir < <(dirs systemduserunitdir \
+	    systemdsystemunitdir) || fail "cannot read the unit directories"
+	for f in "$userunitdir/p11agent.service" "$userunitdir/p11agent.socket" \
+	    "$systemunitdir/p11agent@.service" "$systemunitdir/p11agent@.socket" \
+	    "$docdir/systemd/README.md"; do
+		[ -f "$D$f" ] || fail "make install: no file $f"
+	done
+	grep -qx "ExecStart=$bindir/p11agent run" "$D$userunitdir/p11agent.service" &&
+	    grep -qx "ExecReload=$bindir/p11agent reload" "$D$systemunitdir/p11agent@.service" ||
+	    fail "the installed units do not run $bindir/p11agent"
+	units=", units"
+fi
+ok "installed: $bindir/p11agent, $pkglibexecdir/p11agent-helper, man pages, docs, policies.d${units:-}"
 
 # the Debian package's version is this one (debian/changelog's first line)
 deb=$(sed -n '1s/^p11agent (\([^-)]*\)[-)].*/\1/p' "$top_srcdir/debian/changelog")

@@ -29,7 +29,7 @@ for u in p11agent.service p11agent.socket p11agent@.service p11agent@.socket; do
 	    fail "contrib/systemd/$u was not generated (make all)"
 	grep -q '@[a-z]*@' "$top_builddir/contrib/systemd/$u" &&
 	    fail "contrib/systemd/$u: unsubstituted $(grep -o '@[a-z]*@' "$top_builddir/contrib/systemd/$u")"
-	sed "s|^ExecStart=[^ ]*/p11agent |ExecStart=$(cd "$top_builddir" && pwd)/p11agent |" \
+	sed -e "s|^ExecStart=[^ ]*/p11agent |ExecStart=$(cd "$top_builddir" && pwd)/p11agent |" -e "s|^ExecReload=[^ ]*/p11agent |ExecReload=$(cd "$top_builddir" && pwd)/p11agent |" \
 	    "$top_builddir/contrib/systemd/$u" >"$T/units/$u"
 	n=$((n + 1))
 done
