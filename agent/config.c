@@ -62,6 +62,11 @@ once_only(enum keyword kw)
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
 
+/* inih's longest section name (MAX_SECTION - 1), and so the longest name
+ * of an identity or tunnel: "identity " and 40 fit */
+#define SECTION_MAX	49
+#define NAME_MAX_LEN	40
+
 static const struct {
 	const char	*name;
 	enum section	 section;
@@ -154,13 +159,21 @@ reader(char *str, int num, void *arg)
 {
 	struct parser	*p = arg;
 	size_t		 len;
+	char		*h, *end;
 
 	if (fgets(str, num, p->fp) == NULL)
 		return NULL;
 	p->line++;
-	if (str[strspn(str, " \t")] == '[') {
+	if (*(h = str + strspn(str, " \t")) == '[') {
 		p->section_line = p->line;
 		p->headers++;
+		/* inih cuts a section name at 49 bytes: a longer name would
+		 * be read as another one */
+		if ((end = strchr(h, ']')) != NULL && end - h - 1 >
+		    SECTION_MAX)
+			perr(p, p->line, "[%.*s...]: the section name is longer "
+			    "than %d characters (names: at most %d)", 20, h + 1,
+			    SECTION_MAX, NAME_MAX_LEN);
 	}
 	len = strlen(str);
 	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
@@ -762,7 +775,7 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 static int
 valid_name(const char *s)
 {
-	return *s != '\0' && strlen(s) < 64 &&
+	return *s != '\0' && strlen(s) <= NAME_MAX_LEN &&
 	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
 }
@@ -798,7 +811,7 @@ new_section(struct parser *p, const char *section)
 		    "sections are [agent], [identity NAME] and [tunnel NAME]",
 		    section);
 	if (!valid_name(name))
-		return perr(p, p->section_line, "[%s]: the name must be 1-63 "
+		return perr(p, p->section_line, "[%s]: the name must be 1-40 "
 		    "letters, digits, '-', '_' or '.'", section);
 	if (p->section == S_IDENTITY) {
 		if ((p->id = calloc(1, sizeof(*p->id))) == NULL)

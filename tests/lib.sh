@@ -23,6 +23,9 @@ FAULT=$top_builddir/tests/.libs/libp11fault.so
 LIBS_REAL=$(cd "$top_builddir/tests" && pwd -P)/.libs
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 
+# no core file of a test program (the pinentry stub holds a PIN) where
+# no scan looks
+ulimit -c 0
 T=$(mktemp -d /tmp/p11agent-test.XXXXXX)
 chmod 700 "$T"
 # the agent's control socket is $XDG_RUNTIME_DIR/p11agent/control unless

@@ -178,6 +178,12 @@ test_errors(void)
 	    "module-allow: 'lib/*.so' must be an absolute path pattern");
 	expect_error(GOOD "[agent]\nconnect = h:1\n", "bad.conf:17:",
 	    "[agent] connect: this key belongs in a [tunnel NAME] section");
+	/* names: at most 40 (inih would cut a longer section name) */
+	expect_error("[identity a23456789012345678901234567890123456789012345]\n"
+	    "key = pkcs11:x\n", "bad.conf:1:", "the section name is longer "
+	    "than 49 characters (names: at most 40)");
+	expect_error("[tunnel a2345678901234567890123456789012345678901]\n"
+	    "connect = h:1\n", "bad.conf:1:", "the name must be 1-40");
 	/* one address, one listen line (tcp:HOST:0 excepted) */
 	expect_error(GOOD "[tunnel third]\nlisten = tcp:127.0.0.1:8443\n"
 	    "connect = h:1\nidentity = corp\n", "bad.conf:17:",
