@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -230,8 +231,50 @@ is_token(const char *s, size_t len)
 }
 
 /* The request line "METHOD SP TARGET SP HTTP/1.x" of a whole request. */
+/*
+ * On a loopback port, a web page the user opens could reach the metrics
+ * through a name it points at 127.0.0.1 (DNS rebinding): the Host header
+ * must name loopback, and HTTP/1.1 must send one (RFC 9112, 3.2).  A Unix
+ * socket or an allow-remote-listen port takes any.  1 if fine.
+ */
+static int
+host_ok(const char *headers, int http11)
+{
+	const char	*h, *v, *e;
+	char		 host[300];
+	size_t		 n;
+
+	if (strncmp(mx.ln.addr, "tcp:", 4) != 0 ||
+	    mx.agent->cfg->agent.allow_remote)
+		return 1;
+	for (h = headers; h != NULL && *h != '\0'; h = e != NULL ? e + 1 :
+	    NULL) {
+		e = strchr(h, '\n');
+		if (strncasecmp(h, "host:", 5) != 0)
+			continue;
+		v = h + 5 + strspn(h + 5, " \t");
+		n = e != NULL ? (size_t)(e - v) : strlen(v);
+		while (n > 0 && (v[n - 1] == '\r' || v[n - 1] == ' ' ||
+		    v[n - 1] == '\t'))
+			n--;
+		if (n >= sizeof(host))
+			return 0;
+		memcpy(host, v, n);
+		host[n] = '\0';
+		/* the port, if any, is the listener's business */
+		if (host[0] == '[')
+			return strncmp(host, "[::1]", 5) == 0 &&
+			    (host[5] == '\0' || host[5] == ':');
+		if ((e = strchr(host, ':')) != NULL)
+			host[e - host] = '\0';
+		return strcasecmp(host, "localhost") == 0 ||
+		    strncmp(host, "127.", 4) == 0;
+	}
+	return !http11;
+}
+
 static void
-request(struct mx_client *c, char *line)
+request(struct mx_client *c, char *line, const char *headers)
 {
 	char	*sp1, *sp2, *target, *version, *q;
 	size_t	 i;
@@ -276,6 +319,12 @@ request(struct mx_client *c, char *line)
 	if (strcmp(target, "/metrics") != 0) {
 		respond_error(c, 404, "Not Found", NULL, "the metrics are at "
 		    "/metrics");
+		return;
+	}
+	if (!host_ok(headers, version[7] >= '1')) {
+		respond_error(c, 400, "Bad Request", NULL, "the Host header "
+		    "must name this machine's loopback (localhost, 127.0.0.1, "
+		    "[::1])");
 		return;
 	}
 	if (status_start(mx.agent, STATUS_PROMETHEUS, NULL, METRICS_MAX_BODY,
@@ -338,7 +387,7 @@ client_read(struct mx_client *c)
 			*nl = '\0';
 			if (nl > c->in && nl[-1] == '\r')
 				nl[-1] = '\0';
-			request(c, c->in);
+			request(c, c->in, nl + 1);
 			return;
 		}
 		if (c->inlen == sizeof(c->in) - 1) {

@@ -102,20 +102,24 @@ head, _, body = data.partition(b"\r\n\r\n")
 print("%s|%d" % (head.split(b"\r\n")[0].decode(), len(body)))
 PY
 }
-got=$(raw 'HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n')
+got=$(raw 'HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
 [ "${got%|*}" = "HTTP/1.1 200 OK" ] && [ "${got#*|}" = 0 ] || fail "HEAD: $got"
 for c in '400|hello\r\n\r\n' '400|GET /metrics\r\n\r\n' '400|GET  /metrics HTTP/1.1\r\n\r\n' \
     '400|GET /metrics HTTP/1.1 x\r\n\r\n' '400|GET metrics HTTP/1.1\r\n\r\n' \
     '400|GET /metrics FTP/1.1\r\n\r\n' '400|GET /met\x01rics HTTP/1.1\r\n\r\n' \
     '400|GET /metrics HTTP/1.1\r\nHost: x\x00\r\n\r\n' '400|GET /metrics HTTP/1.1\r\n' \
     '505|GET /metrics HTTP/2.0\r\n\r\n' '405|DELETE /metrics HTTP/1.1\r\n\r\n' \
-    '200|GET /metrics HTTP/1.1\n\n' "431|GET /metrics HTTP/1.1\\r\\nX: $(printf 'a%.0s' $(seq 1 9000))\\r\\n\\r\\n"; do
+    '200|GET /metrics HTTP/1.1\nHost: localhost:9\n\n' \
+    '400|GET /metrics HTTP/1.1\r\nHost: rebound.example\r\n\r\n' \
+    '400|GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n' \
+    '200|GET /metrics HTTP/1.1\r\nhost: [::1]:9100\r\n\r\n' \
+    '200|GET /metrics HTTP/1.0\r\n\r\n' "431|GET /metrics HTTP/1.1\\r\\nX: $(printf 'a%.0s' $(seq 1 9000))\\r\\n\\r\\n"; do
 	want=${c%%|*}
 	got=$(raw "${c#*|}") || fail "raw request ${c:0:60}: no answer"
 	[ "${got:9:3}" = "$want" ] || fail "raw request '${c:4:60}': '$got', wanted $want"
 	[ "${got#*|}" -gt 0 ] || fail "raw request '${c:4:60}': no body"
 done
-ok "HTTP/1.0 and HEAD 200; / 404; POST and DELETE 405 (Allow: GET, HEAD); garbage 400 (9 kinds); HTTP/2.0 505; 9000 bytes 431"
+ok "HTTP/1.0 and HEAD 200; / 404; POST and DELETE 405 (Allow: GET, HEAD); garbage 400 (9 kinds); a Host not loopback and HTTP/1.1 without one 400 (DNS rebinding); HTTP/2.0 505; 9000 bytes 431"
 
 # a client that sends nothing is closed after the 3 s deadline; another
 # is served meanwhile; 20 at once are all served, sharing the helper's
@@ -138,7 +142,7 @@ if r.stdout != "200":
     sys.exit("another client got %r %r while one waited" % (r.stdout, r.stderr))
 many = [socket.create_connection((host, port), timeout=20) for i in range(20)]
 for s in many:
-    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 for i, s in enumerate(many):
     data = b""
     while True:
