@@ -174,6 +174,7 @@ opened(struct agent *a, int failed)
 	for (id = a->identities; id != NULL; id = id->next)
 		nid += id->fresh;
 	retired = identity_reload_commit(a);
+	tunnels_kick_queues(a);		/* max-handshakes may have grown */
 	if (a->cfg->agent.lock_after != rl.old->agent.lock_after)
 		control_set_lock_after(a->cfg->agent.lock_after);
 	/* log-level applies (unless -q or -v was given); the target stays,

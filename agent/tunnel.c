@@ -1840,6 +1840,15 @@ tunnels_reload(struct agent *a, struct tunnels_reload_sum *sum, char *err,
 	return 0;
 }
 
+void
+tunnels_kick_queues(struct agent *a)
+{
+	struct identity	*id;
+
+	for (id = a->identities; id != NULL; id = id->next)
+		hsq_kick(id);
+}
+
 int
 tunnels_drain(struct agent *a)
 {

@@ -105,6 +105,9 @@ void	 tunnels_tick(struct agent *, long now);
  */
 int	 tunnels_reload(struct agent *, struct tunnels_reload_sum *,
 	    char *err, size_t errlen);
+/* After a reload: queued full handshakes start where a changed
+ * max-handshakes now lets them. */
+void	 tunnels_kick_queues(struct agent *);
 /* SIGTERM: stops accepting; the open connections go on.  Returns how
  * many are open. */
 int	 tunnels_drain(struct agent *);
