@@ -249,28 +249,19 @@ say(struct ctl_client *c, const char *fmt, ...)
 static void
 client_write(struct ctl_client *c)
 {
-	ssize_t	 n;
-
-	while (c->outoff < c->outlen) {
-		n = send(c->w.fd, c->out + c->outoff, c->outlen - c->outoff,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (loop_set(&c->w, EPOLLOUT) != 0)
-				client_free(c);
-			return;
-		}
-		if (n <= 0) {
-			log_debug("control: the client (pid %ld) left before "
-			    "its answer: %s", c->peer.pid, n == 0 ? "closed" :
-			    strerror(errno));
+	switch (listen_send_rest(c->w.fd, c->out, c->outlen, &c->outoff)) {
+	case 0:
+		if (loop_set(&c->w, EPOLLOUT) != 0)
 			client_free(c);
-			return;
-		}
-		c->outoff += (size_t)n;
+		return;
+	case -1:
+		log_debug("control: the client (pid %ld) left before its "
+		    "answer: %s", c->peer.pid, strerror(errno));
+		client_free(c);
+		return;
+	default:
+		client_free(c);		/* one request per connection */
 	}
-	client_free(c);		/* one request per connection */
 }
 
 /* The last line is in: send the answer, then close. */

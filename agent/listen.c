@@ -450,3 +450,25 @@ listen_is_remote(const struct listener *ln)
 	return (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
 	    !is_loopback((struct sockaddr *)&ss);
 }
+
+int
+listen_send_rest(int fd, const char *buf, size_t len, size_t *off)
+{
+	ssize_t	 n;
+
+	while (*off < len) {
+		n = send(fd, buf + *off, len - *off, MSG_NOSIGNAL |
+		    MSG_DONTWAIT);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EPIPE;
+			return -1;
+		}
+		*off += (size_t)n;
+	}
+	return 1;
+}

@@ -123,27 +123,19 @@ client_drain(struct mx_client *c)
 static void
 client_write(struct mx_client *c)
 {
-	ssize_t	 n;
-
-	while (c->outoff < c->outlen) {
-		n = send(c->w.fd, c->out + c->outoff, c->outlen - c->outoff,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (loop_set(&c->w, EPOLLOUT) != 0)
-				client_free(c);
-			return;
-		}
-		if (n <= 0) {
-			log_debug("metrics: a client left before its answer: "
-			    "%s", n == 0 ? "closed" : strerror(errno));
+	switch (listen_send_rest(c->w.fd, c->out, c->outlen, &c->outoff)) {
+	case 0:
+		if (loop_set(&c->w, EPOLLOUT) != 0)
 			client_free(c);
-			return;
-		}
-		c->outoff += (size_t)n;
+		return;
+	case -1:
+		log_debug("metrics: a client left before its answer: %s",
+		    strerror(errno));
+		client_free(c);
+		return;
+	default:
+		client_drain(c);
 	}
-	client_drain(c);
 }
 
 /*

@@ -56,6 +56,10 @@ void	 listen_close(struct listener *);
  * address, port and inode), now calling cb(arg); from is left closed. */
 void	 listen_move(struct listener *to, struct listener *from, listener_cb,
 	    void *arg);
+/* An accepted client's answer: sends buf[*off, len) without blocking;
+ * 1 when all of it is sent, 0 when the socket is full (wait for
+ * EPOLLOUT), -1 when the client is gone (errno says how). */
+int	 listen_send_rest(int fd, const char *buf, size_t len, size_t *off);
 /* A TCP listener on an address beyond loopback (allow-remote-listen). */
 int	 listen_is_remote(const struct listener *);
 
