@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <ini.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include "p11agent/config.h"
@@ -27,6 +28,7 @@
 enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
 	K_PINENTRY_PROGRAM, K_PIN_CACHE, K_MAX_HANDSHAKES,
+	K_PIN_SHA256,			/* SPKI pins of the upstream (tunnel) */
 	K_LISTEN, K_CONNECT, K_IDENTITY, K_CA, K_SERVER_NAME, K_TLS_MIN,
 	K_TLS_MAX, K_ALLOW_REMOTE, K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT,
 	K_IDLE_TIMEOUT, K_MAX_CONNECTIONS, K_MODULE_ALLOW, K_ALLOW_USERS,
@@ -85,6 +87,7 @@ static const struct {
 	{ "identity",		S_TUNNEL,	K_IDENTITY },
 	{ "ca",			S_TUNNEL,	K_CA },
 	{ "server-name",	S_TUNNEL,	K_SERVER_NAME },
+	{ "pin-sha256",		S_TUNNEL,	K_PIN_SHA256 },
 	{ "tls-min",		S_TUNNEL,	K_TLS_MIN },
 	{ "tls-max",		S_TUNNEL,	K_TLS_MAX },
 	{ "allow-remote-listen", S_TUNNEL,	K_ALLOW_REMOTE },
@@ -408,6 +411,55 @@ pin_fd_ok(const char *v)
 	return errno == 0 && *end == '\0' && n >= 3 && n <= 65535;
 }
 
+/*
+ * pin-sha256 = BASE64[, BASE64...]: SHA-256 hashes of the upstream's
+ * SubjectPublicKeyInfo (DER), as HPKP and curl's --pinnedpubkey write
+ * them (a "sha256//" in front is taken too); the line may be repeated.
+ */
+static int
+parse_pins(struct parser *p, const char *key, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+	unsigned char		 raw[64];
+	char			 one[128];
+	const char		*s = v, *e;
+	size_t			 n;
+	int			 len;
+
+	while (*s != '\0') {
+		s += strspn(s, " \t,");
+		if (*s == '\0')
+			break;
+		n = strcspn(s, " \t,");
+		e = s + n;
+		if (n > 8 && strncmp(s, "sha256//", 8) == 0) {
+			s += 8;
+			n -= 8;
+		}
+		if (t->npins == CONFIG_MAX_PINS)
+			return perr(p, p->line, "[%s] %s: at most %d pins",
+			    p->secname, key, CONFIG_MAX_PINS);
+		len = n == 44 ? EVP_DecodeBlock(raw, (const unsigned char *)s,
+		    44) : -1;
+		/* 32 bytes are 44 characters with one '=' of padding */
+		if (len != 33 || s[43] != '=' || s[42] == '=') {
+			snprintf(one, sizeof(one), "%.*s", (int)(n < 60 ? n : 60),
+			    s);
+			return perr(p, p->line, "[%s] %s: '%s' is not the "
+			    "base64 of a SHA-256 (44 characters, as 'openssl "
+			    "x509 -pubkey -noout -in CERT | openssl pkey -pubin "
+			    "-outform DER | openssl dgst -sha256 -binary | "
+			    "base64' prints)", p->secname, key, one);
+		}
+		memcpy(t->pins[t->npins++], raw, 32);
+		s = e;
+	}
+	if (t->npins == 0)
+		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		    key);
+	return 1;
+}
+
 /* ---- card removal: on-removal, on-reinsert, token-poll */
 
 static int
@@ -610,6 +662,8 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return set_str(p, key, &t->ca, v);
 	case K_SERVER_NAME:
 		return set_str(p, key, &t->server_name, v);
+	case K_PIN_SHA256:
+		return parse_pins(p, key, v);
 	case K_TLS_MIN:
 		return parse_tls(p, key, v, &t->tls_min);
 	case K_TLS_MAX:

@@ -13,6 +13,7 @@
 
 #define CONFIG_MAX_LISTEN	8
 #define CONFIG_MAX_ALLOW	16
+#define CONFIG_MAX_PINS		8	/* pin-sha256 per tunnel */
 #define CONFIG_MAX_ERR		1024
 #define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
 #define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
@@ -92,6 +93,9 @@ struct cfg_tunnel {
 	struct cfg_identity	*identity;
 	char			*ca;		/* CA file; NULL: system store */
 	char			*server_name;	/* name checked; default host */
+	/* pin-sha256: SHA-256 of an SPKI in the server's verified chain */
+	unsigned char		 pins[CONFIG_MAX_PINS][32];
+	int			 npins;
 	int			 tls_min;	/* TLS1_2_VERSION, TLS1_3_VERSION */
 	int			 tls_max;
 	int			 allow_remote;	/* listen beyond loopback */
