@@ -35,8 +35,11 @@ ok "the server's pin (sha256// form, second of two) and the CA's (second line) l
 log_mark
 "$CLIENT" "$(listen_addr wrong tcp)" expect-close --timeout 10 >/dev/null ||
     fail "wrong pin: the connection was not closed"
-wait_log "pin mismatch: no pin-sha256 of the tunnel matches the server's chain; got sha256//$srv \(server CN=localhost\)" ||
+wait_log "pin mismatch: no pin-sha256 of the tunnel matches the server's chain; got" ||
     fail "wrong pin: $(grep -i "pin\|refused\|handshake" "$T/agent.log" | tail -n 3)"
+# (base64 has + and /: a fixed string, not a regex)
+grep -qF "matches the server's chain; got sha256//$srv (server CN=localhost)" "$T/agent.log" ||
+    fail "wrong pin, the server's hash not named: $(grep "pin mismatch" "$T/agent.log")"
 ok "a pin that matches nothing: refused, $(grep -o 'pin mismatch: [^;]*; got sha256//[^ ]*' "$T/agent.log" | head -n 1)"
 stop_agent || fail "the agent did not stop cleanly"
 
