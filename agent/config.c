@@ -966,16 +966,28 @@ find_identity(struct config *cfg, const char *name)
 	return NULL;
 }
 
+int
+config_str_same(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int
+config_listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
+{
+	return a->kind == b->kind && config_str_same(a->host, b->host) &&
+	    config_str_same(a->port, b->port) &&
+	    config_str_same(a->path, b->path) &&
+	    config_str_same(a->fdname, b->fdname);
+}
+
+/* One address: tcp:HOST:0 is a port of its own each time, and systemd
+ * names are checked where they are parsed. */
 static int
 listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
 {
-	if (a->kind != b->kind)
-		return 0;
-	if (a->kind == LISTEN_UNIX)
-		return strcmp(a->path, b->path) == 0;
-	/* tcp:HOST:0 is a port of its own each time */
-	return a->kind == LISTEN_TCP && strcmp(a->port, "0") != 0 &&
-	    strcmp(a->host, b->host) == 0 && strcmp(a->port, b->port) == 0;
+	return (a->kind == LISTEN_UNIX || (a->kind == LISTEN_TCP &&
+	    strcmp(a->port, "0") != 0)) && config_listen_same(a, b);
 }
 
 /* One address, one listen line: the second could never be opened (and a

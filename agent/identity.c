@@ -934,20 +934,14 @@ identity_free(struct identity *id)
 
 /* ---- reload (agent/reload.c) */
 
-static int
-str_same(const char *a, const char *b)
-{
-	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 /* What the token side of an identity is: the same key through the same
  * module with the same PIN source and login keeps its helper and login. */
 static int
 token_side_same(const struct cfg_identity *a, const struct cfg_identity *b)
 {
-	return str_same(a->key, b->key) && str_same(a->cert, b->cert) &&
-	    str_same(a->pin, b->pin) && str_same(a->module, b->module) &&
-	    str_same(a->pinentry, b->pinentry) &&
+	return config_str_same(a->key, b->key) && config_str_same(a->cert, b->cert) &&
+	    config_str_same(a->pin, b->pin) && config_str_same(a->module, b->module) &&
+	    config_str_same(a->pinentry, b->pinentry) &&
 	    a->pin_cache == b->pin_cache && a->sign_timeout == b->sign_timeout;
 }
 
@@ -972,7 +966,7 @@ pin_known(struct agent *a, struct cfg_identity *c, char *err, size_t errlen)
 		return 0;
 	if (strncmp(c->pin, "fd:", 3) == 0) {
 		for (id = a->identities; id != NULL; id = id->next)
-			if (!id->fresh && str_same(id->cfg->pin, c->pin) &&
+			if (!id->fresh && config_str_same(id->cfg->pin, c->pin) &&
 			    id->cfg->pin_src != NULL)
 				return (c->pin_src = strdup(id->cfg->pin_src))
 				    == NULL ? P11A_ERR_NOMEM : 0;

@@ -96,12 +96,6 @@ undo(struct agent *a)
 	keep_old(a, nc);
 }
 
-static int
-str_same(const char *a, const char *b)
-{
-	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
 /*
  * What of [agent] a reload cannot change: module-allow is checked by the
  * token helpers when they start, so a new list is refused (the running
@@ -124,15 +118,12 @@ agent_settings(const struct config *nc, const struct config *old, char *err,
 		    "p11agent to apply it", nc->path, n->line);
 		return P11A_ERR_CONFIG;
 	}
-	if (!str_same(n->control, o->control))
+	if (!config_str_same(n->control, o->control))
 		log_warn("%s:%d: [agent] control: a reload keeps the socket "
 		    "the agent opened (%s); restart p11agent to move it",
 		    nc->path, n->line, o->control != NULL ? o->control :
 		    "the default");
-	if (n->metrics.kind != o->metrics.kind ||
-	    !str_same(n->metrics.host, o->metrics.host) ||
-	    !str_same(n->metrics.port, o->metrics.port) ||
-	    !str_same(n->metrics.path, o->metrics.path) ||
+	if (!config_listen_same(&n->metrics, &o->metrics) ||
 	    n->allow_remote != o->allow_remote)
 		log_warn("%s:%d: [agent] metrics: a reload keeps the metrics "
 		    "listener the agent opened; restart p11agent to change it",

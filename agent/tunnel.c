@@ -1615,20 +1615,6 @@ tunnels_start(struct agent *a, int ready_fd)
 
 /* ---- reload (agent/reload.c) and drain */
 
-static int
-str_same(const char *a, const char *b)
-{
-	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-static int
-listen_same(const struct cfg_listen *a, const struct cfg_listen *b)
-{
-	return a->kind == b->kind && str_same(a->host, b->host) &&
-	    str_same(a->port, b->port) && str_same(a->path, b->path) &&
-	    str_same(a->fdname, b->fdname);
-}
-
 /* The running tunnel of that name, or NULL. */
 static struct tunnel_rt *
 rt_named(struct agent *a, const char *name)
@@ -1648,7 +1634,7 @@ rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
 {
 	struct stat	 st;
 
-	if (rt->id != id || !str_same(rt->cfg->text, t->text))
+	if (rt->id != id || !config_str_same(rt->cfg->text, t->text))
 		return 0;
 	if (t->ca == NULL)
 		return 1;
@@ -1689,7 +1675,7 @@ listener_to_take(struct agent *a, const struct cfg_tunnel *t,
 			continue;
 		for (j = 0; j < rt->nlisten; j++) {
 			if (rt->listen[j].w.fd == -1 ||
-			    !listen_same(&rt->cfg->listen[j], l))
+			    !config_listen_same(&rt->cfg->listen[j], l))
 				continue;
 			for (taken = 0, i = 0; i < nplan && !taken; i++)
 				for (k = 0; k < CONFIG_MAX_LISTEN; k++)

@@ -153,6 +153,11 @@ struct config {
 /* Parses path; on error returns < 0 and a message in err. */
 int	 config_load(const char *path, struct config **, char *err, size_t);
 void	 config_free(struct config *);
+/* Two settings alike: strings (either may be NULL), listen addresses as
+ * written (kind, host, port, path, systemd name). */
+int	 config_str_same(const char *, const char *);
+int	 config_listen_same(const struct cfg_listen *,
+	    const struct cfg_listen *);
 /* Splits HOST:PORT or [V6]:PORT into new strings; 0 or -1. */
 int	 config_split_hostport(const char *, char **, char **);
 
