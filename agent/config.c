@@ -41,6 +41,8 @@ enum keyword {
 	/* TLS session resumption (tunnel) */
 	K_SESSION_CACHE, K_SESSION_CACHE_SIZE, K_SESSION_LIFETIME,
 	K_LOG, K_LOG_LEVEL,	/* logging (agent) */
+	/* server trust (tunnel) */
+	K_CA_DIR, K_CRL, K_OCSP, K_ALPN,
 	K_COUNT
 };
 
@@ -55,7 +57,7 @@ once_only(enum keyword kw)
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
 	case K_ALLOW_REMOTE: case K_DRAIN_TIMEOUT: case K_LOG:
-	case K_LOG_LEVEL:
+	case K_LOG_LEVEL: case K_OCSP:
 		return 1;
 	default:
 		return 0;
@@ -88,6 +90,10 @@ static const struct {
 	{ "ca",			S_TUNNEL,	K_CA },
 	{ "server-name",	S_TUNNEL,	K_SERVER_NAME },
 	{ "pin-sha256",		S_TUNNEL,	K_PIN_SHA256 },
+	{ "ca-dir",		S_TUNNEL,	K_CA_DIR },
+	{ "crl",		S_TUNNEL,	K_CRL },
+	{ "ocsp",		S_TUNNEL,	K_OCSP },
+	{ "alpn",		S_TUNNEL,	K_ALPN },
 	{ "tls-min",		S_TUNNEL,	K_TLS_MIN },
 	{ "tls-max",		S_TUNNEL,	K_TLS_MAX },
 	{ "allow-remote-listen", S_TUNNEL,	K_ALLOW_REMOTE },
@@ -460,6 +466,79 @@ parse_pins(struct parser *p, const char *key, const char *v)
 	return 1;
 }
 
+/* crl = FILE: PEM CRLs (one file may hold several); the line may be
+ * repeated.  Only the names are kept here; agent/tls.c loads them. */
+static int
+parse_crl(struct parser *p, const char *key, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+
+	if (*v == '\0')
+		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		    key);
+	if (t->ncrl == CONFIG_MAX_CRLS)
+		return perr(p, p->line, "[%s] %s: at most %d files",
+		    p->secname, key, CONFIG_MAX_CRLS);
+	if ((t->crl[t->ncrl] = strdup(v)) == NULL)
+		return perr(p, p->line, "out of memory");
+	t->ncrl++;
+	return 1;
+}
+
+/* ocsp = no | request | require */
+static int
+parse_ocsp(struct parser *p, const char *key, const char *v, int *out)
+{
+	if (strcmp(v, "no") == 0)
+		*out = CFG_OCSP_NO;
+	else if (strcmp(v, "request") == 0)
+		*out = CFG_OCSP_REQUEST;
+	else if (strcmp(v, "require") == 0)
+		*out = CFG_OCSP_REQUIRE;
+	else
+		return perr(p, p->line, "[%s] %s: '%s' must be no, request or "
+		    "require", p->secname, key, v);
+	return 1;
+}
+
+/* alpn = PROTO[,PROTO...]: kept in the wire format (RFC 7301), each name
+ * 1 to 255 printable bytes */
+static int
+parse_alpn(struct parser *p, const char *key, const char *v)
+{
+	struct cfg_tunnel	*t = p->tun;
+	const char		*s = v;
+	size_t			 n, i;
+
+	if (t->alpn_len != 0)
+		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		    key);
+	while (*s != '\0') {
+		s += strspn(s, " \t,");
+		if (*s == '\0')
+			break;
+		n = strcspn(s, " \t,");
+		for (i = 0; i < n; i++)
+			if (s[i] <= ' ' || s[i] > '~')
+				return perr(p, p->line, "[%s] %s: protocol "
+				    "names are printable ASCII, as h2 or "
+				    "http/1.1", p->secname, key);
+		if (n > 255 || (size_t)t->alpn_len + 1 + n >
+		    sizeof(t->alpn))
+			return perr(p, p->line, "[%s] %s: the list is too "
+			    "long (at most %zu bytes)", p->secname, key,
+			    sizeof(t->alpn));
+		t->alpn[t->alpn_len++] = (unsigned char)n;
+		memcpy(t->alpn + t->alpn_len, s, n);
+		t->alpn_len += (int)n;
+		s += n;
+	}
+	if (t->alpn_len == 0)
+		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		    key);
+	return 1;
+}
+
 /* ---- card removal: on-removal, on-reinsert, token-poll */
 
 static int
@@ -664,6 +743,14 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return set_str(p, key, &t->server_name, v);
 	case K_PIN_SHA256:
 		return parse_pins(p, key, v);
+	case K_CA_DIR:
+		return set_str(p, key, &t->ca_dir, v);
+	case K_CRL:
+		return parse_crl(p, key, v);
+	case K_OCSP:
+		return parse_ocsp(p, key, v, &t->ocsp);
+	case K_ALPN:
+		return parse_alpn(p, key, v);
 	case K_TLS_MIN:
 		return parse_tls(p, key, v, &t->tls_min);
 	case K_TLS_MAX:
@@ -1116,6 +1203,8 @@ finish(struct parser *p)
 			t->idle_timeout = 600;
 		if (t->max_connections == 0)
 			t->max_connections = CONFIG_DEFAULT_CONNS;
+		if (t->ocsp == 0)
+			t->ocsp = CFG_OCSP_REQUEST;
 	}
 	if (p->cfg->agent.max_connections == 0)
 		p->cfg->agent.max_connections = CONFIG_DEFAULT_CONNS;
@@ -1198,6 +1287,9 @@ config_free(struct config *cfg)
 		free(t->connect_port);
 		free(t->identity_name);
 		free(t->ca);
+		free(t->ca_dir);
+		for (i = 0; i < t->ncrl; i++)
+			free(t->crl[i]);
 		free(t->server_name);
 		free(t->text);
 		free(t);

@@ -14,6 +14,7 @@
 #define CONFIG_MAX_LISTEN	8
 #define CONFIG_MAX_ALLOW	16
 #define CONFIG_MAX_PINS		8	/* pin-sha256 per tunnel */
+#define CONFIG_MAX_CRLS		8	/* crl = FILE lines per tunnel */
 #define CONFIG_MAX_ERR		1024
 #define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
 #define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
@@ -31,6 +32,12 @@ enum cfg_removal {
 enum cfg_session {
 	CFG_SESSION_YES = 1,
 	CFG_SESSION_NO = 2,
+};
+/* ocsp: the server's stapled OCSP response */
+enum cfg_ocsp {
+	CFG_OCSP_NO = 1,	/* not asked for */
+	CFG_OCSP_REQUEST = 2,	/* asked for, checked when sent (default) */
+	CFG_OCSP_REQUIRE = 3,	/* a good staple is required */
 };
 /* on-reinsert: which card brings the identity back */
 enum cfg_reinsert {
@@ -92,6 +99,13 @@ struct cfg_tunnel {
 	int			 identity_line;
 	struct cfg_identity	*identity;
 	char			*ca;		/* CA file; NULL: system store */
+	char			*ca_dir;	/* CA directory (ca-dir) */
+	char			*crl[CONFIG_MAX_CRLS];	/* CRL files */
+	int			 ncrl;
+	int			 ocsp;		/* CFG_OCSP_* */
+	/* alpn: the protocols offered, in the wire format; 0: none */
+	unsigned char		 alpn[256];
+	int			 alpn_len;
 	char			*server_name;	/* name checked; default host */
 	/* pin-sha256: SHA-256 of an SPKI in the server's verified chain */
 	unsigned char		 pins[CONFIG_MAX_PINS][32];
