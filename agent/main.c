@@ -23,6 +23,7 @@
 #include "p11agent/metrics.h"
 #include "p11agent/proto.h"
 #include "p11agent/agent.h"
+#include "p11agent/audit.h"
 #include "p11agent/config.h"
 #include "p11agent/control.h"
 #include "p11agent/enroll.h"
@@ -324,6 +325,7 @@ out:
 	config_free(agent.cfg);
 	reload_cleanup(&agent);
 	sd_cleanup();
+	audit_clear();
 	return r;
 }
 

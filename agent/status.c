@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "p11agent/agent.h"
+#include "p11agent/audit.h"
 #include "p11agent/clock.h"
 #include "p11agent/config.h"
 #include "p11agent/error.h"
@@ -548,6 +549,68 @@ json_tokens(struct status_req *c)
 	say(c, "*  ],");
 }
 
+static const char *
+num_or_q(char *buf, size_t size, long v)
+{
+	if (v < 0)
+		snprintf(buf, size, "?");
+	else
+		snprintf(buf, size, "%ld", v);
+	return buf;
+}
+
+/* The audit trail's latest signatures, newest first (agent/audit.c). */
+static void
+text_signatures(struct status_req *c)
+{
+	const struct audit_sig	*g;
+	char			 when[40], uid[24], pid[24];
+	int			 i;
+
+	if (audit_count() == 0)
+		return;
+	say(c, "* signatures: %lu since start; the last %lu, newest first:",
+	    audit_count(), audit_count() < AUDIT_KEEP ? audit_count() :
+	    (unsigned long)AUDIT_KEEP);
+	for (i = 0; (g = audit_recent(i)) != NULL; i++) {
+		num_or_q(uid, sizeof(uid), g->uid);
+		num_or_q(pid, sizeof(pid), g->pid);
+		say(c, "*   %lu at %s: identity %s, conn %lu (%s) to %s; uid %s "
+		    "pid %s %s; %s, %ld ms, %s%s", g->seq,
+		    utc(when, sizeof(when), (long long)g->when), g->identity ?
+		    g->identity : "?", g->conn, g->tunnel ? g->tunnel : "?",
+		    g->upstream ? g->upstream : "?", uid, pid, g->exe ? g->exe :
+		    "?", g->mechanism, g->ms, g->ok ? "signed" : "failed: ",
+		    g->ok ? "" : g->why ? g->why : "?");
+	}
+}
+
+/* The JSON array "signatures" (see docs/control-protocol.md). */
+static void
+json_signatures(struct status_req *c)
+{
+	const struct audit_sig	*g;
+	char			 b1[300], b2[300], b3[300], b4[600], b5[600];
+	int			 i;
+
+	say(c, "*  \"signatures_total\": %lu,", audit_count());
+	say(c, "*  \"signatures_recent\": [");
+	for (i = 0; (g = audit_recent(i)) != NULL; i++) {
+		say(c, "*   {\"seq\": %lu, \"at\": %lld, \"ms\": %ld, "
+		    "\"ok\": %s, \"error\": %s, \"mechanism\": \"%s\",", g->seq,
+		    (long long)g->when, g->ms, jbool(g->ok),
+		    jstr(b4, sizeof(b4), g->ok ? NULL : g->why), g->mechanism);
+		say(c, "*    \"identity\": %s, \"tunnel\": %s, \"upstream\": %s, "
+		    "\"conn\": %lu,", jstr(b1, sizeof(b1), g->identity),
+		    jstr(b2, sizeof(b2), g->tunnel), jstr(b3, sizeof(b3),
+		    g->upstream), g->conn);
+		say(c, "*    \"uid\": %ld, \"pid\": %ld, \"exe\": %s}%s", g->uid,
+		    g->pid, jstr(b5, sizeof(b5), g->exe),
+		    audit_recent(i + 1) != NULL ? "," : "");
+	}
+	say(c, "*  ],");
+}
+
 static void
 status_text(struct status_req *c, struct agent *a)
 {
@@ -603,6 +666,7 @@ status_text(struct status_req *c, struct agent *a)
 		}
 		text_tokens(c, s);
 	}
+	text_signatures(c);
 }
 
 static void
@@ -665,6 +729,7 @@ status_json(struct status_req *c, struct agent *a)
 		    LIVE(id->next) ? "," : "");
 	}
 	say(c, "*  ],");
+	json_signatures(c);
 	json_tokens(c);
 	say(c, "*  \"helpers\": [");
 	for (i = 0; i < a->nmods; i++) {

@@ -26,6 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "p11agent/agent.h"
+#include "p11agent/audit.h"
 #include "p11agent/bufpool.h"
 #include "p11agent/clock.h"
 #include "p11agent/connlog.h"
@@ -159,6 +160,7 @@ static void	hsq_run(struct identity *);
 static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 static void	retired_free(struct agent *);
+static void	conn_signed(void *, const struct rkey_signed *);
 
 static void
 conn_free(void *arg)
@@ -226,7 +228,9 @@ zombie_resume(struct conn *c)
 	int	 r;
 
 	loop_set(&c->aw, 0);	/* while the fd is still open */
+	rkey_set_audit(conn_signed, c);	/* the card signed all the same */
 	r = SSL_do_handshake(c->ssl);
+	rkey_set_audit(NULL, NULL);
 	if (r != 1 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_ASYNC &&
 	    watch_async(c) == 0)
 		return;		/* paused again */
@@ -871,6 +875,25 @@ log_handshake(struct conn *c)
 	    subj);
 }
 
+/* A signature of this connection's handshake done: the audit trail. */
+static void
+conn_signed(void *arg, const struct rkey_signed *r)
+{
+	struct conn		*c = arg;
+	const struct identity	*id = c->rt->id;
+	char			 up[300], tok[80];
+
+	snprintf(tok, sizeof(tok), "'%s' serial %s", id->tok_label,
+	    id->tok_serial);
+	audit_signature(&(struct audit_sig){ .when = time(NULL) -
+	    (clock_now_ms() - r->start_ms) / 1000, .ms = r->ms,
+	    .ok = r->err == 0, .why = r->why, .identity = id->cfg->name,
+	    .token = id->tok_label[0] ? tok : NULL, .tunnel = c->rt->cfg->name,
+	    .upstream = upstream_name(c, up, sizeof(up)), .conn = c->id,
+	    .uid = c->log.uid, .pid = c->log.pid, .exe = c->log.exe,
+	    .mechanism = audit_mechanism(r->alg) });
+}
+
 static void
 handshake(struct conn *c)
 {
@@ -883,7 +906,9 @@ handshake(struct conn *c)
 	ERR_clear_error();
 	rkey_set_requester(c->who, c->rt->cfg->server_name ?
 	    c->rt->cfg->server_name : c->rt->cfg->connect_host);
+	rkey_set_audit(conn_signed, c);
 	r = SSL_do_handshake(c->ssl);
+	rkey_set_audit(NULL, NULL);
 	rkey_set_requester(NULL, NULL);
 	if (r == 1 && SSL_session_reused(c->ssl) &&
 	    sess_stale(&c->rt->sess, c->ssl)) {

@@ -40,6 +40,10 @@ struct sign_wait {
 static const char	 wait_key[] = "p11agent-sign";
 static long		 last_sign_ms;	/* of the last good signature */
 
+/* who is told of each signature done (rkey_set_audit) */
+static rkey_audit_fn	*audit_fn;
+static void		*audit_arg;
+
 /* who the next signatures are for (rkey_set_requester) */
 static char		 req_who[256];
 static char		 req_host[256];
@@ -49,6 +53,13 @@ rkey_set_requester(const char *who, const char *host)
 {
 	snprintf(req_who, sizeof(req_who), "%s", who ? who : "");
 	snprintf(req_host, sizeof(req_host), "%s", host ? host : "");
+}
+
+void
+rkey_set_audit(rkey_audit_fn *fn, void *arg)
+{
+	audit_fn = fn;
+	audit_arg = arg;
 }
 
 static void
@@ -200,18 +211,22 @@ rkey_sign(const struct rkey *rk, int alg, int hash, uint32_t saltlen,
 	else
 		r = sign_blocking(rk, &req, sig, siglen, why, sizeof(why));
 	pbuf_clear(&req);
-	if (r == 0) {
+	if (r == 0)
 		last_sign_ms = clock_now_ms();
-		return 0;
-	}
 	/* for the connection's log line: this request's own reason */
-	if (r == P11A_ERR_TIMEOUT && (why[0] == '\0' ||
+	else if (r == P11A_ERR_TIMEOUT && (why[0] == '\0' ||
 	    strcmp(why, HELPER_EXPIRED) == 0))
 		snprintf(why, sizeof(why), "no answer within sign-timeout");
 	else if (r == P11A_ERR_HELPER || r == P11A_ERR_CLOSED)
 		snprintf(why, sizeof(why), "the token helper is gone");
 	else if (why[0] == '\0')
 		snprintf(why, sizeof(why), "%s", p11a_strerror(r));
+	if (audit_fn != NULL)
+		audit_fn(audit_arg, &(struct rkey_signed){ .start_ms = now,
+		    .ms = clock_now_ms() - now, .err = r, .why = r ? why : NULL,
+		    .alg = alg, .hash = hash });
+	if (r == 0)
+		return 0;
 	ERR_raise_data(ERR_LIB_USER, -r, "the token did not sign: %s", why);
 	return r;
 }

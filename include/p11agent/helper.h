@@ -217,6 +217,21 @@ long	 rkey_last_sign_ms(void);
  * for none.  The strings are copied.
  */
 void	 rkey_set_requester(const char *who, const char *host);
+/*
+ * Told of each signature by those keys once it is done or failed (the
+ * audit trail, agent/audit.c): set, like the requester, by the tunnel
+ * around its handshake steps, so that arg is the connection that caused
+ * it; NULL for none.  Called from inside the handshake step.
+ */
+struct rkey_signed {
+	long		 start_ms;	/* clock_now_ms() at the request */
+	long		 ms;		/* request to answer */
+	int		 err;		/* 0: signed, else P11A_ERR_* */
+	const char	*why;		/* a failure's reason, else NULL */
+	int		 alg, hash;	/* enum proto_alg, enum proto_hash */
+};
+typedef void	 rkey_audit_fn(void *arg, const struct rkey_signed *);
+void	 rkey_set_audit(rkey_audit_fn *, void *arg);
 /* Unloads the provider behind those keys, once they are all freed. */
 void	 rkey_cleanup(void);
 

@@ -1,0 +1,134 @@
+/*
+ * p11agent: the audit trail of token signatures (audit.h).
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "p11agent/audit.h"
+#include "p11agent/log.h"
+#include "p11agent/proto.h"
+
+static struct audit_sig	 ring[AUDIT_KEEP];
+static unsigned long	 count;
+
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;	/* NULL on no memory: "?" */
+}
+
+static void
+sig_clear(struct audit_sig *s)
+{
+	/* the copies dup_or_null made */
+	free((char *)s->why);
+	free((char *)s->identity);
+	free((char *)s->token);
+	free((char *)s->tunnel);
+	free((char *)s->upstream);
+	free((char *)s->exe);
+	memset(s, 0, sizeof(*s));
+}
+
+static void
+num(char *buf, size_t len, long v)
+{
+	if (v < 0)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%ld", v);
+}
+
+const char *
+audit_mechanism(int alg)
+{
+	switch (alg) {
+	case PROTO_ALG_RSA_PKCS1:
+		return "CKM_RSA_PKCS";
+	case PROTO_ALG_RSA_RAW:
+		return "CKM_RSA_X_509";
+	case PROTO_ALG_RSA_PSS:
+		return "CKM_RSA_PKCS_PSS";
+	case PROTO_ALG_ECDSA:
+		return "CKM_ECDSA";
+	default:
+		return "?";
+	}
+}
+
+void
+audit_signature(const struct audit_sig *in)
+{
+	struct audit_sig	*s;
+	char			 seq[24], conn[24], uid[24], pid[24], ms[24];
+	char			 outcome[600];
+	struct log_field	 f[12];
+
+	count++;
+	s = &ring[count % AUDIT_KEEP];
+	sig_clear(s);
+	*s = *in;
+	s->seq = count;
+	s->why = in->ok ? NULL : dup_or_null(in->why ? in->why : "?");
+	s->identity = dup_or_null(in->identity);
+	s->token = dup_or_null(in->token);
+	s->tunnel = dup_or_null(in->tunnel);
+	s->upstream = dup_or_null(in->upstream);
+	s->exe = dup_or_null(in->exe);
+
+	snprintf(seq, sizeof(seq), "%lu", s->seq);
+	snprintf(conn, sizeof(conn), "%lu", s->conn);
+	num(uid, sizeof(uid), s->uid);
+	num(pid, sizeof(pid), s->pid);
+	snprintf(ms, sizeof(ms), "%ld", s->ms);
+	if (s->ok)
+		snprintf(outcome, sizeof(outcome), "signed");
+	else
+		snprintf(outcome, sizeof(outcome), "failed: %s", s->why ?
+		    s->why : "?");
+	f[0] = (struct log_field){ "P11AGENT_SIGNATURE", seq };
+	f[1] = (struct log_field){ "P11AGENT_CONN", conn };
+	f[2] = (struct log_field){ "P11AGENT_TUNNEL", s->tunnel };
+	f[3] = (struct log_field){ "P11AGENT_IDENTITY", s->identity };
+	f[4] = (struct log_field){ "P11AGENT_PEER_UID", uid };
+	f[5] = (struct log_field){ "P11AGENT_PEER_PID", pid };
+	f[6] = (struct log_field){ "P11AGENT_PEER_EXE", s->exe };
+	f[7] = (struct log_field){ "P11AGENT_UPSTREAM", s->upstream };
+	f[8] = (struct log_field){ "P11AGENT_MECHANISM", s->mechanism };
+	f[9] = (struct log_field){ "P11AGENT_SIGN_MS", ms };
+	f[10] = (struct log_field){ "P11AGENT_OUTCOME", outcome };
+	f[11] = (struct log_field){ "P11AGENT_TOKEN", s->token };
+	log_fields(s->ok ? LOG_LVL_INFO : LOG_LVL_WARN, __func__, f, 12,
+	    "signature %s by identity %s%s%s for conn %s (%s): uid %s pid %s "
+	    "%s; upstream %s; %s, %s ms; %s", seq, s->identity ? s->identity :
+	    "?", s->token ? ", token " : "", s->token ? s->token : "", conn,
+	    s->tunnel ? s->tunnel : "?", uid, pid, s->exe ? s->exe : "?",
+	    s->upstream ? s->upstream : "?", s->mechanism ? s->mechanism : "?",
+	    ms, outcome);
+}
+
+const struct audit_sig *
+audit_recent(int i)
+{
+	if (i < 0 || i >= AUDIT_KEEP || (unsigned long)i >= count)
+		return NULL;
+	return &ring[(count - (unsigned long)i) % AUDIT_KEEP];
+}
+
+unsigned long
+audit_count(void)
+{
+	return count;
+}
+
+void
+audit_clear(void)
+{
+	int	 i;
+
+	for (i = 0; i < AUDIT_KEEP; i++)
+		sig_clear(&ring[i]);
+}
