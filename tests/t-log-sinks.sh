@@ -5,7 +5,8 @@
 # socket and /dev/log):
 # - $JOURNAL_STREAM naming stderr: entries through the journal's native
 #   socket (a build with libsystemd) with PRIORITY, CODE_FUNC,
-#   SYSLOG_IDENTIFIER and a connection's P11AGENT_* fields, exact; nothing
+#   SYSLOG_IDENTIFIER and a connection's P11AGENT_* fields, exact (and its
+#   signature's, the audit trail); nothing
 #   of the agent's on stderr (a build without libsystemd: "<N>" lines on
 #   stderr instead);
 # - log = journal without $JOURNAL_STREAM: the same;
@@ -91,6 +92,24 @@ if not e["MESSAGE"].startswith("conn %s (t): closed by the client; uid %s "
                                 "pid %s %s (own uid); " % (
         e["P11AGENT_CONN"], uid, e["P11AGENT_PEER_PID"], exe)):
     sys.exit("MESSAGE: %r" % e["MESSAGE"])
+# the signature of t's handshake: the audit trail's fields
+sig = [x for x in es if x.get("CODE_FUNC") == "audit_signature"]
+if len(sig) != 1:
+    sys.exit("%d signature entries" % len(sig))
+want = {
+    "PRIORITY": "6", "P11AGENT_SIGNATURE": "1",
+    "P11AGENT_CONN": e["P11AGENT_CONN"], "P11AGENT_TUNNEL": "t",
+    "P11AGENT_IDENTITY": "ec", "P11AGENT_PEER_UID": uid,
+    "P11AGENT_PEER_PID": e["P11AGENT_PEER_PID"], "P11AGENT_PEER_EXE": exe,
+    "P11AGENT_UPSTREAM": "localhost:" + port,
+    "P11AGENT_MECHANISM": "CKM_ECDSA", "P11AGENT_OUTCOME": "signed",
+}
+for k, v in want.items():
+    if sig[0].get(k) != v:
+        sys.exit("signature: %s: %r, wanted %r in %r" % (k, sig[0].get(k), v,
+                 sig[0]))
+if not sig[0].get("P11AGENT_SIGN_MS", "").isdigit():
+    sys.exit("signature: P11AGENT_SIGN_MS: %r" % sig[0])
 if not any(x["PRIORITY"] == "4" and "TLS handshake failed" in x["MESSAGE"]
            for x in es):
     sys.exit("no warning (PRIORITY=4) for p")
