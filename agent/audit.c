@@ -33,15 +33,6 @@ sig_clear(struct audit_sig *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static void
-num(char *buf, size_t len, long v)
-{
-	if (v < 0)
-		snprintf(buf, len, "?");
-	else
-		snprintf(buf, len, "%ld", v);
-}
-
 const char *
 audit_mechanism(int alg)
 {
@@ -81,8 +72,8 @@ audit_signature(const struct audit_sig *in)
 
 	snprintf(seq, sizeof(seq), "%lu", s->seq);
 	snprintf(conn, sizeof(conn), "%lu", s->conn);
-	num(uid, sizeof(uid), s->uid);
-	num(pid, sizeof(pid), s->pid);
+	log_num(uid, sizeof(uid), s->uid);
+	log_num(pid, sizeof(pid), s->pid);
 	snprintf(ms, sizeof(ms), "%ld", s->ms);
 	if (s->ok)
 		snprintf(outcome, sizeof(outcome), "signed");

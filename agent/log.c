@@ -78,6 +78,16 @@ log_target_name(enum log_target t)
 	return target_names[t];
 }
 
+const char *
+log_num(char *buf, size_t len, long v)
+{
+	if (v < 0)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%ld", v);
+	return buf;
+}
+
 int
 log_priority(enum log_level l)
 {

@@ -549,16 +549,6 @@ json_tokens(struct status_req *c)
 	say(c, "*  ],");
 }
 
-static const char *
-num_or_q(char *buf, size_t size, long v)
-{
-	if (v < 0)
-		snprintf(buf, size, "?");
-	else
-		snprintf(buf, size, "%ld", v);
-	return buf;
-}
-
 /* The audit trail's latest signatures, newest first (agent/audit.c). */
 static void
 text_signatures(struct status_req *c)
@@ -573,8 +563,8 @@ text_signatures(struct status_req *c)
 	    audit_count(), audit_count() < AUDIT_KEEP ? audit_count() :
 	    (unsigned long)AUDIT_KEEP);
 	for (i = 0; (g = audit_recent(i)) != NULL; i++) {
-		num_or_q(uid, sizeof(uid), g->uid);
-		num_or_q(pid, sizeof(pid), g->pid);
+		log_num(uid, sizeof(uid), g->uid);
+		log_num(pid, sizeof(pid), g->pid);
 		say(c, "*   %lu at %s: identity %s, conn %lu (%s) to %s; uid %s "
 		    "pid %s %s; %s, %ld ms, %s%s", g->seq,
 		    utc(when, sizeof(when), (long long)g->when), g->identity ?

@@ -68,6 +68,9 @@ int	 log_level_parse(const char *, enum log_level *);
 /* "auto", "stderr", "journal", "syslog" -> target; 0 or -1. */
 int	 log_target_parse(const char *, enum log_target *);
 const char *log_target_name(enum log_target);
+/* A uid, pid or count for a log line or field: "?" when negative
+ * (unknown); returns buf. */
+const char *log_num(char *buf, size_t len, long v);
 /* The syslog(3) priority of a level (also the "<N>" and PRIORITY=). */
 int	 log_priority(enum log_level);
 
