@@ -8,6 +8,12 @@
  * With --send N --close HOW it sends N bytes of a fixed pattern instead
  * and closes first: with close_notify, with a bare TCP FIN, or with a TCP
  * RST.  --full-backlog never answers a SYN: a connect to it hangs.
+ * For the server-trust tests: --ocsp-staple FILE staples that DER OCSP
+ * response when the client asks for one, --tls-max 1.0|1.1|1.2|1.3 caps
+ * the version (1.0 and 1.1 at security level 0, which they need), --alpn
+ * LIST chooses the first of LIST the client offers ("none": never one),
+ * --ciphers LIST sets the TLS 1.2 suites, --seclevel 0 lets it serve an
+ * RSA-1024 key or a SHA-1 signed certificate.
  */
 
 #include <sys/types.h>
@@ -76,7 +82,18 @@ struct options {
 	long		 max_conns;	/* 0: unlimited */
 	unsigned long long send;	/* --send N */
 	enum close_how	 close_how;
+	const char	*ocsp_staple;	/* DER file */
+	int		 tls_max;	/* --tls-max; 0: as --tls1.x */
+	const char	*alpn;		/* "h2,http/1.1" or "none" */
+	const char	*ciphers;	/* TLS 1.2 suites */
+	int		 seclevel;	/* -1: OpenSSL's */
 };
+
+/* --ocsp-staple and --alpn, for the callbacks */
+static unsigned char	*staple;
+static long		 staple_len;
+static unsigned char	 alpn_wire[256];
+static unsigned int	 alpn_wire_len;
 
 struct conn {
 	int			 fd;
@@ -107,7 +124,9 @@ usage(void)
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert] [--resume]\n"
 	    "           [--tls1.2 | --tls1.3] [--port P] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
-	    "           [--send N --close notify|fin|rst]\n"
+	    "           [--send N --close notify|fin|rst] [--ocsp-staple FILE]\n"
+	    "           [--tls-max 1.0|1.1|1.2|1.3] [--alpn LIST|none]"
+	    " [--ciphers LIST] [--seclevel N]\n"
 	    "       " PROG " --plain | --silent | --closed | --full-backlog"
 	    " [--port-file F]\n"
 	    "           [--timeout S] [--max-conns N]\n");
@@ -215,6 +234,42 @@ parse_close(const char *s)
 	exit(2);
 }
 
+static int
+parse_version(const char *s)
+{
+	if (strcmp(s, "1.0") == 0)
+		return TLS1_VERSION;
+	if (strcmp(s, "1.1") == 0)
+		return TLS1_1_VERSION;
+	if (strcmp(s, "1.2") == 0)
+		return TLS1_2_VERSION;
+	if (strcmp(s, "1.3") == 0)
+		return TLS1_3_VERSION;
+	fprintf(stderr, PROG ": --tls-max: expected 1.0, 1.1, 1.2 or 1.3, got"
+	    " \"%s\"\n", s);
+	exit(2);
+}
+
+/* --alpn a,b,c: the wire format (RFC 7301) */
+static void
+parse_alpn(const char *s)
+{
+	size_t	 n;
+
+	if (strcmp(s, "none") == 0)
+		return;
+	while (*s != '\0') {
+		n = strcspn(s, ",");
+		if (n == 0 || n > 255 || alpn_wire_len + 1 + n >
+		    sizeof(alpn_wire))
+			usage_error("--alpn: a list of names, as h2,http/1.1");
+		alpn_wire[alpn_wire_len++] = (unsigned char)n;
+		memcpy(alpn_wire + alpn_wire_len, s, n);
+		alpn_wire_len += (unsigned int)n;
+		s += n + (s[n] == ',');
+	}
+}
+
 static void
 parse_args(int argc, char *argv[], struct options *o)
 {
@@ -236,6 +291,11 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "port", required_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
+		{ "ocsp-staple", required_argument, NULL, 'O' },
+		{ "tls-max", required_argument, NULL, 'V' },
+		{ "alpn", required_argument, NULL, 'A' },
+		{ "ciphers", required_argument, NULL, 'S' },
+		{ "seclevel", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -243,6 +303,7 @@ parse_args(int argc, char *argv[], struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->timeout_ms = 20 * 1000;
+	o->seclevel = -1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -299,6 +360,22 @@ parse_args(int argc, char *argv[], struct options *o)
 			o->max_conns = parse_long(optarg, 1, 1000000,
 			    "--max-conns");
 			break;
+		case 'O':
+			o->ocsp_staple = optarg;
+			break;
+		case 'V':
+			o->tls_max = parse_version(optarg);
+			break;
+		case 'A':
+			o->alpn = optarg;
+			break;
+		case 'S':
+			o->ciphers = optarg;
+			break;
+		case 'L':
+			o->seclevel = (int)parse_long(optarg, 0, 5,
+			    "--seclevel");
+			break;
 		default:
 			usage();
 		}
@@ -315,6 +392,66 @@ parse_args(int argc, char *argv[], struct options *o)
 		usage_error("--cert and --key are required (unless --plain)");
 	if (o->require_cert && o->ca == NULL)
 		usage_error("--require-cert needs --ca");
+	if (o->tls_max != 0 && o->version != 0)
+		usage_error("--tls-max or --tls1.x, not both");
+	if (o->alpn != NULL)
+		parse_alpn(o->alpn);
+}
+
+/* The staple, read once (the children share it). */
+static void
+read_staple(const char *path)
+{
+	BIO	*b;
+	char	 buf[4096];
+	int	 n;
+
+	if ((b = BIO_new_file(path, "rb")) == NULL)
+		die_ssl(path);
+	while ((n = BIO_read(b, buf, sizeof(buf))) > 0) {
+		if (staple_len + n > 1L << 20)
+			die("%s: larger than 1 MB", path);
+		if ((staple = realloc(staple, (size_t)(staple_len + n))) ==
+		    NULL)
+			die("out of memory");
+		memcpy(staple + staple_len, buf, (size_t)n);
+		staple_len += n;
+	}
+	BIO_free(b);
+	if (staple_len == 0)
+		die("%s: empty", path);
+}
+
+/* The client asked for the certificate's status: the staple. */
+static int
+staple_cb(SSL *ssl, void *arg)
+{
+	unsigned char	*copy;
+
+	(void)arg;
+	if ((copy = OPENSSL_memdup(staple, (size_t)staple_len)) == NULL)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, staple_len)) {
+		OPENSSL_free(copy);
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* --alpn: ours in our order, the first the client offers; none else. */
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	unsigned char	*sel;
+
+	(void)ssl;
+	(void)arg;
+	if (alpn_wire_len == 0 || SSL_select_next_proto(&sel, outlen,
+	    alpn_wire, alpn_wire_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
 }
 
 static SSL_CTX *
@@ -326,11 +463,28 @@ make_ctx(const struct options *o)
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
 		die_ssl("SSL_CTX_new");
-	if (!SSL_CTX_set_min_proto_version(ctx,
-	    o->version ? o->version : TLS1_2_VERSION) ||
-	    !SSL_CTX_set_max_proto_version(ctx,
-	    o->version ? o->version : TLS1_3_VERSION))
+	if (o->tls_max != 0 && o->tls_max < TLS1_2_VERSION) {
+		/* OpenSSL 3 speaks TLS 1.0 and 1.1 at level 0 only */
+		SSL_CTX_set_security_level(ctx, 0);
+		if (!SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0"))
+			die_ssl("--tls-max: the cipher list");
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, o->version ? o->version :
+	    o->tls_max != 0 && o->tls_max < TLS1_2_VERSION ? o->tls_max :
+	    TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, o->version ? o->version :
+	    o->tls_max ? o->tls_max : TLS1_3_VERSION))
 		die_ssl("setting the TLS version range");
+	if (o->ciphers != NULL && !SSL_CTX_set_cipher_list(ctx, o->ciphers))
+		die_ssl("--ciphers");
+	if (o->seclevel >= 0)
+		SSL_CTX_set_security_level(ctx, o->seclevel);
+	if (o->ocsp_staple != NULL) {
+		read_staple(o->ocsp_staple);
+		SSL_CTX_set_tlsext_status_cb(ctx, staple_cb);
+	}
+	if (o->alpn != NULL)
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
 		die_ssl(o->cert);
 	if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1)
