@@ -1624,7 +1624,8 @@ rt_named(struct agent *a, const char *name)
 	return NULL;
 }
 
-/* The tunnel runs as t says: same settings, identity and CA file. */
+/* The tunnel runs as t says: same settings, identity and CA file, and no
+ * CRL files or CA directory. */
 static int
 rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
     const struct identity *id)
@@ -1632,6 +1633,10 @@ rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
 	struct stat	 st;
 
 	if (rt->id != id || !config_str_same(rt->cfg->text, t->text))
+		return 0;
+	/* CRLs are renewed in place, ca-dir files come and go: read them
+	 * again (tls.c) */
+	if (t->ncrl > 0 || t->ca_dir != NULL)
 		return 0;
 	if (t->ca == NULL)
 		return 1;

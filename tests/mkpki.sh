@@ -17,7 +17,9 @@
 #                        self-signed one
 #   *-chain.pem          a server certificate followed by its issuer
 #   root.crl, inter.crl, inter2.crl: CRLs: the root revokes inter2, the
-#                        intermediate revokes "revoked", inter2 nothing
+#                        intermediate revokes "revoked", inter2 nothing;
+#                        inter-before.crl: the intermediate's, revoking
+#                        nothing yet
 #   hashed/, plain/      ca-dir directories with the root and the
 #                        intermediate: openssl rehash names, and plain ones
 #   good.ocsp, revoked.ocsp, forged.ocsp: DER OCSP responses for good
@@ -152,7 +154,9 @@ for n in good revoked expired notyet wrongname rsa1024 sha1; do
 done
 cat under2.pem inter2.pem >under2-chain.pem
 
-# revocations, then the CRLs
+# a CRL of the intermediate from before the revocation, then the
+# revocations and the CRLs
+run openssl ca -config db-inter/ca.cnf -gencrl -out inter-before.crl
 run openssl ca -config db-inter/ca.cnf -revoke revoked.pem \
     -crl_reason keyCompromise
 run openssl ca -config db-root/ca.cnf -revoke inter2.pem -crl_reason cACompromise

@@ -90,6 +90,7 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun crlleaf revoked localhost "${CRLS[@]}"
 	tun crlinter under2 localhost "${CRLS[@]}"
 	tun crlmissing plain localhost "crl = $P/inter.crl"
+	tun crlreload revoked localhost "crl = $P/root.crl" "crl = $T/current.crl"
 	tun nostaple plain localhost "ocsp = require"
 	tun revstaple revstaple localhost
 	tun forged forged localhost
@@ -106,6 +107,7 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun h2 h2 localhost "alpn = h2,http/1.1"
 	tun noalpn noalpn localhost "alpn = h2"
 } >"$T/agent.conf"
+cp "$P/inter-before.crl" "$T/current.crl"
 "$P11AGENT" check -c "$T/agent.conf" >"$T/check.out" 2>&1 || fail "check: $(cat "$T/check.out")"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 
@@ -146,6 +148,16 @@ when=$(openssl crl -in "$P/inter.crl" -noout -text | sed -n 's/^ *Revocation Dat
 refusal crlleaf revoked "server certificate refused: server certificate CN=localhost revoked $(utc "$when") (CRL $P/inter.crl)"
 when=$(openssl crl -in "$P/root.crl" -noout -text | sed -n 's/^ *Revocation Date: //p' | head -n 1)
 refusal crlinter under2 "server certificate refused: intermediate CN=revoked intermediate revoked $(utc "$when") (CRL $P/root.crl)"
+# a CRL renewed in place is read again at a reload (the tunnel's lines
+# are the same)
+passes crlreload
+cp "$P/inter.crl" "$T/current.crl"
+log_mark
+kill -HUP "$AGENT_PID"
+wait_log "reload: .*tunnels: 0 new, [0-9]+ changed, [0-9]+ unchanged, 0 removed" ||
+    fail "SIGHUP: $(tail -n 5 "$T/agent.log")"
+refusal crlreload revoked "server certificate refused: server certificate CN=localhost revoked"
+ok "crl: a renewed CRL file is read again at a reload"
 refusal crlmissing plain "server certificate refused: no CRL from CN=trust root, the issuer of the intermediate CN=trust intermediate, in the crl = files"
 
 refusal nostaple plain "server certificate refused: no OCSP staple, and ocsp = require"
