@@ -68,6 +68,7 @@ srv rsa1024 rsa1024-chain.pem rsa1024.key --seclevel 0
 srv sha1 sha1-chain.pem sha1.key --seclevel 0
 srv tls11 good-chain.pem good.key --tls-max 1.1
 srv tls10 good-chain.pem good.key --tls-max 1.0
+start_server oldhello --old-hello 1.1
 srv cbc good-chain.pem good.key --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-SHA256
 srv h2 good-chain.pem good.key --alpn h2,http/1.1
 srv noalpn good-chain.pem good.key --alpn none
@@ -100,6 +101,7 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun tls11 tls11 localhost
 	tun tls10 tls10 localhost
 	tun tls11max tls11 localhost "tls-max = 1.2"
+	tun oldhello oldhello localhost
 	tun cbc cbc localhost
 	tun nodir leafonly localhost
 	tun hashed leafonly localhost - "ca-dir = $P/hashed"
@@ -175,6 +177,8 @@ refusal tls10 tls10 "the server refused TLS 1.2 to 1.3 (protocol_version alert):
 # offering TLS 1.2 at most (no supported_versions), the server takes 1.1
 # and then finds no suite it may use there (ours are AEAD: 1.2 and up)
 refusal tls11max tls11 "the server refused the handshake (handshake failure alert): no TLS version, cipher suite, group or signature algorithm in common? offered: TLS 1.2, and in TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305 only"
+# a server that answers with a TLS 1.1 ServerHello instead of refusing
+refusal oldhello oldhello "the server speaks only TLS 1.1, tls-min is 1.2"
 refusal cbc cbc "the server refused the handshake (handshake failure alert): no TLS version, cipher suite, group or signature algorithm in common? offered: TLS 1.2 to 1.3, and in TLS 1.2 ECDHE with AES-GCM or ChaCha20-Poly1305 only"
 
 # ca-dir: the intermediate the server does not send

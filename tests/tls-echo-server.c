@@ -13,7 +13,9 @@
  * the version (1.0 and 1.1 at security level 0, which they need), --alpn
  * LIST chooses the first of LIST the client offers ("none": never one),
  * --ciphers LIST sets the TLS 1.2 suites, --seclevel 0 lets it serve an
- * RSA-1024 key or a SHA-1 signed certificate.
+ * RSA-1024 key or a SHA-1 signed certificate.  --old-hello 1.0|1.1 speaks
+ * no TLS but answers the ClientHello with a ServerHello of that version,
+ * as a server of the old versions only that does not refuse first.
  */
 
 #include <sys/types.h>
@@ -76,6 +78,7 @@ struct options {
 	int		 version;	/* 0: TLS 1.2 .. 1.3 */
 	int		 plain;
 	int		 silent;	/* plain, and never says a word */
+	int		 old_hello;	/* --old-hello: that version */
 	int		 closed;	/* bound, not listening: refuses */
 	int		 full_backlog;	/* listening, never accepting */
 	int		 timeout_ms;
@@ -104,6 +107,7 @@ struct conn {
 	char			 err[512];
 	unsigned long long	 echoed;
 	int			 silent;
+	int			 old_hello;
 	unsigned long long	 send;
 	enum close_how		 close_how;
 };
@@ -128,6 +132,7 @@ usage(void)
 	    "           [--tls-max 1.0|1.1|1.2|1.3] [--alpn LIST|none]"
 	    " [--ciphers LIST] [--seclevel N]\n"
 	    "       " PROG " --plain | --silent | --closed | --full-backlog"
+	    " | --old-hello 1.0|1.1"
 	    " [--port-file F]\n"
 	    "           [--timeout S] [--max-conns N]\n");
 	exit(2);
@@ -283,6 +288,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "tls1.3", no_argument, NULL, '3' },
 		{ "plain", no_argument, NULL, 'p' },
 		{ "silent", no_argument, NULL, 's' },
+		{ "old-hello", required_argument, NULL, 'H' },
 		{ "closed", no_argument, NULL, 'x' },
 		{ "full-backlog", no_argument, NULL, 'b' },
 		{ "send", required_argument, NULL, 'n' },
@@ -332,6 +338,12 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 's':
 			o->plain = o->silent = 1;
+			break;
+		case 'H':
+			o->plain = 1;
+			if ((o->old_hello = parse_version(optarg)) >
+			    TLS1_1_VERSION)
+				usage_error("--old-hello: 1.0 or 1.1");
 			break;
 		case 'x':
 			o->plain = o->closed = 1;
@@ -1125,6 +1137,45 @@ serve_send_close(struct conn *c)
 	return 0;
 }
 
+/* --old-hello: a ServerHello of that version to the first bytes (no
+ * extensions, suite ECDHE-ECDSA-AES128-GCM-SHA256), then silence. */
+static int
+serve_old_hello(struct conn *c)
+{
+	unsigned char	 rec[5 + 4 + 38], buf[4096];
+	size_t		 got;
+	int		 r;
+
+	memset(rec, 0, sizeof(rec));
+	rec[0] = 22;				/* handshake */
+	rec[1] = 3;
+	rec[2] = (unsigned char)(c->old_hello & 0xff);
+	rec[4] = 4 + 38;
+	rec[5] = 2;				/* ServerHello */
+	rec[8] = 38;
+	rec[9] = 3;
+	rec[10] = (unsigned char)(c->old_hello & 0xff);
+	memset(rec + 11, 0x5a, 32);		/* random */
+	rec[43] = 0;				/* no session id */
+	rec[44] = 0xc0;
+	rec[45] = 0x2b;
+	rec[46] = 0;				/* no compression */
+	if (plain_read(c, buf, sizeof(buf), &got) != IO_OK ||
+	    got < 5 || buf[0] != 22) {
+		conn_log(c, "old hello: no ClientHello");
+		return 1;
+	}
+	if (plain_write_all(c, rec, sizeof(rec)) != IO_OK) {
+		conn_log(c, "old hello: %s", c->err);
+		return 1;
+	}
+	conn_log(c, "old hello: a ServerHello of version 0x%04x sent",
+	    c->old_hello);
+	while ((r = plain_read(c, buf, sizeof(buf), &got)) == IO_OK)
+		;
+	return r == IO_EOF ? 0 : 1;
+}
+
 static int
 serve_conn(struct conn *c)
 {
@@ -1137,6 +1188,8 @@ serve_conn(struct conn *c)
 			return serve_send_close(c);
 	} else if (c->silent) {
 		return serve_silent(c);
+	} else if (c->old_hello) {
+		return serve_old_hello(c);
 	} else {
 		if (conn_write_all(c, PLAIN_GREETING,
 		    sizeof(PLAIN_GREETING) - 1) != IO_OK) {
@@ -1184,6 +1237,7 @@ child_main(SSL_CTX *ctx, int fd, unsigned long id, const struct options *o)
 	c.id = id;
 	c.timeout_ms = o->timeout_ms;
 	c.silent = o->silent;
+	c.old_hello = o->old_hello;
 	c.send = o->send;
 	c.close_how = o->close_how;
 	peer_name(fd, c.peer, sizeof(c.peer));
