@@ -54,6 +54,7 @@ tun() {
 # ---- the servers
 srv good good-chain.pem good.key --ocsp-staple "$P/good.ocsp"
 srv plain good-chain.pem good.key
+srv resume good-chain.pem good.key --ocsp-staple "$P/good.ocsp" --resume
 srv leafonly good.pem good.key
 srv other other.pem other.key
 srv expired expired-chain.pem expired.key
@@ -94,6 +95,9 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun crlreload revoked localhost "crl = $P/root.crl" "crl = $T/current.crl"
 	tun nostaple plain localhost "ocsp = require"
 	tun revstaple revstaple localhost
+	tun good12 good localhost "tls-max = 1.2" "ocsp = require"
+	tun resumed resume localhost "ocsp = require"
+	tun revstaple12 revstaple localhost "tls-max = 1.2"
 	tun forged forged localhost
 	tun pin plain localhost "pin-sha256 = $other_pin"
 	tun rsa1024 rsa1024 localhost
@@ -130,7 +134,7 @@ refusal() {
 # passes TUNNEL: data goes through
 passes() {
 	"$CLIENT" "$(listen_addr "$1" tcp)" roundtrip --bytes 100000 >"$T/client.out" 2>&1 ||
-	    fail "$1: $(cat "$T/client.out"); $(grep -F "TLS handshake failed" "$T/agent.log")"
+	    fail "$1: $(cat "$T/client.out"); $(grep -F "TLS handshake failed" "$T/agent.log" | tail -n 1)"
 }
 
 passes good
@@ -166,6 +170,17 @@ refusal nostaple plain "server certificate refused: no OCSP staple, and ocsp = r
 when=$(openssl ocsp -respin "$P/revoked.ocsp" -resp_text -noverify 2>/dev/null | sed -n 's/^ *Revocation Time: //p' | head -n 1)
 [ -n "$when" ] || fail "no revocation time in revoked.ocsp"
 refusal revstaple revstaple "server certificate refused: OCSP staple: revoked $(utc "$when") (server certificate CN=localhost, keyCompromise)"
+# TLS 1.2: the staple comes in its own CertificateStatus message
+passes good12
+refusal revstaple12 revstaple "server certificate refused: OCSP staple: revoked $(utc "$when") (server certificate CN=localhost, keyCompromise)"
+ok "OCSP in TLS 1.2 too: a good staple required and taken, a revoked one refused"
+# a resumed session has no staple: it was checked in its full handshake
+passes resumed
+log_mark
+passes resumed
+wait_log "conn [0-9]+ \(resumed\): TLSv1.3 to .*, resumed \(no signature\)" ||
+    fail "the second connection did not resume: $(grep "(resumed)" "$T/agent.log")"
+ok "ocsp = require: a resumed session (no staple) is taken"
 refusal forged forged "server certificate refused: OCSP staple: bad signature: neither the issuer of CN=localhost nor a responder it delegated to signed it"
 
 refusal pin plain "pin mismatch: no pin-sha256 of the tunnel matches the server's chain; got sha256//$good_pin (server CN=localhost), sha256//$(pin "$P/inter.pem") (issuer CN=trust intermediate)"
