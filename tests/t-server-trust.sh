@@ -83,6 +83,8 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun good good localhost "pin-sha256 = $good_pin" "${CRLS[@]}" \
 	    "ocsp = require"
 	tun other other localhost
+	tun othersys other localhost -
+	tun otherboth other localhost "ca-dir = $P/plain"
 	tun expired expired localhost
 	tun notyet notyet localhost
 	tun wrongname wrongname localhost
@@ -144,6 +146,8 @@ ok "an IP address as server-name, matched against the IP SAN"
 
 R=$P/root.pem
 refusal other other "server certificate refused: issuer CN=other root not trusted by ca = $R (of the certificate for localhost)"
+refusal othersys other "server certificate refused: issuer CN=other root not trusted by the system store (of the certificate for localhost)"
+refusal otherboth other "server certificate refused: issuer CN=other root not trusted by ca = $R and ca-dir = $P/plain (of the certificate for localhost)"
 refusal expired expired "server certificate refused: certificate for localhost expired 2021-01-01 00:00 UTC"
 refusal notyet notyet "server certificate refused: certificate for localhost not yet valid: from 2099-01-01 00:00 UTC"
 refusal wrongname wrongname "server certificate refused: the certificate CN=a.example is not for localhost: names in the certificate: a.example, b.example"
