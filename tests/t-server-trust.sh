@@ -15,6 +15,9 @@ rc=0
 "$top_srcdir/tests/mkpki.sh" "$P" || rc=$?
 [ "$rc" = 77 ] && skip "openssl is missing"
 [ "$rc" = 0 ] || fail "mkpki.sh failed"
+# a staple whose nextUpdate passed a day ago (the CLI cannot date one back)
+"$top_builddir/tests/ocsp-stale" "$P/inter.pem" "$P/inter.key" "$P/good.pem" \
+    "$P/stale.ocsp" || fail "ocsp-stale failed"
 
 pin() {	# pin CERT: base64 of the SHA-256 of its SPKI
 	openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform DER |
@@ -64,6 +67,7 @@ srv self self.pem self.key
 srv revoked revoked-chain.pem revoked.key
 srv revstaple revoked-chain.pem revoked.key --ocsp-staple "$P/revoked.ocsp"
 srv forged good-chain.pem good.key --ocsp-staple "$P/forged.ocsp"
+srv stale good-chain.pem good.key --ocsp-staple "$P/stale.ocsp"
 srv under2 under2-chain.pem under2.key
 srv rsa1024 rsa1024-chain.pem rsa1024.key --seclevel 0
 srv sha1 sha1-chain.pem sha1.key --seclevel 0
@@ -101,6 +105,7 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun resumed resume localhost "ocsp = require"
 	tun revstaple12 revstaple localhost "tls-max = 1.2"
 	tun forged forged localhost
+	tun stale stale localhost
 	tun pin plain localhost "pin-sha256 = $other_pin"
 	tun rsa1024 rsa1024 localhost
 	tun sha1 sha1 localhost
@@ -186,6 +191,9 @@ wait_log "conn [0-9]+ \(resumed\): TLSv1.3 to .*, resumed \(no signature\)" ||
     fail "the second connection did not resume: $(grep "(resumed)" "$T/agent.log")"
 ok "ocsp = require: a resumed session (no staple) is taken"
 refusal forged forged "server certificate refused: OCSP staple: bad signature: neither the issuer of CN=localhost nor a responder it delegated to signed it"
+when=$(openssl ocsp -respin "$P/stale.ocsp" -resp_text -noverify 2>/dev/null | sed -n 's/^ *Next Update: //p' | head -n 1)
+[ -n "$when" ] || fail "no nextUpdate in stale.ocsp"
+refusal stale stale "server certificate refused: OCSP staple: expired $(utc "$when") (its nextUpdate)"
 
 refusal pin plain "pin mismatch: no pin-sha256 of the tunnel matches the server's chain; got sha256//$good_pin (server CN=localhost), sha256//$(pin "$P/inter.pem") (issuer CN=trust intermediate)"
 refusal rsa1024 rsa1024 "server certificate refused: RSA key of 1024 bits in the certificate for localhost, below 2048 (security level 2)"
