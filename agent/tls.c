@@ -697,10 +697,14 @@ load_ca_dir(X509_STORE *store, const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "ca-dir = %s: %s", dir, strerror(errno));
 		return 0;
 	}
-	while ((de = readdir(d)) != NULL && seen < TLS_MAX_DIRENTS) {
+	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		seen++;
+		if (++seen > TLS_MAX_DIRENTS) {
+			snprintf(err, errlen, "ca-dir = %s: more than %d files",
+			    dir, TLS_MAX_DIRENTS);
+			goto out;
+		}
 		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >=
 		    (int)sizeof(path)) {
 			snprintf(err, errlen, "ca-dir = %s: %s: name too long",
