@@ -11,7 +11,8 @@
 #                        server certificate it issued
 #   good, expired, notyet, wrongname, revoked, rsa1024, sha1 (.pem/.key):
 #                        server certificates issued by the intermediate,
-#                        DNS:localhost, DNS:good.test, IP:127.0.0.1 (but
+#                        DNS:localhost, DNS:good.test, IP:127.0.0.1,
+#                        IP:::1 (but
 #                        wrongname: DNS:a.example, DNS:b.example); under2
 #                        issued by the revoked intermediate; self.pem a
 #                        self-signed one
@@ -87,7 +88,7 @@ keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
-subjectAltName = DNS:localhost, DNS:good.test, IP:127.0.0.1
+subjectAltName = DNS:localhost, DNS:good.test, IP:127.0.0.1, IP:::1
 [wrongname]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature

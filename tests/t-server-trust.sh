@@ -37,13 +37,13 @@ srv() {
 	    --require-cert "$@"
 }
 # tun NAME SERVER SERVER-NAME [LINE...]: a tunnel to 127.0.0.1:SERVER's
-# port checking SERVER-NAME; trusts ca = root.pem unless a line says
+# port (HOST=[::1]: there) checking SERVER-NAME; trusts ca = root.pem unless a line says
 # otherwise ("-" as the first line: no ca =)
 tun() {
 	local n=$1 port="${2}_port" name=$3
 	shift 3
-	printf '[tunnel %s]\nlisten = tcp:127.0.0.1:0\nconnect = 127.0.0.1:%s\n' \
-	    "$n" "${!port}"
+	printf '[tunnel %s]\nlisten = tcp:127.0.0.1:0\nconnect = %s:%s\n' \
+	    "$n" "${HOST:-127.0.0.1}" "${!port}"
 	printf 'identity = ec\nserver-name = %s\n' "$name"
 	if [ "${1:-}" = - ]; then
 		shift
@@ -58,6 +58,7 @@ tun() {
 srv good good-chain.pem good.key --ocsp-staple "$P/good.ocsp"
 srv plain good-chain.pem good.key
 srv resume good-chain.pem good.key --ocsp-staple "$P/good.ocsp" --resume
+srv v6 good-chain.pem good.key --ipv6
 srv leafonly good.pem good.key
 srv other other.pem other.key
 srv expired expired-chain.pem expired.key
@@ -94,6 +95,11 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun wrongname wrongname localhost
 	tun wrongip plain 127.0.0.2
 	tun ipok plain 127.0.0.1
+	# connect = [::1]:port: its address checked against the IP SANs
+	printf '[tunnel v6]\nlisten = tcp:127.0.0.1:0\nconnect = [::1]:%s\n' "$v6_port"
+	printf 'identity = ec\nca = %s\n\n' "$P/root.pem"
+	HOST=[::1] tun v6bracket v6 "[::1]"
+	HOST=[::1] tun v6wrong v6 "::2"
 	tun self self localhost
 	tun crlleaf revoked localhost "${CRLS[@]}"
 	tun crlinter under2 localhost "${CRLS[@]}"
@@ -128,14 +134,14 @@ start_agent "$T/agent.conf" || fail "the agent did not start"
 wait_fixed() {
 	timeout $((20 * SLOW)) tail -n +1 -f "$T/agent.log" | grep -F -q -m 1 -- "$1"
 }
-# refused TUNNEL SERVER MESSAGE: no byte reaches the client, and the
-# failure line for that server says MESSAGE
+# refusal TUNNEL SERVER MESSAGE: no byte reaches the client, and the
+# failure line for that server (at 127.0.0.1, or UP=::1) says MESSAGE
 refusal() {
 	local port="${2}_port"
 	"$CLIENT" "$(listen_addr "$1" tcp)" expect-close --timeout $((10 * SLOW)) \
 	    >"$T/client.out" 2>&1 || fail "$1: $(cat "$T/client.out")"
-	wait_fixed "upstream 127.0.0.1:${!port}: TLS handshake failed: $3" ||
-	    fail "$1: not logged: '$3'; the log has: $(grep -F "127.0.0.1:${!port}: TLS" "$T/agent.log")"
+	wait_fixed "upstream ${UP:-127.0.0.1}:${!port}: TLS handshake failed: $3" ||
+	    fail "$1: not logged: '$3'; the log has: $(grep -F ":${!port}: TLS" "$T/agent.log")"
 	ok "$1: $3"
 }
 # passes TUNNEL: data goes through
@@ -148,6 +154,9 @@ passes good
 ok "the good certificate, with pin-sha256, crl (3 files) and ocsp = require (a delegated responder's staple): data passes"
 passes ipok
 ok "an IP address as server-name, matched against the IP SAN"
+passes v6
+passes v6bracket
+ok "connect = [::1]:PORT (no server-name) and server-name = [::1]: the IPv6 SAN matched"
 
 R=$P/root.pem
 refusal other other "server certificate refused: issuer CN=other root not trusted by ca = $R (of the certificate for localhost)"
@@ -156,7 +165,8 @@ refusal otherboth other "server certificate refused: issuer CN=other root not tr
 refusal expired expired "server certificate refused: certificate for localhost expired 2021-01-01 00:00 UTC"
 refusal notyet notyet "server certificate refused: certificate for localhost not yet valid: from 2099-01-01 00:00 UTC"
 refusal wrongname wrongname "server certificate refused: the certificate CN=a.example is not for localhost: names in the certificate: a.example, b.example"
-refusal wrongip plain "server certificate refused: the certificate CN=localhost is not for 127.0.0.2: names in the certificate: localhost, good.test, 127.0.0.1"
+refusal wrongip plain "server certificate refused: the certificate CN=localhost is not for 127.0.0.2: names in the certificate: localhost, good.test, 127.0.0.1, ::1"
+UP=::1 refusal v6wrong v6 "server certificate refused: the certificate CN=localhost is not for ::2: names in the certificate: localhost, good.test, 127.0.0.1, ::1"
 refusal self self "server certificate refused: self-signed certificate CN=self-signed localhost not trusted by ca = $R"
 
 when=$(openssl crl -in "$P/inter.crl" -noout -text | sed -n 's/^ *Revocation Date: //p' | head -n 1)

@@ -16,6 +16,7 @@
  * RSA-1024 key or a SHA-1 signed certificate.  --old-hello 1.0|1.1 speaks
  * no TLS but answers the ClientHello with a ServerHello of that version,
  * as a server of the old versions only that does not refuse first.
+ * --ipv6 listens on [::1] instead.
  */
 
 #include <sys/types.h>
@@ -120,6 +121,7 @@ struct children {
 
 static volatile sig_atomic_t got_term;
 static int		 want_port;	/* --port: this one, not any */
+static int		 want_v6;	/* --ipv6: on [::1], not 127.0.0.1 */
 
 static _Noreturn void
 usage(void)
@@ -130,7 +132,7 @@ usage(void)
 	    " [--max-conns N]\n"
 	    "           [--send N --close notify|fin|rst] [--ocsp-staple FILE]\n"
 	    "           [--tls-max 1.0|1.1|1.2|1.3] [--alpn LIST|none]"
-	    " [--ciphers LIST] [--seclevel N]\n"
+	    " [--ciphers LIST] [--seclevel N] [--ipv6]\n"
 	    "       " PROG " --plain | --silent | --closed | --full-backlog"
 	    " | --old-hello 1.0|1.1"
 	    " [--port-file F]\n"
@@ -289,6 +291,7 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "plain", no_argument, NULL, 'p' },
 		{ "silent", no_argument, NULL, 's' },
 		{ "old-hello", required_argument, NULL, 'H' },
+		{ "ipv6", no_argument, NULL, '6' },
 		{ "closed", no_argument, NULL, 'x' },
 		{ "full-backlog", no_argument, NULL, 'b' },
 		{ "send", required_argument, NULL, 'n' },
@@ -338,6 +341,9 @@ parse_args(int argc, char *argv[], struct options *o)
 			break;
 		case 's':
 			o->plain = o->silent = 1;
+			break;
+		case '6':
+			want_v6 = 1;
 			break;
 		case 'H':
 			o->plain = 1;
@@ -530,6 +536,33 @@ make_ctx(const struct options *o)
 }
 
 /* backlog -1: bound, not listening */
+/* --ipv6: [::1] */
+static int
+listen_local6(int *port, int backlog)
+{
+	struct sockaddr_in6	 sin6;
+	socklen_t		 len = sizeof(sin6);
+	int			 fd, on = 1;
+
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		die("socket: %s", strerror(errno));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		die("SO_REUSEADDR: %s", strerror(errno));
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_addr = in6addr_loopback;
+	sin6.sin6_port = htons(want_port);
+	if (bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == -1)
+		die("bind [::1]:%d: %s", want_port, strerror(errno));
+	if (listen(fd, backlog) == -1)
+		die("listen: %s", strerror(errno));
+	if (getsockname(fd, (struct sockaddr *)&sin6, &len) == -1)
+		die("getsockname: %s", strerror(errno));
+	*port = ntohs(sin6.sin6_port);
+	return fd;
+}
+
 static int
 listen_local(int *port, int backlog)
 {
@@ -1411,10 +1444,11 @@ main(int argc, char *argv[])
 			pause();
 	}
 	setup_signals(&waitmask);
-	lfd = listen_local(&port, 64);
+	lfd = want_v6 ? listen_local6(&port, 64) : listen_local(&port, 64);
 	announce_port(&o, port);
-	fprintf(stderr, PROG "[%ld]: listening on 127.0.0.1:%d (%s)\n",
-	    (long)getpid(), port, o.plain ? "plain, no TLS" :
+	fprintf(stderr, PROG "[%ld]: listening on %s:%d (%s)\n",
+	    (long)getpid(), want_v6 ? "[::1]" : "127.0.0.1", port,
+	    o.plain ? "plain, no TLS" :
 	    o.require_cert ? "TLS, client certificate required" : "TLS");
 	serve(ctx, &o, lfd, &waitmask);
 	SSL_CTX_free(ctx);
