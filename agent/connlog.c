@@ -74,6 +74,9 @@ connlog_end(const struct connlog *l, unsigned long id,
 	const char		*tls = ssl != NULL ? SSL_get_version(ssl) : NULL;
 	const char		*hs = ssl == NULL ? "none" :
 				    SSL_session_reused(ssl) ? "resumed" : "full";
+	const unsigned char	*ap = NULL;
+	unsigned int		 an = 0;
+	char			 alpn[270] = "";
 	struct log_field	 f[14];
 
 	snprintf(sid, sizeof(sid), "%lu", id);
@@ -85,6 +88,10 @@ connlog_end(const struct connlog *l, unsigned long id,
 	snprintf(sdown, sizeof(sdown), "%llu", down);
 	snprintf(sms, sizeof(sms), "%ld", ms);
 	outcome(l, why, up_dead, end, sizeof(end));
+	if (ssl != NULL)	/* the protocol the server chose (tls.c) */
+		SSL_get0_alpn_selected(ssl, &ap, &an);
+	if (ap != NULL && an > 0)
+		snprintf(alpn, sizeof(alpn), ", ALPN %.*s", (int)an, ap);
 	f[0] = (struct log_field){ "P11AGENT_CONN", sid };
 	f[1] = (struct log_field){ "P11AGENT_TUNNEL", t->name };
 	f[2] = (struct log_field){ "P11AGENT_IDENTITY", t->identity_name };
@@ -100,10 +107,10 @@ connlog_end(const struct connlog *l, unsigned long id,
 	f[12] = (struct log_field){ "P11AGENT_DURATION_MS", sms };
 	f[13] = (struct log_field){ "P11AGENT_OUTCOME", end };
 	log_fields(LOG_LVL_INFO, __func__, f, 14, "conn %s (%s): %s; uid %s "
-	    "pid %s %s (%s); upstream %s, %s%s%s handshake; %s bytes up, %s "
+	    "pid %s %s (%s); upstream %s, %s%s%s handshake%s; %s bytes up, %s "
 	    "down, %s ms", sid, t->name, end, uid, pid, l->exe ? l->exe : "?",
 	    l->access, upstream, tls ? tls : "", tls ? " " : "", ssl ? hs :
-	    "no TLS", sup, sdown, sms);
+	    "no TLS", alpn, sup, sdown, sms);
 }
 
 void

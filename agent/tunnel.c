@@ -398,8 +398,6 @@ ssl_setup(struct conn *c)
 	struct cfg_tunnel	*t = c->rt->cfg;
 	const char		*name = t->server_name ? t->server_name :
 				    t->connect_host;
-	unsigned char		 ip[16];
-	int			 isip;
 	BIO			*b;
 
 	if ((c->ssl = SSL_new(c->rt->ssl_ctx)) == NULL ||
@@ -409,14 +407,7 @@ ssl_setup(struct conn *c)
 	SSL_set_app_data(c->ssl, c);	/* for cert_cb */
 	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
-	isip = inet_pton(AF_INET, name, ip) == 1 ||
-	    inet_pton(AF_INET6, name, ip) == 1;
-	if (isip) {
-		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl),
-		    name))
-			return -1;
-	} else if (!SSL_set_tlsext_host_name(c->ssl, name) ||
-	    !SSL_set1_host(c->ssl, name))
+	if (tls_ssl_setup(c->ssl, name) != 0)	/* the name checked */
 		return -1;
 	SSL_set_connect_state(c->ssl);
 	if (!sess_offer(&c->rt->sess, c->ssl) && c->rt->sess.enabled) {
@@ -863,16 +854,22 @@ static void
 log_handshake(struct conn *c)
 {
 	X509		*peer = SSL_get0_peer_certificate(c->ssl);
-	char		 subj[256] = "?", up[300];
+	char		 subj[256] = "?", up[300], alpn[256];
+	int		 none;
 
 	if (peer != NULL)
 		X509_NAME_oneline(X509_get_subject_name(peer), subj,
 		    sizeof(subj));
-	log_info("conn %lu (%s): %s to %s in %ld ms%s, server %s", c->id,
+	none = tls_handshake_done(c->ssl, alpn, sizeof(alpn));
+	log_info("conn %lu (%s): %s to %s in %ld ms%s, server %s%s%s", c->id,
 	    c->rt->cfg->name, SSL_get_version(c->ssl),
 	    upstream_name(c, up, sizeof(up)), clock_now_ms() - c->started,
 	    SSL_session_reused(c->ssl) ? ", resumed (no signature)" : "",
-	    subj);
+	    subj, alpn[0] ? ", ALPN " : "", alpn);
+	if (none)
+		log_warn("conn %lu (%s): the server chose none of the ALPN "
+		    "protocols offered (alpn =); going on without", c->id,
+		    c->rt->cfg->name);
 }
 
 /* A signature of this connection's handshake done: the audit trail. */
@@ -898,7 +895,7 @@ static void
 handshake(struct conn *c)
 {
 	enum tunnel_fail f;
-	char		 why[300], up[300];
+	char		 why[1024], up[300];
 	int		 r, e;
 
 	/* the job closes its wait fd when it resumes: unwatch it first */
@@ -1652,7 +1649,8 @@ rt_named(struct agent *a, const char *name)
 	return NULL;
 }
 
-/* The tunnel runs as t says: same settings, identity and CA file. */
+/* The tunnel runs as t says: same settings, identity and CA file, and no
+ * CRL files or CA directory. */
 static int
 rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
     const struct identity *id)
@@ -1660,6 +1658,10 @@ rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
 	struct stat	 st;
 
 	if (rt->id != id || !config_str_same(rt->cfg->text, t->text))
+		return 0;
+	/* CRLs are renewed in place, ca-dir files come and go: read them
+	 * again (tls.c) */
+	if (t->ncrl > 0 || t->ca_dir != NULL)
 		return 0;
 	if (t->ca == NULL)
 		return 1;

@@ -36,8 +36,9 @@ refused() {
 	    grep -q . || fail "$name: no log line matching '$why'"
 	ok "$name: refused ($out): $(grep -E "$why" "$T/agent.log" | tail -n 1)"
 }
-refused otherca "TLS handshake failed: server certificate refused: unable to get local issuer certificate"
-refused expired "TLS handshake failed: server certificate refused: certificate has expired"
-refused wrongname "TLS handshake failed: server certificate refused: hostname mismatch"
+# (what each refusal says in full: tests/t-server-trust.sh)
+refused otherca "TLS handshake failed: server certificate refused: issuer CN=some other CA not trusted by ca = "
+refused expired "TLS handshake failed: server certificate refused: certificate for localhost expired 2021-01-01 00:00 UTC"
+refused wrongname "TLS handshake failed: server certificate refused: the certificate CN=wrong.example is not for localhost: names in the certificate: wrong.example"
 refused plain "TLS handshake failed: .*(wrong version number|packet length too long|record layer failure)"
 refused down "cannot connect: Connection refused"

@@ -8,6 +8,15 @@
  * With --send N --close HOW it sends N bytes of a fixed pattern instead
  * and closes first: with close_notify, with a bare TCP FIN, or with a TCP
  * RST.  --full-backlog never answers a SYN: a connect to it hangs.
+ * For the server-trust tests: --ocsp-staple FILE staples that DER OCSP
+ * response when the client asks for one, --tls-max 1.0|1.1|1.2|1.3 caps
+ * the version (1.0 and 1.1 at security level 0, which they need), --alpn
+ * LIST chooses the first of LIST the client offers ("none": never one),
+ * --ciphers LIST sets the TLS 1.2 suites, --seclevel 0 lets it serve an
+ * RSA-1024 key or a SHA-1 signed certificate.  --old-hello 1.0|1.1 speaks
+ * no TLS but answers the ClientHello with a ServerHello of that version,
+ * as a server of the old versions only that does not refuse first.
+ * --ipv6 listens on [::1] instead.
  */
 
 #include <sys/types.h>
@@ -70,13 +79,25 @@ struct options {
 	int		 version;	/* 0: TLS 1.2 .. 1.3 */
 	int		 plain;
 	int		 silent;	/* plain, and never says a word */
+	int		 old_hello;	/* --old-hello: that version */
 	int		 closed;	/* bound, not listening: refuses */
 	int		 full_backlog;	/* listening, never accepting */
 	int		 timeout_ms;
 	long		 max_conns;	/* 0: unlimited */
 	unsigned long long send;	/* --send N */
 	enum close_how	 close_how;
+	const char	*ocsp_staple;	/* DER file */
+	int		 tls_max;	/* --tls-max; 0: as --tls1.x */
+	const char	*alpn;		/* "h2,http/1.1" or "none" */
+	const char	*ciphers;	/* TLS 1.2 suites */
+	int		 seclevel;	/* -1: OpenSSL's */
 };
+
+/* --ocsp-staple and --alpn, for the callbacks */
+static unsigned char	*staple;
+static long		 staple_len;
+static unsigned char	 alpn_wire[256];
+static unsigned int	 alpn_wire_len;
 
 struct conn {
 	int			 fd;
@@ -87,6 +108,7 @@ struct conn {
 	char			 err[512];
 	unsigned long long	 echoed;
 	int			 silent;
+	int			 old_hello;
 	unsigned long long	 send;
 	enum close_how		 close_how;
 };
@@ -99,6 +121,7 @@ struct children {
 
 static volatile sig_atomic_t got_term;
 static int		 want_port;	/* --port: this one, not any */
+static int		 want_v6;	/* --ipv6: on [::1], not 127.0.0.1 */
 
 static _Noreturn void
 usage(void)
@@ -107,8 +130,11 @@ usage(void)
 	    "usage: " PROG " --cert F --key F [--ca F] [--require-cert] [--resume]\n"
 	    "           [--tls1.2 | --tls1.3] [--port P] [--port-file F] [--timeout S]"
 	    " [--max-conns N]\n"
-	    "           [--send N --close notify|fin|rst]\n"
+	    "           [--send N --close notify|fin|rst] [--ocsp-staple FILE]\n"
+	    "           [--tls-max 1.0|1.1|1.2|1.3] [--alpn LIST|none]"
+	    " [--ciphers LIST] [--seclevel N] [--ipv6]\n"
 	    "       " PROG " --plain | --silent | --closed | --full-backlog"
+	    " | --old-hello 1.0|1.1"
 	    " [--port-file F]\n"
 	    "           [--timeout S] [--max-conns N]\n");
 	exit(2);
@@ -215,6 +241,42 @@ parse_close(const char *s)
 	exit(2);
 }
 
+static int
+parse_version(const char *s)
+{
+	if (strcmp(s, "1.0") == 0)
+		return TLS1_VERSION;
+	if (strcmp(s, "1.1") == 0)
+		return TLS1_1_VERSION;
+	if (strcmp(s, "1.2") == 0)
+		return TLS1_2_VERSION;
+	if (strcmp(s, "1.3") == 0)
+		return TLS1_3_VERSION;
+	fprintf(stderr, PROG ": --tls-max: expected 1.0, 1.1, 1.2 or 1.3, got"
+	    " \"%s\"\n", s);
+	exit(2);
+}
+
+/* --alpn a,b,c: the wire format (RFC 7301) */
+static void
+parse_alpn(const char *s)
+{
+	size_t	 n;
+
+	if (strcmp(s, "none") == 0)
+		return;
+	while (*s != '\0') {
+		n = strcspn(s, ",");
+		if (n == 0 || n > 255 || alpn_wire_len + 1 + n >
+		    sizeof(alpn_wire))
+			usage_error("--alpn: a list of names, as h2,http/1.1");
+		alpn_wire[alpn_wire_len++] = (unsigned char)n;
+		memcpy(alpn_wire + alpn_wire_len, s, n);
+		alpn_wire_len += (unsigned int)n;
+		s += n + (s[n] == ',');
+	}
+}
+
 static void
 parse_args(int argc, char *argv[], struct options *o)
 {
@@ -228,6 +290,8 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "tls1.3", no_argument, NULL, '3' },
 		{ "plain", no_argument, NULL, 'p' },
 		{ "silent", no_argument, NULL, 's' },
+		{ "old-hello", required_argument, NULL, 'H' },
+		{ "ipv6", no_argument, NULL, '6' },
 		{ "closed", no_argument, NULL, 'x' },
 		{ "full-backlog", no_argument, NULL, 'b' },
 		{ "send", required_argument, NULL, 'n' },
@@ -236,6 +300,11 @@ parse_args(int argc, char *argv[], struct options *o)
 		{ "port", required_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-conns", required_argument, NULL, 'm' },
+		{ "ocsp-staple", required_argument, NULL, 'O' },
+		{ "tls-max", required_argument, NULL, 'V' },
+		{ "alpn", required_argument, NULL, 'A' },
+		{ "ciphers", required_argument, NULL, 'S' },
+		{ "seclevel", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -243,6 +312,7 @@ parse_args(int argc, char *argv[], struct options *o)
 
 	memset(o, 0, sizeof(*o));
 	o->timeout_ms = 20 * 1000;
+	o->seclevel = -1;
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -272,6 +342,15 @@ parse_args(int argc, char *argv[], struct options *o)
 		case 's':
 			o->plain = o->silent = 1;
 			break;
+		case '6':
+			want_v6 = 1;
+			break;
+		case 'H':
+			o->plain = 1;
+			if ((o->old_hello = parse_version(optarg)) >
+			    TLS1_1_VERSION)
+				usage_error("--old-hello: 1.0 or 1.1");
+			break;
 		case 'x':
 			o->plain = o->closed = 1;
 			break;
@@ -299,6 +378,22 @@ parse_args(int argc, char *argv[], struct options *o)
 			o->max_conns = parse_long(optarg, 1, 1000000,
 			    "--max-conns");
 			break;
+		case 'O':
+			o->ocsp_staple = optarg;
+			break;
+		case 'V':
+			o->tls_max = parse_version(optarg);
+			break;
+		case 'A':
+			o->alpn = optarg;
+			break;
+		case 'S':
+			o->ciphers = optarg;
+			break;
+		case 'L':
+			o->seclevel = (int)parse_long(optarg, 0, 5,
+			    "--seclevel");
+			break;
 		default:
 			usage();
 		}
@@ -315,6 +410,66 @@ parse_args(int argc, char *argv[], struct options *o)
 		usage_error("--cert and --key are required (unless --plain)");
 	if (o->require_cert && o->ca == NULL)
 		usage_error("--require-cert needs --ca");
+	if (o->tls_max != 0 && o->version != 0)
+		usage_error("--tls-max or --tls1.x, not both");
+	if (o->alpn != NULL)
+		parse_alpn(o->alpn);
+}
+
+/* The staple, read once (the children share it). */
+static void
+read_staple(const char *path)
+{
+	BIO	*b;
+	char	 buf[4096];
+	int	 n;
+
+	if ((b = BIO_new_file(path, "rb")) == NULL)
+		die_ssl(path);
+	while ((n = BIO_read(b, buf, sizeof(buf))) > 0) {
+		if (staple_len + n > 1L << 20)
+			die("%s: larger than 1 MB", path);
+		if ((staple = realloc(staple, (size_t)(staple_len + n))) ==
+		    NULL)
+			die("out of memory");
+		memcpy(staple + staple_len, buf, (size_t)n);
+		staple_len += n;
+	}
+	BIO_free(b);
+	if (staple_len == 0)
+		die("%s: empty", path);
+}
+
+/* The client asked for the certificate's status: the staple. */
+static int
+staple_cb(SSL *ssl, void *arg)
+{
+	unsigned char	*copy;
+
+	(void)arg;
+	if ((copy = OPENSSL_memdup(staple, (size_t)staple_len)) == NULL)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, staple_len)) {
+		OPENSSL_free(copy);
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* --alpn: ours in our order, the first the client offers; none else. */
+static int
+alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	unsigned char	*sel;
+
+	(void)ssl;
+	(void)arg;
+	if (alpn_wire_len == 0 || SSL_select_next_proto(&sel, outlen,
+	    alpn_wire, alpn_wire_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
 }
 
 static SSL_CTX *
@@ -326,11 +481,28 @@ make_ctx(const struct options *o)
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL)
 		die_ssl("SSL_CTX_new");
-	if (!SSL_CTX_set_min_proto_version(ctx,
-	    o->version ? o->version : TLS1_2_VERSION) ||
-	    !SSL_CTX_set_max_proto_version(ctx,
-	    o->version ? o->version : TLS1_3_VERSION))
+	if (o->tls_max != 0 && o->tls_max < TLS1_2_VERSION) {
+		/* OpenSSL 3 speaks TLS 1.0 and 1.1 at level 0 only */
+		SSL_CTX_set_security_level(ctx, 0);
+		if (!SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0"))
+			die_ssl("--tls-max: the cipher list");
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, o->version ? o->version :
+	    o->tls_max != 0 && o->tls_max < TLS1_2_VERSION ? o->tls_max :
+	    TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, o->version ? o->version :
+	    o->tls_max ? o->tls_max : TLS1_3_VERSION))
 		die_ssl("setting the TLS version range");
+	if (o->ciphers != NULL && !SSL_CTX_set_cipher_list(ctx, o->ciphers))
+		die_ssl("--ciphers");
+	if (o->seclevel >= 0)
+		SSL_CTX_set_security_level(ctx, o->seclevel);
+	if (o->ocsp_staple != NULL) {
+		read_staple(o->ocsp_staple);
+		SSL_CTX_set_tlsext_status_cb(ctx, staple_cb);
+	}
+	if (o->alpn != NULL)
+		SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1)
 		die_ssl(o->cert);
 	if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1)
@@ -364,6 +536,33 @@ make_ctx(const struct options *o)
 }
 
 /* backlog -1: bound, not listening */
+/* --ipv6: [::1] */
+static int
+listen_local6(int *port, int backlog)
+{
+	struct sockaddr_in6	 sin6;
+	socklen_t		 len = sizeof(sin6);
+	int			 fd, on = 1;
+
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		die("socket: %s", strerror(errno));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1)
+		die("SO_REUSEADDR: %s", strerror(errno));
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_addr = in6addr_loopback;
+	sin6.sin6_port = htons(want_port);
+	if (bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == -1)
+		die("bind [::1]:%d: %s", want_port, strerror(errno));
+	if (listen(fd, backlog) == -1)
+		die("listen: %s", strerror(errno));
+	if (getsockname(fd, (struct sockaddr *)&sin6, &len) == -1)
+		die("getsockname: %s", strerror(errno));
+	*port = ntohs(sin6.sin6_port);
+	return fd;
+}
+
 static int
 listen_local(int *port, int backlog)
 {
@@ -971,6 +1170,45 @@ serve_send_close(struct conn *c)
 	return 0;
 }
 
+/* --old-hello: a ServerHello of that version to the first bytes (no
+ * extensions, suite ECDHE-ECDSA-AES128-GCM-SHA256), then silence. */
+static int
+serve_old_hello(struct conn *c)
+{
+	unsigned char	 rec[5 + 4 + 38], buf[4096];
+	size_t		 got;
+	int		 r;
+
+	memset(rec, 0, sizeof(rec));
+	rec[0] = 22;				/* handshake */
+	rec[1] = 3;
+	rec[2] = (unsigned char)(c->old_hello & 0xff);
+	rec[4] = 4 + 38;
+	rec[5] = 2;				/* ServerHello */
+	rec[8] = 38;
+	rec[9] = 3;
+	rec[10] = (unsigned char)(c->old_hello & 0xff);
+	memset(rec + 11, 0x5a, 32);		/* random */
+	rec[43] = 0;				/* no session id */
+	rec[44] = 0xc0;
+	rec[45] = 0x2b;
+	rec[46] = 0;				/* no compression */
+	if (plain_read(c, buf, sizeof(buf), &got) != IO_OK ||
+	    got < 5 || buf[0] != 22) {
+		conn_log(c, "old hello: no ClientHello");
+		return 1;
+	}
+	if (plain_write_all(c, rec, sizeof(rec)) != IO_OK) {
+		conn_log(c, "old hello: %s", c->err);
+		return 1;
+	}
+	conn_log(c, "old hello: a ServerHello of version 0x%04x sent",
+	    c->old_hello);
+	while ((r = plain_read(c, buf, sizeof(buf), &got)) == IO_OK)
+		;
+	return r == IO_EOF ? 0 : 1;
+}
+
 static int
 serve_conn(struct conn *c)
 {
@@ -983,6 +1221,8 @@ serve_conn(struct conn *c)
 			return serve_send_close(c);
 	} else if (c->silent) {
 		return serve_silent(c);
+	} else if (c->old_hello) {
+		return serve_old_hello(c);
 	} else {
 		if (conn_write_all(c, PLAIN_GREETING,
 		    sizeof(PLAIN_GREETING) - 1) != IO_OK) {
@@ -1030,6 +1270,7 @@ child_main(SSL_CTX *ctx, int fd, unsigned long id, const struct options *o)
 	c.id = id;
 	c.timeout_ms = o->timeout_ms;
 	c.silent = o->silent;
+	c.old_hello = o->old_hello;
 	c.send = o->send;
 	c.close_how = o->close_how;
 	peer_name(fd, c.peer, sizeof(c.peer));
@@ -1203,10 +1444,11 @@ main(int argc, char *argv[])
 			pause();
 	}
 	setup_signals(&waitmask);
-	lfd = listen_local(&port, 64);
+	lfd = want_v6 ? listen_local6(&port, 64) : listen_local(&port, 64);
 	announce_port(&o, port);
-	fprintf(stderr, PROG "[%ld]: listening on 127.0.0.1:%d (%s)\n",
-	    (long)getpid(), port, o.plain ? "plain, no TLS" :
+	fprintf(stderr, PROG "[%ld]: listening on %s:%d (%s)\n",
+	    (long)getpid(), want_v6 ? "[::1]" : "127.0.0.1", port,
+	    o.plain ? "plain, no TLS" :
 	    o.require_cert ? "TLS, client certificate required" : "TLS");
 	serve(ctx, &o, lfd, &waitmask);
 	SSL_CTX_free(ctx);

@@ -474,6 +474,66 @@ test_metrics(void)
 	    "[tunnel t] metrics: this key belongs in a [agent] section");
 }
 
+/* Server trust: ca-dir, crl (repeatable), ocsp, alpn (wire format). */
+static void
+test_trust(void)
+{
+	struct config		*cfg = NULL;
+	struct cfg_tunnel	*t;
+	char			 err[CONFIG_MAX_ERR], text[4096];
+	const char		*path;
+	int			 i, n;
+
+	path = test_write("trust.conf", GOOD "ca-dir = /etc/ssl/certs\n"
+	    "crl = /etc/corp/root.crl\ncrl = /etc/corp/inter.crl\n"
+	    "ocsp = require\nalpn = h2, http/1.1\n", 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	t = cfg->tunnels;
+	/* defaults: no directory, no CRL, staples asked for, no ALPN */
+	CU_ASSERT_PTR_NULL(t->ca_dir);
+	CU_ASSERT_EQUAL(t->ncrl, 0);
+	CU_ASSERT_EQUAL(t->ocsp, CFG_OCSP_REQUEST);
+	CU_ASSERT_EQUAL(t->alpn_len, 0);
+	t = t->next;
+	CU_ASSERT_STRING_EQUAL(t->ca_dir, "/etc/ssl/certs");
+	CU_ASSERT_EQUAL_FATAL(t->ncrl, 2);
+	CU_ASSERT_STRING_EQUAL(t->crl[0], "/etc/corp/root.crl");
+	CU_ASSERT_STRING_EQUAL(t->crl[1], "/etc/corp/inter.crl");
+	CU_ASSERT_EQUAL(t->ocsp, CFG_OCSP_REQUIRE);
+	CU_ASSERT_EQUAL_FATAL(t->alpn_len, 12);
+	CU_ASSERT_EQUAL(memcmp(t->alpn, "\002h2\010http/1.1", 12), 0);
+	config_free(cfg);
+	path = test_write("ocspno.conf", GOOD "ocsp = no\n", 0644);
+	CU_ASSERT_EQUAL_FATAL(config_load(path, &cfg, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cfg->tunnels->next->ocsp, CFG_OCSP_NO);
+	config_free(cfg);
+
+	expect_error(GOOD "ocsp = maybe\n", "bad.conf:16:",
+	    "[tunnel second] ocsp: 'maybe' must be no, request or require");
+	expect_error(GOOD "ocsp = no\nocsp = require\n", "bad.conf:17:",
+	    "[tunnel second] ocsp: given twice");
+	expect_error(GOOD "crl =\n", "bad.conf:16:",
+	    "[tunnel second] crl: empty value");
+	expect_error(GOOD "ca-dir = /a\nca-dir = /b\n", "bad.conf:17:",
+	    "[tunnel second] ca-dir: given twice");
+	expect_error(GOOD "alpn = h2\nalpn = http/1.1\n", "bad.conf:17:",
+	    "[tunnel second] alpn: given twice");
+	expect_error(GOOD "alpn = , ,\n", "bad.conf:16:",
+	    "[tunnel second] alpn: empty value");
+	expect_error(GOOD "alpn = h2,caf\xc3\xa9\n", "bad.conf:16:",
+	    "alpn: protocol names are printable ASCII");
+	/* (a list past the 256 bytes of t->alpn cannot be written: a
+	 * line is shorter) */
+	n = snprintf(text, sizeof(text), "%s", GOOD);
+	for (i = 0; i <= CONFIG_MAX_CRLS; i++)
+		n += snprintf(text + n, sizeof(text) - n, "crl = /c/%d.crl\n",
+		    i);
+	expect_error(text, "bad.conf:24:", "[tunnel second] crl: at most 8 "
+	    "files");
+	expect_error("[identity a]\ncrl = /x.crl\n", "bad.conf:2:",
+	    "belongs in a [tunnel NAME] section");
+}
+
 int
 suite_config(void)
 {
@@ -490,6 +550,7 @@ suite_config(void)
 	    CU_add_test(s, "over-long line", test_long_line) == NULL ||
 	    CU_add_test(s, "missing file", test_missing_file) == NULL ||
 	    CU_add_test(s, "HOST:PORT", test_hostport) == NULL ||
+	    CU_add_test(s, "ca-dir, crl, ocsp, alpn", test_trust) == NULL ||
 	    CU_add_test(s, "pin = fd:N, systemd-ask-password",
 	    test_pin_sources) == NULL ||
 	    CU_add_test(s, "listen = systemd:NAME", test_systemd_listen) ==
