@@ -954,13 +954,32 @@ policy_count(const struct policy_set *set)
 
 /* ---- binding */
 
-/* The value of a pkcs11: URI's path attribute, percent-decoded. */
+/* n bytes of s, percent-decoded, into out. */
+static void
+pct_decode(const char *s, size_t n, char *out, size_t len)
+{
+	const char	*e = s + n;
+	unsigned int	 c;
+	size_t		 o = 0;
+
+	for (; s < e && o + 1 < len; s++) {
+		if (*s == '%' && e - s >= 3 && isxdigit((unsigned char)s[1]) &&
+		    isxdigit((unsigned char)s[2]) && sscanf(s + 1, "%2x", &c) ==
+		    1) {
+			out[o++] = (char)c;
+			s += 2;
+		} else
+			out[o++] = *s;
+	}
+	out[o] = '\0';
+}
+
+/* The value of attribute attr in a pkcs11: URI's path, percent-decoded. */
 static int
 uri_attr(const char *uri, const char *attr, char *out, size_t len)
 {
 	const char	*s = uri + 7, *e;
-	size_t		 al = strlen(attr), n = 0;
-	unsigned int	 c;
+	size_t		 al = strlen(attr);
 
 	if (strncmp(uri, "pkcs11:", 7) != 0)
 		return 0;
@@ -968,20 +987,46 @@ uri_attr(const char *uri, const char *attr, char *out, size_t len)
 		e = s + strcspn(s, ";?");
 		if ((size_t)(e - s) > al && strncmp(s, attr, al) == 0 &&
 		    s[al] == '=') {
-			for (s += al + 1; s < e && n + 1 < len; s++) {
-				if (*s == '%' && e - s >= 3 &&
-				    sscanf(s + 1, "%2x", &c) == 1) {
-					out[n++] = (char)c;
-					s += 2;
-				} else
-					out[n++] = *s;
-			}
-			out[n] = '\0';
+			pct_decode(s + al + 1, (size_t)(e - s - al - 1), out,
+			    len);
 			return 1;
 		}
 		s = *e == ';' ? e + 1 : e;
 	}
 	return 0;
+}
+
+/*
+ * key = PATTERN: written as attributes (pkcs11:token=Bank*;type=private),
+ * each must be in the key URI with a value it matches, in any order and
+ * beside others; otherwise (pkcs11:*, pkcs11:*token=X;*) the pattern is
+ * matched against the URI as written.
+ */
+static int
+key_matches(const char *pattern, const char *uri)
+{
+	char		 name[64], want[256], have[256];
+	const char	*s, *e, *eq;
+
+	for (s = pattern + 7; *s != '\0'; s = *e == ';' ? e + 1 : e) {
+		e = s + strcspn(s, ";");
+		eq = memchr(s, '=', (size_t)(e - s));
+		if (eq == NULL || eq == s || (size_t)(eq - s) >= sizeof(name) ||
+		    strspn(s, "abcdefghijklmnopqrstuvwxyz-") != (size_t)(eq - s))
+			return fnmatch(pattern, uri, 0) == 0;
+	}
+	if (pattern[7] == '\0')
+		return fnmatch(pattern, uri, 0) == 0;
+	for (s = pattern + 7; *s != '\0'; s = *e == ';' ? e + 1 : e) {
+		e = s + strcspn(s, ";");
+		eq = memchr(s, '=', (size_t)(e - s));
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - s), s);
+		pct_decode(eq + 1, (size_t)(e - eq - 1), want, sizeof(want));
+		if (!uri_attr(uri, name, have, sizeof(have)) ||
+		    fnmatch(want, have, 0) != 0)
+			return 0;
+	}
+	return 1;
 }
 
 static int
@@ -1012,7 +1057,7 @@ binds(const struct policy *pol, const struct cfg_identity *ci,
 	unsigned int	 mdlen = 0;
 	char		 v[256];
 
-	if (pol->key != NULL && fnmatch(pol->key, ci->key, 0) != 0)
+	if (pol->key != NULL && !key_matches(pol->key, ci->key))
 		return 0;
 	if (pol->label != NULL && !((uri_attr(ci->key, "token", v,
 	    sizeof(v)) || (id != NULL && id->tok_label[0] != '\0' &&

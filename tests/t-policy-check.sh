@@ -194,17 +194,19 @@ cert=$TOK/client-ec.pem
 [ -f "$cert" ] || cert=$(ls "$TOK"/client-ec*.pem | head -n 1)
 fp=$(openssl x509 -in "$cert" -noout -fingerprint -sha256 | sed 's/.*=//')
 for sel in "cert-sha256 = $fp" "cert-subject = *CN=p11agent-test-ec*" \
-    "cert-issuer = CN=p11agent test CA" "token-label = ${P11TEST_TOKEN:0:3}*"; do
+    "cert-issuer = CN=p11agent test CA" "token-label = ${P11TEST_TOKEN:0:3}*" \
+    "key = pkcs11:type=private;token=${P11TEST_TOKEN:0:3}*" "key = pkcs11:id=%02"; do
 	printf '[policy c]\n%s\nconnect = localhost:1\n' "$sel" >"$P/10-bank.policy"
 	check_fails "$C" "[tunnel t] connect = evil.example:443 is outside policy c"
 	ok "$sel binds the identity"
 done
 printf '[policy c]\ncert-subject = *CN=someone-else*\nconnect = localhost:1\n' >"$P/10-bank.policy"
+printf '[policy e]\nkey = pkcs11:id=%%01;token=%s\nconnect = localhost:1\n' "$P11TEST_TOKEN" >"$P/30-e.policy"
 printf '[policy d]\ntoken-label = other-token\nallow-users = %s\n' "$other" >"$P/20-d.policy"
 check_ok "$C"
 grep -q "bound by" <<<"$out" && fail "a policy bound an identity it does not select: $out"
 ok "policies whose selectors do not match bind nothing: the configuration runs as without policies"
-rm "$P/20-d.policy"
+rm "$P/20-d.policy" "$P/30-e.policy"
 
 # ---- bad policy files and directories
 bad() {

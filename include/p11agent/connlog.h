@@ -2,7 +2,8 @@
  * p11agent: the log lines of one tunnel connection (agent/connlog.c).
  *
  * When a connection ends, one info line says who it was (peer uid, pid,
- * executable), why it was let in (own uid, allow-users, allow-groups),
+ * executable), why it was let in (own uid, allow-users, allow-groups,
+ * or the administrator's policies: agent/policy.c),
  * where it went (upstream, TLS version, full or resumed handshake), how
  * much moved (bytes up and down, duration) and how it ended (closed by
  * the client or the upstream, or why it failed), with the same as
