@@ -872,7 +872,7 @@ policy_load_dir(const char *dir, struct policy_set **out, char *err,
 	struct dirent		*de;
 	struct stat		 st;
 	DIR			*d = NULL;
-	char			**names = NULL, path[PATH_MAX];
+	char			**names = NULL, **v, path[PATH_MAX];
 	int			 n = 0, i, r = P11A_ERR_CONFIG, given;
 
 	if (dir == NULL)
@@ -900,12 +900,15 @@ policy_load_dir(const char *dir, struct policy_set **out, char *err,
 			    "*.policy files", dir, POLICY_MAX_FILES);
 			goto out;
 		}
-		if ((names = reallocarray(names, n + 1, sizeof(*names))) ==
-		    NULL || (names[n] = strdup(de->d_name)) == NULL)
+		if ((v = reallocarray(names, n + 1, sizeof(*names))) == NULL)
+			goto nomem;
+		names = v;
+		if ((names[n] = strdup(de->d_name)) == NULL)
 			goto nomem;
 		n++;
 	}
-	qsort(names, n, sizeof(*names), name_cmp);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), name_cmp);
 	for (i = 0; i < n; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {

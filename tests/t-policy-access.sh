@@ -113,7 +113,7 @@ refused() {
 	    fail "no refusal line naming the rule for uid $1 ($3) on $4"
 	log_since_has "conn [0-9]+ \(t\): decision: refused: uid $1 pid [0-9]+ program $3, identity ec, destination localhost:$s_port; rule: $rule$" ||
 	    fail "no decision line for the refusal of uid $1 on $4"
-	log_since_has "resolving|handshake" &&
+	log_since_has "resolve_start|handshake: conn" &&
 	    fail "a refused connection went on to the upstream"
 	[ "$(sign_count)" = "$before" ] || fail "C_Sign for a refused connection on $4"
 	ok "uid $1 $3 refused on $4: $(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep -m1 -o 'refused: .*')"
