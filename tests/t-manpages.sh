@@ -65,7 +65,7 @@ done < <(comm -13 "$T/keys.src" "$T/keys.man")
 
 # ---- (d) policy keys: agent/policy.c's pkey_names[] and the first-level
 # .It Ic KEY items of p11agent.policy(5)'s Selectors and Permissions
-awk '/^static const char \*const pkey_names\[/ { t = 1; next }
+awk '/^const char \*const pkey_names\[/ { t = 1; next }
     t && /^};/ { exit }
     t { while (match($0, /"[a-z0-9-]+"/)) {
 	print substr($0, RSTART + 1, RLENGTH - 2); $0 = substr($0, RSTART + RLENGTH) } }' \
