@@ -1,5 +1,6 @@
 /*
- * p11agent: administrator policies (agent/policy.c, p11agent.policy(5)).
+ * p11agent: administrator policies (agent/policy.c reads them,
+ * agent/policy_check.c binds and enforces them; p11agent.policy(5)).
  *
  * Every *.policy file of the policy directory is read in name order
  * (INI, inih, like the configuration): [policy NAME] sections.  A policy
