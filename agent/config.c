@@ -21,6 +21,7 @@
 #include "p11agent/config.h"
 #include "p11agent/error.h"
 #include "p11agent/log.h"
+#include "p11agent/policy.h"
 #include "p11agent/session.h"
 
 #define INI_LINE_MAX	200	/* inih as built by Debian */
@@ -992,6 +993,31 @@ text_add(struct parser *p, char **text, const char *key, const char *value)
 	return 1;
 }
 
+/* The line of a key that a policy checks (agent/policy.c): the first. */
+static void
+note_line(struct parser *p, enum keyword kw)
+{
+	int	*l = NULL;
+
+	if (p->section == S_IDENTITY)
+		l = kw == K_PIN ? &p->id->pin_line : kw == K_PIN_CACHE ?
+		    &p->id->pin_cache_line : kw == K_ON_REMOVAL ?
+		    &p->id->on_removal_line : NULL;
+	else if (p->section == S_TUNNEL)
+		l = kw == K_CONNECT ? &p->tun->connect_line :
+		    kw == K_SERVER_NAME ? &p->tun->server_name_line :
+		    kw == K_CA ? &p->tun->ca_line :
+		    kw == K_CA_DIR ? &p->tun->ca_dir_line :
+		    kw == K_PIN_SHA256 ? &p->tun->pins_line :
+		    kw == K_OCSP ? &p->tun->ocsp_line :
+		    kw == K_TLS_MIN ? &p->tun->tls_min_line :
+		    kw == K_TLS_MAX ? &p->tun->tls_max_line :
+		    kw == K_ALLOW_USERS ? &p->tun->allow_users_line :
+		    kw == K_ALLOW_GROUPS ? &p->tun->allow_groups_line : NULL;
+	if (l != NULL && *l == 0)
+		*l = p->line;
+}
+
 static int
 handler(void *arg, const char *section, const char *key, const char *value)
 {
@@ -1029,6 +1055,7 @@ handler(void *arg, const char *section, const char *key, const char *value)
 		if (once_only(keywords[i].kw) && p->seen[keywords[i].kw]++)
 			return perr(p, p->line, "[%s] %s: given twice",
 			    p->secname, key);
+		note_line(p, keywords[i].kw);
 		switch (p->section) {
 		case S_IDENTITY:
 			return identity_key(p, keywords[i].kw, key, value);
@@ -1300,6 +1327,7 @@ config_free(struct config *cfg)
 	free(cfg->agent.metrics.host);
 	free(cfg->agent.metrics.port);
 	free(cfg->agent.metrics.path);
+	policy_set_free(cfg->policies);
 	free(cfg->path);
 	free(cfg);
 }

@@ -115,9 +115,9 @@ connlog_end(const struct connlog *l, unsigned long id,
 
 void
 connlog_refused(unsigned long id, const struct tunnel_rt *rt,
-    const char *listener, const struct peer *p)
+    const char *listener, const struct peer *p, const char *rule)
 {
-	char			 sid[24], uid[24], pid[24], rule[512];
+	char			 sid[24], uid[24], pid[24];
 	struct log_field	 f[6];
 
 	snprintf(sid, sizeof(sid), "%lu", id);
@@ -126,7 +126,6 @@ connlog_refused(unsigned long id, const struct tunnel_rt *rt,
 	else
 		snprintf(uid, sizeof(uid), "%ld", p->uid);
 	num(pid, sizeof(pid), p->pid);
-	peer_rule(rt->cfg, rule, sizeof(rule));
 	f[0] = (struct log_field){ "P11AGENT_CONN", sid };
 	f[1] = (struct log_field){ "P11AGENT_TUNNEL", rt->cfg->name };
 	f[2] = (struct log_field){ "P11AGENT_PEER_UID", uid };
@@ -137,4 +136,34 @@ connlog_refused(unsigned long id, const struct tunnel_rt *rt,
 	log_fields(LOG_LVL_WARN, __func__, f, 6, "conn %s (%s): refused: uid "
 	    "%s (program %s, pid %s) is not allowed on %s (%s)", sid,
 	    rt->cfg->name, uid, p->exe[0] ? p->exe : "?", pid, listener, rule);
+}
+
+void
+connlog_decision(unsigned long id, const struct tunnel_rt *rt,
+    const struct peer *p, int allowed, const char *rule)
+{
+	const struct cfg_tunnel	*t = rt->cfg;
+	char			 sid[24], uid[24], pid[24], upstream[300];
+	const char		*dec = allowed ? "allowed" : "refused";
+	struct log_field	 f[9];
+
+	snprintf(sid, sizeof(sid), "%lu", id);
+	num(uid, sizeof(uid), p->uid);
+	num(pid, sizeof(pid), p->pid);
+	snprintf(upstream, sizeof(upstream), "%s:%s", t->connect_host,
+	    t->connect_port);
+	f[0] = (struct log_field){ "P11AGENT_CONN", sid };
+	f[1] = (struct log_field){ "P11AGENT_TUNNEL", t->name };
+	f[2] = (struct log_field){ "P11AGENT_IDENTITY", t->identity_name };
+	f[3] = (struct log_field){ "P11AGENT_PEER_UID", uid };
+	f[4] = (struct log_field){ "P11AGENT_PEER_PID", pid };
+	f[5] = (struct log_field){ "P11AGENT_PEER_EXE", p->exe[0] ? p->exe :
+	    NULL };
+	f[6] = (struct log_field){ "P11AGENT_UPSTREAM", upstream };
+	f[7] = (struct log_field){ "P11AGENT_DECISION", dec };
+	f[8] = (struct log_field){ "P11AGENT_RULE", rule };
+	log_fields(LOG_LVL_INFO, __func__, f, 9, "conn %s (%s): decision: %s: "
+	    "uid %s pid %s program %s, identity %s, destination %s; rule: %s",
+	    sid, t->name, dec, uid, pid, p->exe[0] ? p->exe : "?",
+	    t->identity_name, upstream, rule);
 }

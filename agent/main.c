@@ -21,6 +21,7 @@
 #include "p11agent/error.h"
 #include "p11agent/log.h"
 #include "p11agent/metrics.h"
+#include "p11agent/policy.h"
 #include "p11agent/proto.h"
 #include "p11agent/agent.h"
 #include "p11agent/audit.h"
@@ -45,8 +46,9 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: p11agent run [-q | -v] [--log TARGET] [-c FILE] [--ready-fd N]\n"
-	    "       p11agent check [-c FILE]\n"
+	    "usage: p11agent run [-q | -v] [--log TARGET] [-c FILE] [--policies DIR]\n"
+	    "                [--ready-fd N]\n"
+	    "       p11agent check [-c FILE] [--policies DIR]\n"
 	    "       p11agent tokens [-m MODULE] [--pin SOURCE] [URI]\n"
 	    "       p11agent lock [-c FILE] [--control PATH] [--idle SECONDS]\n"
 	    "       p11agent unlock [-c FILE] [--control PATH]\n"
@@ -83,7 +85,10 @@ usage(FILE *fp)
 	    "  import-cert  write a certificate and its chain beside its key\n"
 	    "\n"
 	    "The configuration is ~/.config/p11agent/agent.conf unless -c is\n"
-	    "given; see p11agent(1) and p11agent.conf(5).\n");
+	    "given; the administrator's policies are the *.policy files of\n"
+	    "%s unless --policies is given; see\n"
+	    "p11agent(1), p11agent.conf(5) and p11agent.policy(5).\n",
+	    policy_default_dir());
 }
 
 static char *
@@ -118,7 +123,28 @@ load_config(const char *path)
 		log_err("%s", err);
 		return 1;
 	}
+	/* the administrator's policies: enforced once the identities are
+	 * open (policy_apply) */
+	if (policy_load_dir(NULL, &agent.cfg->policies, err,
+	    sizeof(err)) != 0) {
+		log_err("%s", err);
+		return 1;
+	}
 	return 0;
+}
+
+/* The policies, once the identities opened: 0, or 1 if one is broken. */
+static int
+apply_policies(struct agent *a)
+{
+	int	 n;
+
+	if ((n = policy_apply(a)) == 0)
+		return 0;
+	log_err("%s: %d policy violation%s (above): the administrator's "
+	    "policies allow less than this configuration asks for", a->cfg->path,
+	    n, n == 1 ? "" : "s");
+	return 1;
 }
 
 static int	 exit_status;
@@ -146,7 +172,8 @@ on_signal(int signo)
 static void
 run_opened(struct agent *a, int failed)
 {
-	if (failed || tunnels_start(a, ready_fd) != 0) {
+	if (failed || apply_policies(a) != 0 ||
+	    tunnels_start(a, ready_fd) != 0) {
 		exit_status = 1;
 		loop_stop();
 		return;
@@ -383,6 +410,8 @@ cmd_check(const char *path)
 	if (start(path, check_opened, 0) != 0 || loop_run(tick) != 0)
 		goto out;
 	bad = exit_status;
+	if (!bad && apply_policies(&agent) != 0)
+		bad = 1;
 	for (id = agent.identities; id != NULL; id = id->next) {
 		if (id->pkey == NULL)
 			continue;
@@ -502,6 +531,7 @@ main(int argc, char *argv[])
 		{ "idle", required_argument, NULL, 'I' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "log", required_argument, NULL, 'L' },
+		{ "policies", required_argument, NULL, 'O' },
 		{ "prometheus", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "module", required_argument, NULL, 'm' },
@@ -514,6 +544,7 @@ main(int argc, char *argv[])
 	};
 	const char	*cmd, *config = NULL, *module = NULL, *pin = NULL;
 	const char	*filter = NULL, *control = NULL, *idle = NULL;
+	const char	*policies = NULL;
 	char		*end, req[64];
 	int		 ch, verbose = 0, json = 0, logto = -1;
 	enum log_target	 lt;
@@ -550,6 +581,7 @@ main(int argc, char *argv[])
 		case 'c':	config = optarg; break;
 		case 'C':	control = optarg; break;
 		case 'I':	idle = optarg; break;
+		case 'O':	policies = optarg; break;
 		case 'J':
 		case 'P':
 			if (json != 0 && json != (ch == 'J' ? 1 : 2)) {
@@ -600,6 +632,13 @@ main(int argc, char *argv[])
 		usage(stderr);
 		return 2;
 	}
+	if (policies != NULL && strcmp(cmd, "run") != 0 &&
+	    strcmp(cmd, "check") != 0) {
+		log_err("--policies is for p11agent run and check");
+		usage(stderr);
+		return 2;
+	}
+	policy_dir_set(policies);
 	if (logto >= 0)
 		log_set_target((enum log_target)logto);
 	log_init("p11agent", verbose);

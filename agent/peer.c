@@ -27,6 +27,7 @@
 #include "p11agent/clock.h"
 #include "p11agent/config.h"
 #include "p11agent/peer.h"
+#include "p11agent/policy.h"
 
 #define DIAG_TIMEOUT_MS	100	/* the kernel answers at once */
 #define MAX_GROUPS	1024	/* supplementary groups looked at */
@@ -553,14 +554,13 @@ in_group(const struct peer *p, long gid)
 	return 0;
 }
 
-int
-peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
+/* Without policies: the agent's uid, allow-users, allow-groups. */
+static int
+base_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
     size_t len)
 {
 	int	 i;
 
-	if (p->uid < 0)
-		return 0;	/* the kernel did not say: deny */
 	if (p->uid == (long)getuid()) {
 		snprintf(rule, len, "own uid");
 		return 1;
@@ -577,6 +577,42 @@ peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 			return 1;
 		}
 	return 0;
+}
+
+/*
+ * The policies binding the tunnel's identity (agent/policy.c) must all
+ * let the peer in; where one names users or groups and the tunnel names
+ * none, the policy's replace the default of the agent's uid.
+ */
+int
+peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
+    size_t len)
+{
+	char	 prule[512];
+	size_t	 n;
+	int	 pr, principals;
+
+	if (p->uid < 0) {
+		peer_rule(t, rule, len);
+		return 0;	/* the kernel did not say: deny */
+	}
+	pr = policy_peer(t, p, prule, sizeof(prule), &principals);
+	if (pr == 0) {
+		snprintf(rule, len, "%s", prule);
+		return 0;
+	}
+	if (pr == 1 && principals && t->nallow_users == 0 &&
+	    t->nallow_groups == 0) {
+		snprintf(rule, len, "%s", prule);
+		return 1;
+	}
+	if (!base_access(p, t, rule, len)) {
+		peer_rule(t, rule, len);
+		return 0;
+	}
+	if (pr == 1 && prule[0] != '\0' && (n = strlen(rule)) < len)
+		snprintf(rule + n, len - n, ", %s", prule);
+	return 1;
 }
 
 int

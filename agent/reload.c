@@ -29,6 +29,7 @@
 #include "p11agent/identity.h"
 #include "p11agent/log.h"
 #include "p11agent/loop.h"
+#include "p11agent/policy.h"
 #include "p11agent/reload.h"
 #include "p11agent/sd.h"
 #include "p11agent/tunnel.h"
@@ -157,6 +158,14 @@ opened(struct agent *a, int failed)
 		finish(a, P11A_ERR_CONFIG, err);
 		return;
 	}
+	/* the policies, on the identities now open (agent/policy.c) */
+	if ((r = policy_apply(a)) != 0) {
+		snprintf(err, sizeof(err), "%s: %d policy violation%s (above)",
+		    a->cfg->path, r, r == 1 ? "" : "s");
+		undo(a);
+		finish(a, P11A_ERR_CONFIG, err);
+		return;
+	}
 	if ((r = tunnels_reload(a, &ts, err, sizeof(err))) != 0) {
 		undo(a);
 		finish(a, r, err);
@@ -212,8 +221,10 @@ reload_start(struct agent *a, reload_cb cb, void *arg)
 		finish(a, r, err);
 		return;
 	}
-	/* listen = systemd:NAME against the sockets systemd passed */
-	if ((r = sd_check_config(nc, err, sizeof(err))) != 0 ||
+	/* listen = systemd:NAME against the sockets systemd passed; the
+	 * policy directory is read again too */
+	if ((r = policy_load_dir(NULL, &nc->policies, err, sizeof(err))) != 0 ||
+	    (r = sd_check_config(nc, err, sizeof(err))) != 0 ||
 	    (r = agent_settings(nc, a->cfg, err, sizeof(err))) != 0) {
 		config_free(nc);
 		finish(a, r, err);

@@ -1335,11 +1335,13 @@ limits_update(struct agent *a)
 
 /* Before any upstream connect, name lookup or signature: closed. */
 static void
-refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p)
+refuse(struct conn *c, struct listener *ln, int fd, const struct peer *p,
+    const char *rule)
 {
 	struct tunnel_rt	*rt = ln->arg;
 
-	connlog_refused(c->id, rt, ln->addr, p);
+	connlog_decision(c->id, rt, p, 0, rule);
+	connlog_refused(c->id, rt, ln->addr, p, rule);
 	log_info("conn %lu (%s): closed: refused", c->id, rt->cfg->name);
 	rt->stats->accepted++;
 	count_fail(rt, TFAIL_DENIED, "refused: the peer may not use the tunnel");
@@ -1396,7 +1398,7 @@ on_accept(struct listener *ln, int fd)
 	struct tunnel_rt	*rt = ln->arg;
 	struct conn		*c;
 	struct peer		 peer;	/* 4 KB: not kept in the conn */
-	char			 who[PATH_MAX + 64], rule[64];
+	char			 who[PATH_MAX + 64], rule[512];
 
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		log_err("out of memory: closing a new connection");
@@ -1406,9 +1408,10 @@ on_accept(struct listener *ln, int fd)
 	c->id = next_id++;
 	peer_from_fd(fd, &peer);
 	if (!peer_access(&peer, rt->cfg, rule, sizeof(rule))) {
-		refuse(c, ln, fd, &peer);
+		refuse(c, ln, fd, &peer, rule);
 		return;
 	}
+	connlog_decision(c->id, rt, &peer, 1, rule);
 	connlog_peer(&c->log, &peer, rule);
 	/* what a PIN dialog would show (NULL if out of memory: less) */
 	peer_requester(&peer, who, sizeof(who));

@@ -26,13 +26,21 @@ for f in "$bindir/p11agent" "$pkglibexecdir/p11agent-helper"; do
 	[ -x "$D$f" ] || fail "make install: no program $f"
 done
 for f in "$mandir/man1/p11agent.1" "$mandir/man5/p11agent.conf.5" \
+    "$mandir/man5/p11agent.policy.5" \
     "$docdir/README.md" "$docdir/control-protocol.md" \
     "$docdir/helper-protocol.md" "$docdir/examples/agent.conf" \
-    "$pkgdatadir/policies/README.md"; do
+    "$pkgdatadir/policies/README.md" "$pkgdatadir/policies/banking.policy" \
+    "$pkgdatadir/policies/intranet.policy" \
+    "$pkgdatadir/policies/iot-ci.policy" \
+    "$sysconfdir/p11agent/policies.d/default.policy"; do
 	[ -f "$D$f" ] || fail "make install: no file $f"
 done
 [ -d "$D$sysconfdir/p11agent/policies.d" ] ||
     fail "make install: no directory $sysconfdir/p11agent/policies.d"
+# the examples are installed as examples only: the active directory holds
+# the default policy alone
+[ "$(cd "$D$sysconfdir/p11agent/policies.d" && echo *)" = default.policy ] ||
+    fail "policies.d holds more than default.policy: $(ls "$D$sysconfdir/p11agent/policies.d")"
 # the systemd units (where the build has libsystemd: they are Type=notify)
 # name the installed program
 if grep -q '^#define HAVE_LIBSYSTEMD 1' "$top_builddir/config.h"; then
@@ -85,6 +93,15 @@ grep -q '^identity card: ok' <<<"$out" &&
     grep -q '^tunnel intranet-api: ok' <<<"$out" ||
     fail "p11agent check of the example said: $out"
 ok "the example configuration passes p11agent check"
+# ... with the installed active policies, and with the examples (which
+# bind other tokens: they parse, and change nothing for this one)
+for dir in "$D$sysconfdir/p11agent/policies.d" "$D$pkgdatadir/policies"; do
+	out=$(P11AGENT_HELPER=$D$pkglibexecdir/p11agent-helper \
+	    "$D$bindir/p11agent" check -c "$T/agent.conf" --policies "$dir" \
+	    2>"$T/check.err") ||
+	    fail "p11agent check --policies ${dir#"$D"} failed: $(cat "$T/check.err")"
+done
+ok "the installed policies (active and examples) pass p11agent check"
 
 make -s -C "$top_builddir" uninstall DESTDIR="$D" >"$T/uninstall.log" 2>&1 ||
     fail "make uninstall failed: $(tail -n 20 "$T/uninstall.log")"

@@ -69,10 +69,18 @@ import json, sys
 f, uid, exe, port, down = sys.argv[1:]
 es = [json.loads(l) for l in open(f)]
 end = [e for e in es if e.get("P11AGENT_TUNNEL") == "t" and
-       e["MESSAGE"].startswith("conn ")]
+       e["MESSAGE"].startswith("conn ") and e.get("CODE_FUNC") != "connlog_decision"]
 if len(end) != 1:
     sys.exit("%d end entries for t" % len(end))
 e = end[0]
+# the access decision, logged when it was made, with its fields
+dec = [x for x in es if x.get("CODE_FUNC") == "connlog_decision" and
+       x.get("P11AGENT_TUNNEL") == "t"]
+if len(dec) != 1 or dec[0].get("P11AGENT_DECISION") != "allowed" or \
+        dec[0].get("P11AGENT_RULE") != "own uid" or \
+        dec[0].get("P11AGENT_CONN") != e.get("P11AGENT_CONN") or \
+        dec[0].get("P11AGENT_PEER_EXE") != exe or dec[0].get("PRIORITY") != "6":
+    sys.exit("the decision entry for t: %r" % dec)
 want = {
     "PRIORITY": "6", "CODE_FUNC": "connlog_end",
     "SYSLOG_IDENTIFIER": "p11agent", "P11AGENT_TUNNEL": "t",

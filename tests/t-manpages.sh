@@ -5,11 +5,15 @@
 # in the usage, and every command has its own entry in p11agent(1);
 # (b) every key of agent/config.c's keyword table is documented in its
 # section of p11agent.conf(5), and every key documented there is accepted;
-# (c) both pages format without a warning from groff or man.
+# (c) the pages format without a warning from groff or man; (d) every
+# key of agent/policy.c is documented in p11agent.policy(5), and every key
+# documented there is accepted.
 . "$top_srcdir/tests/lib.sh"
 
 MAN1=$top_srcdir/man/p11agent.1
 MAN5=$top_srcdir/man/p11agent.conf.5
+MANP=$top_srcdir/man/p11agent.policy.5
+POLICY_C=$top_srcdir/agent/policy.c
 CONFIG_C=$top_srcdir/agent/config.c
 MAIN_C=$top_srcdir/agent/main.c
 bad=0
@@ -58,6 +62,28 @@ while read -r s k; do
 	    "agent/config.c's keyword table does not accept it there"
 done < <(comm -13 "$T/keys.src" "$T/keys.man")
 [ "$bad" = 0 ] && ok "$(wc -l <"$T/keys.src") config keys, each documented in its section"
+
+# ---- (d) policy keys: agent/policy.c's pkey_names[] and the first-level
+# .It Ic KEY items of p11agent.policy(5)'s Selectors and Permissions
+awk '/^const char \*const pkey_names\[/ { t = 1; next }
+    t && /^};/ { exit }
+    t { while (match($0, /"[a-z0-9-]+"/)) {
+	print substr($0, RSTART + 1, RLENGTH - 2); $0 = substr($0, RSTART + RLENGTH) } }' \
+    "$POLICY_C" | sort -u >"$T/pkeys.src"
+[ -s "$T/pkeys.src" ] || fail "no pkey_names[] found in agent/policy.c"
+awk '/^\.S[hs] / { s = $0; sub(/^\.S[hs] /, "", s)
+	cur = s == "Selectors" || s == "Permissions"; depth = 0 }
+    /^\.Bl / { depth++ }
+    /^\.El/ { depth-- }
+    cur && depth == 1 && /^\.It Ic / { k = $0; sub(/^\.It Ic /, "", k); sub(/ .*/, "", k); print k }' \
+    "$MANP" | sort -u >"$T/pkeys.man"
+while read -r k; do
+	mismatch "agent/policy.c accepts '$k', but man/p11agent.policy.5 does not document it"
+done < <(comm -23 "$T/pkeys.src" "$T/pkeys.man")
+while read -r k; do
+	mismatch "man/p11agent.policy.5 documents '$k', but agent/policy.c does not accept it"
+done < <(comm -13 "$T/pkeys.src" "$T/pkeys.man")
+[ "$bad" = 0 ] && ok "$(wc -l <"$T/pkeys.src") policy keys, each documented in p11agent.policy(5)"
 
 # ---- (a) usage and SYNOPSIS
 # usage: from "usage:" to the first blank line; indented lines that do not
@@ -123,7 +149,7 @@ done < <(join -t "$US" -a 1 -a 2 -e '' -o 0,1.2,2.2 \
 [ "$bad" = 0 ] && ok "usage and SYNOPSIS: $(wc -l <"$T/usage") lines alike"
 
 # ---- (c) no formatting warnings
-for page in "$MAN1" "$MAN5"; do
+for page in "$MAN1" "$MAN5" "$MANP"; do
 	w=$(LC_ALL=C.UTF-8 groff -mandoc -Tutf8 -ww -z "$page" 2>&1)
 	[ -z "$w" ] || mismatch "groff -ww: ${page#"$top_srcdir"/}: $w"
 	if command -v man >/dev/null; then
@@ -133,4 +159,4 @@ for page in "$MAN1" "$MAN5"; do
 	fi
 done
 [ "$bad" = 0 ] || fail "the pages and the program disagree (above)"
-ok "both pages format without warnings"
+ok "the pages format without warnings"

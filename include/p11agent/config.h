@@ -52,6 +52,8 @@ enum cfg_reinsert {
 #define CFG_DEFAULT_HANDSHAKES	4
 #define CFG_MAX_HANDSHAKES	64
 
+struct policy;
+
 struct cfg_identity {
 	char			*name;
 	int			 line;
@@ -70,6 +72,11 @@ struct cfg_identity {
 	/* card removal */
 	int			 on_removal;	/* CFG_REMOVAL_* */
 	int			 on_reinsert;	/* CFG_REINSERT_* */
+	/* the lines of the keys a policy checks (0: not given) */
+	int			 pin_line, pin_cache_line, on_removal_line;
+	/* the policies binding it (agent/policy.c; of config->policies) */
+	const struct policy	*policies[8];
+	int			 npolicies;
 	struct cfg_identity	*next;
 };
 
@@ -128,6 +135,11 @@ struct cfg_tunnel {
 	int			 session_cache_size;	/* 0: the default */
 	int			 session_lifetime;	/* seconds; 0: default */
 	char			*text;		/* "key=value\n"..., as read */
+	/* the lines of the keys a policy checks (0: not given) */
+	int			 connect_line, server_name_line, ca_line;
+	int			 ca_dir_line, pins_line, ocsp_line;
+	int			 tls_min_line, tls_max_line;
+	int			 allow_users_line, allow_groups_line;
 	struct cfg_tunnel	*next;
 };
 
@@ -162,6 +174,8 @@ struct config {
 	struct cfg_agent	 agent;
 	struct cfg_identity	*identities;
 	struct cfg_tunnel	*tunnels;
+	/* the administrator's policies (agent/policy.c), freed with it */
+	struct policy_set	*policies;
 };
 
 /* Parses path; on error returns < 0 and a message in err. */

@@ -2,7 +2,8 @@
  * p11agent: the log lines of one tunnel connection (agent/connlog.c).
  *
  * When a connection ends, one info line says who it was (peer uid, pid,
- * executable), why it was let in (own uid, allow-users, allow-groups),
+ * executable), why it was let in (own uid, allow-users, allow-groups,
+ * or the administrator's policies: agent/policy.c),
  * where it went (upstream, TLS version, full or resumed handshake), how
  * much moved (bytes up and down, duration) and how it ended (closed by
  * the client or the upstream, or why it failed), with the same as
@@ -31,7 +32,7 @@ enum connlog_side {
 struct connlog {
 	long		 uid, pid;	/* -1: unknown */
 	char		*exe;		/* NULL: unknown */
-	char		 access[40];	/* the rule that let it in */
+	char		 access[256];	/* the rule that let it in */
 	enum connlog_side first_eof;
 };
 
@@ -52,8 +53,16 @@ void	 connlog_end(const struct connlog *, unsigned long id,
 	    const struct tunnel_rt *, SSL *ssl, unsigned long long up,
 	    unsigned long long down, long ms, const char *why, int up_dead);
 
-/* A refused peer: the warning naming it and the rule, with fields. */
+/* A refused peer: the warning naming it and the rule (peer_access's),
+ * with fields. */
 void	 connlog_refused(unsigned long id, const struct tunnel_rt *,
-	    const char *listener, const struct peer *);
+	    const char *listener, const struct peer *, const char *rule);
+/*
+ * The access decision, when it is made (info): uid, pid, program,
+ * identity, destination, allowed or refused, and the rule; fields
+ * P11AGENT_DECISION and P11AGENT_RULE besides those of the end line.
+ */
+void	 connlog_decision(unsigned long id, const struct tunnel_rt *,
+	    const struct peer *, int allowed, const char *rule);
 
 #endif

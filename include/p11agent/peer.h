@@ -14,7 +14,9 @@
  *
  * Access: by default only the uid that runs the agent may use a tunnel;
  * the tunnel's allow-users and allow-groups widen that.  An unknown uid
- * is denied.
+ * is denied.  The policies that bind the tunnel's identity (policy.h)
+ * must let the peer in too; a policy's allow-users or allow-groups take
+ * the place of the default when the tunnel names none.
  */
 #ifndef P11AGENT_PEER_H
 #define P11AGENT_PEER_H
@@ -47,8 +49,10 @@ void	 peer_describe(const struct peer *, char *, size_t);
  * unknown).  A group is matched against the peer's gid (Unix sockets)
  * and the groups of the uid's account (getgrouplist). */
 int	 peer_allowed(const struct peer *, const struct cfg_tunnel *);
-/* The same, and the rule that let it in, into rule: "own uid",
- * "allow-users UID" or "allow-groups GID" (left alone if denied). */
+/* The same, and the rule that decided, into rule: "own uid",
+ * "allow-users UID", "allow-groups GID", the policies that let it in
+ * ("policy bank (FILE:9: allow-programs)", agent/policy.c), or why it was
+ * refused (peer_rule's text, or the policy rule it broke). */
 int	 peer_access(const struct peer *, const struct cfg_tunnel *,
 	    char *rule, size_t);
 /* The rule, for a refusal: "only uid 1000; allow-users/allow-groups

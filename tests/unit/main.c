@@ -70,7 +70,7 @@ main(int argc, char *argv[])
 	if (suite_proto() != 0 || suite_config() != 0 || suite_pin() != 0 ||
 	    suite_req() != 0 || suite_spawn() != 0 ||
 	    suite_resolve() != 0 || suite_pinentry() != 0 ||
-	    suite_log() != 0) {
+	    suite_log() != 0 || suite_policy() != 0) {
 		CU_cleanup_registry();
 		return 99;
 	}

@@ -12,6 +12,7 @@ int	 suite_spawn(void);
 int	 suite_resolve(void);
 int	 suite_pinentry(void);
 int	 suite_log(void);
+int	 suite_policy(void);
 /* The pinentry suite's child without locked memory (argv[0] pin-nolock). */
 int	 pin_nolock_child(void);
 /* The spawn suite's token helper (argv[0] p11agent-helper). */
