@@ -33,6 +33,38 @@ sig_clear(struct audit_sig *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* in's numbers, and copies of its strings but why (left NULL) */
+static void
+copy_into(struct audit_sig *s, const struct audit_sig *in)
+{
+	*s = *in;
+	s->why = NULL;
+	s->identity = dup_or_null(in->identity);
+	s->token = dup_or_null(in->token);
+	s->tunnel = dup_or_null(in->tunnel);
+	s->upstream = dup_or_null(in->upstream);
+	s->exe = dup_or_null(in->exe);
+}
+
+struct audit_sig *
+audit_copy(const struct audit_sig *in)
+{
+	struct audit_sig	*s;
+
+	if ((s = calloc(1, sizeof(*s))) != NULL)
+		copy_into(s, in);
+	return s;
+}
+
+void
+audit_free(struct audit_sig *s)
+{
+	if (s == NULL)
+		return;
+	sig_clear(s);
+	free(s);
+}
+
 const char *
 audit_mechanism(int alg)
 {
@@ -61,14 +93,9 @@ audit_signature(const struct audit_sig *in)
 	count++;
 	s = &ring[count % AUDIT_KEEP];
 	sig_clear(s);
-	*s = *in;
+	copy_into(s, in);
 	s->seq = count;
 	s->why = in->ok ? NULL : dup_or_null(in->why ? in->why : "?");
-	s->identity = dup_or_null(in->identity);
-	s->token = dup_or_null(in->token);
-	s->tunnel = dup_or_null(in->tunnel);
-	s->upstream = dup_or_null(in->upstream);
-	s->exe = dup_or_null(in->exe);
 
 	snprintf(seq, sizeof(seq), "%lu", s->seq);
 	snprintf(conn, sizeof(conn), "%lu", s->conn);

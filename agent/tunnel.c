@@ -72,6 +72,7 @@ struct conn {
 						 * empty since epoll said so */
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
+	struct audit_sig	*zaudit;	/* a zombie's: conn_signed */
 	int			 leader;	/* a full handshake others wait
 						 * for (tunnel_rt.leaders) */
 	int			 slot;		/* one of its identity's full
@@ -161,6 +162,8 @@ static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 static void	retired_free(struct agent *);
 static void	conn_signed(void *, const struct rkey_signed *);
+static void	audit_base(struct conn *, struct audit_sig *, char *, size_t,
+		    char *, size_t);
 
 static void
 conn_free(void *arg)
@@ -173,6 +176,7 @@ conn_free(void *arg)
 	buf_put(&c->u2c);
 	free(c->who);
 	connlog_clear(&c->log);
+	audit_free(c->zaudit);
 	free(c);
 	heap_freed();
 }
@@ -279,6 +283,8 @@ static void
 conn_close(struct conn *c, const char *why)
 {
 	struct tunnel_stats	*st = c->rt->stats;
+	struct audit_sig	 g;
+	char			 up[300], tok[80];
 
 	if (c->closing)
 		return;
@@ -304,6 +310,8 @@ conn_close(struct conn *c, const char *why)
 	list_remove(&conns, c);
 	if (paused_in_sign(c)) {
 		c->zombie = 1;
+		audit_base(c, &g, up, sizeof(up), tok, sizeof(tok));
+		c->zaudit = audit_copy(&g);	/* NULL: less is said */
 		loop_set(&c->uw, 0);
 		list_add(&zombies, c);
 		return;
@@ -872,23 +880,43 @@ log_handshake(struct conn *c)
 		    c->rt->cfg->name);
 }
 
-/* A signature of this connection's handshake done: the audit trail. */
+/* Who and where for the audit trail: the tunnel's names, the client. */
+static void
+audit_base(struct conn *c, struct audit_sig *g, char *up, size_t uplen,
+    char *tok, size_t toklen)
+{
+	const struct identity	*id = c->rt->id;
+
+	snprintf(tok, toklen, "'%s' serial %s", id->tok_label,
+	    id->tok_serial);
+	*g = (struct audit_sig){ .identity = id->cfg->name,
+	    .token = id->tok_label[0] ? tok : NULL, .tunnel = c->rt->cfg->name,
+	    .upstream = upstream_name(c, up, uplen), .conn = c->id,
+	    .uid = c->log.uid, .pid = c->log.pid, .exe = c->log.exe };
+}
+
+/* A signature of this connection's handshake done: the audit trail.  A
+ * zombie's tunnel may be gone (the agent stopping): its copy serves. */
 static void
 conn_signed(void *arg, const struct rkey_signed *r)
 {
 	struct conn		*c = arg;
-	const struct identity	*id = c->rt->id;
+	struct audit_sig	 g;
 	char			 up[300], tok[80];
 
-	snprintf(tok, sizeof(tok), "'%s' serial %s", id->tok_label,
-	    id->tok_serial);
-	audit_signature(&(struct audit_sig){ .when = time(NULL) -
-	    (clock_now_ms() - r->start_ms) / 1000, .ms = r->ms,
-	    .ok = r->err == 0, .why = r->why, .identity = id->cfg->name,
-	    .token = id->tok_label[0] ? tok : NULL, .tunnel = c->rt->cfg->name,
-	    .upstream = upstream_name(c, up, sizeof(up)), .conn = c->id,
-	    .uid = c->log.uid, .pid = c->log.pid, .exe = c->log.exe,
-	    .mechanism = audit_mechanism(r->alg) });
+	if (c->rt != NULL)
+		audit_base(c, &g, up, sizeof(up), tok, sizeof(tok));
+	else if (c->zaudit != NULL)
+		g = *c->zaudit;
+	else
+		g = (struct audit_sig){ .conn = c->id, .uid = c->log.uid,
+		    .pid = c->log.pid, .exe = c->log.exe };
+	g.when = time(NULL) - (clock_now_ms() - r->start_ms) / 1000;
+	g.ms = r->ms;
+	g.ok = r->err == 0;
+	g.why = r->why;
+	g.mechanism = audit_mechanism(r->alg);
+	audit_signature(&g);
 }
 
 static void

@@ -36,6 +36,11 @@ struct audit_sig {
 
 /* A signature done: logged, and kept (the strings are copied). */
 void	 audit_signature(const struct audit_sig *);
+/* A copy of a signature's who and where (the strings but why), for a
+ * connection whose tunnel may be gone before its signature ends (one
+ * closed while the token signs: tunnel.c); audit_free frees it. */
+struct audit_sig *audit_copy(const struct audit_sig *);
+void	 audit_free(struct audit_sig *);
 /* The i-th latest kept (0: the latest), or NULL. */
 const struct audit_sig *audit_recent(int i);
 /* Signatures since the agent started. */
