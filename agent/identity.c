@@ -514,6 +514,13 @@ open_finish(struct identity *id, struct pbuf *reply,
 		    p11a_strerror(r));
 		goto fail;
 	}
+	/* the token it is on (a policy's token-label, the audit trail) */
+	if (hid->label[0] != '\0' || hid->serial[0] != '\0') {
+		snprintf(id->tok_label, sizeof(id->tok_label), "%s",
+		    hid->label);
+		snprintf(id->tok_serial, sizeof(id->tok_serial), "%s",
+		    hid->serial);
+	}
 	return 0;
 fail:
 	X509_free(hid->cert);

@@ -138,14 +138,17 @@ binds(const struct policy *pol, const struct cfg_identity *ci,
 
 	if (pol->key != NULL && !key_matches(pol->key, ci->key))
 		return 0;
-	if (pol->label != NULL && !((uri_attr(ci->key, "token", v,
-	    sizeof(v)) || (id != NULL && id->tok_label[0] != '\0' &&
-	    snprintf(v, sizeof(v), "%s", id->tok_label) > 0)) &&
+	/* the token the key was found on, as its helper said; before the
+	 * identity opened, what the key URI says */
+	if (pol->label != NULL && !(((id != NULL && id->tok_label[0] != '\0' &&
+	    snprintf(v, sizeof(v), "%s", id->tok_label) > 0) ||
+	    uri_attr(ci->key, "token", v, sizeof(v))) &&
 	    fnmatch(pol->label, v, 0) == 0))
 		return 0;
-	if (pol->serial != NULL && !((uri_attr(ci->key, "serial", v,
-	    sizeof(v)) || (id != NULL && id->tok_serial[0] != '\0' &&
-	    snprintf(v, sizeof(v), "%s", id->tok_serial) > 0)) &&
+	if (pol->serial != NULL && !(((id != NULL &&
+	    id->tok_serial[0] != '\0' &&
+	    snprintf(v, sizeof(v), "%s", id->tok_serial) > 0) ||
+	    uri_attr(ci->key, "serial", v, sizeof(v))) &&
 	    fnmatch(pol->serial, v, 0) == 0))
 		return 0;
 	if ((pol->has_sha || pol->issuer != NULL || pol->subject != NULL) &&

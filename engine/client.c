@@ -985,8 +985,8 @@ helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache)
 int
 helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {
-	const unsigned char	*der;
-	size_t			 len;
+	const unsigned char	*der, *label, *serial;
+	size_t			 len, llen, slen;
 	int			 r;
 
 	out->cert = NULL;
@@ -994,8 +994,17 @@ helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 	out->keytype = pbuf_get_u8(reply);
 	out->caps = pbuf_get_u32(reply);
 	der = pbuf_get_bytes(reply, &len, PROTO_MAX_FIELD);
+	label = pbuf_get_bytes(reply, &llen, sizeof(out->label) - 1);
+	serial = pbuf_get_bytes(reply, &slen, sizeof(out->serial) - 1);
 	if ((r = pbuf_end(reply)) != 0)
 		return r;
+	if (memchr(label, '\0', llen) != NULL ||
+	    memchr(serial, '\0', slen) != NULL)
+		return P11A_ERR_PROTOCOL;
+	memcpy(out->label, label, llen);
+	out->label[llen] = '\0';
+	memcpy(out->serial, serial, slen);
+	out->serial[slen] = '\0';
 	if (out->keytype != PROTO_KEY_RSA && out->keytype != PROTO_KEY_EC)
 		return P11A_ERR_PROTOCOL;
 	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL)

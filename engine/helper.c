@@ -141,6 +141,7 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	struct pbuf		 out;
 	const uint8_t		*cert;
 	size_t			 certlen;
+	char			 label[33], serial[17];
 	int			 r;
 
 	if (hreq_open(in, &q) != 0)
@@ -171,6 +172,9 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	pbuf_put_u8(&out, (uint8_t)token_key_type(k));
 	pbuf_put_u32(&out, token_key_caps(k));
 	pbuf_put_bytes(&out, cert, certlen);
+	token_key_token(k, label, serial);
+	pbuf_put_str(&out, label);
+	pbuf_put_str(&out, serial);
 	r = proto_send(HELPER_FD, PROTO_OPEN_OK, id, &out);
 	pbuf_clear(&out);
 out:

@@ -961,6 +961,13 @@ token_key_caps(const struct token_key *k)
 	return k->caps;
 }
 
+void
+token_key_token(const struct token_key *k, char *label, char *serial)
+{
+	token_label(k->label, label);
+	TOKEN_UNPAD(k->serial, serial);
+}
+
 const uint8_t *
 token_key_cert(const struct token_key *k, size_t *len)
 {

@@ -31,7 +31,7 @@ uid=$(id -u)
 for i in 0 1 2; do
 	n=$(grep -cF "for conn $((i + 1)) (t): uid $uid pid ${pids[$i]} ${prog[$i]}; upstream localhost:$s_port; CKM_ECDSA, " "$T/agent.log") || true
 	[ "$n" = 1 ] || fail "signature of connection $((i + 1)) (pid ${pids[$i]} ${prog[$i]}): $n lines: $(grep 'signature ' "$T/agent.log")"
-	grep -E "signature $((i + 1)) by identity ec(, token '[^']+' serial [0-9a-f]+)? for conn $((i + 1)) \(t\): uid $uid pid ${pids[$i]} .*[0-9]+ ms; signed$" "$T/agent.log" >/dev/null ||
+	grep -E "signature $((i + 1)) by identity ec, token '$P11TEST_TOKEN' serial [0-9a-f]+ for conn $((i + 1)) \(t\): uid $uid pid ${pids[$i]} .*[0-9]+ ms; signed$" "$T/agent.log" >/dev/null ||
 	    fail "signature $((i + 1)): $(grep 'signature ' "$T/agent.log")"
 done
 [ "$(grep -c 'signature [0-9]* by identity' "$T/agent.log")" = 3 ] ||

@@ -200,6 +200,19 @@ for sel in "cert-sha256 = $fp" "cert-subject = *CN=p11agent-test-ec*" \
 	check_fails "$C" "[tunnel t] connect = evil.example:443 is outside policy c"
 	ok "$sel binds the identity"
 done
+# token selectors see the token the key was found on, also when the key
+# URI does not name it (the helper says which token it opened)
+serial=$("$P11AGENT" tokens --module "$FAULT" 2>/dev/null |
+    sed -n "s/.*token '$P11TEST_TOKEN' (.*serial \([0-9a-f]*\)).*/\1/p" | head -n 1)
+[ -n "$serial" ] || fail "no serial of the test token from p11agent tokens"
+sed 's|^key = .*|key = pkcs11:id=%02;type=private|' "$C" >"$T/nolabel.conf"
+grep -q '^key = pkcs11:id=%02;type=private$' "$T/nolabel.conf" ||
+    fail "no key line to rewrite in $C"
+for sel in "token-label = $P11TEST_TOKEN" "token-serial = $serial"; do
+	printf '[policy c]\n%s\nconnect = localhost:1\n' "$sel" >"$P/10-bank.policy"
+	check_fails "$T/nolabel.conf" "[tunnel t] connect = evil.example:443 is outside policy c"
+	ok "$sel binds an identity whose key URI names no token"
+done
 printf '[policy c]\ncert-subject = *CN=someone-else*\nconnect = localhost:1\n' >"$P/10-bank.policy"
 printf '[policy e]\nkey = pkcs11:id=%%01;token=%s\nconnect = localhost:1\n' "$P11TEST_TOKEN" >"$P/30-e.policy"
 printf '[policy d]\ntoken-label = other-token\nallow-users = %s\n' "$other" >"$P/20-d.policy"

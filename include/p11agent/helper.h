@@ -131,6 +131,8 @@ struct helper_identity {
 	int		 keytype;	/* PROTO_KEY_* */
 	uint32_t	 caps;		/* PROTO_CAP_* */
 	X509		*cert;
+	char		 label[33];	/* the token's, as C_GetTokenInfo */
+	char		 serial[17];
 };
 int	 helper_open(struct helper *, const char *key_uri, const char *cert,
 	    const char *pin_source, int timeout_ms, struct helper_identity *);

@@ -114,6 +114,8 @@ int	 token_housekeeping_timeout(const struct token_ctx *, long now);
 int	 token_source_interactive(const char *);
 int	 token_key_type(const struct token_key *);	/* PROTO_KEY_* */
 uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
+/* The label and serial of the key's token, unpadded (33 and 17 bytes). */
+void	 token_key_token(const struct token_key *, char *label, char *serial);
 /* The certificate's DER, or NULL with *len 0 when none was asked for. */
 const uint8_t *token_key_cert(const struct token_key *, size_t *);
 
