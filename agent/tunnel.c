@@ -52,6 +52,18 @@ enum conn_state { C_RESOLVING, C_CONNECTING, C_WAITSESS, C_QUEUED, C_HANDSHAKE,
  * may take to come before the waiting connections give up on it. */
 #define TICKET_GRACE_MS	300
 
+/*
+ * Signatures done inside a handshake's async job, kept until the job has
+ * returned to the event loop's stack: the audit line is written from
+ * there (conn_audit_flush), never on the job's small stack.
+ */
+#define CONN_SIGS	2
+struct conn_sigs {
+	int			 n;
+	struct rkey_signed	 r[CONN_SIGS];
+	char			 why[CONN_SIGS][256];
+};
+
 struct conn {
 	unsigned long		 id;
 	struct tunnel_rt	*rt;
@@ -73,6 +85,7 @@ struct conn {
 	int			 closing;
 	int			 zombie;	/* closed, job still paused */
 	struct audit_sig	*zaudit;	/* a zombie's: conn_signed */
+	struct conn_sigs	*sigs;		/* done, not yet logged */
 	int			 leader;	/* a full handshake others wait
 						 * for (tunnel_rt.leaders) */
 	int			 slot;		/* one of its identity's full
@@ -162,6 +175,7 @@ static void	hsq_remove(struct conn *);
 static void	slot_release(struct conn *);
 static void	retired_free(struct agent *);
 static void	conn_signed(void *, const struct rkey_signed *);
+static void	conn_audit_flush(struct conn *);
 static void	audit_base(struct conn *, struct audit_sig *, char *, size_t,
 		    char *, size_t);
 
@@ -177,6 +191,7 @@ conn_free(void *arg)
 	free(c->who);
 	connlog_clear(&c->log);
 	audit_free(c->zaudit);
+	free(c->sigs);
 	free(c);
 	heap_freed();
 }
@@ -235,6 +250,7 @@ zombie_resume(struct conn *c)
 	rkey_set_audit(conn_signed, c);	/* the card signed all the same */
 	r = SSL_do_handshake(c->ssl);
 	rkey_set_audit(NULL, NULL);
+	conn_audit_flush(c);
 	if (r != 1 && SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_ASYNC &&
 	    watch_async(c) == 0)
 		return;		/* paused again */
@@ -895,28 +911,60 @@ audit_base(struct conn *c, struct audit_sig *g, char *up, size_t uplen,
 	    .uid = c->log.uid, .pid = c->log.pid, .exe = c->log.exe };
 }
 
-/* A signature of this connection's handshake done: the audit trail.  A
- * zombie's tunnel may be gone (the agent stopping): its copy serves. */
+/*
+ * A signature of this connection's handshake done (called inside the
+ * handshake's job): kept for conn_audit_flush, which logs it.
+ */
 static void
 conn_signed(void *arg, const struct rkey_signed *r)
 {
 	struct conn		*c = arg;
+	struct conn_sigs	*k;
+
+	if (c->sigs == NULL && (c->sigs = calloc(1, sizeof(*c->sigs))) ==
+	    NULL)
+		return;		/* no memory: the helper's counters still
+				 * have it */
+	k = c->sigs;
+	if (k->n == CONN_SIGS)
+		return;
+	k->r[k->n] = *r;
+	snprintf(k->why[k->n], sizeof(k->why[k->n]), "%s", r->why ? r->why :
+	    "");
+	k->n++;
+}
+
+/* The audit trail's lines of the signatures conn_signed kept.  A
+ * zombie's tunnel may be gone (the agent stopping): its copy serves. */
+static void
+conn_audit_flush(struct conn *c)
+{
+	struct conn_sigs	*k = c->sigs;
 	struct audit_sig	 g;
 	char			 up[300], tok[80];
+	int			 i;
 
-	if (c->rt != NULL)
-		audit_base(c, &g, up, sizeof(up), tok, sizeof(tok));
-	else if (c->zaudit != NULL)
-		g = *c->zaudit;
-	else
-		g = (struct audit_sig){ .conn = c->id, .uid = c->log.uid,
-		    .pid = c->log.pid, .exe = c->log.exe };
-	g.when = time(NULL) - (clock_now_ms() - r->start_ms) / 1000;
-	g.ms = r->ms;
-	g.ok = r->err == 0;
-	g.why = r->why;
-	g.mechanism = audit_mechanism(r->alg);
-	audit_signature(&g);
+	if (k == NULL)
+		return;
+	c->sigs = NULL;
+	for (i = 0; i < k->n; i++) {
+		if (c->rt != NULL)
+			audit_base(c, &g, up, sizeof(up), tok, sizeof(tok));
+		else if (c->zaudit != NULL)
+			g = *c->zaudit;
+		else
+			g = (struct audit_sig){ .conn = c->id,
+			    .uid = c->log.uid, .pid = c->log.pid,
+			    .exe = c->log.exe };
+		g.when = time(NULL) - (clock_now_ms() - k->r[i].start_ms) /
+		    1000;
+		g.ms = k->r[i].ms;
+		g.ok = k->r[i].err == 0;
+		g.why = g.ok ? NULL : k->why[i];
+		g.mechanism = audit_mechanism(k->r[i].alg);
+		audit_signature(&g);
+	}
+	free(k);
 }
 
 static void
@@ -935,6 +983,7 @@ handshake(struct conn *c)
 	r = SSL_do_handshake(c->ssl);
 	rkey_set_audit(NULL, NULL);
 	rkey_set_requester(NULL, NULL);
+	conn_audit_flush(c);
 	if (r == 1 && SSL_session_reused(c->ssl) &&
 	    sess_stale(&c->rt->sess, c->ssl)) {
 		/* resumed a session dropped meanwhile (lock, card pulled) */

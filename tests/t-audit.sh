@@ -101,3 +101,42 @@ PY
     fail "status --json: $(cat "$T/status2.json")"
 ok "a refused signature: logged and in status as failed, with its pid"
 stop_agent
+
+# a connection closed while its token signs (handshake-timeout): the
+# card signed all the same, and the line says so when the token answers;
+# then the agent stopped while a signature is pending: no crash, the
+# signature is in the trail (the token helper gone), exit 0
+{
+	agent_section
+	identity ec 02
+	tunnel t "localhost:$s_port" ec "session-cache = no" \
+	    "handshake-timeout = 1"
+} >"$T/slow.conf"
+P11FAULT_SIGN_DELAY_MS=2500 start_agent "$T/slow.conf" ||
+    fail "the agent did not start"
+log_mark
+"$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 20 >/dev/null &
+pid=$!
+wait_log "conn 1 \(t\): closed: timeout" 10 ||
+    fail "the slow handshake did not time out"
+log_since_has "signature 1 " && fail "signature 1 logged before the token answered"
+wait_log "signature 1 by identity ec, token '$P11TEST_TOKEN' serial [0-9a-f]+ for conn 1 \(t\): uid $uid pid $pid $(realpath "$CLIENT"); upstream localhost:$s_port; CKM_ECDSA, 2[0-9]{3} ms; signed" 10 ||
+    fail "no signature line for the closed connection: $(grep 'signature ' "$T/agent.log")"
+wait "$pid" || true
+ok "a connection closed while the token signed: $(grep 'signature 1 ' "$T/agent.log" | tail -n 1 | sed 's/^ *//')"
+log_mark
+"$CLIENT" "$(listen_addr t tcp)" expect-close --timeout 20 >/dev/null &
+pid=$!
+wait_log "conn 2: the handshake waits for the token" 10 ||
+    fail "connection 2 did not wait for the token"
+kill -TERM "$AGENT_PID"
+wait_log "stopping" 5 || fail "the agent did not begin to stop"
+kill -TERM "$AGENT_PID"
+rc=0
+wait "$AGENT_PID" || rc=$?
+AGENT_PID=
+[ "$rc" = 0 ] || fail "the agent exited with status $rc, a signature pending at stop"
+grep -E "signature 2 by identity ec, token '$P11TEST_TOKEN' serial [0-9a-f]+ for conn 2 \(t\): uid $uid pid $pid .*; (signed|failed: .*)$" "$T/agent.log" >/dev/null ||
+    fail "no line for the signature pending at stop: $(grep 'signature ' "$T/agent.log")"
+wait "$pid" || true
+ok "stopped with a signature pending: exit 0, $(grep 'signature 2 ' "$T/agent.log" | tail -n 1 | sed 's/^ *//')"
