@@ -3,11 +3,16 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "p11agent/audit.h"
+#include "p11agent/clock.h"
+#include "p11agent/helper.h"
 #include "p11agent/log.h"
 #include "p11agent/proto.h"
 
@@ -30,6 +35,7 @@ sig_clear(struct audit_sig *s)
 	free((char *)s->tunnel);
 	free((char *)s->upstream);
 	free((char *)s->exe);
+	free((char *)s->purpose);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -44,6 +50,7 @@ copy_into(struct audit_sig *s, const struct audit_sig *in)
 	s->tunnel = dup_or_null(in->tunnel);
 	s->upstream = dup_or_null(in->upstream);
 	s->exe = dup_or_null(in->exe);
+	s->purpose = dup_or_null(in->purpose);
 }
 
 struct audit_sig *
@@ -87,7 +94,7 @@ audit_signature(const struct audit_sig *in)
 {
 	struct audit_sig	*s;
 	char			 seq[24], conn[24], uid[24], pid[24], ms[24];
-	char			 outcome[600];
+	char			 outcome[600], what[300];
 	struct log_field	 f[12];
 
 	count++;
@@ -107,8 +114,14 @@ audit_signature(const struct audit_sig *in)
 	else
 		snprintf(outcome, sizeof(outcome), "failed: %s", s->why ?
 		    s->why : "?");
+	/* a tunnel's connection, or what else asked (p11agent check) */
+	if (s->purpose != NULL)
+		snprintf(what, sizeof(what), "%s", s->purpose);
+	else
+		snprintf(what, sizeof(what), "conn %s (%s)", conn, s->tunnel ?
+		    s->tunnel : "?");
 	f[0] = (struct log_field){ "P11AGENT_SIGNATURE", seq };
-	f[1] = (struct log_field){ "P11AGENT_CONN", conn };
+	f[1] = (struct log_field){ "P11AGENT_CONN", s->purpose ? NULL : conn };
 	f[2] = (struct log_field){ "P11AGENT_TUNNEL", s->tunnel };
 	f[3] = (struct log_field){ "P11AGENT_IDENTITY", s->identity };
 	f[4] = (struct log_field){ "P11AGENT_PEER_UID", uid };
@@ -120,12 +133,32 @@ audit_signature(const struct audit_sig *in)
 	f[10] = (struct log_field){ "P11AGENT_OUTCOME", outcome };
 	f[11] = (struct log_field){ "P11AGENT_TOKEN", s->token };
 	log_fields(s->ok ? LOG_LVL_INFO : LOG_LVL_WARN, __func__, f, 12,
-	    "signature %s by identity %s%s%s for conn %s (%s): uid %s pid %s "
-	    "%s; upstream %s; %s, %s ms; %s", seq, s->identity ? s->identity :
-	    "?", s->token ? ", token " : "", s->token ? s->token : "", conn,
-	    s->tunnel ? s->tunnel : "?", uid, pid, s->exe ? s->exe : "?",
-	    s->upstream ? s->upstream : "?", s->mechanism ? s->mechanism : "?",
-	    ms, outcome);
+	    "signature %s by identity %s%s%s for %s: uid %s pid %s %s%s%s; "
+	    "%s, %s ms; %s", seq, s->identity ? s->identity : "?", s->token ?
+	    ", token " : "", s->token ? s->token : "", what, uid, pid, s->exe ?
+	    s->exe : "?", s->upstream ? "; upstream " : "", s->upstream ?
+	    s->upstream : "", s->mechanism ? s->mechanism : "?", ms, outcome);
+}
+
+void
+audit_local(void *arg, const struct rkey_signed *r)
+{
+	struct audit_sig	 g = *(const struct audit_sig *)arg;
+	char			 exe[PATH_MAX];
+	ssize_t			 n;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) < 0)
+		n = 0;
+	exe[n] = '\0';
+	g.when = time(NULL) - (clock_now_ms() - r->start_ms) / 1000;
+	g.ms = r->ms;
+	g.ok = r->err == 0;
+	g.why = r->why;
+	g.uid = (long)getuid();
+	g.pid = (long)getpid();
+	g.exe = exe[0] != '\0' ? exe : NULL;
+	g.mechanism = audit_mechanism(r->alg);
+	audit_signature(&g);
 }
 
 const struct audit_sig *

@@ -26,6 +26,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "p11agent/audit.h"
 #include "p11agent/enroll.h"
 #include "p11agent/error.h"
 #include "p11agent/helper.h"
@@ -390,7 +391,8 @@ write_csr(struct session *s, struct enroll_args *a, struct enroll_key *ek,
 	X509_REQ		*req = NULL;
 	const EVP_MD		*md = a->bits == 384 ? EVP_sha384() :
 	    EVP_sha256();
-	int			 r = -1;
+	struct audit_sig	 g;
+	int			 r = -1, signed_ok;
 
 	memset(&hid, 0, sizeof(hid));
 	if (helper_open(s->h, ek->uri, "none", s->pin, OPEN_TIMEOUT_MS,
@@ -407,7 +409,13 @@ write_csr(struct session *s, struct enroll_args *a, struct enroll_key *ek,
 		log_ssl(LOG_LVL_ERR, __func__, "cannot build the request");
 		goto out;
 	}
-	if (sign_req(req, pk, a->keytype, md) != 0) {
+	/* the request's signature is in the audit trail too */
+	g = (struct audit_sig){ .identity = ek->uri,
+	    .purpose = "p11agent enroll's certificate request" };
+	rkey_set_audit(audit_local, &g);
+	signed_ok = sign_req(req, pk, a->keytype, md) == 0;
+	rkey_set_audit(NULL, NULL);
+	if (!signed_ok) {
 		log_ssl(LOG_LVL_ERR, __func__, "the token did not sign the "
 		    "request");
 		goto out;

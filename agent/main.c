@@ -365,7 +365,8 @@ test_sign(struct identity *id)
 {
 	unsigned char	 msg[32], sig[1024];
 	size_t		 siglen = sizeof(sig);
-	char		 who[64];
+	char		 who[64], tok[80];
+	struct audit_sig g;
 	EVP_MD_CTX	*md;
 	const char	*why = NULL;
 
@@ -374,6 +375,12 @@ test_sign(struct identity *id)
 	RAND_bytes(msg, sizeof(msg));
 	snprintf(who, sizeof(who), "p11agent check (pid %ld)", (long)getpid());
 	rkey_set_requester(who, "a test signature");
+	snprintf(tok, sizeof(tok), "'%s' serial %s", id->tok_label,
+	    id->tok_serial);
+	g = (struct audit_sig){ .identity = id->cfg->name,
+	    .token = id->tok_label[0] ? tok : NULL,
+	    .purpose = "p11agent check's test signature" };
+	rkey_set_audit(audit_local, &g);
 	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, id->pkey) != 1 ||
 	    EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) != 1)
 		why = helper_error(id->mod->helper)[0] ?
@@ -385,6 +392,8 @@ test_sign(struct identity *id)
 	    EVP_DigestVerify(md, sig, siglen, msg, sizeof(msg)) != 1)
 		why = "the signature does not verify with the certificate: "
 		    "the certificate belongs to another key";
+	rkey_set_audit(NULL, NULL);
+	rkey_set_requester(NULL, NULL);
 	EVP_MD_CTX_free(md);
 	ERR_clear_error();
 	return why;

@@ -12,6 +12,11 @@ start_upstream s
 	identity ec 02
 	tunnel t "localhost:$s_port" ec "session-cache = no"
 } >"$T/agent.conf"
+# p11agent check's test signature is in its trail too (its own log)
+out=$("$P11AGENT" check -c "$T/agent.conf" 2>&1) || fail "check: $out"
+grep -Eq "^p11agent: signature 1 by identity ec, token '$P11TEST_TOKEN' serial [0-9a-f]+ for p11agent check's test signature: uid $(id -u) pid [0-9]+ /[^ ]+; CKM_ECDSA, [0-9]+ ms; signed$" <<<"$out" ||
+    fail "check: no signature line: $out"
+ok "check's test signature: $(grep 'signature 1' <<<"$out")"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 log_mark
 other="$T/bin/other-client"

@@ -57,6 +57,12 @@ ENROLL_PIN=$P11TEST_PIN enroll --key "$(uri 23 ec384-new)" --type ec:p384 \
     --subject "/CN=enrolled ec384/O=p11agent tests" \
     --san DNS:ec384.client.example --pin env:ENROLL_PIN -o "$T/ec384.csr" \
     2>"$T/ec384.err" || fail "enroll ec:p384: $(cat "$T/ec384.err")"
+# the token's signature of each request is in the audit trail
+grep -Eq "^p11agent: signature 1 by identity pkcs11:[^ ]*id=%21[^ ]* for p11agent enroll's certificate request: uid $(id -u) pid [0-9]+ [^ ]+; CKM_RSA_PKCS(_PSS)?, [0-9]+ ms; signed$" "$T/rsa.err" ||
+    fail "enroll rsa:2048: no signature line: $(cat "$T/rsa.err")"
+grep -Eq "^p11agent: signature 1 by identity pkcs11:[^ ]*id=%22[^ ]* for p11agent enroll's certificate request: .*; CKM_ECDSA, [0-9]+ ms; signed$" "$T/ec.err" ||
+    fail "enroll ec:p256: no signature line: $(cat "$T/ec.err")"
+ok "enroll's request signatures are in the audit trail: $(cat "$T/ec.err")"
 for kind in rsa ec ec384; do
 	openssl req -in "$T/$kind.csr" -verify -noout 2>&1 | grep -q 'verify OK' ||
 	    fail "$kind: openssl req -verify does not accept the CSR"

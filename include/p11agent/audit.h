@@ -32,6 +32,9 @@ struct audit_sig {
 	long		 uid, pid;	/* -1: unknown */
 	const char	*exe;		/* NULL: unknown */
 	const char	*mechanism;	/* "CKM_ECDSA", ... */
+	/* not a tunnel's: what asked, e.g. "p11agent check's test
+	 * signature" (conn, tunnel and upstream unused) */
+	const char	*purpose;
 };
 
 /* A signature done: logged, and kept (the strings are copied). */
@@ -41,6 +44,11 @@ void	 audit_signature(const struct audit_sig *);
  * closed while the token signs: tunnel.c); audit_free frees it. */
 struct audit_sig *audit_copy(const struct audit_sig *);
 void	 audit_free(struct audit_sig *);
+/* An rkey_set_audit observer for a signature no tunnel asked for (not
+ * inside an async job): arg is a struct audit_sig with the identity,
+ * token and purpose; this process is the one that asked. */
+struct rkey_signed;
+void	 audit_local(void *arg, const struct rkey_signed *);
 /* The i-th latest kept (0: the latest), or NULL. */
 const struct audit_sig *audit_recent(int i);
 /* Signatures since the agent started. */
