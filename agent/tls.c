@@ -52,7 +52,8 @@ struct tls_trust {
 	int		 ncrl;
 	X509_CRL	*crl[TLS_MAX_CRLS];	/* the CRLs loaded, */
 	int		 crlfile[TLS_MAX_CRLS];	/* from files[this] */
-	char		*files[CONFIG_MAX_CRLS];
+	char		*files[TLS_MAX_CRLS];	/* crl = files, ca-dir's */
+	int		 nfiles;
 };
 
 /* What one connection saw. */
@@ -77,7 +78,7 @@ trust_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
 		return;
 	for (i = 0; i < tr->ncrl; i++)
 		X509_CRL_free(tr->crl[i]);
-	for (i = 0; i < CONFIG_MAX_CRLS; i++)
+	for (i = 0; i < tr->nfiles; i++)
 		free(tr->files[i]);
 	free(tr);
 }
@@ -480,6 +481,41 @@ ocsp_times(struct tls_conn *tc, ASN1_GENERALIZEDTIME *thisupd,
 
 /* A staple: signed by the issuer or its delegated responder, about the
  * leaf, current and good.  1 if so, else 0 with tc->why. */
+/* Why a staple's signature is not taken: who signed it, and what is
+ * wrong with that signer (e: OpenSSL's word). */
+static void
+ocsp_signer_problem(OCSP_BASICRESP *bs, STACK_OF(X509) *chain,
+    X509 *issuer, const char *n, const char *e, char *out, size_t len)
+{
+	X509	*signer = NULL;
+	char	 sn[256], in[256];
+
+	name_text(X509_get_subject_name(issuer), in, sizeof(in));
+	if (OCSP_resp_get0_signer(bs, &signer, chain) != 1 || signer == NULL) {
+		snprintf(out, len, "OCSP staple: signed by a certificate that "
+		    "is neither in the staple nor in the server's chain "
+		    "(the responder of the issuer %s of %s is expected)", in,
+		    n);
+		return;
+	}
+	name_text(X509_get_subject_name(signer), sn, sizeof(sn));
+	if (X509_cmp(signer, issuer) == 0)
+		snprintf(out, len, "OCSP staple: bad signature: the issuer %s "
+		    "of %s did not make it (%s)", in, n, e[0] ? e : "?");
+	else if (X509_check_issued(issuer, signer) != X509_V_OK)
+		snprintf(out, len, "OCSP staple: signed by %s, which is "
+		    "neither the issuer %s of %s nor a responder it delegated "
+		    "to", sn, in, n);
+	else if (!(X509_get_extension_flags(signer) & EXFLAG_XKUSAGE) ||
+	    !(X509_get_extended_key_usage(signer) & XKU_OCSP_SIGN))
+		snprintf(out, len, "OCSP staple: signed by %s, issued by %s "
+		    "but not for OCSP (no extendedKeyUsage OCSPSigning)", sn,
+		    in);
+	else
+		snprintf(out, len, "OCSP staple: the responder %s delegated "
+		    "by %s is not valid: %s", sn, in, e[0] ? e : "?");
+}
+
 static int
 ocsp_check(SSL *ssl, struct tls_conn *tc, const unsigned char *p, long len)
 {
@@ -516,14 +552,14 @@ ocsp_check(SSL *ssl, struct tls_conn *tc, const unsigned char *p, long len)
 		    "OCSP response");
 		goto out;
 	}
+	/* no explicit OCSP trust in a root: the issuer or its delegate */
 	if (OCSP_basic_verify(bs, chain, SSL_CTX_get_cert_store(
-	    SSL_get_SSL_CTX(ssl)), 0) <= 0) {
+	    SSL_get_SSL_CTX(ssl)), OCSP_NOEXPLICIT) <= 0) {
 		if (ERR_peek_last_error() != 0)
 			ERR_error_string_n(ERR_peek_last_error(), e,
 			    sizeof(e));
-		snprintf(tc->why, sizeof(tc->why), "OCSP staple: bad "
-		    "signature: neither the issuer of %s nor a responder it "
-		    "delegated to signed it (%s)", n, e[0] ? e : "?");
+		ocsp_signer_problem(bs, chain, issuer, n, e, tc->why,
+		    sizeof(tc->why));
 		goto out;
 	}
 	if ((one = ocsp_find(bs, leaf, issuer)) == NULL) {
@@ -682,10 +718,78 @@ load_ca_file(X509_STORE *store, const char *path, char *err, size_t errlen)
 	return 1;
 }
 
-/* Every file of the directory: hashed names (openssl rehash) or not;
- * files of CRLs only (.r0 of a hashed directory) are passed over. */
+/* The CRLs of a file (crl = FILE, or one in ca-dir) into the store, each
+ * noted with the file's name for the messages. */
 static int
-load_ca_dir(X509_STORE *store, const char *dir, char *err, size_t errlen)
+load_crl(X509_STORE *store, struct tls_trust *tr, const char *key,
+    const char *path, char *err, size_t errlen)
+{
+	STACK_OF(X509_INFO)	*inf;
+	X509_INFO		*i;
+	char			 who[256], when[64];
+	int			 f, k, n = 0, ok = 0;
+
+	if (tr->nfiles == TLS_MAX_CRLS) {
+		snprintf(err, errlen, "%s = %s: more than %d files of CRLs",
+		    key, path, TLS_MAX_CRLS);
+		return 0;
+	}
+	if ((tr->files[tr->nfiles] = strdup(path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return 0;
+	}
+	f = tr->nfiles++;
+	if ((inf = pem_read(key, path, err, errlen)) == NULL)
+		return 0;
+	for (k = 0; k < sk_X509_INFO_num(inf); k++) {
+		if ((i = sk_X509_INFO_value(inf, k))->crl == NULL)
+			continue;
+		if (tr->ncrl == TLS_MAX_CRLS) {
+			snprintf(err, errlen, "%s = %s: more than %d CRLs in "
+			    "all", key, path, TLS_MAX_CRLS);
+			goto out;
+		}
+		/* an expired CRL would refuse every full handshake: said
+		 * now, by check and at the start or reload */
+		if (X509_CRL_get0_nextUpdate(i->crl) != NULL &&
+		    X509_cmp_current_time(X509_CRL_get0_nextUpdate(i->crl)) <
+		    0) {
+			name_text(X509_CRL_get_issuer(i->crl), who, sizeof(who));
+			time_text(X509_CRL_get0_nextUpdate(i->crl), when,
+			    sizeof(when));
+			snprintf(err, errlen, "%s = %s: the CRL of %s expired "
+			    "%s (its nextUpdate): put a current one in its "
+			    "place (openssl ca -gencrl) and reload", key, path,
+			    who, when);
+			goto out;
+		}
+		if (!X509_STORE_add_crl(store, i->crl) ||
+		    !X509_CRL_up_ref(i->crl)) {
+			ssl_fail(err, errlen, "out of memory");
+			goto out;
+		}
+		tr->crl[tr->ncrl] = i->crl;
+		tr->crlfile[tr->ncrl++] = f;
+		n++;
+	}
+	if (n == 0) {
+		snprintf(err, errlen, "%s = %s: no CRL in it (PEM, -----BEGIN "
+		    "X509 CRL----- expected; from DER: openssl crl -inform DER)",
+		    key, path);
+		goto out;
+	}
+	ok = 1;
+out:
+	sk_X509_INFO_pop_free(inf, X509_INFO_free);
+	return ok;
+}
+
+/* Every file of the directory: hashed names (openssl rehash) or not;
+ * the CRLs in it (.r0 files of a hashed directory, or any file) are
+ * loaded as crl = files are. */
+static int
+load_ca_dir(X509_STORE *store, struct tls_trust *tr, const char *dir,
+    char *err, size_t errlen)
 {
 	DIR		*d;
 	struct dirent	*de;
@@ -722,6 +826,9 @@ load_ca_dir(X509_STORE *store, const char *dir, char *err, size_t errlen)
 			    de->d_name);
 			goto out;
 		}
+		if (ncrl > 0 && !load_crl(store, tr, "ca-dir", path, err,
+		    errlen))
+			goto out;
 		total += n;
 	}
 	if (total == 0) {
@@ -735,45 +842,59 @@ out:
 	return ok;
 }
 
-/* crl = FILE: its CRLs into the store, noted with the file's name. */
-static int
-load_crl(X509_STORE *store, struct tls_trust *tr, int f, char *err,
-    size_t errlen)
+/* One file or directory entry into the stamp: its name and what stat
+ * says (or that it is missing). */
+static void
+stamp_file(EVP_MD_CTX *md, const char *path)
 {
-	STACK_OF(X509_INFO)	*inf;
-	X509_INFO		*i;
-	const char		*path = tr->files[f];
-	int			 k, n = 0, ok = 0;
+	struct stat	 st;
+	long long	 v[5] = { -1, -1, -1, -1, -1 };
 
-	if ((inf = pem_read("crl", path, err, errlen)) == NULL)
-		return 0;
-	for (k = 0; k < sk_X509_INFO_num(inf); k++) {
-		if ((i = sk_X509_INFO_value(inf, k))->crl == NULL)
-			continue;
-		if (tr->ncrl == TLS_MAX_CRLS) {
-			snprintf(err, errlen, "crl = %s: more than %d CRLs in "
-			    "the crl = files", path, TLS_MAX_CRLS);
-			goto out;
-		}
-		if (!X509_STORE_add_crl(store, i->crl) ||
-		    !X509_CRL_up_ref(i->crl)) {
-			ssl_fail(err, errlen, "out of memory");
-			goto out;
-		}
-		tr->crl[tr->ncrl] = i->crl;
-		tr->crlfile[tr->ncrl++] = f;
-		n++;
+	if (stat(path, &st) == 0) {
+		v[0] = (long long)st.st_dev;
+		v[1] = (long long)st.st_ino;
+		v[2] = (long long)st.st_size;
+		v[3] = (long long)st.st_mtim.tv_sec;
+		v[4] = (long long)st.st_mtim.tv_nsec;
 	}
-	if (n == 0) {
-		snprintf(err, errlen, "crl = %s: no CRL in it (PEM, -----BEGIN "
-		    "X509 CRL----- expected; from DER: openssl crl -inform DER)",
-		    path);
-		goto out;
+	EVP_DigestUpdate(md, path, strlen(path) + 1);
+	EVP_DigestUpdate(md, v, sizeof(v));
+}
+
+int
+tls_trust_stamp(const struct cfg_tunnel *t, unsigned char out[32])
+{
+	EVP_MD_CTX	*md;
+	DIR		*d;
+	struct dirent	*de;
+	char		 path[PATH_MAX];
+	unsigned int	 n = 0;
+	int		 i, k = 0, ok;
+
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(md);
+		return -1;
 	}
-	ok = 1;
-out:
-	sk_X509_INFO_pop_free(inf, X509_INFO_free);
-	return ok;
+	if (t->ca != NULL)
+		stamp_file(md, t->ca);
+	for (i = 0; i < t->ncrl; i++)
+		stamp_file(md, t->crl[i]);
+	if (t->ca_dir != NULL) {
+		stamp_file(md, t->ca_dir);
+		if ((d = opendir(t->ca_dir)) != NULL) {
+			while ((de = readdir(d)) != NULL &&
+			    k++ < TLS_MAX_DIRENTS)
+				if (snprintf(path, sizeof(path), "%s/%s",
+				    t->ca_dir, de->d_name) <
+				    (int)sizeof(path))
+					stamp_file(md, path);
+			closedir(d);
+		}
+	}
+	ok = EVP_DigestFinal_ex(md, out, &n) && n == 32;
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -1;
 }
 
 /* "ca = F and ca-dir = D", or "the system store" */
@@ -820,20 +941,17 @@ set_trust(SSL_CTX *ctx, const struct cfg_tunnel *t, char *err, size_t errlen)
 	trusted_by(tr, t);
 	if (t->ca != NULL && !load_ca_file(store, t->ca, err, errlen))
 		return 0;
-	if (t->ca_dir != NULL && !load_ca_dir(store, t->ca_dir, err, errlen))
+	if (t->ca_dir != NULL && !load_ca_dir(store, tr, t->ca_dir, err,
+	    errlen))
 		return 0;
 	if (t->ca == NULL && t->ca_dir == NULL &&
 	    !SSL_CTX_set_default_verify_paths(ctx))
 		return ssl_fail(err, errlen, "the system CA store");
-	for (i = 0; i < t->ncrl; i++) {
-		if ((tr->files[i] = strdup(t->crl[i])) == NULL) {
-			snprintf(err, errlen, "out of memory");
+	for (i = 0; i < t->ncrl; i++)
+		if (!load_crl(store, tr, "crl", t->crl[i], err, errlen))
 			return 0;
-		}
-		if (!load_crl(store, tr, i, err, errlen))
-			return 0;
-	}
-	if (t->ncrl > 0)
+	/* CRLs, from crl = or in ca-dir: then for the whole chain */
+	if (tr->ncrl > 0)
 		X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
 		    X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
@@ -1036,6 +1154,16 @@ describe_protocol(SSL *ssl, const struct tls_conn *tc, unsigned long last,
 	    ERR_GET_REASON(last) == SSL_R_UNSUPPORTED_PROTOCOL)
 		snprintf(out, len, "the server speaks only %s, tls-min is %s",
 		    version_name(tc->server_version), min);
+	else if (tc->alert == SSL_AD_PROTOCOL_VERSION &&
+	    SSL_get_max_proto_version(ssl) == TLS1_2_VERSION)
+		/* capped at 1.2: the server may want 1.3 only */
+		snprintf(out, len, "the server refused TLS %s%s%s "
+		    "(protocol_version alert): it speaks only TLS 1.3, which "
+		    "this tunnel does not offer (%s), or only versions older "
+		    "than 1.2", min, strcmp(min, max) ? " to " : "",
+		    strcmp(min, max) ? max : "", tr->tls_max == TLS1_2_VERSION ?
+		    "tls-max = 1.2" : "the token cannot sign RSA-PSS, which "
+		    "TLS 1.3 needs");
 	else if (tc->alert == SSL_AD_PROTOCOL_VERSION)
 		snprintf(out, len, "the server refused TLS %s%s%s "
 		    "(protocol_version alert): it speaks only older versions, "

@@ -1627,17 +1627,11 @@ rt_free(struct tunnel_rt *rt)
 	free(rt);
 }
 
-/* The CA file as read now, to see at a reload whether it changed. */
+/* The trust files as read now, to see at a reload whether they changed. */
 static void
-ca_stat(struct tunnel_rt *rt)
+trust_stamp(struct tunnel_rt *rt)
 {
-	struct stat	 st;
-
-	if (rt->cfg->ca == NULL || stat(rt->cfg->ca, &st) == -1)
-		return;
-	rt->ca_mtime = st.st_mtim;
-	rt->ca_size = st.st_size;
-	rt->ca_ino = st.st_ino;
+	rt->trust_stamped = tls_trust_stamp(rt->cfg, rt->trust_stamp) == 0;
 }
 
 /* A tunnel with its TLS context and no listener yet; stats: those of the
@@ -1675,7 +1669,7 @@ rt_new(struct agent *a, struct cfg_tunnel *t, struct tunnel_stats *stats,
 		rt_free(rt);
 		return NULL;
 	}
-	ca_stat(rt);
+	trust_stamp(rt);
 	return rt;
 nomem:
 	snprintf(err, errlen, "out of memory");
@@ -1729,26 +1723,18 @@ rt_named(struct agent *a, const char *name)
 	return NULL;
 }
 
-/* The tunnel runs as t says: same settings, identity and CA file, and no
- * CRL files or CA directory. */
+/* The tunnel runs as t says: same settings, identity, and trust files
+ * (ca, crl, ca-dir and its files) as when it read them. */
 static int
 rt_unchanged(const struct tunnel_rt *rt, const struct cfg_tunnel *t,
     const struct identity *id)
 {
-	struct stat	 st;
+	unsigned char	 now[32];
 
 	if (rt->id != id || !config_str_same(rt->cfg->text, t->text))
 		return 0;
-	/* CRLs are renewed in place, ca-dir files come and go: read them
-	 * again (tls.c) */
-	if (t->ncrl > 0 || t->ca_dir != NULL)
-		return 0;
-	if (t->ca == NULL)
-		return 1;
-	return stat(t->ca, &st) == 0 && st.st_ino == rt->ca_ino &&
-	    st.st_size == rt->ca_size &&
-	    st.st_mtim.tv_sec == rt->ca_mtime.tv_sec &&
-	    st.st_mtim.tv_nsec == rt->ca_mtime.tv_nsec;
+	return rt->trust_stamped && tls_trust_stamp(t, now) == 0 &&
+	    memcmp(now, rt->trust_stamp, sizeof(now)) == 0;
 }
 
 struct plan {

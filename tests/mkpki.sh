@@ -22,11 +22,16 @@
 #                        inter-before.crl: the intermediate's, revoking
 #                        nothing yet
 #   hashed/, plain/      ca-dir directories with the root and the
-#                        intermediate: openssl rehash names, and plain ones
+#                        intermediate: openssl rehash names, and plain ones;
+#                        hashcrl/: hashed/ and the CRLs as .r0 files
+#   expired.crl          the intermediate's, its nextUpdate in 2020
 #   good.ocsp, revoked.ocsp, forged.ocsp: DER OCSP responses for good
 #                        (by a delegated responder, responder.pem), for
 #                        revoked (by the intermediate itself), and for
-#                        good signed by the other root (a bad signature)
+#                        good signed by the other root (a bad signature);
+#                        noeku.ocsp, leafsigned.ocsp: for good, signed by a
+#                        server certificate of the intermediate (no
+#                        OCSPSigning) and by good itself
 # EC P-256 keys except rsa1024.  Prints nothing on success; exits 77 when
 # openssl is missing.
 set -euo pipefail
@@ -185,4 +190,19 @@ ocsp() {
 ocsp good responder responder inter inter good.ocsp
 ocsp revoked inter inter inter inter revoked.ocsp
 ocsp good other-root other-root inter inter forged.ocsp
+# signed by a server certificate of the intermediate (no OCSPSigning),
+# and by the server's own key
+ocsp good wrongname wrongname inter inter noeku.ocsp
+ocsp good good good inter inter leafsigned.ocsp
+
+# a ca-dir holding the CRLs too (hashed .r0 names)
+mkdir -p hashcrl
+cp hashed/* hashcrl/
+for n in inter root; do
+	cp "$n.crl" "hashcrl/$(openssl crl -hash -noout -in "$n.crl").r0"
+done
+# a CRL of the intermediate whose nextUpdate passed
+run openssl ca -config db-inter/ca.cnf -gencrl \
+    -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z \
+    -out expired.crl
 rm -f run.log

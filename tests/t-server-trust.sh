@@ -68,6 +68,9 @@ srv self self.pem self.key
 srv revoked revoked-chain.pem revoked.key
 srv revstaple revoked-chain.pem revoked.key --ocsp-staple "$P/revoked.ocsp"
 srv forged good-chain.pem good.key --ocsp-staple "$P/forged.ocsp"
+srv noeku good-chain.pem good.key --ocsp-staple "$P/noeku.ocsp"
+srv leafsigned good-chain.pem good.key --ocsp-staple "$P/leafsigned.ocsp"
+srv only13 good-chain.pem good.key --tls1.3
 srv stale good-chain.pem good.key --ocsp-staple "$P/stale.ocsp"
 srv under2 under2-chain.pem under2.key
 srv rsa1024 rsa1024-chain.pem rsa1024.key --seclevel 0
@@ -111,6 +114,12 @@ CRLS=("crl = $P/root.crl" "crl = $P/inter.crl" "crl = $P/inter2.crl")
 	tun resumed resume localhost "ocsp = require"
 	tun revstaple12 revstaple localhost "tls-max = 1.2"
 	tun forged forged localhost
+	tun noeku noeku localhost
+	tun leafsigned leafsigned localhost
+	tun only13 only13 localhost "tls-max = 1.2"
+	tun nostaple12 plain localhost "ocsp = require" "tls-max = 1.2"
+	tun dirr0 revoked localhost - "ca-dir = $P/hashcrl"
+	tun dirgood plain localhost - "ca-dir = $P/hashcrl"
 	tun stale stale localhost
 	tun pin plain localhost "pin-sha256 = $other_pin"
 	tun rsa1024 rsa1024 localhost
@@ -130,14 +139,17 @@ cp "$P/inter-before.crl" "$T/current.crl"
 "$P11AGENT" check -c "$T/agent.conf" >"$T/check.out" 2>&1 || fail "check: $(cat "$T/check.out")"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 
-# wait_fixed STRING: the agent logs STRING (a fixed string), bounded
+# wait_fixed STRING: the agent logs STRING (a fixed string) after the
+# mark, bounded
 wait_fixed() {
-	timeout $((20 * SLOW)) tail -n +1 -f "$T/agent.log" | grep -F -q -m 1 -- "$1"
+	timeout $((20 * SLOW)) tail -n "+$((LOG_MARK + 1))" -f "$T/agent.log" |
+	    grep -F -q -m 1 -- "$1"
 }
 # refusal TUNNEL SERVER MESSAGE: no byte reaches the client, and the
 # failure line for that server (at 127.0.0.1, or UP=::1) says MESSAGE
 refusal() {
 	local port="${2}_port"
+	log_mark
 	"$CLIENT" "$(listen_addr "$1" tcp)" expect-close --timeout $((10 * SLOW)) \
 	    >"$T/client.out" 2>&1 || fail "$1: $(cat "$T/client.out")"
 	wait_fixed "upstream ${UP:-127.0.0.1}:${!port}: TLS handshake failed: $3" ||
@@ -146,6 +158,7 @@ refusal() {
 }
 # passes TUNNEL: data goes through
 passes() {
+	log_mark
 	"$CLIENT" "$(listen_addr "$1" tcp)" roundtrip --bytes 100000 >"$T/client.out" 2>&1 ||
 	    fail "$1: $(cat "$T/client.out"); $(grep -F "TLS handshake failed" "$T/agent.log" | tail -n 1)"
 }
@@ -179,8 +192,8 @@ passes crlreload
 cp "$P/inter.crl" "$T/current.crl"
 log_mark
 kill -HUP "$AGENT_PID"
-wait_log "reload: .*tunnels: 0 new, [0-9]+ changed, [0-9]+ unchanged, 0 removed" ||
-    fail "SIGHUP: $(tail -n 5 "$T/agent.log")"
+wait_log "reload: .*tunnels: 0 new, 1 changed, [0-9]+ unchanged, 0 removed" ||
+    fail "SIGHUP: not only the tunnel whose CRL changed was rebuilt: $(tail -n 5 "$T/agent.log")"
 refusal crlreload revoked "server certificate refused: server certificate CN=localhost revoked"
 ok "crl: a renewed CRL file is read again at a reload"
 refusal crlmissing plain "server certificate refused: no CRL from CN=trust root, the issuer of the intermediate CN=trust intermediate, in the crl = files"
@@ -200,7 +213,10 @@ passes resumed
 wait_log "conn [0-9]+ \(resumed\): TLSv1.3 to .*, resumed \(no signature\)" ||
     fail "the second connection did not resume: $(grep "(resumed)" "$T/agent.log")"
 ok "ocsp = require: a resumed session (no staple) is taken"
-refusal forged forged "server certificate refused: OCSP staple: bad signature: neither the issuer of CN=localhost nor a responder it delegated to signed it"
+refusal forged forged "server certificate refused: OCSP staple: signed by CN=other root, which is neither the issuer CN=trust intermediate of CN=localhost nor a responder it delegated to"
+refusal noeku noeku "server certificate refused: OCSP staple: signed by CN=a.example, issued by CN=trust intermediate but not for OCSP (no extendedKeyUsage OCSPSigning)"
+refusal leafsigned leafsigned "server certificate refused: OCSP staple: signed by CN=localhost, issued by CN=trust intermediate but not for OCSP (no extendedKeyUsage OCSPSigning)"
+refusal nostaple12 plain "server certificate refused: no OCSP staple, and ocsp = require"
 when=$(openssl ocsp -respin "$P/stale.ocsp" -resp_text -noverify 2>/dev/null | sed -n 's/^ *Next Update: //p' | head -n 1)
 [ -n "$when" ] || fail "no nextUpdate in stale.ocsp"
 refusal stale stale "server certificate refused: OCSP staple: expired $(utc "$when") (its nextUpdate)"
@@ -209,6 +225,7 @@ refusal pin plain "pin mismatch: no pin-sha256 of the tunnel matches the server'
 refusal rsa1024 rsa1024 "server certificate refused: RSA key of 1024 bits in the certificate for localhost, below 2048 (security level 2)"
 refusal sha1 sha1 "server certificate refused: certificate for localhost signed with SHA-1, refused at security level 2"
 
+refusal only13 only13 "the server refused TLS 1.2 (protocol_version alert): it speaks only TLS 1.3, which this tunnel does not offer (tls-max = 1.2), or only versions older than 1.2"
 refusal tls11 tls11 "the server refused TLS 1.2 to 1.3 (protocol_version alert): it speaks only older versions, tls-min is 1.2"
 refusal tls10 tls10 "the server refused TLS 1.2 to 1.3 (protocol_version alert): it speaks only older versions, tls-min is 1.2"
 # offering TLS 1.2 at most (no supported_versions), the server takes 1.1
@@ -222,6 +239,11 @@ refusal cbc cbc "the server refused the handshake (handshake failure alert): no 
 refusal nodir leafonly "server certificate refused: issuer CN=trust intermediate not trusted by ca = $R (of the certificate for localhost)"
 passes hashed
 passes plaindir
+# the CRLs of a hashed ca-dir (.r0) are checked, for the whole chain
+when=$(openssl crl -in "$P/inter.crl" -noout -text | sed -n 's/^ *Revocation Date: //p' | head -n 1)
+refusal dirr0 revoked "server certificate refused: server certificate CN=localhost revoked $(utc "$when") (CRL $P/hashcrl/$(openssl crl -hash -noout -in "$P/inter.crl").r0)"
+passes dirgood
+ok "ca-dir's CRLs (.r0): a revoked server refused, naming the file; the good one passes"
 ok "ca-dir (hashed names, and plain ones) gives the intermediate the server does not send"
 
 # ALPN
@@ -252,6 +274,7 @@ check_bad() {	# check_bad LINE MESSAGE
 	    fail "check, '$1': $(cat "$T/bad.out")"
 }
 check_bad "crl = $P/root.pem" "crl = $P/root.pem: no CRL in it (PEM, -----BEGIN X509 CRL----- expected"
+check_bad "crl = $P/expired.crl" "crl = $P/expired.crl: the CRL of CN=trust intermediate expired 2020-02-01 00:00 UTC (its nextUpdate): put a current one in its place"
 check_bad "crl = $T/none.crl" "crl = $T/none.crl: No such file or directory"
 check_bad "ca = $T/junk.pem" "ca = $T/junk.pem: no certificate in it"
 check_bad "ca = $T/damaged.pem" "ca = $T/damaged.pem: a damaged PEM block"

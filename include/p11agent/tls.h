@@ -41,6 +41,10 @@ int	 tls_ssl_setup(SSL *, const char *name);
  * ("" if none); returns 1 when the tunnel offered protocols and the
  * server chose none, else 0. */
 int	 tls_handshake_done(SSL *, char *buf, size_t);
+/* What the tunnel's trust files are now (ca, crl, ca-dir and its
+ * files: names and stat), hashed: a reload rebuilds a tunnel's context
+ * only when it changed.  0, or -1 (then take it as changed). */
+int	 tls_trust_stamp(const struct cfg_tunnel *, unsigned char out[32]);
 /* Why a handshake failed, for the connection's log line (what failed in
  * the server's certificate, chain, CRL, OCSP staple, pins or version);
  * returns 1 when the token did not sign, else 0. */

@@ -71,9 +71,9 @@ struct tunnel_rt {
 	int			 retired;
 	int			 refs;		/* connections, closed ones too
 						 * until freed */
-	struct timespec		 ca_mtime;	/* of cfg->ca, when read */
-	off_t			 ca_size;
-	ino_t			 ca_ino;
+	/* its ca, crl and ca-dir files when read (tls_trust_stamp) */
+	unsigned char		 trust_stamp[32];
+	int			 trust_stamped;
 	struct tunnel_rt	*next;
 };
 
