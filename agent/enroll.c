@@ -434,7 +434,7 @@ write_csr(struct session *s, struct enroll_args *a, struct enroll_key *ek,
 out:
 	X509_REQ_free(req);
 	EVP_PKEY_free(pk);
-	X509_free(hid.cert);
+	helper_identity_clear(&hid);
 	return r;
 }
 

@@ -507,6 +507,18 @@ open_finish(struct identity *id, struct pbuf *reply,
 			goto fail;
 		}
 	}
+	/* cert = another certificate: it must hold the key's public key,
+	 * which the token's own certificate for the key shows */
+	if (hid->cert != NULL && hid->key_cert != NULL &&
+	    X509_get0_pubkey(hid->key_cert) != NULL &&
+	    EVP_PKEY_eq(X509_get0_pubkey(hid->cert),
+	    X509_get0_pubkey(hid->key_cert)) != 1) {
+		snprintf(err, errlen, "cert = %s: its public key is not the "
+		    "key's (the token's certificate for the key has another)",
+		    c->cert);
+		r = P11A_ERR_NO_CERT;
+		goto fail;
+	}
 	if ((r = rkey_new(id->mod->helper, hid, c->sign_timeout * 1000,
 	    pkey)) != 0) {
 		snprintf(err, errlen, "%s", r == P11A_ERR_NO_CERT ? "the "
@@ -523,8 +535,7 @@ open_finish(struct identity *id, struct pbuf *reply,
 	}
 	return 0;
 fail:
-	X509_free(hid->cert);
-	hid->cert = NULL;
+	helper_identity_clear(hid);
 	return r;
 }
 
@@ -935,7 +946,7 @@ identity_free(struct identity *id)
 {
 	hits_free(id);
 	EVP_PKEY_free(id->pkey);
-	X509_free(id->hid.cert);
+	helper_identity_clear(&id->hid);
 	free(id);
 }
 
@@ -1336,7 +1347,7 @@ identity_replace(struct identity *id, struct helper_identity *hid,
 		}
 		log_debug("identity %s: open again as key %u (was %u)",
 		    id->cfg->name, hid->handle, old.handle);
-		X509_free(old.cert);
+		helper_identity_clear(&old);
 		EVP_PKEY_free(oldkey);
 		return 0;
 	}
@@ -1355,7 +1366,7 @@ identity_replace(struct identity *id, struct helper_identity *hid,
 	log_warn("identity %s: the token came back with a different key (%s "
 	    "changed; certificate was %s, now %s); its tunnels now use the "
 	    "new one", id->cfg->name, what, was, now);
-	X509_free(old.cert);
+	helper_identity_clear(&old);
 	EVP_PKEY_free(oldkey);
 	return 0;
 }
@@ -1381,13 +1392,13 @@ reopen_check(struct identity *id, struct pbuf *reply)
 		return r;
 	}
 	if ((what = what_changed(&id->hid, &hid)) == NULL) {
-		X509_free(hid.cert);
+		helper_identity_clear(&hid);
 		EVP_PKEY_free(pkey);
 		return 0;
 	}
 	if ((r = identity_replace(id, &hid, pkey, what)) == 0)
 		return 0;
-	X509_free(hid.cert);
+	helper_identity_clear(&hid);
 	EVP_PKEY_free(pkey);
 	return r;
 }

@@ -53,12 +53,14 @@ pct_decode(const char *s, size_t n, char *out, size_t len)
 	out[o] = '\0';
 }
 
-/* The value of attribute attr in a pkcs11: URI's path, percent-decoded. */
+/* The value of attribute attr in a pkcs11: URI's path, percent-decoded:
+ * the last one given, as p11-kit takes it (token=a;token=b is b). */
 static int
 uri_attr(const char *uri, const char *attr, char *out, size_t len)
 {
 	const char	*s = uri + 7, *e;
 	size_t		 al = strlen(attr);
+	int		 found = 0;
 
 	if (strncmp(uri, "pkcs11:", 7) != 0)
 		return 0;
@@ -68,11 +70,29 @@ uri_attr(const char *uri, const char *attr, char *out, size_t len)
 		    s[al] == '=') {
 			pct_decode(s + al + 1, (size_t)(e - s - al - 1), out,
 			    len);
-			return 1;
+			found = 1;
 		}
 		s = *e == ';' ? e + 1 : e;
 	}
-	return 0;
+	return found;
+}
+
+/* An attribute of the identity's key: the token's label and serial as
+ * its helper reported them once it opened (whatever the URI says or
+ * leaves out), the others from the key URI. */
+static int
+key_attr(const struct cfg_identity *ci, const struct identity *id,
+    const char *attr, char *out, size_t len)
+{
+	if (id != NULL && strcmp(attr, "token") == 0 && id->tok_label[0]) {
+		snprintf(out, len, "%s", id->tok_label);
+		return 1;
+	}
+	if (id != NULL && strcmp(attr, "serial") == 0 && id->tok_serial[0]) {
+		snprintf(out, len, "%s", id->tok_serial);
+		return 1;
+	}
+	return uri_attr(ci->key, attr, out, len);
 }
 
 /*
@@ -82,8 +102,10 @@ uri_attr(const char *uri, const char *attr, char *out, size_t len)
  * matched against the URI as written.
  */
 static int
-key_matches(const char *pattern, const char *uri)
+key_matches(const char *pattern, const struct cfg_identity *ci,
+    const struct identity *id)
 {
+	const char	*uri = ci->key;
 	char		 name[64], want[256], have[256];
 	const char	*s, *e, *eq;
 
@@ -101,7 +123,7 @@ key_matches(const char *pattern, const char *uri)
 		eq = memchr(s, '=', (size_t)(e - s));
 		snprintf(name, sizeof(name), "%.*s", (int)(eq - s), s);
 		pct_decode(eq + 1, (size_t)(e - eq - 1), want, sizeof(want));
-		if (!uri_attr(uri, name, have, sizeof(have)) ||
+		if (!key_attr(ci, id, name, have, sizeof(have)) ||
 		    fnmatch(want, have, 0) != 0)
 			return 0;
 	}
@@ -117,7 +139,9 @@ name_matches(const char *pattern, const X509_NAME *nm)
 
 	if (nm == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
 		return 0;
-	if (X509_NAME_print_ex(b, nm, 0, XN_FLAG_RFC2253) >= 0 &&
+	/* UTF-8 as it is (RFC 2253 alone escapes it: K\\C3\\B6ln) */
+	if (X509_NAME_print_ex(b, nm, 0, XN_FLAG_RFC2253 &
+	    ~ASN1_STRFLGS_ESC_MSB) >= 0 &&
 	    (n = BIO_read(b, buf, sizeof(buf) - 1)) >= 0) {
 		buf[n] = '\0';
 		r = fnmatch(pattern, buf, 0) == 0;
@@ -126,33 +150,14 @@ name_matches(const char *pattern, const X509_NAME *nm)
 	return r;
 }
 
-/* Every selector the policy gives matches the identity. */
+/* The certificate selectors the policy gives match cert. */
 static int
-binds(const struct policy *pol, const struct cfg_identity *ci,
-    const struct identity *id)
+cert_binds(const struct policy *pol, X509 *cert)
 {
-	X509		*cert = id != NULL ? id->hid.cert : NULL;
 	unsigned char	 md[32];
 	unsigned int	 mdlen = 0;
-	char		 v[256];
 
-	if (pol->key != NULL && !key_matches(pol->key, ci->key))
-		return 0;
-	/* the token the key was found on, as its helper said; before the
-	 * identity opened, what the key URI says */
-	if (pol->label != NULL && !(((id != NULL && id->tok_label[0] != '\0' &&
-	    snprintf(v, sizeof(v), "%s", id->tok_label) > 0) ||
-	    uri_attr(ci->key, "token", v, sizeof(v))) &&
-	    fnmatch(pol->label, v, 0) == 0))
-		return 0;
-	if (pol->serial != NULL && !(((id != NULL &&
-	    id->tok_serial[0] != '\0' &&
-	    snprintf(v, sizeof(v), "%s", id->tok_serial) > 0) ||
-	    uri_attr(ci->key, "serial", v, sizeof(v))) &&
-	    fnmatch(pol->serial, v, 0) == 0))
-		return 0;
-	if ((pol->has_sha || pol->issuer != NULL || pol->subject != NULL) &&
-	    cert == NULL)
+	if (cert == NULL)
 		return 0;
 	if (pol->has_sha && (X509_digest(cert, EVP_sha256(), md, &mdlen) !=
 	    1 || mdlen != 32 || memcmp(md, pol->sha, 32) != 0))
@@ -162,6 +167,33 @@ binds(const struct policy *pol, const struct cfg_identity *ci,
 		return 0;
 	if (pol->subject != NULL && !name_matches(pol->subject,
 	    X509_get_subject_name(cert)))
+		return 0;
+	return 1;
+}
+
+/*
+ * Every selector the policy gives matches the identity.  Its token is the
+ * one the helper opened the key on; its certificate either the one it
+ * presents or, when cert = names another, the token's own certificate for
+ * the key (so a second certificate for the key does not escape).
+ */
+static int
+binds(const struct policy *pol, const struct cfg_identity *ci,
+    const struct identity *id)
+{
+	char		 v[256];
+
+	if (pol->key != NULL && !key_matches(pol->key, ci, id))
+		return 0;
+	if (pol->label != NULL && !(key_attr(ci, id, "token", v, sizeof(v)) &&
+	    fnmatch(pol->label, v, 0) == 0))
+		return 0;
+	if (pol->serial != NULL && !(key_attr(ci, id, "serial", v,
+	    sizeof(v)) && fnmatch(pol->serial, v, 0) == 0))
+		return 0;
+	if ((pol->has_sha || pol->issuer != NULL || pol->subject != NULL) &&
+	    (id == NULL || (!cert_binds(pol, id->hid.cert) &&
+	    !cert_binds(pol, id->hid.key_cert))))
 		return 0;
 	return 1;
 }

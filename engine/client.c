@@ -985,8 +985,8 @@ helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache)
 int
 helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {
-	const unsigned char	*der, *label, *serial;
-	size_t			 len, llen, slen;
+	const unsigned char	*der, *label, *serial, *own;
+	size_t			 len, llen, slen, olen;
 	int			 r;
 
 	out->cert = NULL;
@@ -996,6 +996,8 @@ helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 	der = pbuf_get_bytes(reply, &len, PROTO_MAX_FIELD);
 	label = pbuf_get_bytes(reply, &llen, sizeof(out->label) - 1);
 	serial = pbuf_get_bytes(reply, &slen, sizeof(out->serial) - 1);
+	own = pbuf_get_bytes(reply, &olen, PROTO_MAX_FIELD);
+	out->key_cert = NULL;
 	if ((r = pbuf_end(reply)) != 0)
 		return r;
 	if (memchr(label, '\0', llen) != NULL ||
@@ -1009,7 +1011,18 @@ helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 		return P11A_ERR_PROTOCOL;
 	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL)
 		return P11A_ERR_NO_CERT;
+	/* a key certificate that does not parse binds no policy: left out */
+	if (olen > 0)
+		out->key_cert = d2i_X509(NULL, &own, (long)olen);
 	return 0;
+}
+
+void
+helper_identity_clear(struct helper_identity *hid)
+{
+	X509_free(hid->cert);
+	X509_free(hid->key_cert);
+	hid->cert = hid->key_cert = NULL;
 }
 
 int

@@ -175,6 +175,8 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	token_key_token(k, label, serial);
 	pbuf_put_str(&out, label);
 	pbuf_put_str(&out, serial);
+	cert = token_key_own_cert(k, &certlen);
+	pbuf_put_bytes(&out, cert, certlen);
 	r = proto_send(HELPER_FD, PROTO_OPEN_OK, id, &out);
 	pbuf_clear(&out);
 out:

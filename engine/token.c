@@ -380,6 +380,7 @@ key_free(struct token_key *k)
 	if (k == NULL)
 		return;
 	free(k->cert);
+	free(k->key_cert);
 	free(k->key_uri);
 	free(k->pin_source);
 	free(k->pinentry);
@@ -711,6 +712,31 @@ out:
 	return r;
 }
 
+/* The token's own certificate for the key (its CKA_ID), when cert =
+ * names another object or a file: none is no error. */
+static void
+find_key_cert(struct token_ctx *ctx, struct token_key *k)
+{
+	CK_OBJECT_CLASS	 cls = CKO_CERTIFICATE;
+	CK_ATTRIBUTE	 tmpl[2];
+	CK_OBJECT_HANDLE h;
+	CK_ULONG	 count;
+	char		 saved[sizeof(ctx->err)];
+
+	if (k->idlen == 0)
+		return;
+	memcpy(saved, ctx->err, sizeof(saved));
+	tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+	tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, k->idlen };
+	if (token_find_one(ctx, k->mod, k->session, tmpl, 2, &h, &count) ==
+	    0 && count == 1 && token_read_cert(ctx, k->mod, k->session, h,
+	    &k->key_cert, &k->key_certlen) != 0) {
+		k->key_cert = NULL;
+		k->key_certlen = 0;
+	}
+	memcpy(ctx->err, saved, sizeof(saved));	/* not this one's */
+}
+
 static void
 read_caps(struct token_key *k)
 {
@@ -874,6 +900,8 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	if (cert_uri == NULL || strncmp(cert_uri, "pkcs11:", 7) == 0)
 		if ((r = find_cert(ctx, k, cert_uri, key_uri)) != 0)
 			return r;
+	if (cert_uri != NULL)
+		find_key_cert(ctx, k);
 	read_caps(k);
 	return 0;
 }
@@ -973,6 +1001,13 @@ token_key_cert(const struct token_key *k, size_t *len)
 {
 	*len = k->certlen;
 	return k->cert;
+}
+
+const uint8_t *
+token_key_own_cert(const struct token_key *k, size_t *len)
+{
+	*len = k->key_certlen;
+	return k->key_cert;
 }
 
 static int

@@ -221,6 +221,55 @@ grep -q "bound by" <<<"$out" && fail "a policy bound an identity it does not sel
 ok "policies whose selectors do not match bind nothing: the configuration runs as without policies"
 rm "$P/20-d.policy" "$P/30-e.policy"
 
+# ---- an identity does not escape its policy by what its configuration
+# says: a second certificate for the key (cert = FILE), a duplicate
+# token= in the key URI, or none at all
+printf '[policy c]\ncert-sha256 = %s\nconnect = localhost:1\n' "$fp" >"$P/10-bank.policy"
+openssl x509 -in "$cert" -pubkey -noout >"$T/pub.pem"
+printf 'basicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n' >"$T/second.ext"
+openssl x509 -new -force_pubkey "$T/pub.pem" -subj "/CN=second cert" \
+    -CA "$TOK/ca.pem" -CAkey "$TOK/ca.key" -set_serial 0x1234 -days 30 \
+    -sha256 -extfile "$T/second.ext" -out "$T/second.pem" 2>"$T/second.err" ||
+    fail "the second certificate: $(cat "$T/second.err")"
+awk -v c="$T/second.pem" '{ print } /^key = / { print "cert = " c }' "$C" >"$T/second.conf"
+grep -q "^cert = $T/second.pem" "$T/second.conf" || fail "no cert line in $T/second.conf"
+check_fails "$T/second.conf" "[tunnel t] connect = evil.example:443 is outside policy c"
+ok "cert = FILE with a second certificate for the key: still bound by the token certificate's policy"
+# a name with UTF-8 in it is matched as written (not RFC 2253's \\C3\\B6)
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$T/koeln.key" -utf8 -subj "/CN=client/O=Sparkasse Köln" \
+    -out "$T/koeln.csr" 2>"$T/second.err" &&
+    openssl x509 -req -in "$T/koeln.csr" -force_pubkey "$T/pub.pem" \
+    -CA "$TOK/ca.pem" -CAkey "$TOK/ca.key" -set_serial 0x1235 -days 30 \
+    -sha256 -extfile "$T/second.ext" -out "$T/koeln.pem" 2>>"$T/second.err" ||
+    fail "the UTF-8 certificate: $(cat "$T/second.err")"
+openssl x509 -in "$T/koeln.pem" -noout -subject -nameopt RFC2253,-esc_msb | grep -q "O=Sparkasse Köln" ||
+    fail "the UTF-8 certificate's subject: $(openssl x509 -in "$T/koeln.pem" -noout -subject)"
+awk -v c="$T/koeln.pem" '{ print } /^key = / { print "cert = " c }' "$C" >"$T/koeln.conf"
+printf '[policy c]\ncert-subject = *O=Sparkasse Köln*\nconnect = localhost:1\n' >"$P/10-bank.policy"
+check_fails "$T/koeln.conf" "[tunnel t] connect = evil.example:443 is outside policy c"
+ok "cert-subject with UTF-8 (O=Sparkasse Köln) binds"
+printf '[policy c]\ncert-sha256 = %s\nconnect = localhost:1\n' "$fp" >"$P/10-bank.policy"
+# a certificate for another key is refused at open
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/other.key" 2>/dev/null
+openssl req -new -x509 -key "$T/other.key" -subj "/CN=other key" -days 30 \
+    -out "$T/otherkey.pem" 2>/dev/null || fail "no certificate for another key"
+awk -v c="$T/otherkey.pem" '{ print } /^key = / { print "cert = " c }' "$C" >"$T/otherkey.conf"
+rm -f "$P"/*.policy
+rc=0
+out=$("$P11AGENT" check -c "$T/otherkey.conf" --policies "$P" 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -qF "cert = $T/otherkey.pem: its public key is not the key's (the token's certificate for the key has another)" <<<"$out" ||
+    fail "a certificate for another key: exit $rc: $out"
+ok "cert = FILE for another key: refused at open"
+printf '[policy k]\nkey = pkcs11:token=%s\nconnect = localhost:1\n' "$P11TEST_TOKEN" >"$P/10-bank.policy"
+sed "s|^key = pkcs11:token=|key = pkcs11:token=decoy;token=|" "$C" >"$T/dup.conf"
+grep -q "^key = pkcs11:token=decoy;token=" "$T/dup.conf" || fail "no key line to rewrite"
+check_fails "$T/dup.conf" "[tunnel t] connect = evil.example:443 is outside policy k"
+sed "s|^key = .*|key = pkcs11:id=%02;type=private|" "$C" >"$T/notok.conf"
+check_fails "$T/notok.conf" "[tunnel t] connect = evil.example:443 is outside policy k"
+ok "key = pkcs11:token=...: bound by the token the key is on (a duplicate token= or none in the URI)"
+rm -f "$P"/*.policy
+
 # ---- bad policy files and directories
 bad() {
 	local name=$1 text=$2 want=$3

@@ -133,7 +133,12 @@ struct helper_identity {
 	X509		*cert;
 	char		 label[33];	/* the token's, as C_GetTokenInfo */
 	char		 serial[17];
+	/* when cert = named another certificate: the token's own one for
+	 * the key (same CKA_ID), or NULL (a policy's selectors see it) */
+	X509		*key_cert;
 };
+/* Frees the certificates of a helper_identity. */
+void	 helper_identity_clear(struct helper_identity *);
 int	 helper_open(struct helper *, const char *key_uri, const char *cert,
 	    const char *pin_source, int timeout_ms, struct helper_identity *);
 /* Encodes an OPEN request (for helper_open or an asynchronous reopen). */
