@@ -32,6 +32,7 @@
 #include "p11agent/error.h"
 #include "p11agent/identity.h"
 #include "p11agent/log.h"
+#include "p11agent/policy.h"
 #include "p11agent/proto.h"
 #include "p11agent/tunnel.h"
 
@@ -526,17 +527,21 @@ open_finish(struct identity *id, struct pbuf *reply,
 		    p11a_strerror(r));
 		goto fail;
 	}
-	/* the token it is on (a policy's token-label, the audit trail) */
-	if (hid->label[0] != '\0' || hid->serial[0] != '\0') {
-		snprintf(id->tok_label, sizeof(id->tok_label), "%s",
-		    hid->label);
-		snprintf(id->tok_serial, sizeof(id->tok_serial), "%s",
-		    hid->serial);
-	}
 	return 0;
 fail:
 	helper_identity_clear(hid);
 	return r;
+}
+
+/* The token the key was opened on (a policy's token-label, the audit
+ * trail, status). */
+static void
+set_token(struct identity *id, const struct helper_identity *hid)
+{
+	if (hid->label[0] == '\0' && hid->serial[0] == '\0')
+		return;
+	snprintf(id->tok_label, sizeof(id->tok_label), "%s", hid->label);
+	snprintf(id->tok_serial, sizeof(id->tok_serial), "%s", hid->serial);
 }
 
 /* An identity could not be opened: logged, and the first kept for a
@@ -585,9 +590,11 @@ opened(void *arg, int err, const char *why, struct pbuf *reply)
 	}
 	if (err != 0)
 		open_error(a, c, why ? why : p11a_strerror(err));
-	else
+	else {
+		set_token(id, &id->hid);
 		log_debug("identity %s: open on %s", c->name,
 		    module_name(id->mod));
+	}
 	start_settled(a);
 }
 
@@ -1391,6 +1398,17 @@ reopen_check(struct identity *id, struct pbuf *reply)
 		    id->cfg->name, err);
 		return r;
 	}
+	/* another card (on-reinsert = any) must be bound by the policies
+	 * that were applied to the identity's tunnels */
+	if (!policy_rebind_same(id->agent, id, &hid, err, sizeof(err))) {
+		log_err("identity %s: the card put in (token '%s' serial %s) "
+		    "is not used: %s; restart p11agent to apply the policies "
+		    "to it", id->cfg->name, hid.label, hid.serial, err);
+		helper_identity_clear(&hid);
+		EVP_PKEY_free(pkey);
+		return P11A_ERR_TLS;	/* not tried again by itself */
+	}
+	set_token(id, &hid);
 	if ((what = what_changed(&id->hid, &hid)) == NULL) {
 		helper_identity_clear(&hid);
 		EVP_PKEY_free(pkey);

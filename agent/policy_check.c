@@ -503,6 +503,34 @@ bind_identities(struct agent *a, struct ctx *c)
 }
 
 int
+policy_rebind_same(const struct agent *a, const struct identity *id,
+    const struct helper_identity *hid, char *why, size_t len)
+{
+	const struct cfg_identity	*ci = id->cfg;
+	const struct policy		*pol;
+	struct identity			 now = *id;
+	int				 i, was, is;
+
+	if (policy_count(a->cfg->policies) == 0)
+		return 1;
+	now.hid = *hid;
+	snprintf(now.tok_label, sizeof(now.tok_label), "%s", hid->label);
+	snprintf(now.tok_serial, sizeof(now.tok_serial), "%s", hid->serial);
+	for (pol = a->cfg->policies->first; pol != NULL; pol = pol->next) {
+		for (was = 0, i = 0; i < ci->npolicies; i++)
+			was |= ci->policies[i] == pol;
+		if ((is = binds(pol, ci, &now)) == was)
+			continue;
+		snprintf(why, len, "policy %s (%s:%d) %s", pol->name,
+		    pol->file, pol->line, is ? "binds it, and did not bind "
+		    "the card the policies were applied to" : "bound the card "
+		    "the policies were applied to, and does not bind it");
+		return 0;
+	}
+	return 1;
+}
+
+int
 policy_apply(struct agent *a)
 {
 	struct ctx		 c;

@@ -68,6 +68,15 @@ int	 policy_count(const struct policy_set *);
  * and logs one error per violation; returns how many violations.
  */
 int	 policy_apply(struct agent *);
+/*
+ * A card put back (or another, with on-reinsert = any) opened as hid:
+ * 1 if the policies that bind the identity with it are those that bound
+ * it when they were applied, else 0 with why (the policy that differs).
+ */
+struct identity;
+struct helper_identity;
+int	 policy_rebind_same(const struct agent *, const struct identity *,
+	    const struct helper_identity *, char *why, size_t);
 
 /*
  * Connection time: 1 if every policy binding t's identity lets the peer
