@@ -373,6 +373,7 @@ peer_tcp_pid(struct peer *p)
 	long		 nfd = -1;
 	size_t		 n = 0, cap = 0, i;
 	int		 budget = MAX_FDS_SEEN;
+	char		 first[PATH_MAX] = "";
 
 	if (p->uid < 0 || p->inode == 0 ||
 	    (proc = opendir("/proc")) == NULL)
@@ -406,7 +407,12 @@ peer_tcp_pid(struct peer *p)
 		}
 	/* newest first finds a child that inherited the socket (a shell's
 	 * command): the program that connected is the oldest ancestor that
-	 * holds it too */
+	 * holds it too; when they are different programs, which one made
+	 * the connection is not known (exe_shared: allow-programs refuses) */
+	if (p->pid != -1) {
+		peer_exe(p);
+		snprintf(first, sizeof(first), "%s", p->exe);
+	}
 	for (i = 0; p->pid != -1 && i < 8; i++) {
 		pid = parent_of(dirfd(proc), p->pid);
 		if (pid <= 1 || !pid_holds(dirfd(proc), pid, p->uid, want, -1,
@@ -421,6 +427,8 @@ found:
 	if (p->pid != -1) {
 		recent_add(p->pid, fd);
 		peer_exe(p);
+		if (strcmp(first, p->exe) != 0)
+			p->exe_shared = 1;
 	}
 }
 
@@ -596,15 +604,13 @@ peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 		peer_rule(t, rule, len);
 		return 0;	/* the kernel did not say: deny */
 	}
+	/* a policy limits who may use the tunnel; it never lets in anyone
+	 * the user's own rule (own uid, allow-users, allow-groups) does
+	 * not: the card is the user's */
 	pr = policy_peer(t, p, prule, sizeof(prule), &principals);
 	if (pr == 0) {
 		snprintf(rule, len, "%s", prule);
 		return 0;
-	}
-	if (pr == 1 && principals && t->nallow_users == 0 &&
-	    t->nallow_groups == 0) {
-		snprintf(rule, len, "%s", prule);
-		return 1;
 	}
 	if (!base_access(p, t, rule, len)) {
 		peer_rule(t, rule, len);

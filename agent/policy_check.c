@@ -624,6 +624,15 @@ policy_peer(const struct cfg_tunnel *t, const struct peer *p, char *rule,
 			    "allow-users" : "allow-groups");
 		}
 		if (pol->nprograms != 0) {
+			if (p->exe_shared) {
+				snprintf(rule, len, "program unknown: the "
+				    "connection's socket is held by %s and "
+				    "another program, so allow-programs of "
+				    "policy %s (%s:%d) cannot tell",
+				    p->exe, pol->name, pol->file,
+				    pol->lines[P_ALLOW_PROGRAMS]);
+				return 0;
+			}
 			if (p->exe[0] == '\0' || !program_allowed(pol,
 			    p->exe)) {
 				snprintf(rule, len, "program %s is not in "

@@ -125,7 +125,7 @@ start_agent "$T/agent.conf" || fail "the agent did not start"
 open_unix
 a4=$(listen_addr t tcp:127.0.0.1) || fail "no 127.0.0.1 listener"
 au=$(listen_addr t unix) || fail "no Unix listener"
-rule_ok="policy card \($pol:4: allow-users, 5: allow-programs\)"
+rule_ok="own uid, policy card \($pol:4: allow-users, 5: allow-programs\)"
 served "$me" "$mygid" "$client" "$au" "$rule_ok"
 served "$me" "$mygid" "$client" "$a4" "$rule_ok"
 refused "$me" "$mygid" "$other_client" "$au" "$au" \
@@ -142,21 +142,66 @@ fi
 stop_agent || fail "the agent did not exit cleanly"
 chmod 700 "$T" "$T/sock"
 
-# ---- the policy names the second user: served everywhere (the tunnel
-# names nobody, so the policy's users replace the default of the
-# agent's uid); its other program is still refused
+# ---- the policy names the second user: a policy never lets in anyone
+# the user's configuration does not (the card is the user's): still
+# refused by the tunnel's own rule; once the tunnel's allow-users names
+# the user too, served everywhere; its other program is still refused
 policy "$me, $user"
 start_agent "$T/agent.conf" || fail "the agent did not start"
 open_unix
+refused "$uid" "$gid" "$client" "$(listen_addr t unix)" "$(listen_addr t unix)" \
+    "only uid $me; allow-users/allow-groups widen it"
+stop_agent || fail "the agent did not exit cleanly"
+chmod 700 "$T" "$T/sock"
+{
+	agent_section
+	identity ec 02
+	tunnel t "localhost:$s_port" ec "${l6[@]}" "listen = unix:$T/sock/t.sock" \
+	    "allow-users = $user"
+} >"$T/agent2.conf"
+start_agent "$T/agent2.conf" || fail "the agent did not start"
+open_unix
 a4=$(listen_addr t tcp:127.0.0.1)
 au=$(listen_addr t unix)
-served "$uid" "$gid" "$client" "$a4" "$rule_ok"
-served "$uid" "$gid" "$client" "$au" "$rule_ok"
-[ -z "$v6" ] || served "$uid" "$gid" "$client" "$(listen_addr t "tcp:[::1]")" "$rule_ok"
+rule_u="allow-users $uid, policy card \($pol:4: allow-users, 5: allow-programs\)"
+served "$uid" "$gid" "$client" "$a4" "$rule_u"
+served "$uid" "$gid" "$client" "$au" "$rule_u"
+[ -z "$v6" ] || served "$uid" "$gid" "$client" "$(listen_addr t "tcp:[::1]")" "$rule_u"
 refused "$uid" "$gid" "$other_client" "$a4" "$a4" \
     "program $other_client is not in allow-programs of policy card ($pol:5)"
 stop_agent || fail "the agent did not exit cleanly"
 chmod 700 "$T" "$T/sock"
+
+# ---- TCP: the allowed program holds the socket, a child of another
+# program connects with it: which one connected is not known, and
+# allow-programs refuses (rather than credit the parent)
+policy "$me"
+sed "s|^allow-programs = .*|allow-programs = /usr/bin/sleep|" "$pol" >"$pol.new" && mv "$pol.new" "$pol"
+start_agent "$T/agent.conf" || fail "the agent did not start"
+port=$(listen_addr t tcp:127.0.0.1)
+port=${port##*:}
+log_mark
+/usr/bin/python3 - "$port" <<'PY' || fail "the shared-socket client failed"
+import os, socket, sys, time
+s = socket.socket()
+s.set_inheritable(True)
+if os.fork():
+    os.execv("/usr/bin/sleep", ["sleep", "3"])
+pp = os.getppid()
+for _ in range(500):
+    if os.readlink("/proc/%d/exe" % pp) == "/usr/bin/sleep":
+        break
+    time.sleep(0.01)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"stolen\n")
+s.settimeout(10)
+d = s.recv(100)
+sys.exit(1 if d else 0)
+PY
+wait_log "conn [0-9]+ \(t\): refused: uid $me \(program /usr/bin/sleep, pid [0-9]+\) is not allowed on tcp:127.0.0.1:$port \(program unknown: the connection's socket is held by /usr/bin/sleep and another program, so allow-programs of policy card \($pol:5\) cannot tell\)" 5 ||
+    fail "a socket shared by two programs was not refused: $(tail -n 5 "$T/agent.log")"
+ok "TCP: a socket held by the allowed program and another: refused, program unknown"
+stop_agent || fail "the agent did not exit cleanly"
 
 # ---- without policy files: today's rule (own uid), logged as such
 rm "$pol"

@@ -32,6 +32,10 @@ struct peer {
 	long		 gid;
 	long		 pid;
 	char		 exe[PATH_MAX];	/* realpath of /proc/PID/exe */
+	/* TCP: the socket is held by processes of different programs (a
+	 * parent and a child): exe is the parent's, not surely the one
+	 * that connected */
+	int		 exe_shared;
 	char		 addr[64];	/* TCP: the client's address */
 	char		 port[8];	/* TCP: the client's port */
 	char		 local[80];	/* TCP: our address:port */
