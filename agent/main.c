@@ -651,6 +651,10 @@ main(int argc, char *argv[])
 	if (logto >= 0)
 		log_set_target((enum log_target)logto);
 	log_init("p11agent", verbose);
+	/* the administrator's directory left aside: said, every time */
+	if (policies != NULL && strcmp(cmd, "run") == 0)
+		log_warn("policies from %s (--policies), not from %s",
+		    policies, policy_default_dir());
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(config);
 	if (strcmp(cmd, "check") == 0)

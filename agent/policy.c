@@ -206,6 +206,14 @@ policy_host_parse(const char *v, struct policy_host *h, char *err,
 	}
 	if (strchr(host, '/') != NULL || strspn(host, "0123456789.") == n)
 		return parse_range(host, AF_INET, h, err, errlen);
+	/* 10.* would match the name 10.evil.example, never an address */
+	if (strspn(host, "0123456789.*?") == n &&
+	    strpbrk(host, "0123456789") != NULL) {
+		snprintf(err, errlen, "'%s': an address pattern matches names "
+		    "only (10.* matches 10.evil.example): write a range, as "
+		    "10.0.0.0/8", v);
+		return -1;
+	}
 	for (i = 0; i < n; i++) {
 		if (strchr("abcdefghijklmnopqrstuvwxyz0123456789-.*?_",
 		    host[i] = (char)tolower((unsigned char)host[i])) == NULL) {
@@ -533,13 +541,19 @@ static int
 parse_list(struct parser *p, enum pkey k, const char *key, const char *v)
 {
 	char	*copy, *tok, *save = NULL;
+	int	 n = 0;
 
 	if ((copy = strdup(v)) == NULL)
 		return perr(p, p->line, "out of memory");
 	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->failed;
-	    tok = strtok_r(NULL, ", \t", &save))
+	    tok = strtok_r(NULL, ", \t", &save), n++)
 		list_item(p, k, key, tok);
 	free(copy);
+	/* "connect = ," would be a permission that permits nothing and
+	 * restricts nothing */
+	if (n == 0 && !p->failed)
+		return perr(p, p->line, "[%s] %s: an empty list", p->secname,
+		    key);
 	return !p->failed;
 }
 

@@ -499,6 +499,10 @@ bind_identities(struct agent *a, struct ctx *c)
 			    ci->name, pol->name, pol->file, pol->line);
 			check_identity(c, ci, pol);
 		}
+		/* a selector that missed fails open: said, so that it shows */
+		if (ci->npolicies == 0)
+			log_info("identity %s: no policy binds it (%d read)",
+			    ci->name, policy_count(a->cfg->policies));
 	}
 }
 

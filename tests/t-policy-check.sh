@@ -185,6 +185,8 @@ out=$("$REAL" run -c "$C" --policies "$P" 2>&1) || rc=$?
 [ "$rc" = 1 ] || fail "run: exit $rc, wanted 1: $out"
 grep -qF "$C:$(line "$C" '^connect'): [tunnel t] connect = evil.example:443 is outside policy bank ($P/10-bank.policy:3: connect = localhost:$s_port)" <<<"$out" ||
     fail "run: no message naming both lines: $out"
+grep -qF "p11agent: warning: policies from $P (--policies), not from " <<<"$out" ||
+    fail "run --policies: no warning naming both directories: $out"
 ok "run refuses it at start-up: $(grep -m1 outside <<<"$out")"
 P11AGENT=$REAL
 
@@ -218,6 +220,8 @@ printf '[policy e]\nkey = pkcs11:id=%%01;token=%s\nconnect = localhost:1\n' "$P1
 printf '[policy d]\ntoken-label = other-token\nallow-users = %s\n' "$other" >"$P/20-d.policy"
 check_ok "$C"
 grep -q "bound by" <<<"$out" && fail "a policy bound an identity it does not select: $out"
+grep -qF "identity ec: no policy binds it (3 read)" <<<"$out" ||
+    fail "check does not say that no policy binds the identity: $out"
 ok "policies whose selectors do not match bind nothing: the configuration runs as without policies"
 rm "$P/20-d.policy" "$P/30-e.policy"
 

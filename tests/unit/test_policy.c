@@ -68,6 +68,9 @@ test_names(void)
 	CU_ASSERT_EQUAL(match("*:443", "anything.example", 443), 1);
 	CU_ASSERT_EQUAL(match("0.0.0.0/0:443", "localhost", 443), 0);
 	CU_ASSERT(parse_err("bad_host!:443", "a host pattern has"));
+	/* digits and wildcards would match names only (10.evil.example) */
+	CU_ASSERT(parse_err("10.*:443", "an address pattern matches names only"));
+	CU_ASSERT(parse_err("1?2.168.*.*:443", "an address pattern matches names only"));
 	CU_ASSERT(parse_err("nohost", "is not HOST:PORTS"));
 	CU_ASSERT(parse_err(":443", "is not HOST:PORTS"));
 }
@@ -187,6 +190,10 @@ test_files(void)
 	    "'wget' must be an absolute path"));
 	CU_ASSERT(file_err("[policy a]\nkey = pkcs11:*\ntls-min = 1.3\n"
 	    "[policy a]\nkey = pkcs11:*\n", "[policy a]: defined twice"));
+	CU_ASSERT(file_err("[policy a]\nkey = pkcs11:*\nconnect = ,\n",
+	    "t.policy:3: [policy a] connect: an empty list"));
+	CU_ASSERT(file_err("[policy a]\nkey = pkcs11:*\nallow-programs = , ,\n",
+	    "t.policy:3: [policy a] allow-programs: an empty list"));
 	CU_ASSERT(file_err("key = pkcs11:*\n", "outside of any section"));
 	CU_ASSERT(file_err("[tunnel a]\nkey = pkcs11:*\n", "unknown section"));
 }
