@@ -36,6 +36,7 @@ enum keyword {
 	K_ALLOW_GROUPS,
 	/* card removal (issue 6) */
 	K_ON_REMOVAL, K_ON_REINSERT, K_TOKEN_POLL,
+	K_PIN_PER_HANDSHAKE,		/* log out after each signature */
 	K_CONTROL, K_LOCK_AFTER,	/* the control socket, lock (agent) */
 	K_DRAIN_TIMEOUT,		/* SIGTERM: how long to drain */
 	K_METRICS,			/* the metrics listener (agent) */
@@ -58,7 +59,7 @@ once_only(enum keyword kw)
 	case K_TOKEN_POLL: case K_TLS_MIN: case K_TLS_MAX:
 	case K_SESSION_CACHE_SIZE: case K_SESSION_LIFETIME:
 	case K_ALLOW_REMOTE: case K_DRAIN_TIMEOUT: case K_LOG:
-	case K_LOG_LEVEL: case K_OCSP:
+	case K_LOG_LEVEL: case K_OCSP: case K_PIN_PER_HANDSHAKE:
 		return 1;
 	default:
 		return 0;
@@ -113,6 +114,7 @@ static const struct {
 	{ "module-allow",	S_AGENT,	K_MODULE_ALLOW },
 	/* card removal */
 	{ "on-removal",		S_IDENTITY,	K_ON_REMOVAL },
+	{ "pin-per-handshake",	S_IDENTITY,	K_PIN_PER_HANDSHAKE },
 	{ "on-reinsert",	S_IDENTITY,	K_ON_REINSERT },
 	{ "token-poll",		S_AGENT,	K_TOKEN_POLL },
 	{ "control",		S_AGENT,	K_CONTROL },
@@ -643,6 +645,8 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 	case K_MAX_HANDSHAKES:
 		return parse_range(p, key, v, 1, CFG_MAX_HANDSHAKES,
 		    &id->max_handshakes);
+	case K_PIN_PER_HANDSHAKE:
+		return parse_bool(p, key, v, &id->pin_per_handshake);
 	case K_ON_REMOVAL:
 	case K_ON_REINSERT:
 		return removal_key(p, kw, key, v);
@@ -1002,7 +1006,8 @@ note_line(struct parser *p, enum keyword kw)
 	if (p->section == S_IDENTITY)
 		l = kw == K_PIN ? &p->id->pin_line : kw == K_PIN_CACHE ?
 		    &p->id->pin_cache_line : kw == K_ON_REMOVAL ?
-		    &p->id->on_removal_line : NULL;
+		    &p->id->on_removal_line : kw == K_PIN_PER_HANDSHAKE ?
+		    &p->id->pin_per_handshake_line : NULL;
 	else if (p->section == S_TUNNEL)
 		l = kw == K_CONNECT ? &p->tun->connect_line :
 		    kw == K_SERVER_NAME ? &p->tun->server_name_line :
@@ -1195,6 +1200,10 @@ finish(struct parser *p)
 			id->on_removal = CFG_REMOVAL_KEEP;
 		if (id->on_reinsert == 0)
 			id->on_reinsert = CFG_REINSERT_SAME;
+		if (id->pin_per_handshake && id->pin_cache > 0)
+			return perr(p, id->pin_per_handshake_line, "[identity "
+			    "%s] pin-per-handshake = yes keeps no PIN: leave "
+			    "pin-cache out (or 0)", id->name);
 	}
 	for (t = p->cfg->tunnels; t != NULL; t = t->next) {
 		if (t->nlisten == 0)
@@ -1232,6 +1241,15 @@ finish(struct parser *p)
 			t->max_connections = CONFIG_DEFAULT_CONNS;
 		if (t->ocsp == 0)
 			t->ocsp = CFG_OCSP_REQUEST;
+		/* a PIN for every handshake: no session is resumed */
+		if (t->identity->pin_per_handshake &&
+		    t->session_cache == CFG_SESSION_YES)
+			return perr(p, t->line, "[tunnel %s]: session-cache = "
+			    "yes, but identity %s has pin-per-handshake = yes: "
+			    "a resumed session needs no PIN; leave "
+			    "session-cache out", t->name, t->identity->name);
+		if (t->identity->pin_per_handshake)
+			t->session_cache = CFG_SESSION_NO;
 	}
 	if (p->cfg->agent.max_connections == 0)
 		p->cfg->agent.max_connections = CONFIG_DEFAULT_CONNS;

@@ -282,7 +282,8 @@ static void
 put_open(struct pbuf *req, const struct cfg_identity *c)
 {
 	helper_put_open(req, c->key, c->cert, pin_source(c));
-	helper_put_open_login(req, c->pinentry, c->pin_cache);
+	helper_put_open_login(req, c->pinentry, c->pin_cache,
+	    c->pin_per_handshake);
 }
 
 /* The PIN variables of the identities on this module, for its helper. */
@@ -967,7 +968,8 @@ token_side_same(const struct cfg_identity *a, const struct cfg_identity *b)
 	return config_str_same(a->key, b->key) && config_str_same(a->cert, b->cert) &&
 	    config_str_same(a->pin, b->pin) && config_str_same(a->module, b->module) &&
 	    config_str_same(a->pinentry, b->pinentry) &&
-	    a->pin_cache == b->pin_cache && a->sign_timeout == b->sign_timeout;
+	    a->pin_cache == b->pin_cache && a->sign_timeout == b->sign_timeout &&
+	    a->pin_per_handshake == b->pin_per_handshake;
 }
 
 static int
@@ -1548,7 +1550,7 @@ restart(struct agent *a, struct module_rt *s)
 		helper_put_open(&req, uri, id->cfg->cert,
 		    pin_source(id->cfg));
 		helper_put_open_login(&req, id->cfg->pinentry,
-		    id->cfg->pin_cache);
+		    id->cfg->pin_cache, id->cfg->pin_per_handshake);
 		if (helper_request(s->helper, PROTO_OPEN, &req, OPEN_TIMEOUT_MS,
 		    reopened, ro) == 0)
 			s->reopening++;

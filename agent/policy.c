@@ -46,7 +46,7 @@ const char *const pkey_names[P_COUNT] = {
 	"key", "token-label", "token-serial", "cert-sha256", "cert-issuer",
 	"cert-subject", "connect", "allow-users", "allow-groups",
 	"allow-programs", "tls-min", "ca", "pin-sha256", "ocsp",
-	"pin-cache-max", "on-removal", "pin-sources",
+	"pin-cache-max", "on-removal", "pin-sources", "pin-per-handshake",
 };
 
 /* keys that take a list and may be repeated (each line adds) */
@@ -678,6 +678,13 @@ one_value(struct parser *p, enum pkey k, const char *key, const char *v)
 			return perr(p, p->line, "[%s] %s: '%s': the only value "
 			    "is close", p->secname, key, v);
 		pol->on_removal = CFG_REMOVAL_CLOSE;
+		return 1;
+	case P_PIN_PER_HANDSHAKE:
+		if (strcmp(v, "yes") != 0)
+			return perr(p, p->line, "[%s] %s: '%s': the only value "
+			    "is yes (the PIN asked for every full handshake)",
+			    p->secname, key, v);
+		pol->pin_per_handshake = 1;
 		return 1;
 	default:
 		return 0;

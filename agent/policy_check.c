@@ -425,6 +425,21 @@ source_kind(const char *pin)
 	return SRC_NONE;
 }
 
+/* A PIN for every handshake: no session is resumed. */
+static void
+check_resume(struct ctx *c, struct cfg_tunnel *t, const char *sec,
+    const struct policy *pol)
+{
+	if (!pol->pin_per_handshake)
+		return;
+	if (t->session_cache == CFG_SESSION_YES)
+		violation(c, t->line, sec, "session-cache = yes", "resumes "
+		    "sessions without a PIN, which is forbidden by", pol,
+		    P_PIN_PER_HANDSHAKE);
+	else
+		t->session_cache = CFG_SESSION_NO;
+}
+
 static void
 check_identity(struct ctx *c, struct cfg_identity *ci,
     const struct policy *pol)
@@ -445,6 +460,24 @@ check_identity(struct ctx *c, struct cfg_identity *ci,
 			violation(c, ci->on_removal_line, sec,
 			    "on-removal = keep", "is not what is required by",
 			    pol, P_ON_REMOVAL);
+	}
+	/* not filled in: the token was opened with the identity's own
+	 * setting, so the configuration must say it */
+	if (pol->pin_per_handshake) {
+		if (!ci->pin_per_handshake)
+			violation(c, ci->pin_per_handshake_line ?
+			    ci->pin_per_handshake_line : ci->line, sec,
+			    ci->pin_per_handshake_line ?
+			    "pin-per-handshake = no" : "no pin-per-handshake = "
+			    "yes", "is not what is required by", pol,
+			    P_PIN_PER_HANDSHAKE);
+		if (ci->pin_cache > 0) {
+			snprintf(what, sizeof(what), "pin-cache = %d",
+			    ci->pin_cache);
+			violation(c, ci->pin_cache_line, sec, what, "keeps a "
+			    "PIN, which is forbidden by", pol,
+			    P_PIN_PER_HANDSHAKE);
+		}
 	}
 	if (pol->sources != 0 && (pol->sources & kind) == 0) {
 		snprintf(what, sizeof(what), "pin = %s%s%s",
@@ -558,6 +591,7 @@ policy_apply(struct agent *a)
 			check_ca(&c, t, sec, pol);
 			check_pins(&c, t, sec, pol);
 			check_ocsp(&c, t, sec, pol);
+			check_resume(&c, t, sec, pol);
 			text_policy(t, pol);
 		}
 	}

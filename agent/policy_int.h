@@ -15,7 +15,7 @@ enum pkey {
 	/* permissions */
 	P_CONNECT, P_ALLOW_USERS, P_ALLOW_GROUPS, P_ALLOW_PROGRAMS, P_TLS_MIN,
 	P_CA, P_PIN_SHA256, P_OCSP, P_PIN_CACHE_MAX, P_ON_REMOVAL,
-	P_PIN_SOURCES,
+	P_PIN_SOURCES, P_PIN_PER_HANDSHAKE,
 	P_COUNT
 };
 #define P_SELECTORS	(P_CERT_SUBJECT + 1)
@@ -56,6 +56,7 @@ struct policy {
 	int			 ocsp;
 	int			 pin_cache_max;		/* -1: no limit */
 	int			 on_removal;
+	int			 pin_per_handshake;	/* 1: required */
 	unsigned		 sources;		/* 0: any */
 	struct policy		*next;
 };

@@ -976,10 +976,12 @@ helper_put_open(struct pbuf *req, const char *key_uri, const char *cert,
 }
 
 void
-helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache)
+helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache,
+    int pin_per_handshake)
 {
 	pbuf_put_str(req, pinentry);
 	pbuf_put_u32(req, pin_cache > 0 ? (uint32_t)pin_cache : 0);
+	pbuf_put_u8(req, pin_per_handshake ? PROTO_OPEN_LOGOUT_EACH : 0);
 }
 
 int

@@ -159,6 +159,7 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	o.pin_source = q.pin_source;
 	o.pinentry = q.pinentry;
 	o.pin_cache = (int)q.pin_cache;
+	o.logout_each = (q.flags & PROTO_OPEN_LOGOUT_EACH) != 0;
 	h->busy_id = id;
 	if ((r = token_open_opts(h->ctx, &o, &k)) != 0) {
 		h->keys[h->nkeys++] = NULL;

@@ -33,11 +33,15 @@ hreq_open(struct pbuf *b, struct hreq_open *q)
 	q->pin_source = pbuf_get_str(b);
 	q->pinentry = NULL;
 	q->pin_cache = 0;
+	q->flags = 0;
 	if (b->err == 0 && b->off < b->len) {	/* the login settings */
 		q->pinentry = pbuf_get_str(b);
 		q->pin_cache = pbuf_get_u32(b);
 		if (b->err == 0 && q->pin_cache > PROTO_MAX_PIN_CACHE)
 			b->err = P11A_ERR_TOO_LARGE;
+		q->flags = pbuf_get_u8(b);
+		if (b->err == 0 && (q->flags & ~PROTO_OPEN_LOGOUT_EACH))
+			b->err = P11A_ERR_PROTOCOL;
 	}
 	if ((r = pbuf_end(b)) == 0 && q->key_uri == NULL)
 		r = P11A_ERR_PROTOCOL;

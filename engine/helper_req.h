@@ -24,6 +24,7 @@ struct hreq_open {
 	/* optional, since issue 6: the identity's login settings */
 	char		*pinentry;	/* pinentry-program, or NULL */
 	uint32_t	 pin_cache;	/* seconds */
+	uint8_t		 flags;		/* PROTO_OPEN_LOGOUT_EACH */
 };
 
 /* SIGN: data points into the payload's buffer, 1..PROTO_MAX_SIGN_DATA. */

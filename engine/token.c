@@ -935,6 +935,7 @@ token_open_opts(struct token_ctx *ctx, const struct token_open_opts *o,
 	k->pin_source = dup_or_null(o->pin_source, &nomem);
 	k->pinentry = dup_or_null(o->pinentry, &nomem);
 	k->pin_cache = o->pin_cache;
+	k->logout_each = o->logout_each;
 	if (o->pin_source != NULL && strncmp(o->pin_source, "env:", 4) == 0 &&
 	    pin_env_hide(o->pin_source + 4) != 0)
 		nomem = 1;
@@ -1131,6 +1132,9 @@ token_sign_for(struct token_ctx *ctx, struct token_key *k,
 			r = sign_once(ctx, k, rq, pin, &mech, data, len, sig,
 			    siglen);
 	}
+	/* pin-per-handshake: the next signature logs in again */
+	if (k->logout_each)
+		token_logout_key(ctx, k);
 out:
 	pin_free(pin);
 	return r;

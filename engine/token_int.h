@@ -57,6 +57,7 @@ struct token_key {
 	char			*pin_source;	/* NULL: pinentry */
 	char			*pinentry;	/* pinentry-program */
 	int			 pin_cache;	/* seconds */
+	int			 logout_each;	/* pin-per-handshake */
 	int			 always_auth;	/* CKA_ALWAYS_AUTHENTICATE */
 	int			 deferred;	/* obj found after login */
 	struct token_key	*next;
@@ -96,6 +97,8 @@ int	 token_login_for(struct token_ctx *, struct token_key *,
 	    const struct token_req *, struct pin **keep);
 /* What k's token state says, checked on k's session (C_GetSessionInfo). */
 int	 token_logged_in(struct token_ctx *, struct token_key *);
+/* Logs k's token out and forgets its PIN (pin-per-handshake). */
+void	 token_logout_key(struct token_ctx *, struct token_key *);
 /* The token is not logged in (any more): its keys are found again. */
 void	 token_slot_logged_out(struct token_ctx *, struct token_slot *);
 /* CKU_CONTEXT_SPECIFIC after C_SignInit; pin: the request's PIN or NULL */

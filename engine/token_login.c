@@ -481,6 +481,20 @@ token_login_context(struct token_ctx *ctx, struct token_key *k,
 	    pin != NULL ? &keep : NULL);
 }
 
+void
+token_logout_key(struct token_ctx *ctx, struct token_key *k)
+{
+	struct token_slot	*ts = k->ts;
+
+	if (ts == NULL)
+		return;
+	forget_pin(ts);
+	if (ts->logged_in && k->session != CK_INVALID_HANDLE)
+		k->mod->C_Logout(k->session);
+	if (ts->logged_in)
+		token_slot_logged_out(ctx, ts);
+}
+
 int
 token_logout_all(struct token_ctx *ctx, int *n)
 {

@@ -88,7 +88,8 @@ s|^connect = .*|connect = localhost:$s_port|
 s|^allow-programs = .*|allow-programs = $client|
 s|^ca = .*|ca = $TOK/ca.pem|
 s|^pin-sha256 = .*|pin-sha256 = $ca_pin|"
-conf "$T/bank.conf" "localhost:$s_port" "$pinentry_sed"
+conf "$T/bank.conf" "localhost:$s_port" "$pinentry_sed
+/^module/a pin-per-handshake = yes"
 check_ok "$T/bank.conf" "$P"
 grep -q "bound by policy bank" <<<"$out" || fail "the banking example did not bind: $out"
 ok "banking: a configuration within it passes check"

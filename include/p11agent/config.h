@@ -71,6 +71,10 @@ struct cfg_identity {
 	int			 max_handshakes;
 	/* card removal */
 	int			 on_removal;	/* CFG_REMOVAL_* */
+	/* 1: the token is logged out after each signature, so each full
+	 * handshake asks the PIN (and the tunnels resume no session) */
+	int			 pin_per_handshake;
+	int			 pin_per_handshake_line;
 	int			 on_reinsert;	/* CFG_REINSERT_* */
 	/* the lines of the keys a policy checks (0: not given) */
 	int			 pin_line, pin_cache_line, on_removal_line;

@@ -146,7 +146,7 @@ void	 helper_put_open(struct pbuf *, const char *key_uri, const char *cert,
 	    const char *pin_source);
 /* Appends the identity's login settings to an OPEN request. */
 void	 helper_put_open_login(struct pbuf *, const char *pinentry,
-	    int pin_cache);
+	    int pin_cache, int pin_per_handshake);
 /* Decodes an OPEN_OK payload (untrusted input: checked and bounded). */
 int	 helper_parse_open(struct pbuf *, struct helper_identity *);
 

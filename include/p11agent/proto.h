@@ -70,6 +70,9 @@ enum proto_hash {
 	PROTO_HASH_SHA512 = 3,
 };
 
+/* PROTO_OPEN login flags (after pin-cache) */
+#define PROTO_OPEN_LOGOUT_EACH	0x01	/* log out after each SIGN */
+
 /* PROTO_OPEN_OK capability bits */
 #define PROTO_CAP_RSA_PKCS1	0x01
 #define PROTO_CAP_RSA_RAW	0x02

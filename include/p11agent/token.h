@@ -73,6 +73,7 @@ struct token_open_opts {
 	const char	*pin_source;
 	const char	*pinentry;	/* pinentry-program; NULL: "pinentry" */
 	int		 pin_cache;	/* seconds the PIN is kept; 0: none */
+	int		 logout_each;	/* log out after each signature */
 };
 int	 token_open_opts(struct token_ctx *, const struct token_open_opts *,
 	    struct token_key **);
