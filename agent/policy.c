@@ -797,6 +797,32 @@ new_set(struct policy_set **set)
 	return 0;
 }
 
+/* Only root, or the user running the agent, may have written it (as
+ * sshd's StrictModes): a policy anybody can change is none. */
+static int
+trusted_file(int fd, const char *path, char *err, size_t errlen)
+{
+	struct stat	 st;
+
+	if (fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return 0;
+	}
+	if (st.st_uid != 0 && st.st_uid != getuid()) {
+		snprintf(err, errlen, "%s: owned by uid %ld, neither root nor "
+		    "this user: not read (chown root)", path, (long)st.st_uid);
+		return 0;
+	}
+	if ((st.st_mode & S_IWOTH) || ((st.st_mode & S_IWGRP) &&
+	    st.st_gid != 0)) {
+		snprintf(err, errlen, "%s: writable by %s (mode %04o): not "
+		    "read (chmod go-w)", path, (st.st_mode & S_IWOTH) ?
+		    "every user" : "its group", (unsigned)(st.st_mode & 07777));
+		return 0;
+	}
+	return 1;
+}
+
 int
 policy_load_file(const char *path, struct policy_set **set, char *err,
     size_t errlen)
@@ -817,6 +843,10 @@ policy_load_file(const char *path, struct policy_set **set, char *err,
 	tail = p.set->tail;
 	if ((p.fp = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return P11A_ERR_CONFIG;
+	}
+	if (!trusted_file(fileno(p.fp), path, err, errlen)) {
+		fclose(p.fp);
 		return P11A_ERR_CONFIG;
 	}
 	r = ini_parse_stream(reader, &p, handler, &p);
@@ -873,6 +903,10 @@ policy_load_dir(const char *dir, struct policy_set **out, char *err,
 		    "a directory of *.policy files)" : "");
 		goto out;
 	}
+	/* a directory anybody may write to lets anybody add a policy, or
+	 * take one away */
+	if (!trusted_file(dirfd(d), dir, err, errlen))
+		goto out;
 	while ((de = readdir(d)) != NULL) {
 		if (!is_policy_name(de->d_name))
 			continue;

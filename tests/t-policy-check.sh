@@ -314,6 +314,13 @@ ok "--policies naming a file or nothing: $(grep -m1 policies: <<<"$out")"
 # an empty directory: no policy, today's behaviour
 check_ok "$C"
 ok "an empty policy directory: no policy"
+chmod 0777 "$P"
+rc=0
+out=$("$P11AGENT" check -c "$C" --policies "$P" 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -qF "$P: writable by every user (mode 0777): not read (chmod go-w)" <<<"$out" ||
+    fail "a world-writable policy directory: exit $rc: $out"
+chmod 0755 "$P"
+ok "a policy directory every user may write to: refused: $(grep -m1 writable <<<"$out")"
 rc=0
 out=$("$P11AGENT" tokens --policies "$P" 2>&1) || rc=$?
 [ "$rc" = 2 ] || fail "--policies on tokens: exit $rc: $out"

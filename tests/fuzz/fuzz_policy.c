@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "p11agent/policy.h"
@@ -24,8 +25,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char			 path[64], err[1024], line[256];
 	int			 fd;
 
+	/* a memfd is mode 0777: made 0600, as a policy must be to be read */
 	if ((fd = memfd_create("fuzz.policy", MFD_CLOEXEC)) == -1)
 		return 0;
+	if (fchmod(fd, 0600) != 0) {
+		close(fd);
+		return 0;
+	}
 	if (write(fd, data, size) == (ssize_t)size) {
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 		policy_load_file(path, &set, err, sizeof(err));

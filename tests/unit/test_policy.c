@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "p11agent/policy.h"
 #include "tests.h"
@@ -195,6 +196,16 @@ test_files(void)
 	CU_ASSERT(file_err("[policy a]\nkey = pkcs11:*\nallow-programs = , ,\n",
 	    "t.policy:3: [policy a] allow-programs: an empty list"));
 	CU_ASSERT(file_err("key = pkcs11:*\n", "outside of any section"));
+	/* a file others may write is no policy */
+	path = test_write("w.policy", "[policy a]\nkey = pkcs11:*\n"
+	    "tls-min = 1.3\n", 0666);
+	CU_ASSERT_EQUAL(chmod(path, 0666), 0);
+	set = NULL;
+	CU_ASSERT_NOT_EQUAL(policy_load_file(path, &set, err, sizeof(err)), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "w.policy: writable by every user "
+	    "(mode 0666): not read (chmod go-w)"));
+	policy_set_free(set);
+	set = NULL;
 	CU_ASSERT(file_err("[tunnel a]\nkey = pkcs11:*\n", "unknown section"));
 }
 
