@@ -427,7 +427,8 @@ found:
 	if (p->pid != -1) {
 		recent_add(p->pid, fd);
 		peer_exe(p);
-		if (strcmp(first, p->exe) != 0)
+		/* (a recent client found at once has no first) */
+		if (first[0] != '\0' && strcmp(first, p->exe) != 0)
 			p->exe_shared = 1;
 	}
 }
@@ -589,8 +590,7 @@ base_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 
 /*
  * The policies binding the tunnel's identity (agent/policy.c) must all
- * let the peer in; where one names users or groups and the tunnel names
- * none, the policy's replace the default of the agent's uid.
+ * let the peer in, and so must the tunnel's own rule (base_access).
  */
 int
 peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
@@ -598,7 +598,7 @@ peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 {
 	char	 prule[512];
 	size_t	 n;
-	int	 pr, principals;
+	int	 pr, principals;	/* (policy_peer's; not needed here) */
 
 	if (p->uid < 0) {
 		peer_rule(t, rule, len);

@@ -1114,6 +1114,10 @@ token_sign_for(struct token_ctx *ctx, struct token_key *k,
 		token_seterr(ctx, 0, "unknown signature algorithm %d", alg);
 		return P11A_ERR_INVALID;
 	}
+	/* pin-per-handshake: a login of its own, whatever another key of
+	 * the token (or the open) left, with no PIN kept from before */
+	if (k->logout_each)
+		token_logout_key(ctx, k);
 	/* the PIN typed for this login also serves its context login */
 	if ((r = token_login_for(ctx, k, rq, k->always_auth || k->deferred ?
 	    &pin : NULL)) != 0)
@@ -1132,10 +1136,10 @@ token_sign_for(struct token_ctx *ctx, struct token_key *k,
 			r = sign_once(ctx, k, rq, pin, &mech, data, len, sig,
 			    siglen);
 	}
-	/* pin-per-handshake: the next signature logs in again */
+out:
+	/* pin-per-handshake: nothing of this login outlives the signature */
 	if (k->logout_each)
 		token_logout_key(ctx, k);
-out:
 	pin_free(pin);
 	return r;
 }

@@ -32,10 +32,36 @@ three() {
 three "$T/each.conf"
 logins=$(count C_Login) signs=$(count C_Sign) logouts=$(count C_Logout)
 [ "$signs" = 3 ] || fail "pin-per-handshake: $signs C_Sign for 3 connections (a session resumed?)"
-[ "$logins" = 3 ] || fail "pin-per-handshake: $logins C_Login for 3 handshakes"
+# the open logs in with the file PIN, then each signature logs in anew
+[ "$logins" = 4 ] || fail "pin-per-handshake: $logins C_Login for 3 handshakes (and the open)"
 [ "$logouts" -ge 3 ] || fail "pin-per-handshake: $logouts C_Logout"
 log_since_has "resumed \(no signature\)" && fail "pin-per-handshake: a session was resumed"
-ok "pin-per-handshake = yes: 3 connections, 3 C_Sign, 3 C_Login, $logouts C_Logout"
+ok "pin-per-handshake = yes: 3 connections, 3 C_Sign, 1 + 3 C_Login, $logouts C_Logout"
+
+# another key on the same token logged in (identity rsa, no
+# pin-per-handshake): the bank identity's signature still logs in anew
+{
+	agent_section
+	identity ec 02 | sed '/^$/d'
+	printf 'pin-per-handshake = yes\n\n'
+	identity rsa 01
+	tunnel t "localhost:$s_port" ec
+	tunnel r "localhost:$s_port" rsa "session-cache = no"
+} >"$T/two.conf"
+: >"$P11FAULT_LOG"
+start_agent "$T/two.conf" || fail "two.conf: the agent did not start"
+for tun in r t r t; do
+	"$CLIENT" "$(listen_addr $tun tcp)" roundtrip --bytes 100 >/dev/null ||
+	    fail "two.conf: a connection through $tun"
+done
+stop_agent || fail "two.conf: the agent did not stop cleanly"
+# the 2nd and 4th C_Sign (tunnel t's) each have a C_Login since the
+# C_Sign before them
+awk '$0 ~ / C_Sign / { n++; if ((n == 2 || n == 4) && !login) bad = bad " " n; login = 0 }
+    $0 ~ / C_Login / { login = 1 }
+    END { if (n != 4) { print "C_Sign " n; exit 1 } if (bad != "") { print "no login before C_Sign" bad; exit 1 } }' \
+    "$P11FAULT_LOG" >"$T/order.out" || fail "two keys on one token: $(cat "$T/order.out")"
+ok "with another key of the token logged in, each pin-per-handshake signature logs in anew"
 {
 	agent_section
 	identity ec 02

@@ -130,6 +130,15 @@ served "$me" "$mygid" "$client" "$au" "$rule_ok"
 served "$me" "$mygid" "$client" "$a4" "$rule_ok"
 refused "$me" "$mygid" "$other_client" "$au" "$au" \
     "program $other_client is not in allow-programs of policy card ($pol:5)"
+# one process, several connections over TCP (a browser): each allowed
+# (the second is found through the agent's cache of recent clients)
+log_mark
+out=$("$client" "$a4" burst --count 3 --bytes 100 --timeout 20) ||
+    fail "three connections from one process: $out"
+wait_log_count "decision: allowed: uid $me pid [0-9]+ program $client" 3 10 ||
+    fail "not 3 allowed decisions for one process: $(tail -n "+$((LOG_MARK + 1))" "$T/agent.log" | grep decision)"
+log_since_has "refused" && fail "a connection of the same process was refused"
+ok "three TCP connections from one allowed process: all allowed"
 refused "$uid" "$gid" "$client" "$a4" "$a4" \
     "uid $uid is not in allow-users of policy card ($pol:4)"
 refused "$uid" "$gid" "$client" "$au" "$au" \
