@@ -491,7 +491,7 @@ open_finish(struct identity *id, struct pbuf *reply,
     struct helper_identity *hid, EVP_PKEY **pkey, char *err, size_t errlen)
 {
 	struct cfg_identity	*c = id->cfg;
-	int			 r;
+	int			 i, r;
 
 	memset(hid, 0, sizeof(*hid));
 	if ((r = helper_parse_open(reply, hid)) != 0) {
@@ -509,12 +509,14 @@ open_finish(struct identity *id, struct pbuf *reply,
 			goto fail;
 		}
 	}
-	/* cert = another certificate: it must hold the key's public key,
-	 * which the token's own certificate for the key shows */
-	if (hid->cert != NULL && hid->key_cert != NULL &&
-	    X509_get0_pubkey(hid->key_cert) != NULL &&
-	    EVP_PKEY_eq(X509_get0_pubkey(hid->cert),
-	    X509_get0_pubkey(hid->key_cert)) != 1) {
+	/* the certificate presented must hold the key's public key, which
+	 * the token's certificates for the key show */
+	for (i = 0; hid->cert != NULL && i < hid->nkey_certs; i++)
+		if (X509_get0_pubkey(hid->key_certs[i]) == NULL ||
+		    EVP_PKEY_eq(X509_get0_pubkey(hid->cert),
+		    X509_get0_pubkey(hid->key_certs[i])) != 1)
+			break;
+	if (hid->cert != NULL && i < hid->nkey_certs) {
 		snprintf(err, errlen, "cert = %s: its public key is not the "
 		    "key's (the token's certificate for the key has another)",
 		    c->cert);

@@ -182,6 +182,7 @@ binds(const struct policy *pol, const struct cfg_identity *ci,
     const struct identity *id)
 {
 	char		 v[256];
+	int		 i;
 
 	if (pol->key != NULL && !key_matches(pol->key, ci, id))
 		return 0;
@@ -191,10 +192,16 @@ binds(const struct policy *pol, const struct cfg_identity *ci,
 	if (pol->serial != NULL && !(key_attr(ci, id, "serial", v,
 	    sizeof(v)) && fnmatch(pol->serial, v, 0) == 0))
 		return 0;
-	if ((pol->has_sha || pol->issuer != NULL || pol->subject != NULL) &&
-	    (id == NULL || (!cert_binds(pol, id->hid.cert) &&
-	    !cert_binds(pol, id->hid.key_cert))))
+	if (pol->has_sha || pol->issuer != NULL || pol->subject != NULL) {
+		if (id == NULL)
+			return 0;
+		if (cert_binds(pol, id->hid.cert))
+			return 1;
+		for (i = 0; i < id->hid.nkey_certs; i++)
+			if (cert_binds(pol, id->hid.key_certs[i]))
+				return 1;
 		return 0;
+	}
 	return 1;
 }
 

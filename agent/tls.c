@@ -331,8 +331,9 @@ describe_verify(struct tls_conn *tc, const struct tls_trust *tr,
 	case X509_V_ERR_UNABLE_TO_GET_CRL:
 		name_text(X509_get_issuer_name(x), t, sizeof(t));
 		snprintf(tc->why, sizeof(tc->why), "no CRL from %s, the issuer "
-		    "of the %s, in the crl = files (every certificate of the "
-		    "chain needs its issuer's CRL)", t, role);
+		    "of the %s, among the CRLs of crl = and ca-dir (every "
+		    "certificate of the chain needs its issuer's CRL)", t,
+		    role);
 		break;
 	case X509_V_ERR_CRL_HAS_EXPIRED:
 	case X509_V_ERR_CRL_NOT_YET_VALID:
@@ -867,6 +868,7 @@ tls_trust_stamp(const struct cfg_tunnel *t, unsigned char out[32])
 	EVP_MD_CTX	*md;
 	DIR		*d;
 	struct dirent	*de;
+	struct stat	 st;
 	char		 path[PATH_MAX];
 	unsigned int	 n = 0;
 	int		 i, k = 0, ok;
@@ -880,17 +882,23 @@ tls_trust_stamp(const struct cfg_tunnel *t, unsigned char out[32])
 		stamp_file(md, t->ca);
 	for (i = 0; i < t->ncrl; i++)
 		stamp_file(md, t->crl[i]);
-	if (t->ca_dir != NULL) {
-		stamp_file(md, t->ca_dir);
-		if ((d = opendir(t->ca_dir)) != NULL) {
-			while ((de = readdir(d)) != NULL &&
-			    k++ < TLS_MAX_DIRENTS)
-				if (snprintf(path, sizeof(path), "%s/%s",
-				    t->ca_dir, de->d_name) <
-				    (int)sizeof(path))
-					stamp_file(md, path);
-			closedir(d);
+	/* the system store: its bundle (the hashed directory's files are
+	 * links into what update-ca-certificates rewrites) */
+	if (t->ca == NULL && t->ca_dir == NULL)
+		stamp_file(md, getenv("SSL_CERT_FILE") != NULL ?
+		    getenv("SSL_CERT_FILE") : X509_get_default_cert_file());
+	/* the files load_ca_dir reads: no dot names, no directories */
+	if (t->ca_dir != NULL && (d = opendir(t->ca_dir)) != NULL) {
+		while ((de = readdir(d)) != NULL && k++ < TLS_MAX_DIRENTS) {
+			if (de->d_name[0] == '.' || snprintf(path,
+			    sizeof(path), "%s/%s", t->ca_dir, de->d_name) >=
+			    (int)sizeof(path))
+				continue;
+			if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+				continue;
+			stamp_file(md, path);
 		}
+		closedir(d);
 	}
 	ok = EVP_DigestFinal_ex(md, out, &n) && n == 32;
 	EVP_MD_CTX_free(md);

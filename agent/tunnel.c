@@ -1663,13 +1663,15 @@ rt_new(struct agent *a, struct cfg_tunnel *t, struct tunnel_stats *stats,
 	}
 	rt->sess.ready = session_ready;
 	rt->sess.ready_arg = rt;
+	/* before the files are read: one changed meanwhile is read again
+	 * at the next reload */
+	trust_stamp(rt);
 	if ((rt->ssl_ctx = tunnel_ctx(t, rt->id, why, sizeof(why))) == NULL) {
 		snprintf(err, errlen, "%s:%d: [tunnel %s]: %s", a->cfg->path,
 		    t->line, t->name, why);
 		rt_free(rt);
 		return NULL;
 	}
-	trust_stamp(rt);
 	return rt;
 nomem:
 	snprintf(err, errlen, "out of memory");

@@ -187,7 +187,7 @@ main(int argc, char *argv[])
 out:
 	EVP_PKEY_free(pk);
 	rkey_cleanup();
-	X509_free(hid.cert);
+	helper_identity_clear(&hid);
 	if (h != NULL) {
 		helper_stop_all(&h, 1);
 		helper_free(h);

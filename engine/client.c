@@ -987,44 +987,55 @@ helper_put_open_login(struct pbuf *req, const char *pinentry, int pin_cache,
 int
 helper_parse_open(struct pbuf *reply, struct helper_identity *out)
 {
-	const unsigned char	*der, *label, *serial, *own;
-	size_t			 len, llen, slen, olen;
+	const unsigned char	*der, *label, *serial, *kc[PROTO_MAX_KEY_CERTS];
+	size_t			 len, llen, slen, kl[PROTO_MAX_KEY_CERTS];
+	uint32_t		 nkc, i;
 	int			 r;
 
-	out->cert = NULL;
+	memset(out, 0, sizeof(*out));
 	out->handle = pbuf_get_u32(reply);
 	out->keytype = pbuf_get_u8(reply);
 	out->caps = pbuf_get_u32(reply);
 	der = pbuf_get_bytes(reply, &len, PROTO_MAX_FIELD);
 	label = pbuf_get_bytes(reply, &llen, sizeof(out->label) - 1);
 	serial = pbuf_get_bytes(reply, &slen, sizeof(out->serial) - 1);
-	own = pbuf_get_bytes(reply, &olen, PROTO_MAX_FIELD);
-	out->key_cert = NULL;
+	if ((nkc = pbuf_get_u32(reply)) > PROTO_MAX_KEY_CERTS)
+		return P11A_ERR_PROTOCOL;
+	for (i = 0; i < nkc; i++)
+		kc[i] = pbuf_get_bytes(reply, &kl[i], PROTO_MAX_FIELD);
 	if ((r = pbuf_end(reply)) != 0)
 		return r;
+	if (out->keytype != PROTO_KEY_RSA && out->keytype != PROTO_KEY_EC)
+		return P11A_ERR_PROTOCOL;
 	if (memchr(label, '\0', llen) != NULL ||
 	    memchr(serial, '\0', slen) != NULL)
 		return P11A_ERR_PROTOCOL;
 	memcpy(out->label, label, llen);
-	out->label[llen] = '\0';
 	memcpy(out->serial, serial, slen);
-	out->serial[slen] = '\0';
-	if (out->keytype != PROTO_KEY_RSA && out->keytype != PROTO_KEY_EC)
-		return P11A_ERR_PROTOCOL;
 	if (len > 0 && (out->cert = d2i_X509(NULL, &der, (long)len)) == NULL)
 		return P11A_ERR_NO_CERT;
-	/* a key certificate that does not parse binds no policy: left out */
-	if (olen > 0)
-		out->key_cert = d2i_X509(NULL, &own, (long)olen);
+	/* one that does not parse could hide the key from a policy */
+	for (i = 0; i < nkc; i++) {
+		if ((out->key_certs[i] = d2i_X509(NULL, &kc[i], (long)kl[i])) ==
+		    NULL) {
+			helper_identity_clear(out);
+			return P11A_ERR_NO_CERT;
+		}
+		out->nkey_certs++;
+	}
 	return 0;
 }
 
 void
 helper_identity_clear(struct helper_identity *hid)
 {
+	int	 i;
+
 	X509_free(hid->cert);
-	X509_free(hid->key_cert);
-	hid->cert = hid->key_cert = NULL;
+	hid->cert = NULL;
+	for (i = 0; i < hid->nkey_certs; i++)
+		X509_free(hid->key_certs[i]);
+	hid->nkey_certs = 0;
 }
 
 int

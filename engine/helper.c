@@ -142,7 +142,7 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	const uint8_t		*cert;
 	size_t			 certlen;
 	char			 label[33], serial[17];
-	int			 r;
+	int			 r, n, i;
 
 	if (hreq_open(in, &q) != 0)
 		return reply_error(id, P11A_ERR_PROTOCOL, NULL, NULL);
@@ -176,8 +176,13 @@ do_open(struct helper_state *h, uint32_t id, struct pbuf *in)
 	token_key_token(k, label, serial);
 	pbuf_put_str(&out, label);
 	pbuf_put_str(&out, serial);
-	cert = token_key_own_cert(k, &certlen);
-	pbuf_put_bytes(&out, cert, certlen);
+	for (n = 0; token_key_own_cert(k, n, &certlen) != NULL; n++)
+		;
+	pbuf_put_u32(&out, (uint32_t)n);
+	for (i = 0; i < n; i++) {
+		cert = token_key_own_cert(k, i, &certlen);
+		pbuf_put_bytes(&out, cert, certlen);
+	}
 	r = proto_send(HELPER_FD, PROTO_OPEN_OK, id, &out);
 	pbuf_clear(&out);
 out:

@@ -377,10 +377,13 @@ token_ctx_new(const struct token_opts *o, struct token_ctx **out)
 static void
 key_free(struct token_key *k)
 {
+	int	 i;
+
 	if (k == NULL)
 		return;
 	free(k->cert);
-	free(k->key_cert);
+	for (i = 0; i < k->nkey_certs; i++)
+		free(k->key_cert[i]);
 	free(k->key_uri);
 	free(k->pin_source);
 	free(k->pinentry);
@@ -712,15 +715,16 @@ out:
 	return r;
 }
 
-/* The token's own certificate for the key (its CKA_ID), when cert =
- * names another object or a file: none is no error. */
+/* The token's certificates with the key's CKA_ID (up to
+ * PROTO_MAX_KEY_CERTS): what a policy's certificate selectors see besides
+ * the one presented; none is no error. */
 static void
-find_key_cert(struct token_ctx *ctx, struct token_key *k)
+find_key_certs(struct token_ctx *ctx, struct token_key *k)
 {
 	CK_OBJECT_CLASS	 cls = CKO_CERTIFICATE;
 	CK_ATTRIBUTE	 tmpl[2];
-	CK_OBJECT_HANDLE h;
-	CK_ULONG	 count;
+	CK_OBJECT_HANDLE h[PROTO_MAX_KEY_CERTS];
+	CK_ULONG	 count = 0, i;
 	char		 saved[sizeof(ctx->err)];
 
 	if (k->idlen == 0)
@@ -728,12 +732,17 @@ find_key_cert(struct token_ctx *ctx, struct token_key *k)
 	memcpy(saved, ctx->err, sizeof(saved));
 	tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
 	tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, k->idlen };
-	if (token_find_one(ctx, k->mod, k->session, tmpl, 2, &h, &count) ==
-	    0 && count == 1 && token_read_cert(ctx, k->mod, k->session, h,
-	    &k->key_cert, &k->key_certlen) != 0) {
-		k->key_cert = NULL;
-		k->key_certlen = 0;
-	}
+	if (k->mod->C_FindObjectsInit(k->session, tmpl, 2) != CKR_OK)
+		return;
+	if (k->mod->C_FindObjects(k->session, h, PROTO_MAX_KEY_CERTS,
+	    &count) != CKR_OK)
+		count = 0;
+	k->mod->C_FindObjectsFinal(k->session);
+	for (i = 0; i < count && i < PROTO_MAX_KEY_CERTS; i++)
+		if (token_read_cert(ctx, k->mod, k->session, h[i],
+		    &k->key_cert[k->nkey_certs],
+		    &k->key_certlen[k->nkey_certs]) == 0)
+			k->nkey_certs++;
 	memcpy(ctx->err, saved, sizeof(saved));	/* not this one's */
 }
 
@@ -900,8 +909,7 @@ open_key(struct token_ctx *ctx, struct token_key *k, P11KitUri *uri,
 	if (cert_uri == NULL || strncmp(cert_uri, "pkcs11:", 7) == 0)
 		if ((r = find_cert(ctx, k, cert_uri, key_uri)) != 0)
 			return r;
-	if (cert_uri != NULL)
-		find_key_cert(ctx, k);
+	find_key_certs(ctx, k);
 	read_caps(k);
 	return 0;
 }
@@ -1005,10 +1013,14 @@ token_key_cert(const struct token_key *k, size_t *len)
 }
 
 const uint8_t *
-token_key_own_cert(const struct token_key *k, size_t *len)
+token_key_own_cert(const struct token_key *k, int i, size_t *len)
 {
-	*len = k->key_certlen;
-	return k->key_cert;
+	if (i < 0 || i >= k->nkey_certs) {
+		*len = 0;
+		return NULL;
+	}
+	*len = k->key_certlen[i];
+	return k->key_cert[i];
 }
 
 static int

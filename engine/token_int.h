@@ -47,10 +47,12 @@ struct token_key {
 	uint32_t		 caps;
 	uint8_t			*cert;
 	size_t			 certlen;
-	/* when cert = names another: the token's certificate with the
-	 * key's CKA_ID, if there is one (a policy binds by it) */
-	uint8_t			*key_cert;
-	size_t			 key_certlen;
+	/* the token's certificates with the key's CKA_ID (a policy's
+	 * certificate selectors match any of them), at most
+	 * PROTO_MAX_KEY_CERTS */
+	uint8_t			*key_cert[PROTO_MAX_KEY_CERTS];
+	size_t			 key_certlen[PROTO_MAX_KEY_CERTS];
+	int			 nkey_certs;
 	/* logging in (engine/token_login.c) */
 	struct token_slot	*ts;		/* its token's state */
 	char			*key_uri;	/* to find it after login */

@@ -274,6 +274,33 @@ check_fails "$T/notok.conf" "[tunnel t] connect = evil.example:443 is outside po
 ok "key = pkcs11:token=...: bound by the token the key is on (a duplicate token= or none in the URI)"
 rm -f "$P"/*.policy
 
+# ---- a second certificate for the key written to the token (another
+# CA, the same key, the same CKA_ID): the identity stays bound, whether
+# its cert = names a file, that object, or nothing (the token gives
+# either)
+if command -v pkcs11-tool >/dev/null; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	    -keyout "$T/ca2.key" -out "$T/ca2.pem" -subj "/CN=my own CA" -days 30 2>/dev/null &&
+	    openssl req -new -key "$T/ca2.key" -subj "/CN=p11agent-test-ec/O=p11agent tests" \
+	    -out "$T/d.csr" 2>/dev/null &&
+	    openssl x509 -req -in "$T/d.csr" -CA "$T/ca2.pem" -CAkey "$T/ca2.key" \
+	    -force_pubkey "$T/pub.pem" -set_serial 77 -days 30 -out "$T/mine.pem" 2>/dev/null &&
+	    openssl x509 -in "$T/mine.pem" -outform DER -out "$T/mine.der" ||
+	    fail "a certificate of another CA for the key"
+	iss=$(openssl x509 -in "$cert" -noout -issuer -nameopt RFC2253 | sed 's/^issuer=//')
+	printf '[policy bank]\ncert-issuer = %s\nconnect = localhost:1\n' "$iss" >"$P/10-bank.policy"
+	pkcs11-tool --module "$SOFTHSM" --token-label "$P11TEST_TOKEN" --login \
+	    --pin "$(cat "$TOK/pin")" --write-object "$T/mine.der" --type cert \
+	    --id 02 --label mine >"$T/write.out" 2>&1 || fail "pkcs11-tool: $(cat "$T/write.out")"
+	awk -v c="$T/mine.pem" '{ print } /^key = / { print "cert = " c }' "$C" >"$T/mine-file.conf"
+	awk -v c="pkcs11:token=$P11TEST_TOKEN;object=mine;type=cert" '{ print } /^key = / { print "cert = " c }' "$C" >"$T/mine-uri.conf"
+	for f in mine-file mine-uri w; do
+		check_fails "$T/$f.conf" "[tunnel t] connect = evil.example:443 is outside policy bank"
+	done
+	ok "a second certificate for the key on the token: still bound (cert = FILE, cert = its URI, no cert =)"
+	rm -f "$P"/*.policy
+fi
+
 # ---- bad policy files and directories
 bad() {
 	local name=$1 text=$2 want=$3

@@ -196,7 +196,15 @@ wait_log "reload: .*tunnels: 0 new, 1 changed, [0-9]+ unchanged, 0 removed" ||
     fail "SIGHUP: not only the tunnel whose CRL changed was rebuilt: $(tail -n 5 "$T/agent.log")"
 refusal crlreload revoked "server certificate refused: server certificate CN=localhost revoked"
 ok "crl: a renewed CRL file is read again at a reload"
-refusal crlmissing plain "server certificate refused: no CRL from CN=trust root, the issuer of the intermediate CN=trust intermediate, in the crl = files"
+# a file saved beside the ca-dir directories (their parent's mtime
+# changes) rebuilds nothing
+: >"$P/saved-beside"
+log_mark
+kill -HUP "$AGENT_PID"
+wait_log "reload: .*tunnels: 0 new, 0 changed, [0-9]+ unchanged, 0 removed" ||
+    fail "SIGHUP after a file saved beside ca-dir: $(tail -n 5 "$T/agent.log")"
+ok "a reload with no trust file changed keeps every tunnel (a file beside ca-dir changes nothing)"
+refusal crlmissing plain "server certificate refused: no CRL from CN=trust root, the issuer of the intermediate CN=trust intermediate, among the CRLs of crl = and ca-dir"
 
 refusal nostaple plain "server certificate refused: no OCSP staple, and ocsp = require"
 when=$(openssl ocsp -respin "$P/revoked.ocsp" -resp_text -noverify 2>/dev/null | sed -n 's/^ *Revocation Time: //p' | head -n 1)

@@ -133,9 +133,10 @@ struct helper_identity {
 	X509		*cert;
 	char		 label[33];	/* the token's, as C_GetTokenInfo */
 	char		 serial[17];
-	/* when cert = named another certificate: the token's own one for
-	 * the key (same CKA_ID), or NULL (a policy's selectors see it) */
-	X509		*key_cert;
+	/* the token's certificates with the key's CKA_ID (a policy's
+	 * certificate selectors match any of them) */
+	X509		*key_certs[PROTO_MAX_KEY_CERTS];
+	int		 nkey_certs;
 };
 /* Frees the certificates of a helper_identity. */
 void	 helper_identity_clear(struct helper_identity *);

@@ -70,6 +70,9 @@ enum proto_hash {
 	PROTO_HASH_SHA512 = 3,
 };
 
+/* OPEN_OK: the token's certificates with the key's CKA_ID, at most */
+#define PROTO_MAX_KEY_CERTS	4
+
 /* PROTO_OPEN login flags (after pin-cache) */
 #define PROTO_OPEN_LOGOUT_EACH	0x01	/* log out after each SIGN */
 

@@ -119,9 +119,9 @@ uint32_t token_key_caps(const struct token_key *);	/* PROTO_CAP_* */
 void	 token_key_token(const struct token_key *, char *label, char *serial);
 /* The certificate's DER, or NULL with *len 0 when none was asked for. */
 const uint8_t *token_key_cert(const struct token_key *, size_t *);
-/* When cert = named another: the key's own certificate (its CKA_ID) on
- * the token, or NULL with *len 0. */
-const uint8_t *token_key_own_cert(const struct token_key *, size_t *);
+/* The i-th of the token's certificates with the key's CKA_ID, or NULL
+ * with *len 0 past the last. */
+const uint8_t *token_key_own_cert(const struct token_key *, int i, size_t *);
 
 /*
  * What a status shows of an opened key's token, asked without a login

@@ -52,7 +52,7 @@ open_ok(const uint8_t *data, size_t size)
 
 	pbuf_view(&b, data, size);
 	if (helper_parse_open(&b, &id) == 0)
-		X509_free(id.cert);
+		helper_identity_clear(&id);
 }
 
 static void
