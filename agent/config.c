@@ -655,16 +655,15 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 	}
 }
 
-/* A user or group: a number, or a name this system knows (NSS). */
-static int
-lookup_id(int group, const char *tok, long *out)
+int
+config_lookup_id(int group, const char *tok, long *out)
 {
 	struct passwd	 pw, *pres = NULL;
 	struct group	 gr, *gres = NULL;
 	char		 buf[16384], *end;
 	unsigned long	 n;
 
-	if (strspn(tok, "0123456789") == strlen(tok)) {
+	if (*tok != '\0' && strspn(tok, "0123456789") == strlen(tok)) {
 		errno = 0;
 		n = strtoul(tok, &end, 10);
 		if (errno != 0 || n >= (unsigned long)UINT32_MAX)
@@ -702,7 +701,7 @@ allow_ids(struct parser *p, int group, const char *key, const char *v)
 		perr(p, p->line, "[%s] %s: empty value", p->secname, key);
 	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->failed;
 	    tok = strtok_r(NULL, ", \t", &save)) {
-		if (lookup_id(group, tok, &id) != 0) {
+		if (config_lookup_id(group, tok, &id) != 0) {
 			perr(p, p->line, "[%s] %s: '%s' is not a %s known on "
 			    "this system nor a number", p->secname, key, tok,
 			    group ? "group" : "user");

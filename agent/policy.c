@@ -413,36 +413,6 @@ new_section(struct parser *p, const char *section)
 	return 1;
 }
 
-/* A user or group: a number, or a name this system knows. */
-static int
-lookup_id(int group, const char *tok, long *out)
-{
-	struct passwd	 pw, *pres = NULL;
-	struct group	 gr, *gres = NULL;
-	char		 buf[16384], *end;
-	unsigned long	 n;
-
-	if (*tok != '\0' && strspn(tok, "0123456789") == strlen(tok)) {
-		errno = 0;
-		n = strtoul(tok, &end, 10);
-		if (errno != 0 || n >= (unsigned long)UINT32_MAX)
-			return -1;
-		*out = (long)n;
-		return 0;
-	}
-	if (group) {
-		if (getgrnam_r(tok, &gr, buf, sizeof(buf), &gres) != 0 ||
-		    gres == NULL)
-			return -1;
-		*out = (long)gr.gr_gid;
-	} else {
-		if (getpwnam_r(tok, &pw, buf, sizeof(buf), &pres) != 0 ||
-		    pres == NULL)
-			return -1;
-		*out = (long)pw.pw_uid;
-	}
-	return 0;
-}
 
 static int
 parse_pin(struct parser *p, const char *key, const char *s, size_t n)
@@ -515,7 +485,7 @@ list_item(struct parser *p, enum pkey k, const char *key, const char *tok)
 		return 1;
 	case P_ALLOW_USERS:
 	case P_ALLOW_GROUPS:
-		if (lookup_id(k == P_ALLOW_GROUPS, tok, &id) != 0)
+		if (config_lookup_id(k == P_ALLOW_GROUPS, tok, &id) != 0)
 			return perr(p, p->line, "[%s] %s: '%s' is not a %s "
 			    "known on this system nor a number", p->secname,
 			    key, tok, k == P_ALLOW_GROUPS ? "group" : "user");

@@ -190,6 +190,9 @@ void	 config_free(struct config *);
 int	 config_str_same(const char *, const char *);
 int	 config_listen_same(const struct cfg_listen *,
 	    const struct cfg_listen *);
+/* A user (group 0) or group: a number, or a name this system knows
+ * (NSS); 0 or -1 (also used by the policies, agent/policy.c). */
+int	 config_lookup_id(int group, const char *tok, long *out);
 /* Splits HOST:PORT or [V6]:PORT into new strings; 0 or -1. */
 int	 config_split_hostport(const char *, char **, char **);
 
