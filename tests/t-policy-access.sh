@@ -191,21 +191,33 @@ port=$(listen_addr t tcp:127.0.0.1)
 port=${port##*:}
 log_mark
 /usr/bin/python3 - "$port" <<'PY' || fail "the shared-socket client failed"
-import os, socket, sys, time
-s = socket.socket()
-s.set_inheritable(True)
-if os.fork():
-    os.execv("/usr/bin/sleep", ["sleep", "3"])
-pp = os.getppid()
-for _ in range(500):
-    if os.readlink("/proc/%d/exe" % pp) == "/usr/bin/sleep":
-        break
-    time.sleep(0.01)
-s.connect(("127.0.0.1", int(sys.argv[1])))
-s.sendall(b"stolen\n")
-s.settimeout(10)
-d = s.recv(100)
-sys.exit(1 if d else 0)
+import os, signal, socket, sys
+# this process forks X; X makes the socket and forks Y, then becomes
+# /usr/bin/sleep; Y connects with the socket once X's exec closed the
+# close-on-exec pipe (no polling) and says through res whether data came
+res_r, res_w = os.pipe()
+if os.fork() == 0:
+    s = socket.socket()
+    s.set_inheritable(True)
+    r, w = os.pipe()
+    if os.fork():
+        os.close(r)
+        os.execv("/usr/bin/sleep", ["sleep", "60"])
+    os.close(w)
+    os.read(r, 1)
+    s.settimeout(10)
+    try:
+        s.connect(("127.0.0.1", int(sys.argv[1])))
+        s.sendall(b"stolen\n")
+        d = s.recv(100)
+    except ConnectionError:
+        d = b""		# closed with a reset: refused all the same
+    os.write(res_w, b"served" if d else b"refused")
+    os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(0)
+os.close(res_w)
+got = os.read(res_r, 16)
+sys.exit(0 if got == b"refused" else 1)
 PY
 wait_log "conn [0-9]+ \(t\): refused: uid $me \(program /usr/bin/sleep, pid [0-9]+\) is not allowed on tcp:127.0.0.1:$port \(program unknown: the connection's socket is held by /usr/bin/sleep and another program, so allow-programs of policy card \($pol:5\) cannot tell\)" 5 ||
     fail "a socket shared by two programs was not refused: $(tail -n 5 "$T/agent.log")"
