@@ -47,6 +47,8 @@ PIDS=()
 AGENT_PID=
 # a command (and its arguments) that start_agent runs the agent through
 AGENT_WRAP=()
+# options start_agent adds to p11agent run (e.g. --policies DIR)
+AGENT_ARGS=()
 SLOW=1
 VALGRIND=()
 if [ -n "${P11AGENT_VALGRIND:-}" ]; then
@@ -169,7 +171,7 @@ start_agent() {
 	rm -f "$T/ready"
 	mkfifo "$T/ready"
 	"${AGENT_WRAP[@]}" "${VALGRIND[@]}" "$P11AGENT" run -v -c "$conf" \
-	    --ready-fd 3 3>"$T/ready" 2>>"$T/agent.log" &
+	    "${AGENT_ARGS[@]}" --ready-fd 3 3>"$T/ready" 2>>"$T/agent.log" &
 	AGENT_PID=$!
 	PIDS+=($AGENT_PID)
 	exec {fd}<"$T/ready"

@@ -57,12 +57,7 @@ EOT
 }
 pol=$P/card.policy
 
-cat >"$T/p11agent-pol" <<EOT
-#!/bin/sh
-exec "$P11AGENT" "\$@" --policies "$P"
-EOT
-chmod 755 "$T/p11agent-pol"
-P11AGENT=$T/p11agent-pol
+AGENT_ARGS=(--policies "$P")
 
 start_upstream s
 mkdir -m 700 "$T/sock"

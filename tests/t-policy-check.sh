@@ -134,13 +134,7 @@ listen = tcp:127.0.0.1:0
 connect = localhost:$s_port
 identity = ec
 EOT
-cat >"$T/p11agent-pol" <<EOT
-#!/bin/sh
-exec "$P11AGENT" "\$@" --policies "$P"
-EOT
-chmod 755 "$T/p11agent-pol"
-REAL=$P11AGENT
-P11AGENT=$T/p11agent-pol
+AGENT_ARGS=(--policies "$P")
 start_agent "$T/fill.conf" || fail "the agent did not start under the policy"
 a=$(listen_addr t tcp) || fail "no listener"
 log_mark
@@ -181,14 +175,14 @@ EOT
 conf "$C"
 sed -i "s|^connect = .*|connect = evil.example:443|" "$C"
 rc=0
-out=$("$REAL" run -c "$C" --policies "$P" 2>&1) || rc=$?
+out=$("$P11AGENT" run -c "$C" --policies "$P" 2>&1) || rc=$?
 [ "$rc" = 1 ] || fail "run: exit $rc, wanted 1: $out"
 grep -qF "$C:$(line "$C" '^connect'): [tunnel t] connect = evil.example:443 is outside policy bank ($P/10-bank.policy:3: connect = localhost:$s_port)" <<<"$out" ||
     fail "run: no message naming both lines: $out"
 grep -qF "p11agent: warning: policies from $P (--policies), not from " <<<"$out" ||
     fail "run --policies: no warning naming both directories: $out"
 ok "run refuses it at start-up: $(grep -m1 outside <<<"$out")"
-P11AGENT=$REAL
+AGENT_ARGS=()
 
 # ---- certificate selectors bind by the certificate the identity opened;
 # a policy that binds nothing changes nothing

@@ -107,15 +107,9 @@ check_fails "$T/w.conf" "$P" "[identity ec] pin-cache = 300 is longer than the p
 ok "banking: a lower TLS floor, a PIN file, a kept PIN are refused"
 # run it: the browser (tunnel-client) is served over TLS 1.3 with the
 # policy's CA and pin filled in; another program is refused
-cat >"$T/p11agent-pol" <<EOT
-#!/bin/sh
-exec "$P11AGENT" "\$@" --policies "$P"
-EOT
-chmod 755 "$T/p11agent-pol"
-REAL=$P11AGENT
-P11AGENT=$T/p11agent-pol
+AGENT_ARGS=(--policies "$P")
 start_agent "$T/bank.conf" || fail "the agent did not start under the banking policy"
-P11AGENT=$REAL
+AGENT_ARGS=()
 log_mark
 out=$("$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 1000 --expect-subject CN=p11agent-test-ec \
     --timeout 20) || fail "the bank's program was not served: $out"

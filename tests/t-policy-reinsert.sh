@@ -25,13 +25,7 @@ EOT
 	printf 'on-reinsert = any\n\n'
 	tunnel t "localhost:$s2_port" ec
 } >"$T/swap.conf"
-cat >"$T/p11agent-pol" <<EOT
-#!/bin/sh
-exec "$P11AGENT" "\$@" --policies "$P"
-EOT
-chmod 755 "$T/p11agent-pol"
-REAL=$P11AGENT
-P11AGENT=$T/p11agent-pol
+AGENT_ARGS=(--policies "$P")
 start_agent "$T/swap.conf" || fail "the agent did not start"
 "$CLIENT" "$(listen_addr t tcp)" roundtrip --bytes 100 --timeout 10 >/dev/null ||
     fail "the first card (no policy binds it) was not served"
@@ -51,7 +45,7 @@ ok "another card that a policy binds is not used: $(grep -m1 'is not used' "$T/a
 stop_agent
 # the control: with the bank card in from the start, check refuses
 rc=0
-out=$("$REAL" check -c "$T/swap.conf" --policies "$P" 2>&1) || rc=$?
+out=$("$P11AGENT" check -c "$T/swap.conf" --policies "$P" 2>&1) || rc=$?
 [ "$rc" = 1 ] && grep -qF "[tunnel t] connect = localhost:$s2_port is outside policy bank" <<<"$out" ||
     fail "check with the bank card: exit $rc: $out"
 ok "with the bank card in at start, check refuses the configuration"
