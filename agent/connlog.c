@@ -37,15 +37,6 @@ connlog_clear(struct connlog *l)
 	l->exe = NULL;
 }
 
-static void
-num(char *buf, size_t len, long v)
-{
-	if (v < 0)
-		snprintf(buf, len, "?");
-	else
-		snprintf(buf, len, "%ld", v);
-}
-
 static const char *
 outcome(const struct connlog *l, const char *why, int up_dead, char *buf,
     size_t len)
@@ -80,8 +71,8 @@ connlog_end(const struct connlog *l, unsigned long id,
 	struct log_field	 f[14];
 
 	snprintf(sid, sizeof(sid), "%lu", id);
-	num(uid, sizeof(uid), l->uid);
-	num(pid, sizeof(pid), l->pid);
+	log_num(uid, sizeof(uid), l->uid);
+	log_num(pid, sizeof(pid), l->pid);
 	snprintf(upstream, sizeof(upstream), "%s:%s", t->connect_host,
 	    t->connect_port);
 	snprintf(sup, sizeof(sup), "%llu", up);
@@ -125,7 +116,7 @@ connlog_refused(unsigned long id, const struct tunnel_rt *rt,
 		snprintf(uid, sizeof(uid), "unknown");
 	else
 		snprintf(uid, sizeof(uid), "%ld", p->uid);
-	num(pid, sizeof(pid), p->pid);
+	log_num(pid, sizeof(pid), p->pid);
 	f[0] = (struct log_field){ "P11AGENT_CONN", sid };
 	f[1] = (struct log_field){ "P11AGENT_TUNNEL", rt->cfg->name };
 	f[2] = (struct log_field){ "P11AGENT_PEER_UID", uid };
@@ -148,8 +139,8 @@ connlog_decision(unsigned long id, const struct tunnel_rt *rt,
 	struct log_field	 f[9];
 
 	snprintf(sid, sizeof(sid), "%lu", id);
-	num(uid, sizeof(uid), p->uid);
-	num(pid, sizeof(pid), p->pid);
+	log_num(uid, sizeof(uid), p->uid);
+	log_num(pid, sizeof(pid), p->pid);
 	snprintf(upstream, sizeof(upstream), "%s:%s", t->connect_host,
 	    t->connect_port);
 	f[0] = (struct log_field){ "P11AGENT_CONN", sid };

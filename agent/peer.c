@@ -373,7 +373,8 @@ peer_tcp_pid(struct peer *p)
 	long		 nfd = -1;
 	size_t		 n = 0, cap = 0, i;
 	int		 budget = MAX_FDS_SEEN;
-	char		 first[PATH_MAX] = "";
+	long		 child = -1;	/* the holder found, before the walk */
+	struct peer	 c;		/* its program */
 
 	if (p->uid < 0 || p->inode == 0 ||
 	    (proc = opendir("/proc")) == NULL)
@@ -409,10 +410,7 @@ peer_tcp_pid(struct peer *p)
 	 * command): the program that connected is the oldest ancestor that
 	 * holds it too; when they are different programs, which one made
 	 * the connection is not known (exe_shared: allow-programs refuses) */
-	if (p->pid != -1) {
-		peer_exe(p);
-		snprintf(first, sizeof(first), "%s", p->exe);
-	}
+	child = p->pid;
 	for (i = 0; p->pid != -1 && i < 8; i++) {
 		pid = parent_of(dirfd(proc), p->pid);
 		if (pid <= 1 || !pid_holds(dirfd(proc), pid, p->uid, want, -1,
@@ -427,9 +425,11 @@ found:
 	if (p->pid != -1) {
 		recent_add(p->pid, fd);
 		peer_exe(p);
-		/* (a recent client found at once has no first) */
-		if (first[0] != '\0' && strcmp(first, p->exe) != 0)
-			p->exe_shared = 1;
+		if (child != -1 && child != p->pid) {
+			c.pid = child;
+			peer_exe(&c);
+			p->exe_shared = strcmp(c.exe, p->exe) != 0;
+		}
 	}
 }
 
@@ -598,7 +598,7 @@ peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 {
 	char	 prule[512];
 	size_t	 n;
-	int	 pr, principals;	/* (policy_peer's; not needed here) */
+	int	 pr;
 
 	if (p->uid < 0) {
 		peer_rule(t, rule, len);
@@ -607,7 +607,7 @@ peer_access(const struct peer *p, const struct cfg_tunnel *t, char *rule,
 	/* a policy limits who may use the tunnel; it never lets in anyone
 	 * the user's own rule (own uid, allow-users, allow-groups) does
 	 * not: the card is the user's */
-	pr = policy_peer(t, p, prule, sizeof(prule), &principals);
+	pr = policy_peer(t, p, prule, sizeof(prule));
 	if (pr == 0) {
 		snprintf(rule, len, "%s", prule);
 		return 0;

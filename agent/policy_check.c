@@ -637,20 +637,18 @@ program_allowed(const struct policy *pol, const char *exe)
 
 int
 policy_peer(const struct cfg_tunnel *t, const struct peer *p, char *rule,
-    size_t len, int *principals)
+    size_t len)
 {
 	const struct cfg_identity	*ci = t->identity;
 	const struct policy		*pol;
 	int				 i, byuser;
 
-	*principals = 0;
 	if (ci == NULL || ci->npolicies == 0)
 		return -1;
 	rule[0] = '\0';
 	for (i = 0; i < ci->npolicies; i++) {
 		pol = ci->policies[i];
 		if (pol->nusers != 0 || pol->ngroups != 0) {
-			*principals = 1;
 			byuser = long_in(p->uid, pol->users, pol->nusers);
 			if (p->uid < 0 || (!byuser && !(p->gid >= 0 &&
 			    long_in(p->gid, pol->groups, pol->ngroups)) &&

@@ -45,6 +45,7 @@ export ASAN_OPTIONS=log_path=$T/san.asan:detect_leaks=1
 export UBSAN_OPTIONS=log_path=$T/san.ubsan:print_stacktrace=1
 PIDS=()
 AGENT_PID=
+MADE_USER=	# make_user's, removed by cleanup
 # a command (and its arguments) that start_agent runs the agent through
 AGENT_WRAP=()
 # options start_agent adds to p11agent run (e.g. --policies DIR)
@@ -81,6 +82,7 @@ cleanup() {
 		kill "$p" 2>/dev/null
 	done
 	wait 2>/dev/null
+	[ -z "$MADE_USER" ] || userdel "$MADE_USER" 2>/dev/null
 	# with -q, valgrind writes only its reports ("==pid==" lines) and
 	# its own warnings ("--pid--", e.g. a system call it does not know)
 	if grep -q '^==[0-9]*== ' "$T"/vg.* 2>/dev/null; then
@@ -290,6 +292,15 @@ log_since_has() {
 # agent_log_has REGEX: the agent logged a matching line.
 agent_log_has() {
 	grep -Eq -- "$1" "$T/agent.log"
+}
+
+# make_user NAME: a system user without a home (removed when the test
+# ends); sets TEST_UID and TEST_GID.  Fails when it cannot be made.
+make_user() {
+	useradd -M -N -r -s /usr/sbin/nologin "$1" || return 1
+	MADE_USER=$1
+	TEST_UID=$(id -u "$1") && TEST_GID=$(id -g "$1") ||
+	    fail "no uid for $1"
 }
 
 # start_upstream NAME [ARGS...]: an echo server for the test token's

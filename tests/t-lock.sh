@@ -222,16 +222,8 @@ ok "a ninth client at once: $out"
 if [ "$me" = 0 ] && command -v setpriv >/dev/null &&
     command -v useradd >/dev/null && command -v userdel >/dev/null; then
 	user=p11a-l$$
-	made_user=
-	drop_user() {
-		local rc=$?
-		[ -z "$made_user" ] || userdel "$user" 2>/dev/null
-		return "$rc"
-	}
-	trap 'drop_user; cleanup' EXIT
-	useradd -M -N -r -s /usr/sbin/nologin "$user" || fail "cannot create a user"
-	made_user=1
-	uid=$(id -u "$user") && gid=$(id -g "$user") || fail "no uid for $user"
+	make_user "$user" || fail "cannot create a user"
+	uid=$TEST_UID gid=$TEST_GID
 	# the 0700 directory keeps it out (the first line of defence); open
 	# the way to test the second, the uid check
 	chmod 711 "$T" "$XDG_RUNTIME_DIR" "${sock%/*}"

@@ -17,16 +17,8 @@ done
 
 make_token
 user=p11a-pol$$
-made_user=
-drop_user() {
-	local rc=$?
-	[ -z "$made_user" ] || userdel "$user" 2>/dev/null
-	return "$rc"
-}
-trap 'drop_user; cleanup' EXIT
-useradd -M -N -r -s /usr/sbin/nologin "$user" || skip "cannot create a user"
-made_user=1
-uid=$(id -u "$user") && gid=$(id -g "$user") || fail "no uid for $user"
+make_user "$user" || skip "cannot create a user"
+uid=$TEST_UID gid=$TEST_GID
 me=$(id -u)
 mygid=$(id -g)
 

@@ -82,12 +82,11 @@ int	 policy_rebind_same(const struct agent *, const struct identity *,
  * Connection time: 1 if every policy binding t's identity lets the peer
  * in (users, groups, programs), else 0; rule gets the rule that decided
  * ("allowed by policy bank (FILE:9: allow-programs)" or why it refused).
- * -1: no policy binds the identity (peer_access decides as before).
- * *principals: 1 if a bound policy names users or groups (which then
- * replace the tunnel's default of the agent's own uid).
+ * -1: no policy binds the identity.  The tunnel's own rule applies as
+ * well (peer_access): a policy never lets anyone in.
  */
 int	 policy_peer(const struct cfg_tunnel *, const struct peer *,
-	    char *rule, size_t, int *principals);
+	    char *rule, size_t);
 
 /* The matchers (unit-tested): 1 or 0. */
 int	 policy_host_parse(const char *, struct policy_host *, char *err,
