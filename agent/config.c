@@ -20,11 +20,11 @@
 
 #include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/inifile.h"
 #include "p11agent/log.h"
 #include "p11agent/policy.h"
 #include "p11agent/session.h"
 
-#define INI_LINE_MAX	200	/* inih as built by Debian */
 
 enum keyword {
 	K_KEY, K_CERT, K_PIN, K_MODULE, K_SIGN_TIMEOUT,
@@ -67,11 +67,6 @@ once_only(enum keyword kw)
 }
 
 enum section { S_NONE, S_IDENTITY, S_TUNNEL, S_AGENT };
-
-/* inih's longest section name (MAX_SECTION - 1), and so the longest name
- * of an identity or tunnel: "identity " and 40 fit */
-#define SECTION_MAX	49
-#define NAME_MAX_LEN	40
 
 static const struct {
 	const char	*name;
@@ -126,13 +121,9 @@ static const struct {
 };
 
 struct parser {
+	struct ini_in		 in;		/* file, line, first error */
 	struct config		*cfg;
-	FILE			*fp;
-	int			 line;
-	int			 section_line;	/* of the last [header] */
-	int			 headers;	/* [header] lines read */
 	int			 section_headers; /* headers at section start */
-	int			 failed;
 	enum section		 section;
 	unsigned char		 seen[K_COUNT];	/* once_only keys */
 	char			 secname[128];
@@ -140,64 +131,11 @@ struct parser {
 	struct cfg_tunnel	*tun;
 	struct cfg_identity	**id_tail;	/* keep the file's order */
 	struct cfg_tunnel	**tun_tail;
-	char			*err;
-	size_t			 errlen;
 };
 
-static int
-perr(struct parser *p, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-perr(struct parser *p, int line, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	if (p->failed++)
-		return 0;	/* the first error sticks */
-	n = snprintf(p->err, p->errlen, "%s:%d: ", p->cfg->path, line);
-	if (n < 0 || (size_t)n >= p->errlen)
-		return 0;
-	va_start(ap, fmt);
-	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
-	va_end(ap);
-	return 0;
-}
+#define perr(p, ...)	ini_err(&(p)->in, __VA_ARGS__)
 
 /* inih reader that counts lines and refuses lines inih would cut. */
-static char *
-reader(char *str, int num, void *arg)
-{
-	struct parser	*p = arg;
-	size_t		 len;
-	char		*h, *end;
-
-	if (fgets(str, num, p->fp) == NULL)
-		return NULL;
-	p->line++;
-	if (*(h = str + strspn(str, " \t")) == '[') {
-		p->section_line = p->line;
-		p->headers++;
-		/* inih cuts a section name at 49 bytes: a longer name would
-		 * be read as another one */
-		if ((end = strchr(h, ']')) != NULL && end - h - 1 >
-		    SECTION_MAX)
-			perr(p, p->line, "[%.*s...]: the section name is longer "
-			    "than %d characters (names: at most %d)", 20, h + 1,
-			    SECTION_MAX, NAME_MAX_LEN);
-	}
-	len = strlen(str);
-	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
-		perr(p, p->line, "line longer than %d characters",
-		    INI_LINE_MAX - 2);
-		while (fgets(str, num, p->fp) != NULL &&
-		    str[strlen(str) - 1] != '\n')
-			;
-		str[0] = '\0';
-	}
-	return str;
-}
 
 static int
 parse_seconds(struct parser *p, const char *key, const char *v, int *out)
@@ -208,7 +146,7 @@ parse_seconds(struct parser *p, const char *key, const char *v, int *out)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < 1 || n > 86400)
-		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
+		return perr(p, p->in.line, "[%s] %s: '%s' is not a number of "
 		    "seconds between 1 and 86400", p->secname, key, v);
 	*out = (int)n;
 	return 1;
@@ -224,7 +162,7 @@ parse_range(struct parser *p, const char *key, const char *v, long lo,
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < lo || n > hi)
-		return perr(p, p->line, "[%s] %s: '%s' is not a number between "
+		return perr(p, p->in.line, "[%s] %s: '%s' is not a number between "
 		    "%ld and %ld", p->secname, key, v, lo, hi);
 	*out = (int)n;
 	return 1;
@@ -240,7 +178,7 @@ parse_count(struct parser *p, const char *key, const char *v, int *out)
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < 1 ||
 	    n > CONFIG_MAX_CONNS)
-		return perr(p, p->line, "[%s] %s: '%s' is not a number between "
+		return perr(p, p->in.line, "[%s] %s: '%s' is not a number between "
 		    "1 and %d", p->secname, key, v, CONFIG_MAX_CONNS);
 	*out = (int)n;
 	return 1;
@@ -254,7 +192,7 @@ parse_bool(struct parser *p, const char *key, const char *v, int *out)
 	else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0)
 		*out = 0;
 	else
-		return perr(p, p->line, "[%s] %s: '%s' is not yes or no",
+		return perr(p, p->in.line, "[%s] %s: '%s' is not yes or no",
 		    p->secname, key, v);
 	return 1;
 }
@@ -267,7 +205,7 @@ parse_tls(struct parser *p, const char *key, const char *v, int *out)
 	else if (strcmp(v, "1.3") == 0)
 		*out = TLS1_3_VERSION;
 	else
-		return perr(p, p->line, "[%s] %s: '%s' must be 1.2 or 1.3 "
+		return perr(p, p->in.line, "[%s] %s: '%s' must be 1.2 or 1.3 "
 		    "(older versions are not offered)", p->secname, key, v);
 	return 1;
 }
@@ -308,7 +246,7 @@ fdname_ok(struct parser *p, const char *name)
 	const char	*c;
 
 #ifndef HAVE_LIBSYSTEMD
-	return perr(p, p->line, "[%s] listen: systemd:%s: p11agent was built "
+	return perr(p, p->in.line, "[%s] listen: systemd:%s: p11agent was built "
 	    "without libsystemd, so it cannot take sockets from systemd; "
 	    "use tcp: or unix:, or build it with libsystemd-dev installed",
 	    p->secname, name);
@@ -316,12 +254,12 @@ fdname_ok(struct parser *p, const char *name)
 	for (c = name; *c > ' ' && *c < 127 && *c != ':'; c++)
 		;
 	if (*name == '\0' || *c != '\0' || c - name > 255)
-		return perr(p, p->line, "[%s] listen: 'systemd:%s': the name "
+		return perr(p, p->in.line, "[%s] listen: 'systemd:%s': the name "
 		    "must be a FileDescriptorName= of the .socket unit: 1 to "
 		    "255 printable characters, no blank and no ':'",
 		    p->secname, name);
 	if (strcmp(name, "control") == 0)
-		return perr(p, p->line, "[%s] listen: systemd:control is the "
+		return perr(p, p->in.line, "[%s] listen: systemd:control is the "
 		    "control socket's name; give the tunnel's socket another "
 		    "FileDescriptorName=", p->secname);
 	return 1;
@@ -335,20 +273,20 @@ parse_addr(struct parser *p, const char *key, const char *v,
 {
 	unsigned char		 addr[16];
 
-	l->line = p->line;
+	l->line = p->in.line;
 	if (strncmp(v, "unix:", 5) == 0 && v[5] == '/') {
 		l->kind = LISTEN_UNIX;
 		if (strlen(v + 5) >= 108)
-			return perr(p, p->line, "[%s] %s: the socket path "
+			return perr(p, p->in.line, "[%s] %s: the socket path "
 			    "is longer than 107 bytes", p->secname, key);
 		if ((l->path = strdup(v + 5)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 	} else if (strncmp(v, "tcp:", 4) == 0) {
 		l->kind = LISTEN_TCP;
 		if (config_split_hostport(v + 4, &l->host, &l->port) != 0 ||
 		    (inet_pton(AF_INET, l->host, addr) != 1 &&
 		    inet_pton(AF_INET6, l->host, addr) != 1))
-			return perr(p, p->line, "[%s] %s: '%s' is not "
+			return perr(p, p->in.line, "[%s] %s: '%s' is not "
 			    "tcp:ADDRESS:PORT with an IP address such as "
 			    "127.0.0.1 or [::1]", p->secname, key, v);
 	} else if (strncmp(v, "systemd:", 8) == 0 &&
@@ -357,13 +295,13 @@ parse_addr(struct parser *p, const char *key, const char *v,
 			return 0;
 		l->kind = LISTEN_SYSTEMD;
 		if ((l->fdname = strdup(v + 8)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 	} else if (strcmp(key, "listen") == 0)
-		return perr(p, p->line, "[%s] listen: '%s' is neither "
+		return perr(p, p->in.line, "[%s] listen: '%s' is neither "
 		    "tcp:ADDRESS:PORT, unix:/ABSOLUTE/PATH nor systemd:NAME",
 		    p->secname, v);
 	else
-		return perr(p, p->line, "[%s] %s: '%s' is neither "
+		return perr(p, p->in.line, "[%s] %s: '%s' is neither "
 		    "tcp:ADDRESS:PORT nor unix:/ABSOLUTE/PATH", p->secname,
 		    key, v);
 	return 1;
@@ -375,7 +313,7 @@ parse_listen(struct parser *p, const char *v)
 	struct cfg_tunnel	*t = p->tun;
 
 	if (t->nlisten == CONFIG_MAX_LISTEN)
-		return perr(p, p->line, "[%s] listen: at most %d per tunnel",
+		return perr(p, p->in.line, "[%s] listen: at most %d per tunnel",
 		    p->secname, CONFIG_MAX_LISTEN);
 	return parse_addr(p, "listen", v, &t->listen[t->nlisten++]);
 }
@@ -387,7 +325,7 @@ parse_metrics(struct parser *p, const char *v)
 	struct cfg_agent	*a = &p->cfg->agent;
 
 	if (a->metrics.kind != 0)
-		return perr(p, p->line, "[agent] metrics: given twice (also "
+		return perr(p, p->in.line, "[agent] metrics: given twice (also "
 		    "line %d)", a->metrics.line);
 	return parse_addr(p, "metrics", v, &a->metrics);
 }
@@ -396,13 +334,13 @@ static int
 set_str(struct parser *p, const char *key, char **dst, const char *v)
 {
 	if (*dst != NULL)
-		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		return perr(p, p->in.line, "[%s] %s: given twice", p->secname,
 		    key);
 	if (*v == '\0')
-		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
 	if ((*dst = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	return 1;
 }
 
@@ -446,7 +384,7 @@ parse_pins(struct parser *p, const char *key, const char *v)
 			n -= 8;
 		}
 		if (t->npins == CONFIG_MAX_PINS)
-			return perr(p, p->line, "[%s] %s: at most %d pins",
+			return perr(p, p->in.line, "[%s] %s: at most %d pins",
 			    p->secname, key, CONFIG_MAX_PINS);
 		len = n == 44 ? EVP_DecodeBlock(raw, (const unsigned char *)s,
 		    44) : -1;
@@ -454,7 +392,7 @@ parse_pins(struct parser *p, const char *key, const char *v)
 		if (len != 33 || s[43] != '=' || s[42] == '=') {
 			snprintf(one, sizeof(one), "%.*s", (int)(n < 60 ? n : 60),
 			    s);
-			return perr(p, p->line, "[%s] %s: '%s' is not the "
+			return perr(p, p->in.line, "[%s] %s: '%s' is not the "
 			    "base64 of a SHA-256 (44 characters, as 'openssl "
 			    "x509 -pubkey -noout -in CERT | openssl pkey -pubin "
 			    "-outform DER | openssl dgst -sha256 -binary | "
@@ -464,7 +402,7 @@ parse_pins(struct parser *p, const char *key, const char *v)
 		s = e;
 	}
 	if (t->npins == 0)
-		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
 	return 1;
 }
@@ -477,13 +415,13 @@ parse_crl(struct parser *p, const char *key, const char *v)
 	struct cfg_tunnel	*t = p->tun;
 
 	if (*v == '\0')
-		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
 	if (t->ncrl == CONFIG_MAX_CRLS)
-		return perr(p, p->line, "[%s] %s: at most %d files",
+		return perr(p, p->in.line, "[%s] %s: at most %d files",
 		    p->secname, key, CONFIG_MAX_CRLS);
 	if ((t->crl[t->ncrl] = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	t->ncrl++;
 	return 1;
 }
@@ -499,7 +437,7 @@ parse_ocsp(struct parser *p, const char *key, const char *v, int *out)
 	else if (strcmp(v, "require") == 0)
 		*out = CFG_OCSP_REQUIRE;
 	else
-		return perr(p, p->line, "[%s] %s: '%s' must be no, request or "
+		return perr(p, p->in.line, "[%s] %s: '%s' must be no, request or "
 		    "require", p->secname, key, v);
 	return 1;
 }
@@ -514,7 +452,7 @@ parse_alpn(struct parser *p, const char *key, const char *v)
 	size_t			 n, i;
 
 	if (t->alpn_len != 0)
-		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		return perr(p, p->in.line, "[%s] %s: given twice", p->secname,
 		    key);
 	while (*s != '\0') {
 		s += strspn(s, " \t,");
@@ -523,12 +461,12 @@ parse_alpn(struct parser *p, const char *key, const char *v)
 		n = strcspn(s, " \t,");
 		for (i = 0; i < n; i++)
 			if (s[i] <= ' ' || s[i] > '~')
-				return perr(p, p->line, "[%s] %s: protocol "
+				return perr(p, p->in.line, "[%s] %s: protocol "
 				    "names are printable ASCII, as h2 or "
 				    "http/1.1", p->secname, key);
 		if (n > 255 || (size_t)t->alpn_len + 1 + n >
 		    sizeof(t->alpn))
-			return perr(p, p->line, "[%s] %s: the list is too "
+			return perr(p, p->in.line, "[%s] %s: the list is too "
 			    "long (at most %zu bytes)", p->secname, key,
 			    sizeof(t->alpn));
 		t->alpn[t->alpn_len++] = (unsigned char)n;
@@ -537,7 +475,7 @@ parse_alpn(struct parser *p, const char *key, const char *v)
 		s += n;
 	}
 	if (t->alpn_len == 0)
-		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
 	return 1;
 }
@@ -549,14 +487,14 @@ parse_word(struct parser *p, const char *key, const char *v, int *out,
     const char *w1, int v1, const char *w2, int v2)
 {
 	if (*out != 0)
-		return perr(p, p->line, "[%s] %s: given twice", p->secname,
+		return perr(p, p->in.line, "[%s] %s: given twice", p->secname,
 		    key);
 	if (strcmp(v, w1) == 0)
 		*out = v1;
 	else if (strcmp(v, w2) == 0)
 		*out = v2;
 	else
-		return perr(p, p->line, "[%s] %s: '%s' must be %s or %s",
+		return perr(p, p->in.line, "[%s] %s: '%s' must be %s or %s",
 		    p->secname, key, v, w1, w2);
 	return 1;
 }
@@ -571,7 +509,7 @@ parse_poll(struct parser *p, const char *key, const char *v, int *out)
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v ||
 	    n < CONFIG_MIN_TOKEN_POLL || n > CONFIG_MAX_TOKEN_POLL)
-		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
+		return perr(p, p->in.line, "[%s] %s: '%s' is not a number of "
 		    "milliseconds between %d and %d", p->secname, key, v,
 		    CONFIG_MIN_TOKEN_POLL, CONFIG_MAX_TOKEN_POLL);
 	*out = (int)n;
@@ -605,10 +543,10 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 	switch (kw) {
 	case K_KEY:
 		if (strncmp(v, "pkcs11:", 7) != 0)
-			return perr(p, p->line, "[%s] key: '%s' is not a "
+			return perr(p, p->in.line, "[%s] key: '%s' is not a "
 			    "pkcs11: URI (RFC 7512); 'p11agent tokens' lists "
 			    "them", p->secname, v);
-		id->key_line = p->line;
+		id->key_line = p->in.line;
 		return set_str(p, key, &id->key, v);
 	case K_CERT:
 		return set_str(p, key, &id->cert, v);
@@ -617,7 +555,7 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		    0 && !pin_fd_ok(v) && strcmp(v, "systemd-ask-password") !=
 		    0 && strcmp(v, "pinentry") != 0 && strcmp(v, "none") != 0)
 			/* not echoed: it may be the PIN itself */
-			return perr(p, p->line, "[%s] pin: not a PIN source "
+			return perr(p, p->in.line, "[%s] pin: not a PIN source "
 			    "(the value is not shown: it may be the PIN); it "
 			    "must be pinentry, file:/ABSOLUTE/PATH, env:NAME, "
 			    "fd:N (N >= 3), systemd-ask-password or none",
@@ -625,14 +563,14 @@ identity_key(struct parser *p, enum keyword kw, const char *key,
 		return set_str(p, key, &id->pin, v);
 	case K_MODULE:
 		if (v[0] != '/')
-			return perr(p, p->line, "[%s] module: '%s' must be an "
+			return perr(p, p->in.line, "[%s] module: '%s' must be an "
 			    "absolute path", p->secname, v);
 		return set_str(p, key, &id->module, v);
 	case K_SIGN_TIMEOUT:
 		return parse_seconds(p, key, v, &id->sign_timeout);
 	case K_PINENTRY_PROGRAM:
 		if (v[0] != '/' && strchr(v, '/') != NULL)
-			return perr(p, p->line, "[%s] pinentry-program: '%s' "
+			return perr(p, p->in.line, "[%s] pinentry-program: '%s' "
 			    "must be an absolute path or a program name "
 			    "looked up in PATH", p->secname, v);
 		return set_str(p, key, &id->pinentry, v);
@@ -696,19 +634,19 @@ allow_ids(struct parser *p, int group, const char *key, const char *v)
 	long			 id;
 
 	if ((copy = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	if (strspn(v, ", \t") == strlen(v))
-		perr(p, p->line, "[%s] %s: empty value", p->secname, key);
-	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->failed;
+		perr(p, p->in.line, "[%s] %s: empty value", p->secname, key);
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->in.failed;
 	    tok = strtok_r(NULL, ", \t", &save)) {
 		if (config_lookup_id(group, tok, &id) != 0) {
-			perr(p, p->line, "[%s] %s: '%s' is not a %s known on "
+			perr(p, p->in.line, "[%s] %s: '%s' is not a %s known on "
 			    "this system nor a number", p->secname, key, tok,
 			    group ? "group" : "user");
 			break;
 		}
 		if (*count == CONFIG_MAX_ALLOW) {
-			perr(p, p->line, "[%s] %s: at most %d", p->secname,
+			perr(p, p->in.line, "[%s] %s: at most %d", p->secname,
 			    key, CONFIG_MAX_ALLOW);
 			break;
 		}
@@ -718,7 +656,7 @@ allow_ids(struct parser *p, int group, const char *key, const char *v)
 			t->allow_users[(*count)++] = (uid_t)id;
 	}
 	free(copy);
-	return !p->failed;
+	return !p->in.failed;
 }
 
 static int
@@ -731,15 +669,15 @@ tunnel_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 		return parse_listen(p, v);
 	case K_CONNECT:
 		if (t->connect_host != NULL)
-			return perr(p, p->line, "[%s] connect: given twice",
+			return perr(p, p->in.line, "[%s] connect: given twice",
 			    p->secname);
 		if (config_split_hostport(v, &t->connect_host,
 		    &t->connect_port) != 0)
-			return perr(p, p->line, "[%s] connect: '%s' is not "
+			return perr(p, p->in.line, "[%s] connect: '%s' is not "
 			    "HOST:PORT", p->secname, v);
 		return 1;
 	case K_IDENTITY:
-		t->identity_line = p->line;
+		t->identity_line = p->in.line;
 		return set_str(p, key, &t->identity_name, v);
 	case K_CA:
 		return set_str(p, key, &t->ca, v);
@@ -793,29 +731,29 @@ module_allow(struct parser *p, const char *v)
 	char			*copy, *tok, *save = NULL;
 
 	if ((copy = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
 	    tok = strtok_r(NULL, ", \t", &save)) {
 		if (tok[0] != '/') {
-			perr(p, p->line, "[agent] module-allow: '%s' must be "
+			perr(p, p->in.line, "[agent] module-allow: '%s' must be "
 			    "an absolute path pattern such as /opt/vendor/lib/"
 			    "*.so", tok);
 			break;
 		}
 		if (a->nmodule_allow == CONFIG_MAX_ALLOW) {
-			perr(p, p->line, "[agent] module-allow: at most %d "
+			perr(p, p->in.line, "[agent] module-allow: at most %d "
 			    "patterns", CONFIG_MAX_ALLOW);
 			break;
 		}
 		if ((a->module_allow[a->nmodule_allow] = strdup(tok)) ==
 		    NULL) {
-			perr(p, p->line, "out of memory");
+			perr(p, p->in.line, "out of memory");
 			break;
 		}
 		a->nmodule_allow++;
 	}
 	free(copy);
-	return !p->failed;
+	return !p->in.failed;
 }
 
 /* ---- [agent] control = PATH, lock-after = SECONDS (agent/control.c) */
@@ -829,23 +767,23 @@ control_key(struct parser *p, enum keyword kw, const char *key,
 
 	if (kw == K_CONTROL) {
 		if (v[0] != '/' || strlen(v) >= 108)
-			return perr(p, p->line, "[agent] control: '%s' must be "
+			return perr(p, p->in.line, "[agent] control: '%s' must be "
 			    "an absolute path shorter than 108 bytes, such as "
 			    "/run/user/UID/p11agent/control", v);
 		return set_str(p, key, &a->control, v);
 	}
 	if (a->lock_after_line != 0)
-		return perr(p, p->line, "[agent] lock-after: given twice (also "
+		return perr(p, p->in.line, "[agent] lock-after: given twice (also "
 		    "line %d)", a->lock_after_line);
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < 0 ||
 	    n > CONFIG_MAX_LOCK_AFTER)
-		return perr(p, p->line, "[agent] lock-after: '%s' is not a "
+		return perr(p, p->in.line, "[agent] lock-after: '%s' is not a "
 		    "number of seconds between 0 (off) and %d", v,
 		    CONFIG_MAX_LOCK_AFTER);
 	a->lock_after = (int)n;
-	a->lock_after_line = p->line;
+	a->lock_after_line = p->in.line;
 	return 1;
 }
 
@@ -860,7 +798,7 @@ parse_drain(struct parser *p, const char *key, const char *v)
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < 0 ||
 	    n > CONFIG_MAX_DRAIN)
-		return perr(p, p->line, "[agent] %s: '%s' is not a number of "
+		return perr(p, p->in.line, "[agent] %s: '%s' is not a number of "
 		    "seconds between 0 (close at once) and %d", key, v,
 		    CONFIG_MAX_DRAIN);
 	p->cfg->agent.drain_timeout = (int)n;
@@ -878,13 +816,13 @@ log_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 
 	if (kw == K_LOG) {
 		if (log_target_parse(v, &t) != 0)
-			return perr(p, p->line, "[agent] %s: '%s' is not one of "
+			return perr(p, p->in.line, "[agent] %s: '%s' is not one of "
 			    "auto, stderr, journal, syslog", key, v);
 		a->log_target = t;
 		return 1;
 	}
 	if (log_level_parse(v, &l) != 0)
-		return perr(p, p->line, "[agent] %s: '%s' is not one of error, "
+		return perr(p, p->in.line, "[agent] %s: '%s' is not one of error, "
 		    "warning, info, debug", key, v);
 	a->log_level = (int)l + 1;
 	return 1;
@@ -917,13 +855,6 @@ agent_key(struct parser *p, enum keyword kw, const char *key, const char *v)
 	}
 }
 
-static int
-valid_name(const char *s)
-{
-	return *s != '\0' && strlen(s) <= NAME_MAX_LEN &&
-	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
-}
 
 /* Starts a new section when the name changes; "identity X"/"tunnel X". */
 static int
@@ -932,17 +863,17 @@ new_section(struct parser *p, const char *section)
 	const char	*name;
 
 	snprintf(p->secname, sizeof(p->secname), "%s", section);
-	p->section_headers = p->headers;
+	p->section_headers = p->in.headers;
 	p->id = NULL;
 	p->tun = NULL;
 	p->section = S_NONE;
 	memset(p->seen, 0, sizeof(p->seen));
 	if (strcmp(section, "agent") == 0) {
 		if (p->cfg->agent.line != 0)
-			return perr(p, p->section_line, "[agent]: defined "
+			return perr(p, p->in.section_line, "[agent]: defined "
 			    "twice (also line %d)", p->cfg->agent.line);
 		p->section = S_AGENT;
-		p->cfg->agent.line = p->section_line;
+		p->cfg->agent.line = p->in.section_line;
 		return 1;
 	}
 	if (strncmp(section, "identity ", 9) == 0) {
@@ -952,28 +883,28 @@ new_section(struct parser *p, const char *section)
 		name = section + 7;
 		p->section = S_TUNNEL;
 	} else
-		return perr(p, p->section_line, "[%s]: unknown section; "
+		return perr(p, p->in.section_line, "[%s]: unknown section; "
 		    "sections are [agent], [identity NAME] and [tunnel NAME]",
 		    section);
-	if (!valid_name(name))
-		return perr(p, p->section_line, "[%s]: the name must be 1-40 "
+	if (!ini_name_ok(name))
+		return perr(p, p->in.section_line, "[%s]: the name must be 1-40 "
 		    "letters, digits, '-', '_' or '.'", section);
 	if (p->section == S_IDENTITY) {
 		if ((p->id = calloc(1, sizeof(*p->id))) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 		*p->id_tail = p->id;	/* config_free() frees it from here */
 		p->id_tail = &p->id->next;
-		p->id->line = p->section_line;
+		p->id->line = p->in.section_line;
 		if ((p->id->name = strdup(name)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 	} else {
 		if ((p->tun = calloc(1, sizeof(*p->tun))) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 		*p->tun_tail = p->tun;
 		p->tun_tail = &p->tun->next;
-		p->tun->line = p->section_line;
+		p->tun->line = p->in.section_line;
 		if ((p->tun->name = strdup(name)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 	}
 	return 1;
 }
@@ -990,7 +921,7 @@ text_add(struct parser *p, char **text, const char *key, const char *value)
 	char	*t;
 
 	if ((t = realloc(*text, had + add + 1)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	snprintf(t + had, add + 1, "%s=%s\n", key, value);
 	*text = t;
 	return 1;
@@ -1019,7 +950,7 @@ note_line(struct parser *p, enum keyword kw)
 		    kw == K_ALLOW_USERS ? &p->tun->allow_users_line :
 		    kw == K_ALLOW_GROUPS ? &p->tun->allow_groups_line : NULL;
 	if (l != NULL && *l == 0)
-		*l = p->line;
+		*l = p->in.line;
 }
 
 static int
@@ -1028,15 +959,15 @@ handler(void *arg, const char *section, const char *key, const char *value)
 	struct parser	*p = arg;
 	size_t		 i;
 
-	if (p->failed)
+	if (p->in.failed)
 		return 1;
 	if (*section == '\0')
-		return perr(p, p->line, "%s: outside of any section; put it "
+		return perr(p, p->in.line, "%s: outside of any section; put it "
 		    "under [identity NAME] or [tunnel NAME]", key);
 	if (strcmp(section, p->secname) == 0 &&
-	    p->headers != p->section_headers)
+	    p->in.headers != p->section_headers)
 		/* inih reports [x] ... [x] in a row as one section */
-		return perr(p, p->section_line, "[%s]: defined twice (also "
+		return perr(p, p->in.section_line, "[%s]: defined twice (also "
 		    "line %d)", section, p->section == S_IDENTITY ?
 		    p->id->line : p->section == S_TUNNEL ? p->tun->line :
 		    p->cfg->agent.line);
@@ -1049,7 +980,7 @@ handler(void *arg, const char *section, const char *key, const char *value)
 			if (i + 1 < sizeof(keywords) / sizeof(keywords[0]) &&
 			    strcmp(keywords[i + 1].name, key) == 0)
 				continue;	/* also in another section */
-			return perr(p, p->line, "[%s] %s: this key belongs in "
+			return perr(p, p->in.line, "[%s] %s: this key belongs in "
 			    "a %s section", p->secname, key,
 			    keywords[i].section == S_TUNNEL ? "[tunnel NAME]" :
 			    keywords[i].section == S_AGENT ? "[agent]" :
@@ -1057,7 +988,7 @@ handler(void *arg, const char *section, const char *key, const char *value)
 		}
 		/* a number or word given twice: the second would win */
 		if (once_only(keywords[i].kw) && p->seen[keywords[i].kw]++)
-			return perr(p, p->line, "[%s] %s: given twice",
+			return perr(p, p->in.line, "[%s] %s: given twice",
 			    p->secname, key);
 		note_line(p, keywords[i].kw);
 		switch (p->section) {
@@ -1070,7 +1001,7 @@ handler(void *arg, const char *section, const char *key, const char *value)
 			return agent_key(p, keywords[i].kw, key, value);
 		}
 	}
-	return perr(p, p->line, "[%s] %s: unknown key", p->secname, key);
+	return perr(p, p->in.line, "[%s] %s: unknown key", p->secname, key);
 }
 
 static struct cfg_identity *
@@ -1185,7 +1116,7 @@ finish(struct parser *p)
 	int			 i;
 
 	if (p->cfg->tunnels == NULL)
-		return perr(p, p->line, "no [tunnel NAME] section: there is "
+		return perr(p, p->in.line, "no [tunnel NAME] section: there is "
 		    "nothing to do");
 	for (id = p->cfg->identities; id != NULL; id = id->next) {
 		if (id->key == NULL)
@@ -1266,31 +1197,32 @@ config_load(const char *path, struct config **out, char *err, size_t errlen)
 	int		 r;
 
 	memset(&p, 0, sizeof(p));
-	p.err = err;
-	p.errlen = errlen;
+	p.in.err = err;
+	p.in.errlen = errlen;
+	p.in.section_max = 1;
 	if ((p.cfg = calloc(1, sizeof(*p.cfg))) == NULL ||
-	    (p.cfg->path = strdup(path)) == NULL) {
+	    (p.in.path = p.cfg->path = strdup(path)) == NULL) {
 		free(p.cfg);
 		snprintf(err, errlen, "out of memory");
 		return P11A_ERR_NOMEM;
 	}
-	if ((p.fp = fopen(path, "r")) == NULL) {
+	if ((p.in.fp = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		config_free(p.cfg);
 		return P11A_ERR_CONFIG;
 	}
 	p.id_tail = &p.cfg->identities;
 	p.tun_tail = &p.cfg->tunnels;
-	r = ini_parse_stream(reader, &p, handler, &p);
-	fclose(p.fp);
-	if (r > 0 && !p.failed)
+	r = ini_parse_stream(ini_read_line, &p.in, handler, &p);
+	fclose(p.in.fp);
+	if (r > 0 && !p.in.failed)
 		perr(&p, r, "syntax error: expected [section], key = value "
 		    "or a # comment");
-	if (!p.failed)
+	if (!p.in.failed)
 		check_duplicates(&p);
-	if (!p.failed)
+	if (!p.in.failed)
 		finish(&p);
-	if (p.failed) {
+	if (p.in.failed) {
 		config_free(p.cfg);
 		return P11A_ERR_CONFIG;
 	}

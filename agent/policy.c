@@ -29,6 +29,7 @@
 #include "p11agent/agent.h"
 #include "p11agent/config.h"
 #include "p11agent/error.h"
+#include "p11agent/inifile.h"
 #include "p11agent/identity.h"
 #include "p11agent/log.h"
 #include "p11agent/peer.h"
@@ -38,8 +39,6 @@
 #ifndef P11AGENT_POLICY_DIR
 #define P11AGENT_POLICY_DIR	"/etc/p11agent/policies.d"
 #endif
-#define INI_LINE_MAX	200	/* inih as built by Debian */
-#define NAME_MAX_LEN	40
 #define TEXT_MAX	65536	/* a policy's settings, as read */
 
 const char *const pkey_names[P_COUNT] = {
@@ -274,68 +273,15 @@ policy_host_match(const struct policy_host *h, const char *host, int port)
 /* ---- parsing */
 
 struct parser {
+	struct ini_in		 in;		/* file, line, first error */
 	struct policy_set	*set;
-	const char		*path;
-	FILE			*fp;
-	int			 line;
-	int			 section_line;
-	int			 headers, section_headers;
-	int			 failed;
+	int			 section_headers;
 	char			 secname[128];
 	struct policy		*pol;
-	char			*err;
-	size_t			 errlen;
 };
 
-static int
-perr(struct parser *p, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#define perr(p, ...)	ini_err(&(p)->in, __VA_ARGS__)
 
-static int
-perr(struct parser *p, int line, const char *fmt, ...)
-{
-	va_list	 ap;
-	int	 n;
-
-	if (p->failed++)
-		return 0;
-	n = snprintf(p->err, p->errlen, "%s:%d: ", p->path, line);
-	if (n < 0 || (size_t)n >= p->errlen)
-		return 0;
-	va_start(ap, fmt);
-	vsnprintf(p->err + n, p->errlen - n, fmt, ap);
-	va_end(ap);
-	return 0;
-}
-
-static char *
-reader(char *str, int num, void *arg)
-{
-	struct parser	*p = arg;
-	size_t		 len;
-	char		*h;
-
-	if (fgets(str, num, p->fp) == NULL)
-		return NULL;
-	p->line++;
-	if (*(h = str + strspn(str, " \t")) == '[') {
-		p->section_line = p->line;
-		p->headers++;
-		if (strchr(h, ']') == NULL)
-			perr(p, p->line, "syntax error: a [policy NAME] header "
-			    "without its ']'");
-	}
-	len = strlen(str);
-	if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(p->fp)) {
-		perr(p, p->line, "line longer than %d characters",
-		    INI_LINE_MAX - 2);
-		while (fgets(str, num, p->fp) != NULL &&
-		    str[strlen(str) - 1] != '\n')
-			;
-		str[0] = '\0';
-	}
-	return str;
-}
 
 static void
 policy_free(struct policy *pol)
@@ -373,13 +319,6 @@ find_policy(const struct policy_set *set, const char *name)
 	return NULL;
 }
 
-static int
-valid_name(const char *s)
-{
-	return *s != '\0' && strlen(s) <= NAME_MAX_LEN &&
-	    strspn(s, "abcdefghijklmnopqrstuvwxyz"
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == strlen(s);
-}
 
 static int
 new_section(struct parser *p, const char *section)
@@ -388,28 +327,28 @@ new_section(struct parser *p, const char *section)
 	const char	*name = section + 7;
 
 	snprintf(p->secname, sizeof(p->secname), "%s", section);
-	p->section_headers = p->headers;
+	p->section_headers = p->in.headers;
 	p->pol = NULL;
 	if (strncmp(section, "policy ", 7) != 0)
-		return perr(p, p->section_line, "[%s]: unknown section; a "
+		return perr(p, p->in.section_line, "[%s]: unknown section; a "
 		    "policy file has [policy NAME] sections", section);
-	if (!valid_name(name))
-		return perr(p, p->section_line, "[%s]: the name must be 1-40 "
+	if (!ini_name_ok(name))
+		return perr(p, p->in.section_line, "[%s]: the name must be 1-40 "
 		    "letters, digits, '-', '_' or '.'", section);
 	if ((was = find_policy(p->set, name)) != NULL)
-		return perr(p, p->section_line, "[%s]: defined twice (also "
+		return perr(p, p->in.section_line, "[%s]: defined twice (also "
 		    "%s:%d)", section, was->file, was->line);
 	if ((pol = calloc(1, sizeof(*pol))) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	pol->pin_cache_max = -1;
 	*p->set->tail = pol;
 	p->set->tail = &pol->next;
 	p->set->n++;
 	p->pol = pol;
-	pol->line = p->section_line;
+	pol->line = p->in.section_line;
 	if ((pol->name = strdup(name)) == NULL ||
-	    (pol->file = strdup(p->path)) == NULL)
-		return perr(p, p->line, "out of memory");
+	    (pol->file = strdup(p->in.path)) == NULL)
+		return perr(p, p->in.line, "out of memory");
 	return 1;
 }
 
@@ -426,12 +365,12 @@ parse_pin(struct parser *p, const char *key, const char *s, size_t n)
 		n -= 8;
 	}
 	if (pol->npins == CONFIG_MAX_PINS)
-		return perr(p, p->line, "[%s] %s: at most %d pins", p->secname,
+		return perr(p, p->in.line, "[%s] %s: at most %d pins", p->secname,
 		    key, CONFIG_MAX_PINS);
 	len = n == 44 ? EVP_DecodeBlock(raw, (const unsigned char *)s, 44) :
 	    -1;
 	if (len != 33 || s[43] != '=' || s[42] == '=')
-		return perr(p, p->line, "[%s] %s: '%.*s' is not the base64 of "
+		return perr(p, p->in.line, "[%s] %s: '%.*s' is not the base64 of "
 		    "a SHA-256 (44 characters)", p->secname, key,
 		    (int)(n < 60 ? n : 60), s);
 	memcpy(pol->pins[pol->npins++], raw, 32);
@@ -448,7 +387,7 @@ parse_source(struct parser *p, const char *key, const char *tok)
 			p->pol->sources |= src_kinds[i].bit;
 			return 1;
 		}
-	return perr(p, p->line, "[%s] %s: '%s' is not one of pinentry, file, "
+	return perr(p, p->in.line, "[%s] %s: '%s' is not one of pinentry, file, "
 	    "env, fd, systemd-ask-password, none", p->secname, key, tok);
 }
 
@@ -473,20 +412,20 @@ list_item(struct parser *p, enum pkey k, const char *key, const char *tok)
 		break;
 	}
 	if (*count == POLICY_MAX_LIST)
-		return perr(p, p->line, "[%s] %s: at most %d entries",
+		return perr(p, p->in.line, "[%s] %s: at most %d entries",
 		    p->secname, key, POLICY_MAX_LIST);
 	switch (k) {
 	case P_CONNECT:
 		if (policy_host_parse(tok, &pol->hosts[pol->nhosts], err,
 		    sizeof(err)) != 0)
-			return perr(p, p->line, "[%s] %s: %s", p->secname, key,
+			return perr(p, p->in.line, "[%s] %s: %s", p->secname, key,
 			    err);
 		pol->nhosts++;
 		return 1;
 	case P_ALLOW_USERS:
 	case P_ALLOW_GROUPS:
 		if (config_lookup_id(k == P_ALLOW_GROUPS, tok, &id) != 0)
-			return perr(p, p->line, "[%s] %s: '%s' is not a %s "
+			return perr(p, p->in.line, "[%s] %s: '%s' is not a %s "
 			    "known on this system nor a number", p->secname,
 			    key, tok, k == P_ALLOW_GROUPS ? "group" : "user");
 		if (k == P_ALLOW_USERS)
@@ -496,12 +435,12 @@ list_item(struct parser *p, enum pkey k, const char *key, const char *tok)
 		return 1;
 	default:	/* P_ALLOW_PROGRAMS */
 		if (tok[0] != '/')
-			return perr(p, p->line, "[%s] %s: '%s' must be an "
+			return perr(p, p->in.line, "[%s] %s: '%s' must be an "
 			    "absolute path or path pattern, such as "
 			    "/usr/bin/firefox or /usr/lib/firefox/*",
 			    p->secname, key, tok);
 		if ((pol->programs[pol->nprograms] = strdup(tok)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 		pol->nprograms++;
 		return 1;
 	}
@@ -514,17 +453,17 @@ parse_list(struct parser *p, enum pkey k, const char *key, const char *v)
 	int	 n = 0;
 
 	if ((copy = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
-	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->failed;
+		return perr(p, p->in.line, "out of memory");
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL && !p->in.failed;
 	    tok = strtok_r(NULL, ", \t", &save), n++)
 		list_item(p, k, key, tok);
 	free(copy);
 	/* "connect = ," would be a permission that permits nothing and
 	 * restricts nothing */
-	if (n == 0 && !p->failed)
-		return perr(p, p->line, "[%s] %s: an empty list", p->secname,
+	if (n == 0 && !p->in.failed)
+		return perr(p, p->in.line, "[%s] %s: an empty list", p->secname,
 		    key);
-	return !p->failed;
+	return !p->in.failed;
 }
 
 /* A pattern: fnmatch(3) syntax, checked for a complete [...] class. */
@@ -537,12 +476,12 @@ set_pattern(struct parser *p, const char *key, char **dst, const char *v)
 		if (*c == '\\' && c[1] != '\0')
 			c++;
 		else if (*c == '[' && strchr(c + 1, ']') == NULL)
-			return perr(p, p->line, "[%s] %s: '%s': '[' opens a "
+			return perr(p, p->in.line, "[%s] %s: '%s': '[' opens a "
 			    "character class that no ']' closes (write \\[ for "
 			    "the character)", p->secname, key, v);
 	}
 	if ((*dst = strdup(v)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	return 1;
 }
 
@@ -575,7 +514,7 @@ parse_sha(struct parser *p, const char *key, const char *v)
 		}
 	}
 	if (*c != '\0' || n != 32 || hi >= 0)
-		return perr(p, p->line, "[%s] %s: '%.80s' is not a SHA-256 in "
+		return perr(p, p->in.line, "[%s] %s: '%.80s' is not a SHA-256 in "
 		    "hex (64 digits, colons allowed, as 'openssl x509 "
 		    "-fingerprint -sha256' prints)", p->secname, key, v);
 	pol->has_sha = 1;
@@ -591,7 +530,7 @@ parse_number(struct parser *p, const char *key, const char *v, int *out)
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno != 0 || *end != '\0' || end == v || n < 0 || n > 86400)
-		return perr(p, p->line, "[%s] %s: '%s' is not a number of "
+		return perr(p, p->in.line, "[%s] %s: '%s' is not a number of "
 		    "seconds between 0 and 86400", p->secname, key, v);
 	*out = (int)n;
 	return 1;
@@ -605,7 +544,7 @@ one_value(struct parser *p, enum pkey k, const char *key, const char *v)
 	switch (k) {
 	case P_KEY:
 		if (strncmp(v, "pkcs11:", 7) != 0)
-			return perr(p, p->line, "[%s] key: '%s' is not a "
+			return perr(p, p->in.line, "[%s] key: '%s' is not a "
 			    "pkcs11: URI pattern", p->secname, v);
 		return set_pattern(p, key, &pol->key, v);
 	case P_TOKEN_LABEL:
@@ -624,19 +563,19 @@ one_value(struct parser *p, enum pkey k, const char *key, const char *v)
 		else if (strcmp(v, "1.3") == 0)
 			pol->tls_min = TLS1_3_VERSION;
 		else
-			return perr(p, p->line, "[%s] %s: '%s' must be 1.2 or "
+			return perr(p, p->in.line, "[%s] %s: '%s' must be 1.2 or "
 			    "1.3", p->secname, key, v);
 		return 1;
 	case P_CA:
 		if (v[0] != '/')
-			return perr(p, p->line, "[%s] %s: '%s' must be an "
+			return perr(p, p->in.line, "[%s] %s: '%s' must be an "
 			    "absolute path", p->secname, key, v);
 		if ((pol->ca = strdup(v)) == NULL)
-			return perr(p, p->line, "out of memory");
+			return perr(p, p->in.line, "out of memory");
 		return 1;
 	case P_OCSP:
 		if (strcmp(v, "require") != 0)
-			return perr(p, p->line, "[%s] %s: '%s': the only value "
+			return perr(p, p->in.line, "[%s] %s: '%s': the only value "
 			    "is require (a good stapled OCSP response)",
 			    p->secname, key, v);
 		pol->ocsp = CFG_OCSP_REQUIRE;
@@ -645,13 +584,13 @@ one_value(struct parser *p, enum pkey k, const char *key, const char *v)
 		return parse_number(p, key, v, &pol->pin_cache_max);
 	case P_ON_REMOVAL:
 		if (strcmp(v, "close") != 0)
-			return perr(p, p->line, "[%s] %s: '%s': the only value "
+			return perr(p, p->in.line, "[%s] %s: '%s': the only value "
 			    "is close", p->secname, key, v);
 		pol->on_removal = CFG_REMOVAL_CLOSE;
 		return 1;
 	case P_PIN_PER_HANDSHAKE:
 		if (strcmp(v, "yes") != 0)
-			return perr(p, p->line, "[%s] %s: '%s': the only value "
+			return perr(p, p->in.line, "[%s] %s: '%s': the only value "
 			    "is yes (the PIN asked for every full handshake)",
 			    p->secname, key, v);
 		pol->pin_per_handshake = 1;
@@ -672,18 +611,18 @@ keep_value(struct parser *p, enum pkey k, const char *key, const char *v)
 	char		*n;
 
 	if (had + add > TEXT_MAX || tl + tadd > TEXT_MAX)
-		return perr(p, p->line, "[%s] %s: too many settings",
+		return perr(p, p->in.line, "[%s] %s: too many settings",
 		    p->secname, key);
 	if ((n = realloc(pol->vals[k], had + add)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	snprintf(n + had, add, "%s%s", had ? ", " : "", v);
 	pol->vals[k] = n;
 	if ((n = realloc(pol->text, tl + tadd + 1)) == NULL)
-		return perr(p, p->line, "out of memory");
+		return perr(p, p->in.line, "out of memory");
 	snprintf(n + tl, tadd + 1, "%s=%s\n", key, v);
 	pol->text = n;
 	if (pol->lines[k] == 0)
-		pol->lines[k] = p->line;
+		pol->lines[k] = p->in.line;
 	return 1;
 }
 
@@ -693,14 +632,14 @@ handler(void *arg, const char *section, const char *key, const char *value)
 	struct parser	*p = arg;
 	int		 k;
 
-	if (p->failed)
+	if (p->in.failed)
 		return 1;
 	if (*section == '\0')
-		return perr(p, p->line, "%s: outside of any section; put it "
+		return perr(p, p->in.line, "%s: outside of any section; put it "
 		    "under [policy NAME]", key);
 	if (strcmp(section, p->secname) == 0 &&
-	    p->headers != p->section_headers)
-		return perr(p, p->section_line, "[%s]: defined twice (also "
+	    p->in.headers != p->section_headers)
+		return perr(p, p->in.section_line, "[%s]: defined twice (also "
 		    "line %d)", section, p->pol != NULL ? p->pol->line : 0);
 	if (strcmp(section, p->secname) != 0 && !new_section(p, section))
 		return 0;
@@ -710,13 +649,13 @@ handler(void *arg, const char *section, const char *key, const char *value)
 		if (strcmp(pkey_names[k], key) == 0)
 			break;
 	if (k == P_COUNT)
-		return perr(p, p->line, "[%s] %s: unknown key", p->secname,
+		return perr(p, p->in.line, "[%s] %s: unknown key", p->secname,
 		    key);
 	if (*value == '\0')
-		return perr(p, p->line, "[%s] %s: empty value", p->secname,
+		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
 	if (!list_key(k) && p->pol->lines[k] != 0)
-		return perr(p, p->line, "[%s] %s: given twice (also line %d)",
+		return perr(p, p->in.line, "[%s] %s: given twice (also line %d)",
 		    p->secname, key, p->pol->lines[k]);
 	if (!keep_value(p, k, key, value))
 		return 0;
@@ -807,28 +746,29 @@ policy_load_file(const char *path, struct policy_set **set, char *err,
 	}
 	memset(&p, 0, sizeof(p));
 	p.set = *set;
-	p.path = path;
-	p.err = err;
-	p.errlen = errlen;
+	p.in.path = path;
+	p.in.header_form = "[policy NAME]";
+	p.in.err = err;
+	p.in.errlen = errlen;
 	tail = p.set->tail;
-	if ((p.fp = fopen(path, "r")) == NULL) {
+	if ((p.in.fp = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return P11A_ERR_CONFIG;
 	}
-	if (!trusted_file(fileno(p.fp), path, err, errlen)) {
-		fclose(p.fp);
+	if (!trusted_file(fileno(p.in.fp), path, err, errlen)) {
+		fclose(p.in.fp);
 		return P11A_ERR_CONFIG;
 	}
-	r = ini_parse_stream(reader, &p, handler, &p);
-	if (ferror(p.fp) && !p.failed)
-		perr(&p, p.line, "read error: %s", strerror(errno));
-	fclose(p.fp);
-	if (r > 0 && !p.failed)
+	r = ini_parse_stream(ini_read_line, &p.in, handler, &p);
+	if (ferror(p.in.fp) && !p.in.failed)
+		perr(&p, p.in.line, "read error: %s", strerror(errno));
+	fclose(p.in.fp);
+	if (r > 0 && !p.in.failed)
 		perr(&p, r, "syntax error: expected [policy NAME], key = "
 		    "value or a # comment");
-	if (!p.failed)
+	if (!p.in.failed)
 		finish(&p, *tail);
-	return p.failed ? P11A_ERR_CONFIG : 0;
+	return p.in.failed ? P11A_ERR_CONFIG : 0;
 }
 
 static int
