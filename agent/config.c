@@ -449,7 +449,8 @@ parse_alpn(struct parser *p, const char *key, const char *v)
 {
 	struct cfg_tunnel	*t = p->tun;
 	const char		*s = v;
-	size_t			 n, i;
+	unsigned char		 w[CONFIG_MAX_ALPN];
+	size_t			 n, i, len = 0;
 
 	if (t->alpn_len != 0)
 		return perr(p, p->in.line, "[%s] %s: given twice", p->secname,
@@ -464,19 +465,22 @@ parse_alpn(struct parser *p, const char *key, const char *v)
 				return perr(p, p->in.line, "[%s] %s: protocol "
 				    "names are printable ASCII, as h2 or "
 				    "http/1.1", p->secname, key);
-		if (n > 255 || (size_t)t->alpn_len + 1 + n >
-		    sizeof(t->alpn))
+		if (n > 255 || len + 1 + n > sizeof(w))
 			return perr(p, p->in.line, "[%s] %s: the list is too "
 			    "long (at most %zu bytes)", p->secname, key,
-			    sizeof(t->alpn));
-		t->alpn[t->alpn_len++] = (unsigned char)n;
-		memcpy(t->alpn + t->alpn_len, s, n);
-		t->alpn_len += (int)n;
+			    sizeof(w));
+		w[len++] = (unsigned char)n;
+		memcpy(w + len, s, n);
+		len += n;
 		s += n;
 	}
-	if (t->alpn_len == 0)
+	if (len == 0)
 		return perr(p, p->in.line, "[%s] %s: empty value", p->secname,
 		    key);
+	if ((t->alpn = malloc(len)) == NULL)
+		return perr(p, p->in.line, "out of memory");
+	memcpy(t->alpn, w, len);
+	t->alpn_len = (int)len;
 	return 1;
 }
 
@@ -1264,6 +1268,7 @@ config_free(struct config *cfg)
 		free(t->identity_name);
 		free(t->ca);
 		free(t->ca_dir);
+		free(t->alpn);
 		for (i = 0; i < t->ncrl; i++)
 			free(t->crl[i]);
 		free(t->server_name);

@@ -45,10 +45,16 @@
 struct tls_trust {
 	int		 npins;
 	unsigned char	 pins[CONFIG_MAX_PINS][32];
-	char		 by[1024];	/* "ca = F and ca-dir = D", ... */
+	char		*by;		/* "ca = F and ca-dir = D", ... */
 	int		 ocsp;		/* CFG_OCSP_* */
 	int		 tls_min, tls_max;
 	int		 alpn;		/* protocols offered */
+	struct tls_crls	*crls;		/* NULL: none (an idle tunnel's
+					 * context stays small) */
+};
+
+/* The CRLs a context loaded, with their files for the messages. */
+struct tls_crls {
 	int		 ncrl;
 	X509_CRL	*crl[TLS_MAX_CRLS];	/* the CRLs loaded, */
 	int		 crlfile[TLS_MAX_CRLS];	/* from files[this] */
@@ -76,10 +82,12 @@ trust_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
 
 	if (tr == NULL)
 		return;
-	for (i = 0; i < tr->ncrl; i++)
-		X509_CRL_free(tr->crl[i]);
-	for (i = 0; i < tr->nfiles; i++)
-		free(tr->files[i]);
+	for (i = 0; tr->crls != NULL && i < tr->crls->ncrl; i++)
+		X509_CRL_free(tr->crls->crl[i]);
+	for (i = 0; tr->crls != NULL && i < tr->crls->nfiles; i++)
+		free(tr->crls->files[i]);
+	free(tr->crls);
+	free(tr->by);
 	free(tr);
 }
 
@@ -222,9 +230,11 @@ crl_file(const struct tls_trust *tr, X509_CRL *crl)
 {
 	int	 i;
 
-	for (i = 0; tr != NULL && crl != NULL && i < tr->ncrl; i++)
-		if (tr->crl[i] == crl || X509_CRL_match(tr->crl[i], crl) == 0)
-			return tr->files[tr->crlfile[i]];
+	const struct tls_crls	*c = tr != NULL ? tr->crls : NULL;
+
+	for (i = 0; c != NULL && crl != NULL && i < c->ncrl; i++)
+		if (c->crl[i] == crl || X509_CRL_match(c->crl[i], crl) == 0)
+			return c->files[c->crlfile[i]];
 	return "?";
 }
 
@@ -283,7 +293,8 @@ describe_verify(struct tls_conn *tc, const struct tls_trust *tr,
 	X509		*x = X509_STORE_CTX_get_current_cert(xs);
 	int		 err = X509_STORE_CTX_get_error(xs);
 	int		 depth = X509_STORE_CTX_get_error_depth(xs);
-	const char	*by = tr != NULL ? tr->by : "the trusted CAs";
+	const char	*by = tr != NULL && tr->by != NULL ? tr->by :
+			    "the trusted CAs";
 	char		 role[300], n[256], t[64], names[400];
 
 	if (x == NULL) {
@@ -727,25 +738,32 @@ load_crl(X509_STORE *store, struct tls_trust *tr, const char *key,
 {
 	STACK_OF(X509_INFO)	*inf;
 	X509_INFO		*i;
+	struct tls_crls		*c;
 	char			 who[256], when[64];
 	int			 f, k, n = 0, ok = 0;
 
-	if (tr->nfiles == TLS_MAX_CRLS) {
+	if (tr->crls == NULL && (tr->crls = calloc(1, sizeof(*tr->crls))) ==
+	    NULL) {
+		snprintf(err, errlen, "out of memory");
+		return 0;
+	}
+	c = tr->crls;
+	if (c->nfiles == TLS_MAX_CRLS) {
 		snprintf(err, errlen, "%s = %s: more than %d files of CRLs",
 		    key, path, TLS_MAX_CRLS);
 		return 0;
 	}
-	if ((tr->files[tr->nfiles] = strdup(path)) == NULL) {
+	if ((c->files[c->nfiles] = strdup(path)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return 0;
 	}
-	f = tr->nfiles++;
+	f = c->nfiles++;
 	if ((inf = pem_read(key, path, err, errlen)) == NULL)
 		return 0;
 	for (k = 0; k < sk_X509_INFO_num(inf); k++) {
 		if ((i = sk_X509_INFO_value(inf, k))->crl == NULL)
 			continue;
-		if (tr->ncrl == TLS_MAX_CRLS) {
+		if (c->ncrl == TLS_MAX_CRLS) {
 			snprintf(err, errlen, "%s = %s: more than %d CRLs in "
 			    "all", key, path, TLS_MAX_CRLS);
 			goto out;
@@ -769,8 +787,8 @@ load_crl(X509_STORE *store, struct tls_trust *tr, const char *key,
 			ssl_fail(err, errlen, "out of memory");
 			goto out;
 		}
-		tr->crl[tr->ncrl] = i->crl;
-		tr->crlfile[tr->ncrl++] = f;
+		c->crl[c->ncrl] = i->crl;
+		c->crlfile[c->ncrl++] = f;
 		n++;
 	}
 	if (n == 0) {
@@ -909,15 +927,18 @@ tls_trust_stamp(const struct cfg_tunnel *t, unsigned char out[32])
 static void
 trusted_by(struct tls_trust *tr, const struct cfg_tunnel *t)
 {
+	char	 by[1024];
+
 	if (t->ca != NULL && t->ca_dir != NULL)
-		snprintf(tr->by, sizeof(tr->by), "ca = %s and ca-dir = %s",
-		    t->ca, t->ca_dir);
+		snprintf(by, sizeof(by), "ca = %s and ca-dir = %s", t->ca,
+		    t->ca_dir);
 	else if (t->ca != NULL)
-		snprintf(tr->by, sizeof(tr->by), "ca = %s", t->ca);
+		snprintf(by, sizeof(by), "ca = %s", t->ca);
 	else if (t->ca_dir != NULL)
-		snprintf(tr->by, sizeof(tr->by), "ca-dir = %s", t->ca_dir);
+		snprintf(by, sizeof(by), "ca-dir = %s", t->ca_dir);
 	else
-		snprintf(tr->by, sizeof(tr->by), "the system store");
+		snprintf(by, sizeof(by), "the system store");
+	tr->by = strdup(by);	/* NULL: "the trusted CAs" is said */
 }
 
 /* The trust of the tunnel into the context, and its copy as ex_data. */
@@ -959,7 +980,7 @@ set_trust(SSL_CTX *ctx, const struct cfg_tunnel *t, char *err, size_t errlen)
 		if (!load_crl(store, tr, "crl", t->crl[i], err, errlen))
 			return 0;
 	/* CRLs, from crl = or in ca-dir: then for the whole chain */
-	if (tr->ncrl > 0)
+	if (tr->crls != NULL && tr->crls->ncrl > 0)
 		X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
 		    X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);

@@ -15,6 +15,7 @@
 #define CONFIG_MAX_ALLOW	16
 #define CONFIG_MAX_PINS		8	/* pin-sha256 per tunnel */
 #define CONFIG_MAX_CRLS		8	/* crl = FILE lines per tunnel */
+#define CONFIG_MAX_ALPN		256	/* alpn = list, in the wire format */
 #define CONFIG_MAX_ERR		1024
 #define CONFIG_MAX_CONNS	65536	/* the largest max-connections */
 #define CONFIG_DEFAULT_CONNS	1024	/* per tunnel and in all */
@@ -114,8 +115,9 @@ struct cfg_tunnel {
 	char			*crl[CONFIG_MAX_CRLS];	/* CRL files */
 	int			 ncrl;
 	int			 ocsp;		/* CFG_OCSP_* */
-	/* alpn: the protocols offered, in the wire format; 0: none */
-	unsigned char		 alpn[256];
+	/* alpn: the protocols offered, in the wire format (at most
+	 * CONFIG_MAX_ALPN bytes); NULL, 0: none */
+	unsigned char		*alpn;
 	int			 alpn_len;
 	char			*server_name;	/* name checked; default host */
 	/* pin-sha256: SHA-256 of an SPKI in the server's verified chain */
