@@ -32,8 +32,11 @@ start_agent "$T/a.conf" || fail "the agent did not start"
 traced() {
 	local name=$1 tun=$2 st
 	shift 2
+	# the file exists before tail opens it (the redirection is made by
+	# the background job, maybe after tail started)
+	: >"$T/$name.err"
 	strace -c -e trace=read,write,recvfrom,sendto,epoll_ctl \
-	    -o "$T/$name.out" -p "$AGENT_PID" 2>"$T/$name.err" &
+	    -o "$T/$name.out" -p "$AGENT_PID" 2>>"$T/$name.err" &
 	st=$!
 	# strace says "attached" on stderr once it is
 	timeout $((10 * SLOW)) tail -n +1 -f "$T/$name.err" |
